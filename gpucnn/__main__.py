@@ -1,0 +1,158 @@
+"""Command line: ``python -m gpucnn {train,info}`` (also installed as ``gpucnn``)."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+
+def _info(args) -> int:
+    import numpy as np
+
+    import gpucnn
+
+    from . import _device
+    from .gpuinfo import nvml_facts
+
+    print(f"gpucnn   {gpucnn.__version__}")
+    print(f"python   {platform.python_version()} ({sys.executable})")
+    print(f"numpy    {np.__version__}")
+    try:
+        import cupy
+
+        print(f"cupy     {cupy.__version__}")
+    except Exception as exc:
+        print(f"cupy     not usable ({type(exc).__name__}: {exc})")
+    try:
+        if args.device:
+            gpucnn.set_device(args.device)
+        print(f"device   {_device.device_reason()}")
+    except Exception as exc:
+        print(f"device   {args.device or 'auto'} unavailable: {exc}")
+    facts = nvml_facts()
+    for key, value in facts.items():
+        if key != "unavailable":
+            print(f"gpu.{key:<20} {value}")
+    for key, why in facts["unavailable"].items():
+        print(f"gpu.{key:<20} unavailable: {why}")
+    return 0
+
+
+def _train(args) -> int:
+    import gpucnn
+
+    from .checkpoint import save_weights
+    from .data import load_digits, load_mnist, train_test_split
+    from .losses import SoftmaxCrossEntropyLoss
+    from .models import MODELS
+    from .optim import SGD, CosineLR
+    from .train import evaluate, fit
+
+    device = gpucnn.set_device(args.device)
+    if args.data == "digits":
+        x, y = load_digits()
+        x_train, y_train, x_test, y_test = train_test_split(x, y, 0.2, seed=args.seed)
+        default_model = "digits-cnn"
+    elif args.data.startswith("mnist:"):
+        (x_train, y_train), (x_test, y_test) = load_mnist(args.data[len("mnist:") :])
+        default_model = "lenet5"
+    else:
+        raise SystemExit(f"--data must be 'digits' or 'mnist:PATH', got {args.data!r}")
+    model_name = args.model or default_model
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    if model_name == "lenet5":
+        model = MODELS[model_name](x_train.shape[1], num_classes, x_train.shape[2], seed=args.seed)
+    else:
+        if x_train.shape[1:] != (1, 8, 8):
+            raise SystemExit(
+                f"model digits-cnn takes 1x8x8 images, the data has "
+                f"{x_train.shape[1:]}; use --model lenet5"
+            )
+        model = MODELS[model_name](num_classes, seed=args.seed)
+    print(f"device {device}; {len(x_train)} training and {len(x_test)} test examples")
+    print(model.summary(x_train.shape[1:]))
+    optimizer = SGD(
+        model,
+        args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        schedule=CosineLR(args.epochs) if args.cosine else None,
+    )
+    loss = SoftmaxCrossEntropyLoss()
+    fit(
+        model,
+        loss,
+        optimizer,
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        validation_data=(x_test, y_test),
+        seed=args.seed,
+        progress=not args.no_progress,
+        verbose=True,
+    )
+    scores = evaluate(model, loss, x_test, y_test)
+    print(
+        f"test accuracy {scores['accuracy']:.4f} (loss {scores['loss']:.4f}) "
+        f"on {len(x_test)} held-out examples"
+    )
+    if args.save:
+        save_weights(model, args.save)
+        print(f"weights saved to {args.save}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpucnn", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="versions, the chosen device and GPU facts")
+    info.add_argument("--device", choices=["auto", "cpu", "gpu", "emulator"], default=None)
+    info.set_defaults(run=_info)
+
+    train = commands.add_parser("train", help="train a CNN (default: digits, offline)")
+    train.add_argument("--device", choices=["auto", "cpu", "gpu", "emulator"], default="auto")
+    train.add_argument(
+        "--model",
+        choices=["digits-cnn", "lenet5"],
+        default=None,
+        help="default: digits-cnn for digits, lenet5 for MNIST",
+    )
+    train.add_argument(
+        "--data",
+        default="digits",
+        help="'digits' (bundled 8x8 digits) or 'mnist:PATH' (folder of IDX files)",
+    )
+    train.add_argument("--epochs", type=_positive, default=10)
+    train.add_argument("--batch-size", type=_positive, default=32)
+    train.add_argument("--lr", type=float, default=0.05)
+    train.add_argument("--momentum", type=float, default=0.9)
+    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--save", metavar="PATH", help="save the trained weights (.npz)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.set_defaults(run=_train)
+    return parser
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+        print(f"gpucnn {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""Argument checks shared by the ops. Each error names the argument at fault."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ._device import array_device
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_float_array(x, name: str, ndim: int | None = None):
+    """``x`` is a NumPy/CuPy array of float32 or float64 (with ``ndim`` dims when given)."""
+    try:
+        array_device(x)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be a numpy.ndarray or cupy.ndarray, got {type(x).__name__}"
+        ) from None
+    if x.dtype not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
+    if ndim is not None and x.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D, got shape {tuple(x.shape)}")
+    return x
+
+
+def check_same_kind(reference, reference_name: str, **others) -> None:
+    """Every array in ``others`` has the dtype and the device of ``reference``."""
+    where = array_device(reference)
+    for name, array in others.items():
+        if array is None:
+            continue
+        if array_device(array) != where:
+            raise TypeError(
+                f"{name} is a {_kind_name(array)} but {reference_name} is a "
+                f"{_kind_name(reference)}: move both to one device with gpucnn.to_device"
+            )
+        if array.dtype != reference.dtype:
+            raise TypeError(
+                f"{name} has dtype {array.dtype} but {reference_name} has {reference.dtype}"
+            )
+
+
+def _kind_name(x) -> str:
+    return "cupy.ndarray (GPU)" if array_device(x) == "gpu" else "numpy.ndarray (host)"
+
+
+def check_shape(x, name: str, expected: tuple[int, ...]) -> None:
+    if tuple(x.shape) != tuple(expected):
+        raise ValueError(f"{name} must have shape {tuple(expected)}, got {tuple(x.shape)}")
+
+
+def check_shape4(shape, name: str) -> tuple[int, int, int, int]:
+    """A 4-tuple of non-negative ints (an NCHW shape passed as an argument)."""
+    try:
+        dims = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"{name} must be a tuple of 4 ints, got {shape!r}") from None
+    if len(dims) != 4 or any(d < 0 for d in dims):
+        raise ValueError(f"{name} must be a tuple of 4 non-negative ints, got {shape!r}")
+    return dims
+
+
+def check_probability(p, name: str) -> float:
+    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
+        raise TypeError(f"{name} must be a number, got {type(p).__name__}")
+    if not 0.0 <= float(p) < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {p}")
+    return float(p)

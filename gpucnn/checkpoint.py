@@ -1,0 +1,134 @@
+"""Saving and loading arrays: weights as ``.npz``, written atomically, read without pickle.
+
+A file a user loads is untrusted: it is opened with ``allow_pickle=False``, every array is
+checked (name, shape, float dtype) before any parameter changes, and anything malformed
+raises ValueError naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ._device import to_numpy
+
+
+@contextlib.contextmanager
+def atomic_write(path):
+    """Yield a binary file object whose content replaces ``path`` only once fully written
+    (temp file in the same folder, fsync, rename): a crash never leaves a half-written file."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+    with contextlib.suppress(OSError):  # make the rename durable where the OS allows it
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def save_arrays(path, arrays: dict) -> None:
+    """Write ``arrays`` (name -> array on any device) to ``path`` as an uncompressed .npz."""
+    host = {name: to_numpy(value) for name, value in arrays.items()}
+    with atomic_write(path) as handle:
+        np.savez(handle, **host)
+
+
+def load_arrays(path) -> dict[str, np.ndarray]:
+    """Read every array of an .npz file; ValueError naming the file if anything is off.
+
+    Each member's .npy header is checked against the member's size before any allocation,
+    so a crafted header cannot make us allocate more than the file holds; object (pickled)
+    arrays are refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no such file: {path}")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return dict(_read_member(archive, info) for info in archive.infolist())
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+        raise ValueError(f"{path} is not a valid .npz weights file: {exc}") from exc
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, np.ndarray]:
+    if not info.filename.endswith(".npy"):
+        raise ValueError(f"member {info.filename!r} is not an .npy array")
+    with archive.open(info) as member:
+        version = np.lib.format.read_magic(member)
+        if version == (1, 0):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+        if dtype.hasobject:
+            raise ValueError(f"{info.filename} holds Python objects (pickle), which are refused")
+        expected = math.prod(shape) * dtype.itemsize
+        available = info.file_size - member.tell()
+        if expected != available:
+            raise ValueError(
+                f"{info.filename}: header promises {expected} bytes, member holds {available}"
+            )
+        data = member.read(expected)
+    if len(data) != expected:
+        raise ValueError(f"{info.filename} is truncated")
+    array = np.frombuffer(bytearray(data), dtype=dtype)  # bytearray: a writable copy
+    array = array.reshape(shape, order="F" if fortran_order else "C")
+    return info.filename[: -len(".npy")], array
+
+
+def save_weights(model, path) -> None:
+    """Save ``model.params`` to ``path`` (.npz), atomically."""
+    save_arrays(path, model.params)
+
+
+def load_weights(model, path) -> None:
+    """Load weights saved by ``save_weights`` into ``model``, in place.
+
+    Names and shapes must match the model exactly; the values are converted to each
+    parameter's dtype and device. Nothing changes unless the whole file checks out.
+    """
+    loaded = load_arrays(path)
+    params = model.params
+    missing, unexpected = sorted(set(params) - set(loaded)), sorted(set(loaded) - set(params))
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not match the model: missing {missing or 'nothing'}, "
+            f"unexpected {unexpected or 'nothing'}"
+        )
+    for name, value in loaded.items():
+        if value.dtype.kind != "f":
+            raise ValueError(f"{path}: {name} has dtype {value.dtype}, expected floats")
+        if value.shape != tuple(params[name].shape):
+            raise ValueError(
+                f"{path}: {name} has shape {value.shape}, the model expects "
+                f"{tuple(params[name].shape)}"
+            )
+        if not np.isfinite(value).all():
+            raise ValueError(f"{path}: {name} holds NaN or infinite values")
+    for name, value in loaded.items():
+        target = params[name]
+        if isinstance(target, np.ndarray):
+            target[...] = value
+        else:
+            target.set(np.ascontiguousarray(value, dtype=target.dtype))

@@ -1,0 +1,68 @@
+"""Sliding-window views (im2col without copying) and their adjoint (col2im), shared by the
+NumPy convolution and pooling code.
+
+A window view of a padded (N, C, Hp, Wp) array has shape (N, C, R, S, P, Q):
+view[n, c, r, s, p, q] = padded[n, c, p*stride_h + r*dil_h, q*stride_w + s*dil_w].
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from .._shapes import Window
+
+
+def pad(x: np.ndarray, window: Window, value: float) -> np.ndarray:
+    """``x`` padded by ``window.padding`` on every side, plus any ceil_mode overhang at the
+    bottom/right, filled with ``value``. Returns ``x`` itself when nothing is padded."""
+    _, _, height, width = x.shape
+    ph, pw = window.padding
+    extra_h, extra_w = window.overhang(height, 0), window.overhang(width, 1)
+    if ph == pw == extra_h == extra_w == 0:
+        return x
+    out = np.full(
+        x.shape[:2] + (height + 2 * ph + extra_h, width + 2 * pw + extra_w), value, x.dtype
+    )
+    out[:, :, ph : ph + height, pw : pw + width] = x
+    return out
+
+
+def window_view(padded: np.ndarray, window: Window, out_hw: tuple[int, int]) -> np.ndarray:
+    """Read-only (N, C, R, S, P, Q) view of ``padded``'s windows; no copy."""
+    n, c = padded.shape[:2]
+    sn, sc, sh, sw = padded.strides
+    (r, s), (p, q) = window.size, out_hw
+    (stride_h, stride_w), (dil_h, dil_w) = window.stride, window.dilation
+    return as_strided(
+        padded,
+        shape=(n, c, r, s, p, q),
+        strides=(sn, sc, sh * dil_h, sw * dil_w, sh * stride_h, sw * stride_w),
+        writeable=False,
+    )
+
+
+def add_windows(padded_grad: np.ndarray, windows: np.ndarray, window: Window) -> None:
+    """The adjoint of ``window_view``: add each window's (N, C, R, S, P, Q) values back into
+    the padded (N, C, Hp, Wp) array, summing where windows overlap.
+
+    One vectorised add per kernel offset (r, s): R*S adds, each over the whole batch.
+    """
+    out_h, out_w = windows.shape[4:]
+    (stride_h, stride_w), (dil_h, dil_w) = window.stride, window.dilation
+    for r in range(window.size[0]):
+        h0 = r * dil_h
+        for s in range(window.size[1]):
+            w0 = s * dil_w
+            padded_grad[
+                :,
+                :,
+                h0 : h0 + stride_h * (out_h - 1) + 1 : stride_h,
+                w0 : w0 + stride_w * (out_w - 1) + 1 : stride_w,
+            ] += windows[:, :, r, s]
+
+
+def crop(padded: np.ndarray, window: Window, height: int, width: int) -> np.ndarray:
+    """The (N, C, height, width) interior of a padded array, as a contiguous copy."""
+    ph, pw = window.padding
+    return np.ascontiguousarray(padded[:, :, ph : ph + height, pw : pw + width])

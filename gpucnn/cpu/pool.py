@@ -1,0 +1,132 @@
+"""2-D pooling in NumPy: the reference the CUDA kernels are judged against.
+
+x (N, C, H, W), window (R, S), y (N, C, P, Q). Arguments arrive validated (gpucnn.ops.pool).
+
+Max pooling semantics (PyTorch's, made exact where PyTorch leaves it open):
+- padding counts as -inf; argmax is h*W + w inside the (n, c) plane, unpadded coordinates;
+- ties go to the first element in row-major window order;
+- a window holding NaN outputs NaN and points at its first NaN;
+- a window whose in-bounds elements are all -inf points at its first in-bounds element.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._shapes import Window
+from ._windows import add_windows, crop, pad, window_view
+
+
+def _window_starts(window: Window, axis: int, count: int) -> np.ndarray:
+    """Unpadded coordinate of the first row (axis 0) or column (axis 1) of each window."""
+    return np.arange(count) * window.stride[axis] - window.padding[axis]
+
+
+def max_pool2d_forward(x, window: Window):
+    n, c, height, width = x.shape
+    out_h, out_w = window.output_shape(height, width)
+    r, s = window.size
+    view = window_view(pad(x, window, -np.inf), window, (out_h, out_w))
+    # (N, C, P, Q, R*S): the window's elements along the last axis, in row-major order.
+    flat = view.transpose(0, 1, 4, 5, 2, 3).reshape(n, c, out_h, out_w, r * s)
+    choice = flat.argmax(axis=-1)  # first maximum; first NaN when there is one
+    y = np.take_along_axis(flat, choice[..., None], axis=-1)[..., 0]
+
+    rows = _window_starts(window, 0, out_h)[:, None] + choice // s
+    cols = _window_starts(window, 1, out_w)[None, :] + choice % s
+    # argmax may pick padding only when every in-bounds element is -inf (ties with the
+    # padding); point such a window at its first in-bounds element instead.
+    in_padding = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)
+    if in_padding.any():
+        first_row = np.maximum(_window_starts(window, 0, out_h), 0)[:, None]
+        first_col = np.maximum(_window_starts(window, 1, out_w), 0)[None, :]
+        rows = np.where(in_padding, first_row, rows)
+        cols = np.where(in_padding, first_col, cols)
+    argmax = (rows * width + cols).astype(np.int32)
+    return np.ascontiguousarray(y), argmax
+
+
+def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
+    """dx[n, c, argmax[n, c, p, q]] += dy[n, c, p, q], summed where windows overlap.
+
+    np.bincount adds in index order in float64, so the sum is deterministic and at least as
+    accurate as any float32 order. It needs no window geometry, so ``window`` goes unused.
+    """
+    n, c, height, width = x_shape
+    plane = height * width
+    planes = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1) * plane
+    index = (planes + argmax).ravel()
+    dx = np.bincount(index, weights=dy.ravel(), minlength=n * c * plane)
+    return dx.astype(dy.dtype, copy=False).reshape(x_shape)
+
+
+def _avg_divisors(height: int, width: int, window: Window, count_include_pad: bool):
+    """(P, Q) number of elements each window averages over.
+
+    count_include_pad counts padding but never the ceil_mode overhang past it (PyTorch's rule).
+    """
+    out_h, out_w = window.output_shape(height, width)
+    counts = []
+    for axis, length, count in ((0, height, out_h), (1, width, out_w)):
+        start = _window_starts(window, axis, count)
+        end = start + window.size[axis]
+        if count_include_pad:
+            counts.append(np.minimum(end, length + window.padding[axis]) - start)
+        else:
+            counts.append(np.minimum(end, length) - np.maximum(start, 0))
+    return counts[0][:, None] * counts[1][None, :]
+
+
+def avg_pool2d_forward(x, window: Window, count_include_pad: bool):
+    _, _, height, width = x.shape
+    out_hw = window.output_shape(height, width)
+    view = window_view(pad(x, window, 0.0), window, out_hw)
+    divisors = _avg_divisors(height, width, window, count_include_pad).astype(x.dtype)
+    return view.sum(axis=(2, 3)) / divisors
+
+
+def _padded_zeros(x_shape, window: Window, dtype):
+    n, c, height, width = x_shape
+    padded_h = height + 2 * window.padding[0] + window.overhang(height, 0)
+    padded_w = width + 2 * window.padding[1] + window.overhang(width, 1)
+    return np.zeros((n, c, padded_h, padded_w), dtype=dtype)
+
+
+def avg_pool2d_backward(dy, x_shape, window: Window, count_include_pad: bool):
+    n, c, height, width = x_shape
+    r, s = window.size
+    share = dy / _avg_divisors(height, width, window, count_include_pad).astype(dy.dtype)
+    dx_padded = _padded_zeros(x_shape, window, dy.dtype)
+    add_windows(
+        dx_padded, np.broadcast_to(share[:, :, None, None], (n, c, r, s) + dy.shape[2:]), window
+    )
+    return crop(dx_padded, window, height, width)
+
+
+def l2_pool2d_forward(x, window: Window):
+    """y = sqrt(sum of squares over the window); padding contributes zeros."""
+    _, _, height, width = x.shape
+    squares = window_view(pad(x * x, window, 0.0), window, window.output_shape(height, width))
+    return np.sqrt(squares.sum(axis=(2, 3)))
+
+
+def l2_pool2d_backward(dy, x, y, window: Window):
+    """dx = dy * x / y, summed over the windows holding x; 0 for an all-zero window."""
+    _, _, height, width = x.shape
+    view = window_view(pad(x, window, 0.0), window, y.shape[2:])
+    safe_y = np.where(y > 0, y, 1)
+    scale = np.where(y > 0, dy / safe_y, 0).astype(dy.dtype)
+    dx_padded = _padded_zeros(x.shape, window, dy.dtype)
+    add_windows(dx_padded, view * scale[:, :, None, None], window)
+    return crop(dx_padded, window, height, width)
+
+
+def global_avg_pool2d_forward(x):
+    """(N, C, H, W) -> (N, C): the mean of each plane."""
+    return x.mean(axis=(2, 3))
+
+
+def global_avg_pool2d_backward(dy, x_shape):
+    _, _, height, width = x_shape
+    share = dy / dy.dtype.type(height * width)
+    return np.ascontiguousarray(np.broadcast_to(share[:, :, None, None], x_shape))

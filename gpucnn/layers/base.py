@@ -1,0 +1,131 @@
+"""The layer interface every layer and ``Sequential`` share (Caffe's Layer, in Python).
+
+A layer owns its parameters (``params``), the gradients of its last backward (``grads``,
+same names: ``"weight"``, ``"bias"``) and whatever its forward saved for backward. It lives on
+one device; ``forward`` refuses an array of another device instead of copying it silently.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from .._device import array_device, get_device, resolve_device, to_device
+
+
+class Layer:
+    """Base class: ``forward(x) -> y``, ``backward(grad_out) -> grad_in``."""
+
+    def __init__(self) -> None:
+        self.params: dict[str, object] = {}
+        self.grads: dict[str, object] = {}
+        self.training = True
+        self.device = get_device()
+        self._saved = None
+
+    # -- the interface -------------------------------------------------------------------
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, grad_out):
+        raise NotImplementedError
+
+    def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:
+        """Shape of one example's output given one example's input shape (no batch axis)."""
+        return tuple(input_shape)
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    # -- modes and devices ---------------------------------------------------------------
+
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    def to(self, device: str):
+        """Move parameters (and gradients) to ``device``; returns self."""
+        target = resolve_device(device)
+        for store in (self.params, self.grads):
+            for name, value in store.items():
+                store[name] = to_device(value, target)
+        self.device = target
+        self._saved = None
+        return self
+
+    # -- helpers for subclasses ----------------------------------------------------------
+
+    def _check_input(self, x, name: str = "x") -> None:
+        try:
+            kind = array_device(x)
+        except TypeError:
+            raise TypeError(
+                f"{type(self).__name__}.forward: {name} must be a numpy.ndarray or "
+                f"cupy.ndarray, got {type(x).__name__}"
+            ) from None
+        expected = "gpu" if self.device == "gpu" else "host"
+        if kind != expected:
+            where = "a cupy.ndarray (GPU)" if kind == "gpu" else "a numpy.ndarray (host)"
+            raise TypeError(
+                f"{type(self).__name__}.{'forward' if name == 'x' else 'backward'}: {name} is "
+                f"{where} but the layer lives on device {self.device!r}; move it with "
+                f"gpucnn.to_device({name}, {self.device!r}) or the model with .to(device)"
+            )
+
+    def _save(self, *tensors) -> None:
+        self._saved = tensors
+
+    def _restore(self):
+        if self._saved is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward() (or after .to())"
+            )
+        return self._saved
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def float_dtype(dtype) -> np.dtype:
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be float32 or float64, got {dtype!r}") from None
+    if resolved not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64, got {resolved}")
+    return resolved
+
+
+def make_rng(seed) -> np.random.Generator:
+    """A Generator from an int seed, an existing Generator, or None (fresh entropy)."""
+    if isinstance(seed, np.random.Generator):
+        return seed
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
+        raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
+    return np.random.default_rng(seed)
+
+
+def init_weight(shape, fan_in: int, fan_out: int, init: str, rng, dtype) -> np.ndarray:
+    """He (normal, std sqrt(2 / fan_in)) or Glorot (uniform, limit sqrt(6 / (fan_in +
+    fan_out))) initialisation, drawn in float64 and rounded to ``dtype``."""
+    if init == "he":
+        values = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+    elif init == "glorot":
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        values = rng.uniform(-limit, limit, size=shape)
+    else:
+        raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
+    return values.astype(dtype)

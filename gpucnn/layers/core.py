@@ -1,0 +1,158 @@
+"""Dense, activation, dropout and flatten layers."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from .. import ops
+from .._checks import check_probability
+from .._device import to_device
+from .base import Layer, float_dtype, init_weight, make_rng, positive_int
+
+
+class Dense(Layer):
+    """Fully connected: (N, in_features) -> (N, out_features), y = x W^T + b.
+
+    ``init`` is ``"he"`` (default) or ``"glorot"``; the bias starts at 0.
+    """
+
+    def __init__(
+        self, in_features, out_features, bias=True, *, init="he", seed=None, dtype=np.float32
+    ):
+        super().__init__()
+        self.in_features = positive_int(in_features, "in_features")
+        self.out_features = positive_int(out_features, "out_features")
+        dtype = float_dtype(dtype)
+        weight = init_weight(
+            (self.out_features, self.in_features),
+            self.in_features,
+            self.out_features,
+            init,
+            make_rng(seed),
+            dtype,
+        )
+        self.params["weight"] = to_device(weight, self.device)
+        if bias:
+            self.params["bias"] = to_device(np.zeros(self.out_features, dtype), self.device)
+
+    def forward(self, x):
+        self._check_input(x)
+        y = ops.dense_forward(x, self.params["weight"], self.params.get("bias"))
+        self._save(x)
+        return y
+
+    def backward(self, grad_out):
+        self._check_input(grad_out, "grad_out")
+        (x,) = self._restore()
+        dx, dw, db = ops.dense_backward(
+            grad_out, x, self.params["weight"], with_bias="bias" in self.params
+        )
+        self.grads["weight"] = dw
+        if db is not None:
+            self.grads["bias"] = db
+        return dx
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            raise ValueError(
+                f"Dense expects ({self.in_features},) inputs, got {tuple(input_shape)}"
+                " (add a Flatten before it?)"
+            )
+        return (self.out_features,)
+
+    def __repr__(self):
+        bias = "" if "bias" in self.params else ", bias=False"
+        return f"Dense({self.in_features}, {self.out_features}{bias})"
+
+
+class _Activation(Layer):
+    """y = f(x); the backward needs only what ``_saved_for_backward`` keeps."""
+
+    _forward = staticmethod(ops.relu_forward)
+    _backward = staticmethod(ops.relu_backward)
+    _saves_output = False  # sigmoid and tanh differentiate from y, ReLU from x
+
+    def forward(self, x):
+        self._check_input(x)
+        y = self._forward(x)
+        self._save(y if self._saves_output else x)
+        return y
+
+    def backward(self, grad_out):
+        self._check_input(grad_out, "grad_out")
+        (saved,) = self._restore()
+        return self._backward(grad_out, saved)
+
+
+class ReLU(_Activation):
+    pass
+
+
+class Sigmoid(_Activation):
+    _forward = staticmethod(ops.sigmoid_forward)
+    _backward = staticmethod(ops.sigmoid_backward)
+    _saves_output = True
+
+
+class Tanh(_Activation):
+    _forward = staticmethod(ops.tanh_forward)
+    _backward = staticmethod(ops.tanh_backward)
+    _saves_output = True
+
+
+class Dropout(Layer):
+    """Inverted dropout: in training, zero each element with probability ``p`` and scale the
+    rest by 1/(1-p); in eval mode, the identity.
+
+    The mask is a function of (seed, step, element), the step counting training forwards, so
+    a run is reproducible and NumPy and the GPU draw the same masks.
+    """
+
+    def __init__(self, p=0.5, *, seed=None):
+        super().__init__()
+        self.p = check_probability(p, "p")
+        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
+            self.seed = int(seed)
+        else:  # None or a Generator: draw one; make_rng rejects anything else
+            self.seed = int(make_rng(seed).integers(2**63))
+        self.step = 0
+
+    def forward(self, x):
+        self._check_input(x)
+        if not self.training or self.p == 0.0:
+            self._save(None)
+            return x
+        y, mask = ops.dropout_forward(x, self.p, self.seed, self.step)
+        self.step += 1
+        self._save(mask)
+        return y
+
+    def backward(self, grad_out):
+        self._check_input(grad_out, "grad_out")
+        (mask,) = self._restore()
+        return grad_out if mask is None else ops.dropout_backward(grad_out, mask)
+
+    def __repr__(self):
+        return f"Dropout(p={self.p})"
+
+
+class Flatten(Layer):
+    """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
+
+    def forward(self, x):
+        self._check_input(x)
+        if x.ndim < 1:
+            raise ValueError("Flatten needs a batch axis")
+        self._save(x.shape)
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, grad_out):
+        self._check_input(grad_out, "grad_out")
+        (shape,) = self._restore()
+        return grad_out.reshape(shape)
+
+    def output_shape(self, input_shape):
+        return (math.prod(input_shape),)

@@ -1,0 +1,114 @@
+"""``Sequential``: layers run in order forward and in reverse order backward."""
+
+from __future__ import annotations
+
+import math
+
+from .._device import get_device
+from .base import Layer
+
+
+class Sequential(Layer):
+    """A chain of layers with the layer API. Parameters and gradients are exposed as flat
+    dicts named ``"<index>.<name>"`` (e.g. ``"0.weight"``), the names weights are saved under.
+    """
+
+    def __init__(self, layers):
+        # Not Layer.__init__: a Sequential owns no arrays; params and grads are its layers'.
+        self.training = True
+        self._saved = None
+        layers = list(layers)
+        for index, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(
+                    f"layers[{index}] must be a gpucnn layer, got {type(layer).__name__}"
+                )
+        devices = {layer.device for layer in layers}
+        if len(devices) > 1:
+            raise ValueError(f"layers live on different devices {sorted(devices)}; use .to()")
+        self.layers = layers
+        self.device = layers[0].device if layers else get_device()
+
+    # Rebuilt on access, so they always hold the layers' current arrays.
+    @property
+    def params(self):
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.params.items()
+        }
+
+    @property
+    def grads(self):
+        return {
+            f"{i}.{k}": v for i, layer in enumerate(self.layers) for k, v in layer.grads.items()
+        }
+
+    def forward(self, x):
+        self._check_input(x)
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, grad_out):
+        self._check_input(grad_out, "grad_out")
+        for layer in reversed(self.layers):
+            grad_out = layer.backward(grad_out)
+        return grad_out
+
+    def output_shape(self, input_shape):
+        for layer in self.layers:
+            input_shape = layer.output_shape(input_shape)
+        return tuple(input_shape)
+
+    def train(self, mode: bool = True):
+        for layer in self.layers:
+            layer.train(mode)
+        self.training = bool(mode)
+        return self
+
+    def to(self, device: str):
+        for layer in self.layers:
+            layer.to(device)
+        if self.layers:
+            self.device = self.layers[0].device
+        return self
+
+    def __len__(self):
+        return len(self.layers)
+
+    def __getitem__(self, index):
+        return self.layers[index]
+
+    def __iter__(self):
+        return iter(self.layers)
+
+    def summary(self, input_shape=None) -> str:
+        """A table of layers, output shapes (when ``input_shape``, one example's (C, H, W),
+        is given) and parameter counts."""
+        rows = [("#", "layer", "output shape", "params")]
+        shape = tuple(input_shape) if input_shape is not None else None
+        if shape is not None:
+            rows.append(("", "input", str(shape), ""))
+        total = 0
+        for index, layer in enumerate(self.layers):
+            count = sum(math.prod(p.shape) for p in layer.params.values())
+            total += count
+            if shape is not None:
+                shape = layer.output_shape(shape)
+            rows.append((str(index), repr(layer), str(shape) if shape else "?", f"{count:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [
+            "  ".join(
+                cell.ljust(widths[i]) if i < 3 else cell.rjust(widths[i])
+                for i, cell in enumerate(row)
+            )
+            for row in rows
+        ]
+        rule = "-" * len(lines[0])
+        lines.insert(1, rule)
+        lines.append(rule)
+        lines.append(f"total parameters: {total:,}  (device {self.device})")
+        return "\n".join(lines)
+
+    def __repr__(self):
+        inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
+        return f"Sequential([\n{inner}\n])"

@@ -1,0 +1,77 @@
+"""Loss objects: ``forward(pred, target) -> loss``, ``backward() -> grad_pred``.
+
+Every loss is averaged over the batch. ``forward`` returns a Python float for NumPy inputs
+and a 0-d CuPy array for GPU inputs, so that training on the GPU reads the value back to the
+host only when it wants to show it (``float(loss)`` works on both).
+"""
+
+from __future__ import annotations
+
+from . import ops
+from ._device import array_device
+
+
+class _Loss:
+    def __init__(self):
+        self._saved = None
+
+    def __call__(self, pred, target):
+        return self.forward(pred, target)
+
+    def _restore(self):
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
+        return self._saved
+
+
+class SoftmaxCrossEntropyLoss(_Loss):
+    """Softmax over classes then the negative log-likelihood of the integer targets, computed
+    with log-sum-exp so large logits never overflow. pred (N, C), target (N,) integers."""
+
+    def forward(self, pred, target):
+        loss, probabilities = ops.softmax_cross_entropy_forward(pred, target)
+        self._saved = (probabilities, target)
+        return _as_result(loss, pred)
+
+    def backward(self):
+        probabilities, target = self._restore()
+        return ops.softmax_cross_entropy_backward(probabilities, target)
+
+
+class MSELoss(_Loss):
+    """The classic squared error: 1/2 * sum_j (y_j - d_j)^2 for each example, averaged over
+    the batch (not over the elements). ``target`` is a float array shaped like pred, or
+    integer class labels, which are one-hot encoded."""
+
+    def forward(self, pred, target):
+        loss, diff = ops.mse_forward(pred, target)
+        self._saved = diff
+        return _as_result(loss, pred)
+
+    def backward(self):
+        return ops.mse_backward(self._restore())
+
+
+class HingeLoss(_Loss):
+    """Multiclass hinge (Weston-Watkins): sum over wrong classes j of
+    max(0, pred_j - pred_target + margin), averaged over the batch."""
+
+    def __init__(self, margin: float = 1.0):
+        super().__init__()
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
+            raise ValueError(f"margin must be a non-negative number, got {margin!r}")
+        self.margin = float(margin)
+
+    def forward(self, pred, target):
+        loss, violations = ops.hinge_forward(pred, target, self.margin)
+        self._saved = (violations, target)
+        return _as_result(loss, pred)
+
+    def backward(self):
+        violations, target = self._restore()
+        return ops.hinge_backward(violations, target)
+
+
+def _as_result(loss, pred):
+    """A Python float on the host; a 0-d array (no host sync) on the GPU."""
+    return float(loss) if array_device(pred) == "host" else loss

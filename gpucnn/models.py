@@ -1,0 +1,61 @@
+"""Ready-made models. Each takes ``seed`` so that its initial weights are reproducible."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
+from .layers.base import make_rng
+
+
+def lenet5(
+    in_channels: int = 1, num_classes: int = 10, input_size: int = 28, *, seed=0, dtype=np.float32
+) -> Sequential:
+    """LeNet-5 (LeCun et al., 1998): conv 6@5x5, pool, conv 16@5x5, pool, 120, 84, classes,
+    with ReLU and max pooling in place of the original's scaled tanh and trainable
+    subsampling. ``input_size`` 32 is the original; 28 (MNIST) pads the first convolution by 2
+    so the feature maps match the original's."""
+    if input_size not in (28, 32):
+        raise ValueError(f"lenet5 takes 28x28 or 32x32 inputs, got input_size={input_size}")
+    rng = make_rng(seed)
+    return Sequential(
+        [
+            Conv2D(in_channels, 6, 5, padding=2 if input_size == 28 else 0, seed=rng, dtype=dtype),
+            ReLU(),
+            MaxPool2D(2),
+            Conv2D(6, 16, 5, seed=rng, dtype=dtype),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(16 * 5 * 5, 120, seed=rng, dtype=dtype),
+            ReLU(),
+            Dense(120, 84, seed=rng, dtype=dtype),
+            ReLU(),
+            Dense(84, num_classes, init="glorot", seed=rng, dtype=dtype),
+        ]
+    )
+
+
+def digits_cnn(
+    num_classes: int = 10, *, dropout: float = 0.25, seed=0, dtype=np.float32
+) -> Sequential:
+    """A small CNN for 8x8 digits: two 3x3 convolutions (16 and 32 channels), 2x2 max
+    pooling to 4x4, a 64-unit dense layer with dropout, then the classes."""
+    rng = make_rng(seed)
+    return Sequential(
+        [
+            Conv2D(1, 16, 3, padding=1, seed=rng, dtype=dtype),
+            ReLU(),
+            Conv2D(16, 32, 3, padding=1, seed=rng, dtype=dtype),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(32 * 4 * 4, 64, seed=rng, dtype=dtype),
+            ReLU(),
+            Dropout(dropout, seed=rng),
+            Dense(64, num_classes, init="glorot", seed=rng, dtype=dtype),
+        ]
+    )
+
+
+MODELS = {"lenet5": lenet5, "digits-cnn": digits_cnn}

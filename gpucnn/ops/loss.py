@@ -1,0 +1,117 @@
+"""Loss functions, forward and backward, each averaged over the batch.
+
+Written once against the array API NumPy and CuPy share. Losses return 0-d arrays of the
+input's device, so that on the GPU reading the value (a host sync) is the caller's choice.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import check_float_array, check_same_kind, check_shape
+from .._device import array_device, array_module
+
+
+def check_class_targets(target, pred) -> None:
+    """``target`` holds one integer class in [0, C) per row of ``pred`` (N, C)."""
+    try:
+        where = array_device(target)
+    except TypeError:
+        raise TypeError(
+            f"target must be a numpy.ndarray or cupy.ndarray, got {type(target).__name__}"
+        ) from None
+    if where != array_device(pred):
+        raise TypeError("target and pred must be on the same device (see gpucnn.to_device)")
+    if target.dtype.kind not in "iu":
+        raise TypeError(f"target must hold integer class labels, got dtype {target.dtype}")
+    check_shape(target, "target", (pred.shape[0],))
+    if target.size and isinstance(target, np.ndarray):
+        low, high = int(target.min()), int(target.max())
+        if low < 0 or high >= pred.shape[1]:
+            raise ValueError(
+                f"target holds class labels in [{low}, {high}] but pred has "
+                f"{pred.shape[1]} classes (valid labels are 0 to {pred.shape[1] - 1})"
+            )
+
+
+def _check_pred(pred) -> None:
+    check_float_array(pred, "pred", ndim=2)
+    if pred.shape[0] == 0:
+        raise ValueError("pred must hold at least one example")
+
+
+def log_softmax(logits):
+    """log softmax along axis 1, stable: the max is subtracted before exp."""
+    xp = array_module(logits)
+    shifted = logits - logits.max(axis=1, keepdims=True)
+    return shifted - xp.log(xp.exp(shifted).sum(axis=1, keepdims=True))
+
+
+def softmax_cross_entropy_forward(logits, target):
+    """Mean over the batch of -log softmax(logits)[target]; returns (loss, probabilities)."""
+    _check_pred(logits)
+    check_class_targets(target, logits)
+    xp = array_module(logits)
+    log_probs = log_softmax(logits)
+    picked = xp.take_along_axis(log_probs, target[:, None].astype(np.int64), axis=1)
+    return -picked.mean(), xp.exp(log_probs)
+
+
+def softmax_cross_entropy_backward(probabilities, target):
+    """(softmax - onehot(target)) / N."""
+    grad = probabilities.copy()
+    xp = array_module(grad)
+    rows = xp.arange(grad.shape[0])
+    grad[rows, target] -= 1
+    return grad / grad.dtype.type(grad.shape[0])
+
+
+def as_dense_target(target, pred):
+    """MSE targets: a float array shaped like pred, or integer classes (one-hot encoded)."""
+    if array_device(target) == array_device(pred) and target.dtype.kind in "iu":
+        check_class_targets(target, pred)
+        xp = array_module(pred)
+        onehot = xp.zeros(pred.shape, pred.dtype)
+        onehot[xp.arange(pred.shape[0]), target] = 1
+        return onehot
+    check_float_array(target, "target")
+    check_same_kind(pred, "pred", target=target)
+    check_shape(target, "target", pred.shape)
+    return target
+
+
+def mse_forward(pred, target):
+    """The classic squared error 1/2 * sum_j (y_j - d_j)^2 per example, averaged over the
+    batch. ``target`` is a float array shaped like pred, or integer classes (one-hot)."""
+    _check_pred(pred)
+    dense = as_dense_target(target, pred)
+    diff = pred - dense
+    return 0.5 * (diff * diff).sum() / pred.shape[0], diff
+
+
+def mse_backward(diff):
+    """(y - d) / N."""
+    return diff / diff.dtype.type(diff.shape[0])
+
+
+def hinge_forward(pred, target, margin=1.0):
+    """Multiclass hinge (Weston-Watkins, as in CS231n): per example
+    sum over j != t of max(0, pred_j - pred_t + margin), averaged over the batch.
+    Returns (loss, margins) where margins are the active violations (saved for backward)."""
+    _check_pred(pred)
+    check_class_targets(target, pred)
+    xp = array_module(pred)
+    rows = xp.arange(pred.shape[0])
+    correct = pred[rows, target][:, None]
+    violations = xp.maximum(pred - correct + pred.dtype.type(margin), 0)
+    violations[rows, target] = 0
+    return violations.sum() / pred.shape[0], violations
+
+
+def hinge_backward(violations, target):
+    """+1 for every violating class, minus their count at the target class; / N."""
+    xp = array_module(violations)
+    active = (violations > 0).astype(violations.dtype)
+    rows = xp.arange(violations.shape[0])
+    active[rows, target] = -active.sum(axis=1)
+    return active / active.dtype.type(violations.shape[0])

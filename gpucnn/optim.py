@@ -1,0 +1,121 @@
+"""Stochastic gradient descent with momentum, weight decay and learning-rate schedules."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+
+def _number(value, name: str, low: float, high: float = math.inf, low_open=False) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not (low < value if low_open else low <= value) or not value < high or math.isnan(value):
+        bound = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bound}{low}, {high}), got {value}")
+    return value
+
+
+class ConstantLR:
+    """The base learning rate in every epoch."""
+
+    def __call__(self, base_lr: float, epoch: int) -> float:
+        return base_lr
+
+    def __repr__(self):
+        return "ConstantLR()"
+
+
+class StepLR:
+    """base_lr * gamma ** (epoch // step_size): divide the rate every ``step_size`` epochs."""
+
+    def __init__(self, step_size: int, gamma: float = 0.1):
+        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral):
+            raise TypeError("step_size must be an int")
+        if step_size < 1:
+            raise ValueError(f"step_size must be >= 1, got {step_size}")
+        self.step_size = int(step_size)
+        self.gamma = _number(gamma, "gamma", 0.0, low_open=True)
+
+    def __call__(self, base_lr: float, epoch: int) -> float:
+        return base_lr * self.gamma ** (epoch // self.step_size)
+
+    def __repr__(self):
+        return f"StepLR(step_size={self.step_size}, gamma={self.gamma})"
+
+
+class CosineLR:
+    """Cosine annealing from base_lr (epoch 0) to min_lr (epoch total_epochs - 1)."""
+
+    def __init__(self, total_epochs: int, min_lr: float = 0.0):
+        if isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral):
+            raise TypeError("total_epochs must be an int")
+        if total_epochs < 1:
+            raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
+        self.total_epochs = int(total_epochs)
+        self.min_lr = _number(min_lr, "min_lr", 0.0)
+
+    def __call__(self, base_lr: float, epoch: int) -> float:
+        if self.total_epochs == 1:
+            return base_lr
+        progress = min(epoch, self.total_epochs - 1) / (self.total_epochs - 1)
+        return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
+
+    def __repr__(self):
+        return f"CosineLR(total_epochs={self.total_epochs}, min_lr={self.min_lr})"
+
+
+class SGD:
+    """SGD over a model's ``params``/``grads`` (PyTorch's formulation):
+
+        g = grad + weight_decay * p
+        v = momentum * v + g                        (when momentum > 0)
+        g = g + momentum * v if nesterov else v
+        p = p - lr * g
+
+    ``schedule`` (ConstantLR, StepLR, CosineLR or any ``(base_lr, epoch) -> lr``) sets the
+    rate at each ``set_epoch``; ``fit`` calls it at the start of every epoch.
+    """
+
+    def __init__(self, model, lr, momentum=0.0, weight_decay=0.0, nesterov=False, schedule=None):
+        if not hasattr(model, "params") or not hasattr(model, "grads"):
+            raise TypeError("model must be a gpucnn layer or Sequential")
+        self.model = model
+        self.base_lr = _number(lr, "lr", 0.0, low_open=True)
+        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
+        self.weight_decay = _number(weight_decay, "weight_decay", 0.0)
+        if not isinstance(nesterov, bool):
+            raise TypeError("nesterov must be a bool")
+        if nesterov and self.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0")
+        self.nesterov = nesterov
+        self.schedule = ConstantLR() if schedule is None else schedule
+        if not callable(self.schedule):
+            raise TypeError("schedule must be callable as schedule(base_lr, epoch)")
+        self.lr = self.base_lr
+        self._velocity: dict[str, object] = {}
+
+    def set_epoch(self, epoch: int) -> float:
+        """Apply the schedule for ``epoch`` (0-based); returns the new learning rate."""
+        self.lr = float(self.schedule(self.base_lr, epoch))
+        return self.lr
+
+    def step(self) -> None:
+        """Update every parameter in place from the gradients of the last backward."""
+        params, grads = self.model.params, self.model.grads
+        missing = sorted(set(params) - set(grads))
+        if missing:
+            raise RuntimeError(f"no gradient for {missing}: call model.backward() first")
+        for name, p in params.items():
+            g = grads[name]
+            if self.weight_decay:
+                g = g + self.weight_decay * p
+            if self.momentum:
+                v = self._velocity.get(name)
+                if v is None or v.shape != p.shape or type(v) is not type(p):
+                    v = self._velocity[name] = g.copy()  # v starts at g (PyTorch's rule)
+                else:
+                    v *= self.momentum
+                    v += g
+                g = g + self.momentum * v if self.nesterov else v
+            p -= self.lr * g

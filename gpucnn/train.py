@@ -1,0 +1,185 @@
+"""Minibatch training and evaluation.
+
+``fit`` shuffles the training set and splits it into minibatches every epoch (minibatch
+SGD as classically defined), shows a tqdm progress bar with the running loss and accuracy,
+evaluates on a validation set after each epoch and returns the history. Losses and counts
+are accumulated on the model's device and read back only when the bar refreshes.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ._device import array_module, to_device, to_numpy
+
+
+@dataclass
+class History:
+    """Per-epoch records of ``fit``; validation entries are None without validation data."""
+
+    epoch: list[int] = field(default_factory=list)
+    lr: list[float] = field(default_factory=list)
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    val_loss: list[float | None] = field(default_factory=list)
+    val_accuracy: list[float | None] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self, index: int = -1) -> str:
+        """One epoch as a line of text, e.g. for logs."""
+        text = (
+            f"epoch {self.epoch[index]:3d}  lr {self.lr[index]:.4g}  "
+            f"loss {self.loss[index]:.4f}  acc {self.accuracy[index]:.4f}"
+        )
+        if self.val_loss[index] is not None:
+            text += f"  val_loss {self.val_loss[index]:.4f}  val_acc {self.val_accuracy[index]:.4f}"
+        return text + f"  ({self.seconds[index]:.1f}s)"
+
+
+def _positive_int(value, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return int(value)
+
+
+def _check_dataset(x, y, name: str) -> None:
+    if len(x) != len(y):
+        raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)}")
+    if len(x) == 0:
+        raise ValueError(f"{name}: the data set is empty")
+
+
+def _correct(pred, target):
+    """Number of examples whose largest output is the target class (a device scalar)."""
+    labels = target if target.ndim == 1 else target.argmax(axis=1)
+    return (pred.argmax(axis=1) == labels).sum()
+
+
+def _batches(count: int, batch_size: int, order=None):
+    for start in range(0, count, batch_size):
+        stop = min(start + batch_size, count)
+        yield order[start:stop] if order is not None else slice(start, stop)
+
+
+def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
+    """Mean loss and accuracy of ``model`` on (x, y), in eval mode (dropout off)."""
+    batch_size = _positive_int(batch_size, "batch_size")
+    _check_dataset(x, y, "evaluate")
+    x, y = to_device(x, model.device), to_device(y, model.device)
+    was_training = model.training
+    model.eval()
+    try:
+        total_loss = total_correct = 0
+        for batch in _batches(len(x), batch_size):
+            pred = model.forward(x[batch])
+            count = pred.shape[0]
+            total_loss = total_loss + loss_fn.forward(pred, y[batch]) * count
+            total_correct = total_correct + _correct(pred, y[batch])
+    finally:
+        model.train(was_training)
+    return {"loss": float(total_loss) / len(x), "accuracy": float(total_correct) / len(x)}
+
+
+def fit(
+    model,
+    loss_fn,
+    optimizer,
+    x,
+    y,
+    *,
+    epochs: int = 10,
+    batch_size: int = 32,
+    validation_data=None,
+    seed: int = 0,
+    progress: bool = True,
+    verbose: bool = False,
+    refresh_every: int = 10,
+) -> History:
+    """Train ``model`` on (x, y) with minibatch SGD; returns a ``History``.
+
+    x and y are copied to the model's device once, up front. Each epoch reshuffles with a
+    generator seeded by ``seed`` (so a run is reproducible), calls ``optimizer.set_epoch``
+    (the learning-rate schedule), runs forward, loss, backward and step per minibatch (the
+    last one may be smaller), then evaluates on ``validation_data=(x_val, y_val)``.
+    ``verbose`` prints one line per epoch; ``progress`` shows a tqdm bar whose running loss
+    and accuracy refresh every ``refresh_every`` steps (the only host syncs on a GPU).
+    """
+    epochs = _positive_int(epochs, "epochs")
+    batch_size = _positive_int(batch_size, "batch_size")
+    refresh_every = _positive_int(refresh_every, "refresh_every")
+    _check_dataset(x, y, "fit")
+    if validation_data is not None:
+        if len(validation_data) != 2:
+            raise ValueError("validation_data must be a pair (x_val, y_val)")
+        _check_dataset(*validation_data, "validation_data")
+    x, y = to_device(x, model.device), to_device(y, model.device)
+    xp = array_module(x)
+    rng = np.random.default_rng(seed)
+    history = History()
+    steps_per_epoch = -(-len(x) // batch_size)
+
+    from tqdm.auto import tqdm
+
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        lr = optimizer.set_epoch(epoch)
+        model.train()
+        order = xp.asarray(rng.permutation(len(x)))
+        total_loss = total_correct = seen = 0
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"epoch {epoch + 1}/{epochs}",
+            leave=False,
+            disable=not progress,
+            unit="step",
+        )
+        for step, batch in enumerate(_batches(len(x), batch_size, order), start=1):
+            xb, yb = x[batch], y[batch]
+            pred = model.forward(xb)
+            loss = loss_fn.forward(pred, yb)
+            model.backward(loss_fn.backward())
+            optimizer.step()
+            total_loss = total_loss + loss * len(batch)
+            total_correct = total_correct + _correct(pred, yb)
+            seen += len(batch)
+            bar.update(1)
+            if progress and (step % refresh_every == 0 or step == steps_per_epoch):
+                bar.set_postfix(
+                    loss=f"{float(total_loss) / seen:.4f}", acc=f"{float(total_correct) / seen:.4f}"
+                )
+        bar.close()
+        history.epoch.append(epoch + 1)
+        history.lr.append(lr)
+        history.loss.append(float(total_loss) / seen)
+        history.accuracy.append(float(total_correct) / seen)
+        if validation_data is not None:
+            scores = evaluate(model, loss_fn, *validation_data)
+            history.val_loss.append(scores["loss"])
+            history.val_accuracy.append(scores["accuracy"])
+        else:
+            history.val_loss.append(None)
+            history.val_accuracy.append(None)
+        history.seconds.append(time.perf_counter() - started)
+        if verbose:
+            print(history.line(), flush=True)
+    return history
+
+
+def predict(model, x, batch_size: int = 256):
+    """Model outputs for x in eval mode, as a NumPy array."""
+    batch_size = _positive_int(batch_size, "batch_size")
+    x = to_device(x, model.device)
+    was_training = model.training
+    model.eval()
+    try:
+        outputs = [to_numpy(model.forward(x[batch])) for batch in _batches(len(x), batch_size)]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outputs)
