@@ -58,14 +58,14 @@ def _train(args) -> int:
         (x_train, y_train), (x_test, y_test) = load_mnist(args.data[len("mnist:") :])
         default_model = "lenet5"
     else:
-        raise SystemExit(f"--data must be 'digits' or 'mnist:PATH', got {args.data!r}")
+        raise ValueError(f"--data must be 'digits' or 'mnist:PATH', got {args.data!r}")
     model_name = args.model or default_model
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     if model_name == "lenet5":
         model = MODELS[model_name](x_train.shape[1], num_classes, x_train.shape[2], seed=args.seed)
     else:
         if x_train.shape[1:] != (1, 8, 8):
-            raise SystemExit(
+            raise ValueError(
                 f"model digits-cnn takes 1x8x8 images, the data has "
                 f"{x_train.shape[1:]}; use --model lenet5"
             )

@@ -12,8 +12,7 @@ from .._checks import check_float_array, check_same_kind, check_shape
 from .._device import array_device, array_module
 
 
-def check_class_targets(target, pred) -> None:
-    """``target`` holds one integer class in [0, C) per row of ``pred`` (N, C)."""
+def _check_target_array(target, pred) -> None:
     try:
         where = array_device(target)
     except TypeError:
@@ -22,6 +21,11 @@ def check_class_targets(target, pred) -> None:
         ) from None
     if where != array_device(pred):
         raise TypeError("target and pred must be on the same device (see gpucnn.to_device)")
+
+
+def check_class_targets(target, pred) -> None:
+    """``target`` holds one integer class in [0, C) per row of ``pred`` (N, C)."""
+    _check_target_array(target, pred)
     if target.dtype.kind not in "iu":
         raise TypeError(f"target must hold integer class labels, got dtype {target.dtype}")
     check_shape(target, "target", (pred.shape[0],))
@@ -68,7 +72,8 @@ def softmax_cross_entropy_backward(probabilities, target):
 
 def as_dense_target(target, pred):
     """MSE targets: a float array shaped like pred, or integer classes (one-hot encoded)."""
-    if array_device(target) == array_device(pred) and target.dtype.kind in "iu":
+    _check_target_array(target, pred)
+    if target.dtype.kind in "iu":
         check_class_targets(target, pred)
         xp = array_module(pred)
         onehot = xp.zeros(pred.shape, pred.dtype)

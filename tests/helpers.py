@@ -1,0 +1,140 @@
+"""Test helpers: error measures, distinct-valued inputs, finite differences, and slow loop
+references that are obviously correct (one output element at a time)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def rel_error(out, ref) -> float:
+    """||out - ref|| / ||ref|| (or ||out - ref|| when ref is all zeros); NaN never passes."""
+    out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+    assert out.shape == ref.shape, f"shape {out.shape} != {ref.shape}"
+    assert np.array_equal(np.isnan(out), np.isnan(ref)), "NaN positions differ"
+    mask = ~np.isnan(ref)
+    diff = np.linalg.norm(np.where(mask, out - ref, 0).ravel())
+    scale = np.linalg.norm(np.where(mask, ref, 0).ravel())
+    return float(diff / scale) if scale > 0 else float(diff)
+
+
+def shuffled_linspace(shape, dtype=np.float64, seed=0, low=-1.0, high=1.0):
+    """Distinct values in random order (Chainer's trick): no ties, so max pooling's argmax and
+    a finite-difference gradient never depend on tie-breaking."""
+    size = math.prod(shape)
+    values = np.linspace(low, high, size, dtype=np.float64)
+    return np.random.default_rng(seed).permutation(values).reshape(shape).astype(dtype)
+
+
+def numerical_gradient(f, x, eps=1e-6):
+    """d(sum of f(x))/dx by central differences, element by element, in float64."""
+    x = x.astype(np.float64, copy=True)
+    grad = np.zeros_like(x)
+    flat, flat_grad = x.reshape(-1), grad.reshape(-1)
+    for i in range(flat.size):
+        keep = flat[i]
+        flat[i] = keep + eps
+        plus = float(np.sum(f(x)))
+        flat[i] = keep - eps
+        minus = float(np.sum(f(x)))
+        flat[i] = keep
+        flat_grad[i] = (plus - minus) / (2 * eps)
+    return grad
+
+
+# ------------------------------------------------------------------------ loop references
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def conv2d_loop(x, w, b=None, stride=1, padding=0, dilation=1):
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
+    n, c, height, width = x.shape
+    k, _, r, s = w.shape
+    out_h = (height + 2 * ph - dh * (r - 1) - 1) // sh + 1
+    out_w = (width + 2 * pw - dw * (s - 1) - 1) // sw + 1
+    y = np.zeros((n, k, out_h, out_w), np.float64)
+    for ni in range(n):
+        for ki in range(k):
+            for p in range(out_h):
+                for q in range(out_w):
+                    total = 0.0 if b is None else float(b[ki])
+                    for ci in range(c):
+                        for ri in range(r):
+                            for si in range(s):
+                                h = p * sh - ph + ri * dh
+                                wi = q * sw - pw + si * dw
+                                if 0 <= h < height and 0 <= wi < width:
+                                    total += float(w[ki, ci, ri, si]) * float(x[ni, ci, h, wi])
+                    y[ni, ki, p, q] = total
+    return y
+
+
+def pool_out(length, k, stride, pad, ceil_mode):
+    """PyTorch's pooling output size, written out independently of gpucnn._shapes."""
+    numerator = length + 2 * pad - k + (stride - 1 if ceil_mode else 0)
+    out = numerator // stride + 1
+    if ceil_mode and (out - 1) * stride >= length + pad:
+        out -= 1
+    return out
+
+
+def _pool_loop(x, kernel, stride, padding, ceil_mode, reduce):
+    """Apply ``reduce(plane, cells, inside)`` to every window, one at a time.
+
+    cells: the window's (h, w) positions in row-major order, padding and overhang included;
+    inside: those within the image. Returns an (N, C, P, Q) object array of the results.
+    """
+    (kh, kw), (ph, pw) = _pair(kernel), _pair(padding)
+    sh, sw = _pair(stride if stride is not None else kernel)
+    n, c, height, width = x.shape
+    out_h = pool_out(height, kh, sh, ph, ceil_mode)
+    out_w = pool_out(width, kw, sw, pw, ceil_mode)
+    results = np.empty((n, c, out_h, out_w), dtype=object)
+    for ni, ci, p, q in np.ndindex(results.shape):
+        cells = [(p * sh - ph + i, q * sw - pw + j) for i in range(kh) for j in range(kw)]
+        inside = [(h, w) for h, w in cells if 0 <= h < height and 0 <= w < width]
+        results[ni, ci, p, q] = reduce(x[ni, ci], cells, inside)
+    return results
+
+
+def max_pool2d_loop(x, kernel, stride=None, padding=0, ceil_mode=False):
+    """The spec: start at the first in-bounds element; move on strict > or on the first NaN."""
+    width = x.shape[3]
+
+    def reduce(plane, cells, inside):
+        best = inside[0]
+        for h, w in inside[1:]:
+            if np.isnan(plane[best]):
+                break
+            if np.isnan(plane[h, w]) or plane[h, w] > plane[best]:
+                best = (h, w)
+        return plane[best], best[0] * width + best[1]
+
+    results = _pool_loop(x, kernel, stride, padding, ceil_mode, reduce)
+    y = np.array([v for v, _ in results.ravel()], x.dtype).reshape(results.shape)
+    argmax = np.array([i for _, i in results.ravel()], np.int32).reshape(results.shape)
+    return y, argmax
+
+
+def avg_pool2d_loop(x, kernel, stride=None, padding=0, ceil_mode=False, count_include_pad=True):
+    height, width = x.shape[2:]
+    ph, pw = _pair(padding)
+
+    def reduce(plane, cells, inside):
+        total = sum(float(plane[h, w]) for h, w in inside)
+        if count_include_pad:  # padding counts, the ceil_mode overhang past it does not
+            return total / sum(1 for h, w in cells if h < height + ph and w < width + pw)
+        return total / len(inside)
+
+    return _pool_loop(x, kernel, stride, padding, ceil_mode, reduce).astype(np.float64)
+
+
+def l2_pool2d_loop(x, kernel, stride=None, padding=0, ceil_mode=False):
+    def reduce(plane, cells, inside):
+        return math.sqrt(sum(float(plane[h, w]) ** 2 for h, w in inside))
+
+    return _pool_loop(x, kernel, stride, padding, ceil_mode, reduce).astype(np.float64)

@@ -1,0 +1,177 @@
+"""The layer API: forward/backward against the ops, params/grads, modes, devices, shapes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpucnn
+from gpucnn import ops
+from gpucnn.layers import (
+    AvgPool2D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool2D,
+    L2Pool2D,
+    MaxPool2D,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    Tanh,
+)
+from tests.helpers import numerical_gradient, rel_error, shuffled_linspace
+
+
+def _model(dtype=np.float64):
+    return Sequential(
+        [
+            Conv2D(2, 3, 3, padding=1, seed=0, dtype=dtype),
+            Tanh(),
+            MaxPool2D(3, stride=2, padding=1, ceil_mode=True),
+            Conv2D(3, 4, 2, stride=1, dilation=2, seed=1, dtype=dtype),
+            Sigmoid(),
+            L2Pool2D(2, stride=1),
+            AvgPool2D(2, stride=1, padding=1, count_include_pad=False),
+            ReLU(),
+            GlobalAvgPool2D(),
+            Dense(4, 5, seed=2, dtype=dtype),
+        ]
+    )
+
+
+def test_sequential_gradients_match_finite_differences():
+    model = _model()
+    x = shuffled_linspace((2, 2, 9, 9), np.float64)
+    dy = shuffled_linspace((2, 5), np.float64, seed=3, low=-0.3, high=1.1)
+    y = model.forward(x)
+    assert y.shape == (2, 5) and model.output_shape((2, 9, 9)) == (5,)
+    dx = model.backward(dy)
+    assert rel_error(dx, numerical_gradient(lambda x_: model.forward(x_) * dy, x)) < 1e-7
+    for name in ("0.weight", "0.bias", "3.weight", "9.weight", "9.bias"):
+        param = model.params[name]
+        analytic = model.grads[name].copy()
+        saved = param.copy()
+
+        def loss(p, param=param):
+            param[...] = p
+            return model.forward(x) * dy
+
+        numeric = numerical_gradient(loss, saved)
+        param[...] = saved
+        assert rel_error(analytic, numeric) < 1e-7, name
+
+
+def test_layers_hold_their_arrays_by_name():
+    conv = Conv2D(3, 8, (3, 5), bias=False, seed=0)
+    assert set(conv.params) == {"weight"} and conv.params["weight"].shape == (8, 3, 3, 5)
+    dense = Dense(10, 4, init="glorot", seed=0)
+    limit = np.sqrt(6 / 14)
+    assert np.abs(dense.params["weight"]).max() <= limit
+    assert np.array_equal(dense.params["bias"], np.zeros(4, np.float32))
+    he = Conv2D(16, 64, 3, seed=0).params["weight"]  # 9216 draws: the std is within ~1%
+    assert abs(he.std() / np.sqrt(2 / (16 * 9)) - 1) < 0.05
+    assert np.array_equal(
+        Conv2D(3, 8, 3, seed=5).params["weight"], Conv2D(3, 8, 3, seed=5).params["weight"]
+    )
+
+
+def test_layer_matches_its_op():
+    x = shuffled_linspace((2, 3, 8, 8), np.float32)
+    conv = Conv2D(3, 4, 3, stride=2, padding=1, seed=0)
+    y = conv.forward(x)
+    expected = ops.conv2d_forward(x, conv.params["weight"], conv.params["bias"], 2, 1)
+    assert np.array_equal(y, expected)
+    pool = MaxPool2D(2)
+    assert np.array_equal(pool.forward(x), ops.max_pool2d_forward(x, 2)[0])
+
+
+def test_dropout_train_and_eval():
+    layer = Dropout(0.5, seed=1)
+    x = np.ones((8, 100), np.float32)
+    y1, y2 = layer.forward(x), layer.forward(x)
+    assert not np.array_equal(y1, y2)  # a new mask every step
+    grad = layer.backward(np.ones_like(x))
+    assert np.array_equal(grad, y2)  # the gradient goes through the last mask
+    layer.eval()
+    assert layer.forward(x) is x and np.array_equal(layer.backward(x), x)
+    again = Dropout(0.5, seed=1)
+    assert np.array_equal(again.forward(x), y1)  # same seed, same first mask
+
+
+def test_train_and_eval_propagate_through_sequential():
+    model = Sequential([Dense(4, 4, seed=0), Dropout(0.5, seed=0)])
+    model.eval()
+    assert not model.training and not model[1].training
+    model.train()
+    assert all(layer.training for layer in model)
+
+
+def test_summary_lists_shapes_and_parameter_counts():
+    text = _model(np.float32).summary((2, 9, 9))
+    assert "Conv2D(2, 3, kernel_size=3, padding=1)" in text
+    assert "(3, 9, 9)" in text and "(5,)" in text
+    expected = (3 * 2 * 9 + 3) + (4 * 3 * 4 + 4) + (5 * 4 + 5)
+    assert f"total parameters: {expected:,}" in text
+    assert "?" in _model().summary()  # without an input shape, shapes are unknown
+
+
+def test_flatten_round_trips():
+    layer = Flatten()
+    x = shuffled_linspace((2, 3, 4, 5))
+    assert layer.forward(x).shape == (2, 60)
+    assert np.array_equal(layer.backward(layer.forward(x)), x)
+
+
+def test_backward_before_forward_is_an_error():
+    with pytest.raises(RuntimeError, match="before forward"):
+        Conv2D(1, 1, 1).backward(np.zeros((1, 1, 1, 1), np.float32))
+
+
+def test_wrong_device_array_gets_a_clear_error(monkeypatch):
+    layer = ReLU()
+    layer.device = "gpu"  # as if built on a GPU: a NumPy array must not be copied silently
+    with pytest.raises(TypeError, match=r"numpy.ndarray \(host\) but the layer lives on .*gpu"):
+        layer.forward(np.zeros(3, np.float32))
+    with pytest.raises(TypeError, match="must be a numpy.ndarray or cupy.ndarray"):
+        ReLU().forward([1.0, 2.0])
+
+
+@pytest.mark.parametrize(
+    "build, error, words",
+    [
+        (lambda: Conv2D(0, 4, 3), ValueError, "in_channels"),
+        (lambda: Conv2D(3, 4.0, 3), TypeError, "out_channels"),
+        (lambda: Conv2D(3, 4, 3, stride=0), ValueError, "stride"),
+        (lambda: Conv2D(3, 4, 3, init="lecun"), ValueError, "init"),
+        (lambda: Conv2D(3, 4, 3, dtype=np.int32), TypeError, "dtype"),
+        (lambda: Conv2D(3, 4, 3, seed="x"), TypeError, "seed"),
+        (lambda: Dense(3, 0), ValueError, "out_features"),
+        (lambda: MaxPool2D(2, padding=2), ValueError, "padding"),
+        (lambda: AvgPool2D(2, count_include_pad=None), TypeError, "count_include_pad"),
+        (lambda: Dropout(1.5), ValueError, "p must be"),
+        (lambda: Sequential([ReLU(), "relu"]), TypeError, r"layers\[1\]"),
+    ],
+)
+def test_bad_constructor_arguments_are_named(build, error, words):
+    with pytest.raises(error, match=words):
+        build()
+
+
+def test_shape_mismatches_are_reported_by_name():
+    with pytest.raises(ValueError, match="input channels"):
+        Conv2D(3, 4, 3).forward(np.zeros((1, 2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="Flatten"):
+        Sequential([Conv2D(1, 2, 3), Dense(18, 2)]).summary((1, 5, 5))
+    with pytest.raises(ValueError, match="expects 3 input channels"):
+        Conv2D(3, 4, 3).output_shape((2, 5, 5))
+
+
+def test_to_moves_parameters_between_host_devices():
+    model = _model(np.float32)
+    gpucnn.set_device("cpu")
+    model.to("cpu")
+    assert model.device == "cpu" and all(isinstance(p, np.ndarray) for p in model.params.values())
+    with pytest.raises(ValueError, match="device must be one of"):
+        model.to("tpu")

@@ -1,0 +1,106 @@
+"""Activations, dense and dropout: finite differences in float64 and their edge cases."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from gpucnn import ops
+from tests.helpers import numerical_gradient, rel_error, shuffled_linspace
+
+
+@pytest.mark.parametrize(
+    "forward, backward, uses_output",
+    [
+        (ops.relu_forward, ops.relu_backward, False),
+        (ops.sigmoid_forward, ops.sigmoid_backward, True),
+        (ops.tanh_forward, ops.tanh_backward, True),
+    ],
+)
+def test_activation_gradients(forward, backward, uses_output):
+    # distinct values kept away from 0, where ReLU has its kink
+    x = shuffled_linspace((3, 4, 5), np.float64, low=-2, high=2)
+    x[np.abs(x) < 0.05] += 0.1
+    dy = shuffled_linspace(x.shape, np.float64, seed=1, low=-0.3, high=1.1)
+    y = forward(x)
+    dx = backward(dy, y if uses_output else x)
+    assert rel_error(dx, numerical_gradient(lambda x_: forward(x_) * dy, x)) < 1e-8
+
+
+def test_activation_values():
+    x = np.array([-3.0, -0.0, 0.0, 2.5], np.float32)
+    assert np.array_equal(ops.relu_forward(x), [0, 0, 0, 2.5])
+    assert ops.relu_forward(x).dtype == np.float32
+    assert rel_error(ops.sigmoid_forward(x), 1 / (1 + np.exp(-x.astype(np.float64)))) < 1e-7
+    assert rel_error(ops.tanh_forward(x), np.tanh(x.astype(np.float64))) < 1e-7
+
+
+def test_sigmoid_is_stable_for_large_inputs():
+    x = np.array([-1000.0, -80.0, 80.0, 1000.0], np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        y = ops.sigmoid_forward(x)
+    assert y.dtype == np.float32 and np.all(np.isfinite(y))
+    assert y[0] == 0.0 and y[-1] == 1.0
+
+
+def test_dense_gradients():
+    x = shuffled_linspace((4, 5), np.float64)
+    w = shuffled_linspace((3, 5), np.float64, seed=1)
+    b = shuffled_linspace((3,), np.float64, seed=2)
+    dy = shuffled_linspace((4, 3), np.float64, seed=3, low=-0.3, high=1.1)
+    y = ops.dense_forward(x, w, b)
+    assert rel_error(y, x @ w.T + b) < 1e-15
+    dx, dw, db = ops.dense_backward(dy, x, w)
+    assert rel_error(dx, numerical_gradient(lambda x_: ops.dense_forward(x_, w, b) * dy, x)) < 1e-8
+    assert rel_error(dw, numerical_gradient(lambda w_: ops.dense_forward(x, w_, b) * dy, w)) < 1e-8
+    assert rel_error(db, numerical_gradient(lambda b_: ops.dense_forward(x, w, b_) * dy, b)) < 1e-8
+    assert ops.dense_backward(dy, x, w, with_bias=False)[2] is None
+
+
+def test_dropout_masks_scale_and_reproduce():
+    x = np.ones((64, 128), np.float32)
+    y, mask = ops.dropout_forward(x, 0.25, seed=3, step=0)
+    kept = mask != 0
+    assert np.allclose(y[kept], 1 / 0.75) and np.all(y[~kept] == 0)
+    assert abs(kept.mean() - 0.75) < 0.02  # 8192 draws: 5 standard deviations is 0.024
+    again, _ = ops.dropout_forward(x, 0.25, seed=3, step=0)
+    other_step, _ = ops.dropout_forward(x, 0.25, seed=3, step=1)
+    other_seed, _ = ops.dropout_forward(x, 0.25, seed=4, step=0)
+    assert np.array_equal(y, again)
+    assert not np.array_equal(y, other_step) and not np.array_equal(y, other_seed)
+    dy = shuffled_linspace(x.shape, np.float32, seed=1)
+    assert np.array_equal(ops.dropout_backward(dy, mask), dy * mask)
+
+
+def test_dropout_uniform_is_uniform():
+    from gpucnn.ops.activation import dropout_uniform
+
+    u = dropout_uniform(np, (200_000,), seed=0, step=0)
+    assert u.min() >= 0 and u.max() < 1
+    counts, _ = np.histogram(u, bins=10, range=(0, 1))
+    expected = len(u) / 10
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 30  # 9 degrees of freedom: p < 0.001 beyond 27.9
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: ops.dropout_forward(np.ones(3, np.float32), 1.0, 0, 0), ValueError, "p must be"),
+        (lambda: ops.dropout_forward(np.ones(3, np.float32), -0.1, 0, 0), ValueError, "p must"),
+        (lambda: ops.relu_backward(np.ones(3), np.ones(4)), ValueError, "dy must have shape"),
+        (lambda: ops.dense_forward(np.ones((2, 3)), np.ones((4, 5))), ValueError, "features"),
+        (
+            lambda: ops.dense_forward(np.ones((2, 3), np.float32), np.ones((4, 3))),
+            TypeError,
+            "dtype",
+        ),
+        (lambda: ops.relu_forward(np.ones(3, np.int32)), TypeError, "x must be float32"),
+    ],
+)
+def test_bad_arguments_are_named(call, error, words):
+    with pytest.raises(error, match=words):
+        call()

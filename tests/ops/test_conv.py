@@ -1,0 +1,133 @@
+"""conv2d forward/backward on the NumPy path: against a loop reference and finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn import ops
+from tests.helpers import conv2d_loop, numerical_gradient, rel_error, shuffled_linspace
+
+# (N, C, H, W, K, R, S, stride, padding, dilation, bias): odd sizes, strides with a remainder,
+# asymmetric pairs, dilation, 1x1 and 5x5 kernels, a single image.
+CASES = [
+    (2, 3, 7, 7, 4, 3, 3, 1, 0, 1, True),
+    (1, 2, 8, 6, 3, 3, 3, 2, 1, 1, True),
+    (2, 1, 9, 9, 2, 5, 5, 1, 2, 1, False),
+    (1, 3, 10, 7, 2, 3, 2, (2, 3), (1, 0), (2, 1), True),
+    (3, 2, 5, 5, 1, 1, 1, 1, 0, 1, True),
+    (1, 1, 4, 4, 1, 5, 5, 1, 1, 1, True),
+    (2, 2, 11, 13, 3, 3, 3, 3, 2, 2, True),
+    (1, 4, 6, 6, 5, 2, 2, 2, 0, 1, False),
+]
+
+
+def _inputs(case, dtype, seed=0):
+    n, c, h, w, k, r, s, *_ = case
+    x = shuffled_linspace((n, c, h, w), dtype, seed)
+    wt = shuffled_linspace((k, c, r, s), dtype, seed + 1)
+    b = shuffled_linspace((k,), dtype, seed + 2) if case[-1] else None
+    return x, wt, b
+
+
+def _geometry(case):
+    return dict(stride=case[7], padding=case[8], dilation=case[9])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype, tol", [(np.float64, 1e-12), (np.float32, 1e-6)])
+def test_forward_matches_loop_reference(case, dtype, tol):
+    x, w, b = _inputs(case, dtype)
+    y = ops.conv2d_forward(x, w, b, **_geometry(case))
+    assert y.dtype == dtype
+    assert rel_error(y, conv2d_loop(x, w, b, **_geometry(case))) < tol
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_backward_matches_finite_differences(case):
+    x, w, b = _inputs(case, np.float64)
+    geometry = _geometry(case)
+    y = ops.conv2d_forward(x, w, b, **geometry)
+    dy = shuffled_linspace(y.shape, np.float64, seed=7, low=-0.3, high=1.1)  # sum far from 0
+    dx, dw, db = ops.conv2d_backward(dy, x, w, with_bias=b is not None, **geometry)
+
+    def loss_x(x_):
+        return ops.conv2d_forward(x_, w, b, **geometry) * dy
+
+    def loss_w(w_):
+        return ops.conv2d_forward(x, w_, b, **geometry) * dy
+
+    assert rel_error(dx, numerical_gradient(loss_x, x)) < 1e-8
+    assert rel_error(dw, numerical_gradient(loss_w, w)) < 1e-8
+    if b is None:
+        assert db is None
+    else:
+        loss_b = lambda b_: ops.conv2d_forward(x, w, b_, **geometry) * dy  # noqa: E731
+        assert rel_error(db, numerical_gradient(loss_b, b)) < 1e-8
+
+
+def test_rows_no_window_reaches_get_zero_gradient():
+    # H = 8, R = 3, stride 2, no padding: windows cover rows 0..6, so row 7 is never read.
+    x = shuffled_linspace((1, 1, 8, 8))
+    w = shuffled_linspace((1, 1, 3, 3), seed=1, low=0.5, high=1.5)  # no zero weights
+    y = ops.conv2d_forward(x, w, stride=2)
+    assert y.shape == (1, 1, 3, 3)
+    dx, _, _ = ops.conv2d_backward(np.ones_like(y), x, w, stride=2)
+    assert np.all(dx[..., 7, :] == 0) and np.all(dx[..., :, 7] == 0)
+    assert np.all(dx[..., :7, :7] != 0)
+
+
+def test_float32_in_float32_out_and_deterministic():
+    x, w, b = _inputs(CASES[1], np.float32)
+    first = ops.conv2d_forward(x, w, b, stride=2, padding=1)
+    again = ops.conv2d_forward(x, w, b, stride=2, padding=1)
+    assert first.dtype == np.float32 and np.array_equal(first, again)
+    grads = ops.conv2d_backward(first, x, w, stride=2, padding=1)
+    grads_again = ops.conv2d_backward(first, x, w, stride=2, padding=1)
+    assert all(g.dtype == np.float32 for g in grads)
+    assert all(np.array_equal(a, b_) for a, b_ in zip(grads, grads_again, strict=True))
+
+
+def test_non_contiguous_inputs_give_the_same_answer():
+    x, w, b = _inputs(CASES[0], np.float64)
+    x_strided = np.asfortranarray(x)
+    assert rel_error(ops.conv2d_forward(x_strided, w, b), ops.conv2d_forward(x, w, b)) < 1e-15
+
+
+X = np.zeros((2, 3, 6, 6), np.float32)
+W = np.zeros((4, 3, 3, 3), np.float32)
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: ops.conv2d_forward(X[0], W), ValueError, "x must be 4-D"),
+        (lambda: ops.conv2d_forward(X, W[:, :2]), ValueError, "input channels"),
+        (lambda: ops.conv2d_forward(X, np.zeros((1, 3, 9, 9), np.float32)), ValueError, "padded"),
+        (lambda: ops.conv2d_forward(X, W, stride=0), ValueError, "stride"),
+        (lambda: ops.conv2d_forward(X, W, stride=-1), ValueError, "stride"),
+        (lambda: ops.conv2d_forward(X, W, stride=(1, 2, 3)), ValueError, "stride"),
+        (lambda: ops.conv2d_forward(X, W, stride=True), TypeError, "stride"),
+        (lambda: ops.conv2d_forward(X, W, stride=1.5), TypeError, "stride"),
+        (lambda: ops.conv2d_forward(X, W, padding=-1), ValueError, "padding"),
+        (lambda: ops.conv2d_forward(X, W, dilation=0), ValueError, "dilation"),
+        (lambda: ops.conv2d_forward(X.astype(np.int32), W), TypeError, "x must be float32"),
+        (lambda: ops.conv2d_forward(X, W.astype(np.float64)), TypeError, "w has dtype"),
+        (lambda: ops.conv2d_forward(X.tolist(), W), TypeError, "x must be a numpy"),
+        (lambda: ops.conv2d_forward(X, W, np.zeros(3, np.float32)), ValueError, "b must have"),
+        (
+            lambda: ops.conv2d_backward(np.zeros((2, 4, 3, 3), np.float32), X, W),
+            ValueError,
+            "dy must have shape",
+        ),
+        (lambda: ops.conv2d_backward(np.zeros((2, 4, 4, 4)), X, W), TypeError, "dy has dtype"),
+        (
+            lambda: ops.conv2d_backward(np.zeros((2, 4, 4, 4), np.float32), X, W, with_bias=1),
+            TypeError,
+            "with_bias",
+        ),
+    ],
+)
+def test_bad_arguments_are_named(call, error, words):
+    with pytest.raises(error, match=words):
+        call()

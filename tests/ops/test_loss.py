@@ -1,0 +1,79 @@
+"""Losses: values against direct formulas, gradients against finite differences."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn.losses import HingeLoss, MSELoss, SoftmaxCrossEntropyLoss
+from tests.helpers import numerical_gradient, rel_error, shuffled_linspace
+
+TARGET = np.array([0, 3, 1, 4, 2, 3])
+
+
+def _numeric_loss_gradient(loss, pred, target):
+    return numerical_gradient(lambda p: np.array(loss.forward(p, target)), pred)
+
+
+def test_softmax_cross_entropy_value_and_gradient():
+    pred = shuffled_linspace((6, 5), np.float64, low=-3, high=3)
+    loss = SoftmaxCrossEntropyLoss()
+    value = loss.forward(pred, TARGET)
+    probabilities = np.exp(pred) / np.exp(pred).sum(axis=1, keepdims=True)
+    expected = -np.mean(np.log(probabilities[np.arange(6), TARGET]))
+    assert isinstance(value, float) and abs(value - expected) < 1e-14
+    grad = loss.backward()
+    assert rel_error(grad, _numeric_loss_gradient(SoftmaxCrossEntropyLoss(), pred, TARGET)) < 1e-8
+
+
+def test_softmax_cross_entropy_is_stable_for_huge_logits():
+    pred = np.array([[1000.0, 0.0, -1000.0], [-1e4, 1e4, 0.0]], np.float32)
+    loss = SoftmaxCrossEntropyLoss()
+    value = loss.forward(pred, np.array([0, 0]))
+    assert np.isfinite(value) and abs(value - 1e4) < 1  # second row: -log softmax = 2e4 / 2
+    assert np.all(np.isfinite(loss.backward()))
+
+
+def test_mse_is_the_classic_half_sum_averaged_over_the_batch():
+    pred = shuffled_linspace((6, 5), np.float64)
+    target = shuffled_linspace((6, 5), np.float64, seed=1)
+    loss = MSELoss()
+    assert abs(loss.forward(pred, target) - 0.5 * ((pred - target) ** 2).sum() / 6) < 1e-15
+    assert rel_error(loss.backward(), _numeric_loss_gradient(MSELoss(), pred, target)) < 1e-8
+    onehot = np.eye(5)[TARGET]
+    assert loss.forward(pred, TARGET) == MSELoss().forward(pred, onehot)
+
+
+def test_hinge_value_and_gradient():
+    pred = shuffled_linspace((6, 5), np.float64, low=-2, high=2)
+    loss = HingeLoss(margin=1.0)
+    value = loss.forward(pred, TARGET)
+    expected = 0.0
+    for i, t in enumerate(TARGET):
+        expected += sum(max(0.0, pred[i, j] - pred[i, t] + 1.0) for j in range(5) if j != t)
+    assert abs(value - expected / 6) < 1e-14
+    assert rel_error(loss.backward(), _numeric_loss_gradient(HingeLoss(), pred, TARGET)) < 1e-8
+
+
+@pytest.mark.parametrize("loss", [SoftmaxCrossEntropyLoss(), MSELoss(), HingeLoss()])
+@pytest.mark.parametrize(
+    "target, error, words",
+    [
+        (np.array([0, 1, 2, 3, 4, 5]), ValueError, "class labels in"),
+        (np.array([0, 1, 2, 3, 4, -1]), ValueError, "class labels in"),
+        (np.array([0, 1, 2]), ValueError, "target must have shape"),
+        ([0, 1, 2, 3, 4, 4], TypeError, "target must be"),
+    ],
+)
+def test_bad_targets_are_named(loss, target, error, words):
+    with pytest.raises(error, match=words):
+        loss.forward(np.zeros((6, 5), np.float32), target)
+
+
+def test_float_labels_rejected_for_classification_and_backward_before_forward():
+    with pytest.raises(TypeError, match="integer class labels"):
+        SoftmaxCrossEntropyLoss().forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
+    with pytest.raises(RuntimeError, match="before forward"):
+        HingeLoss().backward()
+    with pytest.raises(ValueError, match="margin"):
+        HingeLoss(margin=-1)

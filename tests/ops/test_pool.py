@@ -1,0 +1,255 @@
+"""Pooling on the NumPy path: against loop references, finite differences and edge cases."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn import ops
+from tests.helpers import (
+    avg_pool2d_loop,
+    l2_pool2d_loop,
+    max_pool2d_loop,
+    numerical_gradient,
+    rel_error,
+    shuffled_linspace,
+)
+
+# (x shape, kernel, stride, padding, ceil_mode): overlapping windows, padding, ceil_mode with
+# an overhang, the dropped last window (5x5, k2 s2 p1), asymmetric pairs, 1x1 planes.
+CASES = [
+    ((2, 3, 7, 7), 3, 2, 1, False),
+    ((2, 3, 7, 7), 3, 2, 1, True),
+    ((1, 2, 8, 8), 2, None, 0, False),
+    ((1, 2, 9, 9), 2, None, 0, True),
+    ((1, 1, 5, 6), (3, 2), (2, 1), (1, 1), True),
+    ((2, 2, 1, 1), 1, 1, 0, False),
+    ((1, 1, 6, 6), 4, 3, 2, True),
+    ((1, 1, 5, 5), 2, 2, 1, True),
+    ((1, 2, 10, 10), 3, 3, 1, True),
+]
+
+
+def _geometry(case):
+    _, kernel, stride, padding, ceil_mode = case
+    return dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+
+
+def _loop_geometry(case):
+    _, kernel, stride, padding, ceil_mode = case
+    return dict(kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+
+
+def _scatter_loop(dy, argmax, x_shape):
+    dx = np.zeros(x_shape, np.float64)
+    width = x_shape[3]
+    for n, c, p, q in np.ndindex(dy.shape):
+        h, w = divmod(int(argmax[n, c, p, q]), width)
+        dx[n, c, h, w] += dy[n, c, p, q]
+    return dx
+
+
+# ----------------------------------------------------------------------------- max pooling
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_forward_matches_loop(case, dtype):
+    x = shuffled_linspace(case[0], dtype)
+    y, argmax = ops.max_pool2d_forward(x, **_geometry(case))
+    y_ref, argmax_ref = max_pool2d_loop(x, **_loop_geometry(case))
+    assert y.dtype == dtype and argmax.dtype == np.int32
+    assert np.array_equal(y, y_ref) and np.array_equal(argmax, argmax_ref)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_max_forward_ties_go_to_the_first_element(case):
+    x = np.random.default_rng(1).integers(0, 3, size=case[0]).astype(np.float32)
+    y, argmax = ops.max_pool2d_forward(x, **_geometry(case))
+    y_ref, argmax_ref = max_pool2d_loop(x, **_loop_geometry(case))
+    assert np.array_equal(y, y_ref) and np.array_equal(argmax, argmax_ref)
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_max_forward_nan_propagates_and_is_pointed_at(case):
+    x = shuffled_linspace(case[0], np.float32, seed=3)
+    x[np.random.default_rng(2).random(x.shape) < 0.2] = np.nan
+    y, argmax = ops.max_pool2d_forward(x, **_geometry(case))
+    y_ref, argmax_ref = max_pool2d_loop(x, **_loop_geometry(case))
+    assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
+    planes = x.reshape(*x.shape[:2], -1)
+    picked = np.take_along_axis(planes, argmax.reshape(*argmax.shape[:2], -1), axis=2)
+    assert np.isnan(y).any()
+    assert np.array_equal(np.isnan(picked), np.isnan(y.reshape(picked.shape)))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_max_forward_all_minus_inf_points_inside(case):
+    x = np.full(case[0], -np.inf, np.float32)
+    y, argmax = ops.max_pool2d_forward(x, **_geometry(case))
+    _, argmax_ref = max_pool2d_loop(x, **_loop_geometry(case))
+    assert np.all(y == -np.inf)
+    assert np.array_equal(argmax, argmax_ref)
+    assert argmax.min() >= 0 and argmax.max() < x.shape[2] * x.shape[3]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_max_backward_routes_through_argmax(case):
+    x = shuffled_linspace(case[0], np.float64)
+    y, argmax = ops.max_pool2d_forward(x, **_geometry(case))
+    dy = shuffled_linspace(y.shape, np.float64, seed=5, low=-0.3, high=1.1)
+    dx = ops.max_pool2d_backward(dy, argmax, x.shape, **_geometry(case))
+    assert rel_error(dx, _scatter_loop(dy, argmax, x.shape)) < 1e-15
+    numeric = numerical_gradient(
+        lambda x_: ops.max_pool2d_forward(x_, **_geometry(case))[0] * dy, x
+    )
+    assert rel_error(dx, numeric) < 1e-8
+    # the window arguments are optional and change nothing
+    assert np.array_equal(dx, ops.max_pool2d_backward(dy, argmax, x.shape))
+
+
+def test_max_backward_float32_sums_overlaps_deterministically():
+    x = shuffled_linspace((2, 3, 9, 9), np.float32)
+    y, argmax = ops.max_pool2d_forward(x, 3, 1, 1)
+    dy = shuffled_linspace(y.shape, np.float32, seed=4)
+    dx = ops.max_pool2d_backward(dy, argmax, x.shape, 3, 1, 1)
+    assert dx.dtype == np.float32
+    assert rel_error(dx, _scatter_loop(dy, argmax, x.shape)) < 1e-7
+    assert np.array_equal(dx, ops.max_pool2d_backward(dy, argmax, x.shape, 3, 1, 1))
+
+
+# ------------------------------------------------------------------ average and L2 pooling
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_forward_matches_loop(case, count_include_pad):
+    x = shuffled_linspace(case[0], np.float64)
+    y = ops.avg_pool2d_forward(x, **_geometry(case), count_include_pad=count_include_pad)
+    ref = avg_pool2d_loop(x, **_loop_geometry(case), count_include_pad=count_include_pad)
+    assert rel_error(y, ref) < 1e-14
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_backward_matches_finite_differences(case, count_include_pad):
+    x = shuffled_linspace(case[0], np.float64)
+    geometry = dict(_geometry(case), count_include_pad=count_include_pad)
+    y = ops.avg_pool2d_forward(x, **geometry)
+    dy = shuffled_linspace(y.shape, np.float64, seed=5, low=-0.3, high=1.1)
+    dx = ops.avg_pool2d_backward(dy, x.shape, **geometry)
+    numeric = numerical_gradient(lambda x_: ops.avg_pool2d_forward(x_, **geometry) * dy, x)
+    assert rel_error(dx, numeric) < 1e-8
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_l2_forward_matches_loop(case):
+    x = shuffled_linspace(case[0], np.float64)
+    assert (
+        rel_error(
+            ops.l2_pool2d_forward(x, **_geometry(case)), l2_pool2d_loop(x, **_loop_geometry(case))
+        )
+        < 1e-14
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_l2_backward_matches_finite_differences(case):
+    x = shuffled_linspace(case[0], np.float64, low=0.2, high=1.0)
+    y = ops.l2_pool2d_forward(x, **_geometry(case))
+    dy = shuffled_linspace(y.shape, np.float64, seed=5, low=-0.3, high=1.1)
+    dx = ops.l2_pool2d_backward(dy, x, y, **_geometry(case))
+    numeric = numerical_gradient(lambda x_: ops.l2_pool2d_forward(x_, **_geometry(case)) * dy, x)
+    assert rel_error(dx, numeric) < 1e-7
+
+
+def test_l2_all_zero_window_passes_zero_gradient_not_nan():
+    x = np.zeros((1, 1, 4, 4), np.float32)
+    x[0, 0, 0, 0] = 3.0  # only the first 2x2 window is non-zero
+    y = ops.l2_pool2d_forward(x, 2)
+    dx = ops.l2_pool2d_backward(np.ones_like(y), x, y, 2)
+    assert y[0, 0, 0, 0] == 3.0 and np.all(y.ravel()[1:] == 0)
+    assert np.all(np.isfinite(dx))
+    assert dx[0, 0, 0, 0] == 1.0 and np.count_nonzero(dx) == 1
+
+
+def test_global_avg_pool():
+    x = shuffled_linspace((2, 3, 5, 4), np.float64)
+    y = ops.global_avg_pool2d_forward(x)
+    assert y.shape == (2, 3) and rel_error(y, x.mean(axis=(2, 3))) < 1e-15
+    dy = shuffled_linspace((2, 3), np.float64, seed=1, low=-0.3, high=1.1)
+    dx = ops.global_avg_pool2d_backward(dy, x.shape)
+    numeric = numerical_gradient(lambda x_: ops.global_avg_pool2d_forward(x_) * dy, x)
+    assert dx.flags.c_contiguous and rel_error(dx, numeric) < 1e-9
+
+
+# -------------------------------------------------------------------------------- errors
+
+X = np.zeros((2, 3, 6, 6), np.float32)
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda: ops.max_pool2d_forward(X, 3, padding=2), ValueError, "padding must be at most"),
+        (lambda: ops.max_pool2d_forward(X, 8), ValueError, "larger than the padded input"),
+        (lambda: ops.max_pool2d_forward(X, 0), ValueError, "kernel_size"),
+        (lambda: ops.max_pool2d_forward(X, 2, stride=0), ValueError, "stride"),
+        (lambda: ops.max_pool2d_forward(X, 2, ceil_mode=1), TypeError, "ceil_mode"),
+        (lambda: ops.max_pool2d_forward(X[0], 2), ValueError, "x must be 4-D"),
+        (lambda: ops.max_pool2d_forward(X.astype(np.int64), 2), TypeError, "float32"),
+        (
+            lambda: ops.max_pool2d_backward(
+                np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int64), X.shape
+            ),
+            TypeError,
+            "argmax must be int32",
+        ),
+        (
+            lambda: ops.max_pool2d_backward(
+                np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 2, 3), np.int32), X.shape
+            ),
+            ValueError,
+            "argmax must have shape",
+        ),
+        (
+            lambda: ops.max_pool2d_backward(
+                np.zeros((2, 3, 3, 3), np.float32), np.full((2, 3, 3, 3), 36, np.int32), X.shape
+            ),
+            ValueError,
+            "outside",
+        ),
+        (
+            lambda: ops.max_pool2d_backward(
+                np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int32), (2, 4, 6, 6)
+            ),
+            ValueError,
+            "x_shape",
+        ),
+        (
+            lambda: ops.max_pool2d_backward(
+                np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int32), X.shape, 3, 1
+            ),
+            ValueError,
+            "dy must have shape",
+        ),
+        (
+            lambda: ops.avg_pool2d_forward(X, 2, count_include_pad="yes"),
+            TypeError,
+            "count_include_pad",
+        ),
+        (
+            lambda: ops.l2_pool2d_backward(np.zeros((2, 3, 3, 3)), X, np.zeros((2, 3, 3, 3)), 2),
+            TypeError,
+            "dy has dtype",
+        ),
+        (
+            lambda: ops.global_avg_pool2d_backward(np.zeros((2, 4), np.float32), X.shape),
+            ValueError,
+            "dy must have shape",
+        ),
+    ],
+)
+def test_bad_arguments_are_named(call, error, words):
+    with pytest.raises(error, match=words):
+        call()

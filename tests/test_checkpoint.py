@@ -1,0 +1,109 @@
+"""Saving and loading weights: round trip, atomic writes, and untrusted files."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+from gpucnn.checkpoint import load_weights, save_weights
+from gpucnn.models import digits_cnn
+
+
+def test_round_trip(tmp_path):
+    model, other = digits_cnn(seed=1), digits_cnn(seed=2)
+    path = tmp_path / "weights.npz"
+    save_weights(model, path)
+    arrays = {name: array.copy() for name, array in other.params.items()}
+    load_weights(other, path)
+    assert all(np.array_equal(model.params[k], other.params[k]) for k in model.params)
+    assert any(not np.array_equal(arrays[k], other.params[k]) for k in arrays)
+    assert sorted(os.listdir(tmp_path)) == ["weights.npz"]  # no temp file left behind
+
+
+def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "weights.npz"
+    save_weights(digits_cnn(seed=1), path)
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        save_weights(digits_cnn(seed=2), path)
+    assert path.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["weights.npz"]
+
+
+def test_save_into_a_missing_folder_is_an_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        save_weights(digits_cnn(), tmp_path / "nope" / "w.npz")
+
+
+def _write_npz(path, **arrays):
+    with open(path, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def test_mismatched_files_are_refused_and_change_nothing(tmp_path):
+    model = digits_cnn(seed=1)
+    before = {k: v.copy() for k, v in model.params.items()}
+    good = {k: v.copy() for k, v in model.params.items()}
+
+    wrong_shape = dict(good, **{"0.weight": np.zeros((16, 1, 5, 5), np.float32)})
+    _write_npz(tmp_path / "shape.npz", **wrong_shape)
+    with pytest.raises(ValueError, match=r"0\.weight has shape \(16, 1, 5, 5\)"):
+        load_weights(model, tmp_path / "shape.npz")
+
+    missing = {k: v for k, v in good.items() if k != "9.bias"}
+    _write_npz(tmp_path / "missing.npz", **missing, extra=np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match=r"missing \['9.bias'\], unexpected \['extra'\]"):
+        load_weights(model, tmp_path / "missing.npz")
+
+    ints = dict(good, **{"9.bias": np.zeros(10, np.int64)})
+    _write_npz(tmp_path / "ints.npz", **ints)
+    with pytest.raises(ValueError, match="expected floats"):
+        load_weights(model, tmp_path / "ints.npz")
+
+    nan = dict(good, **{"9.bias": np.full(10, np.nan, np.float32)})
+    _write_npz(tmp_path / "nan.npz", **nan)
+    with pytest.raises(ValueError, match="NaN"):
+        load_weights(model, tmp_path / "nan.npz")
+
+    assert all(np.array_equal(before[k], model.params[k]) for k in before)
+
+
+def test_malformed_files(tmp_path):
+    model = digits_cnn()
+    garbage = tmp_path / "garbage.npz"
+    garbage.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="not a valid .npz"):
+        load_weights(model, garbage)
+
+    pickled = tmp_path / "pickled.npz"
+    _write_npz(pickled, **{"0.weight": np.array([object()], dtype=object)})
+    with pytest.raises(ValueError, match="pickle"):
+        load_weights(model, pickled)
+
+    # a header that claims far more data than the member holds: refused before allocating
+    liar = tmp_path / "liar.npz"
+    header = np.lib.format
+    with zipfile.ZipFile(liar, "w") as archive, archive.open("0.weight.npy", "w") as member:
+        header.write_array_header_1_0(
+            member, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)}
+        )
+        member.write(b"\x00" * 16)
+    with pytest.raises(ValueError, match="header promises"):
+        load_weights(model, liar)
+
+    truncated = tmp_path / "truncated.npz"
+    save_weights(model, truncated)
+    truncated.write_bytes(truncated.read_bytes()[:500])
+    with pytest.raises(ValueError, match="not a valid .npz"):
+        load_weights(model, truncated)
+
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        load_weights(model, tmp_path / "absent.npz")

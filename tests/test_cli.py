@@ -1,0 +1,63 @@
+"""The command line, run as a user runs it: in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from gpucnn.checkpoint import load_weights
+from gpucnn.models import digits_cnn
+from tests.test_data import _mnist_folder
+
+
+def run(*args, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "gpucnn", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GPUCNN_DEVICE": "cpu", **(env or {})},
+    )
+
+
+def test_train_on_digits_prints_epochs_and_test_accuracy_and_saves(tmp_path):
+    path = tmp_path / "w.npz"
+    result = run("train", "--epochs", "2", "--no-progress", "--device", "cpu", "--save", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "epoch   1" in result.stdout and "epoch   2" in result.stdout
+    accuracy = float(result.stdout.split("test accuracy ")[1].split()[0])
+    assert accuracy > 0.9
+    model = digits_cnn()
+    load_weights(model, path)
+    assert np.abs(model.params["0.weight"]).sum() > 0
+
+
+def test_train_on_mnist_files(tmp_path):
+    folder = _mnist_folder(tmp_path, n_train=20, n_test=10)
+    result = run(
+        "train", "--data", f"mnist:{folder}", "--epochs", "1", "--no-progress", "--batch-size", "8"
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Conv2D(1, 6, kernel_size=5, padding=2)" in result.stdout
+    assert "test accuracy" in result.stdout
+
+
+def test_errors_are_reported_not_raised(tmp_path):
+    result = run("train", "--data", f"mnist:{tmp_path}/nowhere", "--epochs", "1")
+    assert result.returncode == 2 and "MNIST folder not found" in result.stderr
+    assert "Traceback" not in result.stderr
+    result = run("train", "--epochs", "0")
+    assert result.returncode == 2 and "must be >= 1" in result.stderr
+    result = run("train", "--data", "cifar")
+    assert result.returncode == 2 and "--data must be" in result.stderr
+
+
+def test_info_names_versions_and_the_device():
+    result = run("info", env={"GPUCNN_DEVICE": "auto"})
+    assert result.returncode == 0, result.stderr
+    assert "gpucnn   0." in result.stdout and "numpy" in result.stdout
+    assert "device   " in result.stdout
+    assert "gpu.nvml" in result.stdout or "gpu.name" in result.stdout  # a fact or why not

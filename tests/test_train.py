@@ -1,0 +1,119 @@
+"""Training end to end on the CPU: the digits model learns, runs reproduce, bad input fails."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn.data import load_digits, train_test_split
+from gpucnn.layers import Dense, Sequential
+from gpucnn.losses import HingeLoss, MSELoss, SoftmaxCrossEntropyLoss
+from gpucnn.models import digits_cnn, lenet5
+from gpucnn.optim import SGD, CosineLR
+from gpucnn.train import evaluate, fit, predict
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = load_digits()
+    return train_test_split(x, y, test_fraction=0.2, seed=0)
+
+
+def test_digits_model_reaches_95_percent_on_held_out_data(digits):
+    x_train, y_train, x_test, y_test = digits
+    model = digits_cnn(seed=0)
+    optimizer = SGD(model, 0.05, momentum=0.9, schedule=CosineLR(8))
+    history = fit(
+        model,
+        SoftmaxCrossEntropyLoss(),
+        optimizer,
+        x_train,
+        y_train,
+        epochs=8,
+        batch_size=32,
+        validation_data=(x_test, y_test),
+        seed=0,
+        progress=False,
+    )
+    scores = evaluate(model, SoftmaxCrossEntropyLoss(), x_test, y_test)
+    assert scores["accuracy"] >= 0.95, scores
+    assert history.loss[-1] < history.loss[0] / 4
+    assert history.val_accuracy[-1] == scores["accuracy"]
+    assert history.lr[0] == 0.05 and history.lr[-1] < 0.01
+    assert (predict(model, x_test).argmax(axis=1) == y_test).mean() == scores["accuracy"]
+
+
+def test_same_seed_same_run(digits):
+    x_train, y_train, *_ = digits
+    runs = []
+    for _ in range(2):
+        model = digits_cnn(seed=3)
+        fit(
+            model,
+            SoftmaxCrossEntropyLoss(),
+            SGD(model, 0.05, momentum=0.9),
+            x_train[:300],
+            y_train[:300],
+            epochs=2,
+            seed=3,
+            progress=False,
+        )
+        runs.append(model.params)
+    assert all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+@pytest.mark.parametrize("loss", [MSELoss(), HingeLoss()])
+def test_other_losses_train_a_linear_classifier(digits, loss):
+    x_train, y_train, x_test, y_test = digits
+    flat_train, flat_test = x_train.reshape(len(x_train), -1), x_test.reshape(len(x_test), -1)
+    model = Sequential([Dense(64, 10, init="glorot", seed=0)])
+    fit(model, loss, SGD(model, 0.05, momentum=0.9), flat_train, y_train, epochs=5, progress=False)
+    assert evaluate(model, loss, flat_test, y_test)["accuracy"] > 0.85
+
+
+def test_progress_bar_and_verbose_lines(digits, capsys):
+    x_train, y_train, x_test, y_test = digits
+    model = digits_cnn(seed=0)
+    fit(
+        model,
+        SoftmaxCrossEntropyLoss(),
+        SGD(model, 0.05),
+        x_train[:64],
+        y_train[:64],
+        epochs=1,
+        validation_data=(x_test[:32], y_test[:32]),
+        progress=True,
+        verbose=True,
+    )
+    captured = capsys.readouterr()
+    assert "epoch   1" in captured.out and "val_acc" in captured.out
+    assert "epoch 1/1" in captured.err  # tqdm's bar
+
+
+def test_lenet5_shapes():
+    model = lenet5()
+    assert model.output_shape((1, 28, 28)) == (10,)
+    assert lenet5(3, 100, 32).output_shape((3, 32, 32)) == (100,)
+    with pytest.raises(ValueError, match="input_size"):
+        lenet5(input_size=8)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, words",
+    [
+        (dict(epochs=0), ValueError, "epochs"),
+        (dict(batch_size=-1), ValueError, "batch_size"),
+        (dict(y=np.zeros(5, np.int64)), ValueError, "x has 10 examples but y has 5"),
+        (dict(y=np.full(10, 12)), ValueError, "class labels"),
+        (dict(validation_data=(np.zeros((3, 1, 8, 8), np.float32),)), ValueError, "pair"),
+    ],
+)
+def test_bad_arguments_are_named(kwargs, error, words):
+    model = digits_cnn()
+    arguments = dict(
+        x=np.zeros((10, 1, 8, 8), np.float32), y=np.zeros(10, np.int64), epochs=1, progress=False
+    )
+    arguments.update(kwargs)
+    x, y = arguments.pop("x"), arguments.pop("y")
+    with pytest.raises(error, match=words):
+        fit(model, SoftmaxCrossEntropyLoss(), SGD(model, 0.1), x, y, **arguments)
