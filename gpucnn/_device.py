@@ -74,7 +74,13 @@ def _resolve(requested: str) -> _Resolved:
     if requested == "cpu":
         return _Resolved("cpu", requested, "requested explicitly")
     if requested == "emulator":
-        return _Resolved("emulator", requested, "requested explicitly: CUDA kernels run on the CPU")
+        from .emulator.build import EmulatorCompileError, compiler
+
+        try:
+            cxx = compiler()
+        except EmulatorCompileError as exc:
+            raise DeviceUnavailableError(f"device 'emulator' is not usable: {exc}") from None
+        return _Resolved("emulator", requested, f"CUDA kernels compiled by {cxx}, run on the CPU")
     usable, why = probe_gpu()
     if requested == "gpu":
         if not usable:

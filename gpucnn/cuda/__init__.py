@@ -1,0 +1,10 @@
+"""The CUDA backend: Python wrappers that size and launch the kernels in ``cuda/*.cu``.
+
+Each wrapper runs on a GPU (CuPy arrays, kernels compiled by NVRTC through ``RawModule``)
+or on the emulator (NumPy arrays, the same kernels compiled for the CPU): one code path.
+"""
+
+from ._launch import KernelError, launch, limit_grid_stride_blocks
+from ._loader import get_kernel, warmup
+
+__all__ = ["KernelError", "get_kernel", "launch", "limit_grid_stride_blocks", "warmup"]

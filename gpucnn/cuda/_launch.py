@@ -1,0 +1,122 @@
+"""The one launch helper: every kernel launch in gpucnn goes through ``launch``.
+
+It checks what CuPy does not: each array argument's device, dtype and C-contiguity against
+the kernel's signature; each scalar converted to the exact NumPy type of its parameter (a
+value that does not fit, e.g. a size past 2^31 for an ``int``, is an error, not a wrap);
+grid and block within CUDA's limits; and no launch at all when the grid is empty.
+
+``GPUCNN_SYNC_LAUNCHES=1`` synchronises after every launch and names the failing kernel.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+
+import numpy as np
+
+from .._device import is_cupy_array
+from ._loader import Kernel
+
+MAX_THREADS_PER_BLOCK = 1024
+MAX_GRID = (2**31 - 1, 65535, 65535)
+# Grid-stride kernels launch at most this many blocks; tests shrink it to prove the loops.
+_grid_stride_blocks = 65535
+
+
+class KernelError(RuntimeError):
+    """A kernel failed on the device (seen at the next synchronisation)."""
+
+
+@contextlib.contextmanager
+def limit_grid_stride_blocks(blocks: int):
+    """Launch grid-stride kernels with at most ``blocks`` blocks (Caffe's test trick: a tiny
+    grid makes every thread loop, which proves the loops right)."""
+    global _grid_stride_blocks
+    saved, _grid_stride_blocks = _grid_stride_blocks, blocks
+    try:
+        yield
+    finally:
+        _grid_stride_blocks = saved
+
+
+def grid_stride_blocks(work_items: int, threads_per_block: int) -> int:
+    """Blocks for a 1-D grid-stride loop over ``work_items`` (0 when there is no work)."""
+    return min(-(-work_items // threads_per_block), _grid_stride_blocks)
+
+
+def _dims(value, what: str, kernel: Kernel) -> tuple[int, int, int]:
+    if isinstance(value, numbers.Integral):
+        dims = (value,)
+    elif isinstance(value, (tuple, list)):
+        dims = tuple(value)
+    else:
+        dims = ()
+    if not 1 <= len(dims) <= 3 or not all(isinstance(d, numbers.Integral) for d in dims):
+        raise TypeError(f"{kernel.name}: {what} must be an int or 1 to 3 ints, got {value!r}")
+    return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
+
+
+def _scalar(value, dtype: np.dtype, name: str, kernel: Kernel):
+    if isinstance(value, (bool, np.bool_)) and dtype != np.bool_:
+        raise TypeError(f"{kernel.name}: {name} is {dtype}, got a bool")
+    if dtype.kind in "iu":
+        if not isinstance(value, numbers.Integral):
+            raise TypeError(f"{kernel.name}: {name} is {dtype}, got {value!r}")
+        info = np.iinfo(dtype)
+        if not info.min <= int(value) <= info.max:
+            raise ValueError(
+                f"{kernel.name}: {name} = {int(value)} does not fit {dtype}"
+                + (" (a size this large needs 64-bit offsets)" if dtype.itemsize == 4 else "")
+            )
+        return dtype.type(int(value))
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{kernel.name}: {name} is {dtype}, got {value!r}")
+    return dtype.type(value)
+
+
+def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
+    """Check and launch ``kernel`` with ``grid`` x ``block`` threads on ``args``."""
+    grid, block = _dims(grid, "grid", kernel), _dims(block, "block", kernel)
+    if 0 in grid:
+        return  # no work: launching an empty grid is an error in CUDA
+    if min(block) < 1 or np.prod(block) > MAX_THREADS_PER_BLOCK:
+        raise ValueError(f"{kernel.name}: block {block} must have 1 to 1024 threads")
+    if any(g > limit for g, limit in zip(grid, MAX_GRID, strict=True)):
+        raise ValueError(f"{kernel.name}: grid {grid} exceeds CUDA's limits {MAX_GRID}")
+    if len(args) != len(kernel.params):
+        raise TypeError(f"{kernel.name} takes {len(kernel.params)} arguments, got {len(args)}")
+    converted = []
+    largest_array = 0
+    for value, param in zip(args, kernel.params, strict=True):
+        if not param.pointer:
+            converted.append(_scalar(value, param.dtype, param.name, kernel))
+            continue
+        if is_cupy_array(value) != kernel.on_gpu or not hasattr(value, "dtype"):
+            where = "a cupy.ndarray" if kernel.on_gpu else "a numpy.ndarray (emulator)"
+            raise TypeError(
+                f"{kernel.name}: {param.name} must be {where}, got "
+                f"{type(value).__module__}.{type(value).__name__}"
+            )
+        if value.dtype != param.dtype:
+            raise TypeError(f"{kernel.name}: {param.name} must be {param.dtype}, got {value.dtype}")
+        if not value.flags.c_contiguous:
+            raise ValueError(f"{kernel.name}: {param.name} must be C-contiguous")
+        largest_array = max(largest_array, value.size)
+        converted.append(value)
+    if largest_array > 2**31 - 1 and not any(
+        p.dtype.itemsize == 8 and p.dtype.kind in "iu" for p in kernel.params
+    ):
+        raise ValueError(
+            f"{kernel.name}: an argument has {largest_array} elements but the "
+            "kernel takes only 32-bit sizes (it needs 64-bit offsets)"
+        )
+    kernel.function(grid, block, tuple(converted), shared_mem=shared_mem)
+    if kernel.on_gpu and os.environ.get("GPUCNN_SYNC_LAUNCHES", "0") not in ("", "0"):
+        import cupy
+
+        try:
+            cupy.cuda.get_current_stream().synchronize()
+        except Exception as exc:
+            raise KernelError(f"kernel {kernel.name} failed: {exc}") from exc

@@ -1,0 +1,101 @@
+"""The one kernel loader: a .cu file becomes a CuPy ``RawModule`` (on a GPU) or an
+``EmulatedModule`` (on the CPU), built once per process and device, with every template
+instantiation exported through ``name_expressions``."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from .._device import is_cupy_array
+from ._source import (
+    CPP_NAME_OF_DTYPE,
+    Param,
+    kernel_files,
+    kernel_source,
+    name_expressions,
+    parse_kernels,
+    resolve_params,
+    split_name_expression,
+)
+
+# What NVRTC is told, on a GPU and in the compile checks alike.
+NVRTC_OPTIONS = ("--std=c++17",)
+
+_modules: dict[tuple[str, str], object] = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """A compiled kernel and the signature the launch helper checks its arguments against."""
+
+    name: str  # the name expression, e.g. "maxpool2d_forward<float>"
+    params: tuple[Param, ...]
+    function: object  # cupy.RawKernel or gpucnn.emulator.EmulatedKernel
+    on_gpu: bool
+
+
+def _device_key(on_gpu: bool) -> str:
+    if not on_gpu:
+        return "emulator"
+    import cupy
+
+    return f"cuda:{cupy.cuda.Device().id}"
+
+
+def load_module(filename: str, on_gpu: bool):
+    """The module for ``filename`` on the current CUDA device (or the emulator), cached."""
+    key = (filename, _device_key(on_gpu))
+    with _lock:
+        module = _modules.get(key)
+        if module is None:
+            source = kernel_source(filename)
+            expressions = name_expressions(source)
+            if on_gpu:
+                import cupy
+
+                module = cupy.RawModule(
+                    code=source, options=NVRTC_OPTIONS, name_expressions=expressions
+                )
+            else:
+                from ..emulator import EmulatedModule
+
+                module = EmulatedModule(source, NVRTC_OPTIONS, expressions)
+            _modules[key] = module
+    return module
+
+
+def get_kernel(filename: str, name: str, like) -> Kernel:
+    """Kernel ``name`` of ``filename`` for arrays like ``like``: a CuPy array selects the GPU,
+    a NumPy array the emulator; a template kernel is instantiated for ``like.dtype``."""
+    on_gpu = is_cupy_array(like)
+    source = kernel_source(filename)
+    decl = parse_kernels(source)[name]
+    expression = name
+    if decl.template_params:
+        expression = f"{name}<{CPP_NAME_OF_DTYPE[like.dtype]}>"
+    params = resolve_params(decl, split_name_expression(expression)[1])
+    function = load_module(filename, on_gpu).get_function(expression)
+    return Kernel(expression, params, function, on_gpu)
+
+
+def warmup(on_gpu: bool | None = None) -> list[str]:
+    """Compile every kernel of every .cu file now, for the GPU (default when the current
+    device is the GPU) or the emulator; returns the name expressions compiled. On a GPU,
+    CuPy keeps the binaries in its cache (``CUPY_CACHE_DIR``), so later processes skip NVRTC."""
+    if on_gpu is None:
+        from .._device import get_device
+
+        on_gpu = get_device() == "gpu"
+    compiled = []
+    for filename in kernel_files():
+        module = load_module(filename, on_gpu)
+        expressions = name_expressions(kernel_source(filename))
+        if on_gpu:
+            for expression in expressions:
+                module.get_function(expression)
+        else:
+            module.compile()
+        compiled.extend(f"{filename}:{expression}" for expression in expressions)
+    return compiled

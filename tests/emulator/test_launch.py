@@ -1,0 +1,88 @@
+"""The launch helper: what it checks before any kernel runs, on the emulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn.cuda._launch import grid_stride_blocks, launch, limit_grid_stride_blocks
+from gpucnn.cuda._loader import Kernel
+from gpucnn.cuda._source import (
+    name_expressions,
+    parse_kernels,
+    read_source,
+    resolve_params,
+    split_name_expression,
+)
+from gpucnn.emulator import EmulatedModule
+from tests.emulator.test_emulator import KERNELS
+
+
+@pytest.fixture(scope="module")
+def kernels():
+    source = read_source("checks.cu", KERNELS)
+    module = EmulatedModule(source, name_expressions=name_expressions(source))
+    decls = parse_kernels(source)
+
+    def get(expression):
+        name, args = split_name_expression(expression)
+        params = resolve_params(decls[name], args)
+        return Kernel(expression, params, module.get_function(expression), on_gpu=False)
+
+    return get
+
+
+def test_scalars_are_converted_to_the_parameter_type(kernels):
+    x = np.arange(8, dtype=np.float32).reshape(2, 4)
+    y = np.zeros_like(x)
+    launch(kernels("reverse_rows"), 2, 8, (x, y, 4), shared_mem=16)  # a Python int becomes int32
+    assert np.array_equal(y, x[:, ::-1])
+
+
+@pytest.mark.parametrize(
+    "args, error, words",
+    [
+        (
+            (np.zeros(4, np.float32), np.zeros(4, np.float32), 2**31),
+            ValueError,
+            "n = 2147483648 does not fit int32.*64-bit offsets",
+        ),
+        ((np.zeros(4, np.float32), np.zeros(4, np.float32), 4.0), TypeError, "n is int32"),
+        ((np.zeros(4, np.float32), np.zeros(4, np.float32), True), TypeError, "got a bool"),
+        ((np.zeros(4, np.float64), np.zeros(4, np.float32), 4), TypeError, "x must be float32"),
+        (
+            (np.zeros((4, 2), np.float32).T, np.zeros(8, np.float32), 4),
+            ValueError,
+            "x must be C-contiguous",
+        ),
+        (([0.0] * 4, np.zeros(4, np.float32), 4), TypeError, "x must be a numpy.ndarray"),
+        ((np.zeros(4, np.float32), np.zeros(4, np.float32)), TypeError, "takes 3 arguments"),
+    ],
+)
+def test_bad_arguments_never_reach_the_kernel(kernels, args, error, words):
+    with pytest.raises(error, match=words):
+        launch(kernels("reverse_rows"), 1, 4, args)
+
+
+def test_grid_and_block_limits(kernels):
+    args = (np.zeros(4, np.float32), np.zeros(4, np.float32), 4)
+    with pytest.raises(ValueError, match="1 to 1024 threads"):
+        launch(kernels("reverse_rows"), 1, (32, 33), args)
+    with pytest.raises(ValueError, match="exceeds CUDA's limits"):
+        launch(kernels("reverse_rows"), (1, 65536), 32, args)
+    with pytest.raises(TypeError, match="grid must be"):
+        launch(kernels("reverse_rows"), 1.5, 32, args)
+
+
+def test_an_empty_grid_launches_nothing(kernels):
+    y = np.full(4, 7.0, np.float32)
+    launch(kernels("reverse_rows"), 0, 4, (np.zeros(4, np.float32), y, 4))
+    assert np.all(y == 7.0)
+
+
+def test_grid_stride_blocks_can_be_shrunk():
+    assert grid_stride_blocks(0, 256) == 0
+    assert grid_stride_blocks(1000, 256) == 4
+    with limit_grid_stride_blocks(2):
+        assert grid_stride_blocks(1000, 256) == 2
+    assert grid_stride_blocks(10**9, 256) == 65535
