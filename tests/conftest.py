@@ -3,6 +3,8 @@ where no GPU is usable (the emulator tests run the same checks there)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 import gpucnn
@@ -28,3 +30,37 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("gpu"):
             item.add_marker(skip)
+
+
+def _ran_whole_suite(session) -> bool:
+    """No -k/-m filter, only folders on the command line, and the CUDA tests among them."""
+    options = session.config.option
+    if getattr(options, "keyword", "") or getattr(options, "markexpr", ""):
+        return False
+    if getattr(options, "deselect", None) or getattr(options, "lf", False):
+        return False
+    if not all(Path(arg).is_dir() for arg in session.config.args):
+        return False
+    return any(item.nodeid.startswith("tests/cuda/") for item in session.items)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Every kernel in cuda/ must have been launched on the emulator by some test."""
+    if exitstatus != 0 or not _ran_whole_suite(session):
+        return
+    from gpucnn.cuda._launch import emulator_launches
+    from gpucnn.cuda._source import kernel_files, kernel_source, name_expressions
+
+    missing = [
+        f"{filename}:{expression}"
+        for filename in kernel_files()
+        for expression in name_expressions(kernel_source(filename))
+        if (filename, expression) not in emulator_launches
+    ]
+    if missing:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        reporter.ensure_newline()
+        reporter.write_line(
+            f"FAILED kernel coverage: no emulator test launched {missing}", red=True, bold=True
+        )

@@ -4,7 +4,16 @@ Each wrapper runs on a GPU (CuPy arrays, kernels compiled by NVRTC through ``Raw
 or on the emulator (NumPy arrays, the same kernels compiled for the CPU): one code path.
 """
 
-from ._launch import KernelError, launch, limit_grid_stride_blocks
+from . import pool
+from ._launch import KernelError, launch, limit_grid_stride_blocks, poison_outputs
 from ._loader import get_kernel, warmup
 
-__all__ = ["KernelError", "get_kernel", "launch", "limit_grid_stride_blocks", "warmup"]
+__all__ = [
+    "KernelError",
+    "get_kernel",
+    "launch",
+    "limit_grid_stride_blocks",
+    "poison_outputs",
+    "pool",
+    "warmup",
+]

@@ -16,13 +16,18 @@ import os
 
 import numpy as np
 
-from .._device import is_cupy_array
+from .._device import array_module, is_cupy_array
 from ._loader import Kernel
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_GRID = (2**31 - 1, 65535, 65535)
 # Grid-stride kernels launch at most this many blocks; tests shrink it to prove the loops.
 _grid_stride_blocks = 65535
+# Every (source, name expression) launched on the emulator in this process: the test suite
+# checks that each kernel in cuda/ was.
+emulator_launches: set[tuple[str, str]] = set()
+# Tests fill every output with garbage before the kernel runs, so an unwritten element fails.
+_poison_outputs = False
 
 
 class KernelError(RuntimeError):
@@ -39,6 +44,33 @@ def limit_grid_stride_blocks(blocks: int):
         yield
     finally:
         _grid_stride_blocks = saved
+
+
+@contextlib.contextmanager
+def poison_outputs():
+    """Within this block, ``empty`` fills new arrays with NaN (floats) or the most negative
+    integer, so that a kernel that skips an element is caught by the comparison."""
+    global _poison_outputs
+    saved, _poison_outputs = _poison_outputs, True
+    try:
+        yield
+    finally:
+        _poison_outputs = saved
+
+
+def empty(like, shape, dtype):
+    """An uninitialised output array on ``like``'s device (poisoned under ``poison_outputs``)."""
+    xp = array_module(like)
+    out = xp.empty(shape, dtype)
+    if _poison_outputs:
+        dtype = np.dtype(dtype)
+        out.fill(np.nan if dtype.kind == "f" else np.iinfo(dtype).min)
+    return out
+
+
+def contiguous(x):
+    """``x`` itself when C-contiguous, else a C-contiguous copy (kernels take flat arrays)."""
+    return x if x.flags.c_contiguous else array_module(x).ascontiguousarray(x)
 
 
 def grid_stride_blocks(work_items: int, threads_per_block: int) -> int:
@@ -113,6 +145,8 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
             "kernel takes only 32-bit sizes (it needs 64-bit offsets)"
         )
     kernel.function(grid, block, tuple(converted), shared_mem=shared_mem)
+    if not kernel.on_gpu:
+        emulator_launches.add((kernel.source, kernel.name))
     if kernel.on_gpu and os.environ.get("GPUCNN_SYNC_LAUNCHES", "0") not in ("", "0"):
         import cupy
 

@@ -30,6 +30,7 @@ _lock = threading.Lock()
 class Kernel:
     """A compiled kernel and the signature the launch helper checks its arguments against."""
 
+    source: str  # the .cu file, e.g. "pool2d.cu"
     name: str  # the name expression, e.g. "maxpool2d_forward<float>"
     params: tuple[Param, ...]
     function: object  # cupy.RawKernel or gpucnn.emulator.EmulatedKernel
@@ -77,7 +78,7 @@ def get_kernel(filename: str, name: str, like) -> Kernel:
         expression = f"{name}<{CPP_NAME_OF_DTYPE[like.dtype]}>"
     params = resolve_params(decl, split_name_expression(expression)[1])
     function = load_module(filename, on_gpu).get_function(expression)
-    return Kernel(expression, params, function, on_gpu)
+    return Kernel(filename, expression, params, function, on_gpu)
 
 
 def warmup(on_gpu: bool | None = None) -> list[str]:

@@ -81,16 +81,16 @@ def _inline(folder: Path, filename: str, seen: set[str]) -> str:
     if not path.is_file():
         raise FileNotFoundError(f"kernel source not found: {path}")
     text = path.read_text()
-    parts, position, line = [f'#line 1 "{filename}"\n'], 0, 1
+    parts, position = [f'#line 1 "{filename}"\n'], 0
     for match in _INCLUDE.finditer(text):
         parts.append(text[position : match.start()])
-        line += text.count("\n", position, match.end()) + 1
+        include_line = text.count("\n", 0, match.start()) + 1
         included = match.group(1)
         if included not in seen:  # every header has #pragma once semantics
             seen.add(included)
             parts.append(_inline(folder, included, seen))
-        parts.append(f'\n#line {line} "{filename}"')
-        position = match.end()
+        parts.append(f'\n#line {include_line + 1} "{filename}"\n')
+        position = match.end() + 1  # past the include line's newline
     parts.append(text[position:])
     return "".join(parts)
 

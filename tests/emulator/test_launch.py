@@ -27,7 +27,9 @@ def kernels():
     def get(expression):
         name, args = split_name_expression(expression)
         params = resolve_params(decls[name], args)
-        return Kernel(expression, params, module.get_function(expression), on_gpu=False)
+        return Kernel(
+            "checks.cu", expression, params, module.get_function(expression), on_gpu=False
+        )
 
     return get
 

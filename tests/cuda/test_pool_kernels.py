@@ -1,0 +1,125 @@
+"""cuda/pool2d.cu against the NumPy path, on the emulator (and on a GPU when there is one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn import ops
+from tests.helpers import rel_error, shuffled_linspace
+from tests.ops.test_pool import CASES, _geometry
+
+TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
+
+
+def _special_input(kind: str, shape, dtype):
+    x = shuffled_linspace(shape, dtype, seed=3)
+    rng = np.random.default_rng(4)
+    if kind == "ties":
+        return rng.integers(0, 3, size=shape).astype(dtype)
+    if kind == "nan":
+        x[rng.random(shape) < 0.2] = np.nan
+    if kind == "-inf":
+        x[rng.random(shape) < 0.7] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_matches_numpy(backend, case, dtype):
+    x = shuffled_linspace(case[0], dtype)
+    geometry = _geometry(case)
+    y_ref, argmax_ref = ops.max_pool2d_forward(x, **geometry)
+    y, argmax = backend.run(ops.max_pool2d_forward, x, **geometry)
+    assert np.array_equal(y, y_ref) and np.array_equal(argmax, argmax_ref)
+
+    dy = shuffled_linspace(y_ref.shape, dtype, seed=5)
+    dx_ref = ops.max_pool2d_backward(dy, argmax_ref, x.shape, **geometry)
+    dx = backend.run(ops.max_pool2d_backward, dy, argmax_ref, x.shape, **geometry)
+    assert rel_error(dx, dx_ref) < TOLERANCE[dtype]
+    # without the window geometry: the plane-by-plane kernel, same answer
+    dx_planes = backend.run(ops.max_pool2d_backward, dy, argmax_ref, x.shape)
+    assert rel_error(dx_planes, dx_ref) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("kind", ["ties", "nan", "-inf"])
+@pytest.mark.parametrize("case", CASES)
+def test_max_pool_special_values_match_exactly(backend, case, kind):
+    x = _special_input(kind, case[0], np.float32)
+    y_ref, argmax_ref = ops.max_pool2d_forward(x, **_geometry(case))
+    y, argmax = backend.run(ops.max_pool2d_forward, x, **_geometry(case))
+    assert np.array_equal(y, y_ref, equal_nan=True)
+    assert np.array_equal(argmax, argmax_ref)
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("count_include_pad", [True, False])
+def test_avg_pool_matches_numpy(backend, case, dtype, count_include_pad):
+    x = shuffled_linspace(case[0], dtype)
+    geometry = dict(_geometry(case), count_include_pad=count_include_pad)
+    y_ref = ops.avg_pool2d_forward(x, **geometry)
+    assert rel_error(backend.run(ops.avg_pool2d_forward, x, **geometry), y_ref) < TOLERANCE[dtype]
+    dy = shuffled_linspace(y_ref.shape, dtype, seed=5)
+    dx_ref = ops.avg_pool2d_backward(dy, x.shape, **geometry)
+    dx = backend.run(ops.avg_pool2d_backward, dy, x.shape, **geometry)
+    assert rel_error(dx, dx_ref) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_l2_pool_matches_numpy(backend, case, dtype):
+    x = shuffled_linspace(case[0], dtype)
+    x[0, 0] = 0  # an all-zero plane: windows with y = 0 pass no gradient
+    geometry = _geometry(case)
+    y_ref = ops.l2_pool2d_forward(x, **geometry)
+    y = backend.run(ops.l2_pool2d_forward, x, **geometry)
+    assert rel_error(y, y_ref) < TOLERANCE[dtype]
+    dy = shuffled_linspace(y_ref.shape, dtype, seed=5)
+    dx_ref = ops.l2_pool2d_backward(dy, x, y_ref, **geometry)
+    dx = backend.run(ops.l2_pool2d_backward, dy, x, y_ref, **geometry)
+    assert np.all(np.isfinite(dx)) and rel_error(dx, dx_ref) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 5, 7), (1, 1, 1, 1), (3, 5, 8, 8), (2, 2, 13, 3)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_avg_pool_matches_numpy(backend, shape, dtype):
+    x = shuffled_linspace(shape, dtype)
+    y_ref = ops.global_avg_pool2d_forward(x)
+    assert rel_error(backend.run(ops.global_avg_pool2d_forward, x), y_ref) < TOLERANCE[dtype]
+    dy = shuffled_linspace(y_ref.shape, dtype, seed=1)
+    dx = backend.run(ops.global_avg_pool2d_backward, dy, shape)
+    assert rel_error(dx, ops.global_avg_pool2d_backward(dy, shape)) < TOLERANCE[dtype]
+
+
+def test_non_contiguous_input(backend):
+    x = np.asfortranarray(shuffled_linspace((2, 3, 7, 7), np.float32))
+    y_ref, argmax_ref = ops.max_pool2d_forward(x, 3, 2, 1)
+    y, argmax = backend.run(ops.max_pool2d_forward, x, 3, 2, 1)
+    assert np.array_equal(y, y_ref) and np.array_equal(argmax, argmax_ref)
+
+
+def test_empty_batch_launches_nothing(backend):
+    x = np.zeros((0, 3, 8, 8), np.float32)
+    y, argmax = backend.run(ops.max_pool2d_forward, x, 2)
+    assert y.shape == (0, 3, 4, 4) and argmax.shape == (0, 3, 4, 4)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "shape, kernel, stride, padding", [((32, 64, 56, 56), 3, 2, 1), ((64, 16, 28, 28), 2, 2, 0)]
+)
+def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend, shape, kernel, stride, padding):
+    backend = gpu_backend
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    geometry = dict(kernel_size=kernel, stride=stride, padding=padding)
+    y_ref, argmax_ref = ops.max_pool2d_forward(x.astype(np.float64), **geometry)
+    y, argmax = backend.run(ops.max_pool2d_forward, x, **geometry)
+    assert rel_error(y, y_ref) < 1e-7 and np.array_equal(argmax, argmax_ref)
+    dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    dx_ref = ops.max_pool2d_backward(dy.astype(np.float64), argmax_ref, shape, **geometry)
+    first = backend.run(ops.max_pool2d_backward, dy, argmax_ref, shape, **geometry)
+    again = backend.run(ops.max_pool2d_backward, dy, argmax_ref, shape, **geometry)
+    assert rel_error(first, dx_ref) < 1e-6 and np.array_equal(first, again)
+    avg = backend.run(ops.avg_pool2d_forward, x, **geometry)
+    assert rel_error(avg, ops.avg_pool2d_forward(x.astype(np.float64), **geometry)) < 1e-6
