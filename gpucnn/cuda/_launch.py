@@ -109,7 +109,8 @@ def _scalar(value, dtype: np.dtype, name: str, kernel: Kernel):
 
 
 def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
-    """Check and launch ``kernel`` with ``grid`` x ``block`` threads on ``args``."""
+    """Check and launch ``kernel`` with ``grid`` x ``block`` threads on ``args``; ``None``
+    passes a null pointer."""
     grid, block = _dims(grid, "grid", kernel), _dims(block, "block", kernel)
     if 0 in grid:
         return  # no work: launching an empty grid is an error in CUDA
@@ -124,6 +125,9 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
     for value, param in zip(args, kernel.params, strict=True):
         if not param.pointer:
             converted.append(_scalar(value, param.dtype, param.name, kernel))
+            continue
+        if value is None:  # a null pointer, for an argument the kernel is told to ignore
+            converted.append(None)
             continue
         if is_cupy_array(value) != kernel.on_gpu or not hasattr(value, "dtype"):
             where = "a cupy.ndarray" if kernel.on_gpu else "a numpy.ndarray (emulator)"

@@ -168,6 +168,9 @@ class EmulatedKernel:
         values = []
         for value, param in zip(args, self.params, strict=True):
             if param.pointer:
+                if value is None:  # a null pointer
+                    values.append(None)
+                    continue
                 if not isinstance(value, np.ndarray):
                     raise TypeError(
                         f"{self.name}: {param.name} must be a numpy.ndarray on the "
@@ -194,7 +197,7 @@ class EmulatedKernel:
         library = self.module._library()
         # cudaLaunchKernel's layout: args[i] points at the i-th parameter's value.
         holders = [
-            np.array([v.ctypes.data], dtype=np.uintp) if p.pointer else v
+            np.array([0 if v is None else v.ctypes.data], dtype=np.uintp) if p.pointer else v
             for v, p in zip(values, self.params, strict=True)
         ]
         pointers = (ctypes.c_void_p * max(1, len(holders)))(*(h.ctypes.data for h in holders))
@@ -222,6 +225,9 @@ class EmulatedKernel:
             struct.pack("<3I3IQiI", *grid, *block, shared_mem, _workers(), len(values)),
         ]
         for value, param in zip(values, self.params, strict=True):
+            if param.pointer and value is None:
+                request.append(struct.pack("<BQ", 2, 0))  # a null pointer
+                continue
             data = value.tobytes()
             request += [struct.pack("<BQ", 1 if param.pointer else 0, len(data)), data]
         env = dict(
@@ -244,7 +250,7 @@ class EmulatedKernel:
             )
         offset, output = 0, result.stdout
         for value, param in zip(values, self.params, strict=True):
-            if param.pointer:
+            if param.pointer and value is not None:
                 size = value.nbytes
                 if not param.const:
                     value.reshape(-1).view(np.uint8)[:] = np.frombuffer(

@@ -245,9 +245,19 @@ template <class T>
 T atomicXor(T* address, T value) { return std::atomic_ref<T>(*address).fetch_xor(value); }
 
 // ----------------------------------------------------------------------------- math
+// CUDA overloads the math functions for float; C's versions would compute in double.
+using std::ceil;
+using std::exp;
+using std::fabs;
+using std::floor;
+using std::fma;
 using std::isfinite;
 using std::isinf;
 using std::isnan;
+using std::log;
+using std::pow;
+using std::sqrt;
+using std::tanh;
 
 #define GPUCNN_EMU_MINMAX(T)                                                                  \
     inline T min(T a, T b) { return b < a ? b : a; }                                           \

@@ -31,8 +31,17 @@ class Backend:
         finally:
             gpucnn.set_device("cpu")
         if isinstance(result, tuple):
-            return tuple(None if r is None else gpucnn.to_numpy(r) for r in result)
-        return gpucnn.to_numpy(result)
+            return tuple(_host(r) for r in result)
+        return _host(result)
+
+
+def _host(value):
+    """Arrays (of either device) as NumPy arrays; anything else unchanged."""
+    return (
+        gpucnn.to_numpy(value)
+        if hasattr(value, "__array_interface__") or hasattr(value, "__cuda_array_interface__")
+        else value
+    )
 
 
 @pytest.fixture(params=["emulator", pytest.param("gpu", marks=pytest.mark.gpu)])

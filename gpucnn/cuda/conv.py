@@ -1,0 +1,115 @@
+"""Convolution on the CUDA path: sizes, checks, launches of ``cuda/conv2d.cu``.
+
+Same functions and semantics as ``gpucnn.cpu.conv``; arguments arrive validated by
+``gpucnn.ops.conv``. Arrays are CuPy arrays on a GPU or NumPy arrays on the emulator.
+"""
+
+from __future__ import annotations
+
+from .._shapes import Window
+from ._launch import contiguous, empty, grid_stride_blocks, launch
+from ._loader import get_kernel
+
+SOURCE = "conv2d.cu"
+TILE = 64  # rows and columns of the GEMM each block computes (conv::kTile)
+THREADS = 256
+# Backward-filter splits its reduction until the grid has about this many blocks (two per SM
+# on the largest GPUs we target), but keeps at least MIN_SPLIT reduction indices per split.
+TARGET_BLOCKS = 264
+MIN_SPLIT = 2048
+
+
+def _shape(x_shape, w_shape, window: Window, out_hw):
+    n, c, height, width = x_shape
+    k, _, r, s = w_shape
+    return (
+        n,
+        c,
+        height,
+        width,
+        k,
+        r,
+        s,
+        *out_hw,
+        *window.stride,
+        *window.padding,
+        *window.dilation,
+    )
+
+
+def _grid(columns: int, rows: int, splits: int = 1):
+    return (-(-columns // TILE), -(-rows // TILE), splits)
+
+
+def conv2d_forward(x, w, b, window: Window):
+    x, w = contiguous(x), contiguous(w)
+    n, c, height, width = x.shape
+    k, _, r, s = w.shape
+    out_hw = window.output_shape(height, width)
+    y = empty(x, (n, k, *out_hw), x.dtype)
+    # w's rows hold C*R*S elements: when that is even, pairs along a row are vector-aligned.
+    vector_loads = int((c * r * s) % 2 == 0)
+    launch(
+        get_kernel(SOURCE, "conv2d_forward", x),
+        _grid(n * out_hw[0] * out_hw[1], k),
+        THREADS,
+        (
+            x,
+            w,
+            None if b is None else contiguous(b),
+            y,
+            *_shape(x.shape, w.shape, window, out_hw),
+            int(b is not None),
+            vector_loads,
+        ),
+    )
+    return y
+
+
+def conv2d_backward(dy, x, w, window: Window, with_bias: bool):
+    dy, x, w = contiguous(dy), contiguous(x), contiguous(w)
+    n, c, height, width = x.shape
+    k, _, r, s = w.shape
+    out_hw = dy.shape[2:]
+    shape = _shape(x.shape, w.shape, window, out_hw)
+
+    dx = empty(x, x.shape, x.dtype)
+    launch(
+        get_kernel(SOURCE, "conv2d_backward_data", x),
+        _grid(n * height * width, c),
+        THREADS,
+        (dy, w, dx, *shape),
+    )
+
+    dw = empty(x, w.shape, x.dtype)
+    reduction, taps = n * out_hw[0] * out_hw[1], c * r * s
+    tiles = _grid(taps, k)[0] * _grid(taps, k)[1]
+    splits = max(1, min(-(-TARGET_BLOCKS // tiles), reduction // MIN_SPLIT))
+    chunk = max(1, -(-reduction // splits))
+    splits = max(1, -(-reduction // chunk))
+    out = dw if splits == 1 else empty(x, (splits, k, taps), x.dtype)
+    launch(
+        get_kernel(SOURCE, "conv2d_backward_filter", x),
+        _grid(taps, k, splits),
+        THREADS,
+        (dy, x, out, *shape, chunk),
+    )
+    if splits > 1:
+        size = k * taps
+        launch(
+            get_kernel(SOURCE, "conv2d_sum_splits", x),
+            grid_stride_blocks(size, THREADS),
+            THREADS,
+            (out, dw, splits, size),
+        )
+
+    db = None
+    if with_bias:
+        db = empty(x, (k,), x.dtype)
+        launch(
+            get_kernel(SOURCE, "conv2d_backward_bias", x),
+            min(k, 65535),
+            THREADS,
+            (dy, db, n, k, out_hw[0] * out_hw[1]),
+        )
+    return dx, dw, db

@@ -1,0 +1,153 @@
+"""cuda/conv2d.cu against the NumPy path in float64, on the emulator (and on a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpucnn
+from gpucnn import ops
+from gpucnn.cuda import conv as cuda_conv
+from tests.helpers import rel_error
+
+# (N, C, H, W, K, R, S, stride, padding, dilation): no dimension a multiple of the 64-wide
+# tile or the 8-deep reduction step, so every edge is crossed; strides with a remainder,
+# asymmetric pairs, dilation, 1x1 and 5x5 kernels, a single image; C*R*S odd and even (the
+# forward's vector loads); K past one tile.
+CASES = [
+    (2, 3, 7, 7, 4, 3, 3, 1, 0, 1),
+    (1, 2, 8, 6, 3, 3, 3, 2, 1, 1),
+    (2, 3, 10, 7, 70, 3, 2, (2, 3), (1, 0), (2, 1)),
+    (3, 5, 9, 9, 5, 1, 1, 1, 0, 1),
+    (1, 4, 11, 11, 9, 5, 5, 2, 2, 1),
+    (2, 7, 6, 5, 3, 3, 3, 3, 2, 2),
+    (1, 1, 4, 4, 1, 5, 5, 1, 1, 1),
+]
+TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
+
+
+def _inputs(case, seed=0):
+    n, c, h, w, k, r, s, *_ = case
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((n, c, h, w)),
+        rng.standard_normal((k, c, r, s)),
+        rng.standard_normal(k),
+    )
+
+
+def _geometry(case):
+    return dict(stride=case[7], padding=case[8], dilation=case[9])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_forward_matches_numpy(backend, case, dtype, with_bias):
+    x, w, b = _inputs(case)
+    b = b if with_bias else None
+    expected = ops.conv2d_forward(x, w, b, **_geometry(case))  # float64 reference
+    cast = [None if a is None else a.astype(dtype) for a in (x, w, b)]
+    y = backend.run(ops.conv2d_forward, *cast, **_geometry(case))
+    assert y.dtype == dtype and rel_error(y, expected) < TOLERANCE[dtype]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_matches_numpy(backend, case, dtype):
+    x, w, _ = _inputs(case)
+    y = ops.conv2d_forward(x, w, **_geometry(case))
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    expected = ops.conv2d_backward(dy, x, w, **_geometry(case))
+    got = backend.run(
+        ops.conv2d_backward, dy.astype(dtype), x.astype(dtype), w.astype(dtype), **_geometry(case)
+    )
+    for name, value, reference in zip(("dx", "dw", "db"), got, expected, strict=True):
+        assert value.dtype == dtype, name
+        assert rel_error(value, reference) < TOLERANCE[dtype], name
+    assert backend.run(ops.conv2d_backward, dy, x, w, with_bias=False, **_geometry(case))[2] is None
+
+
+def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, monkeypatch):
+    # N*P*Q = 4 * 32 * 32 = 4096 >= 2 * MIN_SPLIT: the reduction is split in two
+    monkeypatch.setattr(cuda_conv, "MIN_SPLIT", 1024)
+    x, w, _ = _inputs((4, 2, 32, 32, 3, 3, 3, 1, 1, 1))
+    dy = np.random.default_rng(2).standard_normal((4, 3, 32, 32))
+    expected = ops.conv2d_backward(dy, x, w, padding=1)[1]
+    first = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
+    again = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
+    assert rel_error(first, expected) < 1e-13 and np.array_equal(first, again)
+
+
+def test_empty_batch_gives_zero_filter_gradient(backend):
+    x, w = np.zeros((0, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    dx, dw, db = backend.run(ops.conv2d_backward, np.zeros((0, 3, 3, 3)), x, w)
+    assert dx.shape == (0, 2, 5, 5) and np.array_equal(dw, np.zeros_like(w))
+    assert np.array_equal(db, np.zeros(3))
+
+
+def test_layers_train_through_the_cuda_path(backend):
+    """A training step of a small CNN on the CUDA path follows the NumPy path."""
+    from gpucnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
+    from gpucnn.losses import SoftmaxCrossEntropyLoss
+    from gpucnn.optim import SGD
+
+    def build():
+        return Sequential(
+            [
+                Conv2D(1, 4, 3, padding=1, seed=0, dtype=np.float64),
+                ReLU(),
+                MaxPool2D(2),
+                Flatten(),
+                Dense(4 * 4 * 4, 3, seed=1, dtype=np.float64),
+            ]
+        )
+
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((5, 1, 8, 8)), rng.integers(0, 3, 5)
+
+    def on_device():
+        return steps(build(), gpucnn.to_device(x), gpucnn.to_device(y))
+
+    def steps(model, x, y):
+        optimizer, loss = SGD(model, 0.1, momentum=0.9), SoftmaxCrossEntropyLoss()
+        values = []
+        for _ in range(3):
+            values.append(float(loss.forward(model.forward(x), y)))
+            model.backward(loss.backward())
+            optimizer.step()
+        return values, {name: gpucnn.to_numpy(p) for name, p in model.params.items()}
+
+    reference_losses, reference_params = steps(build(), x, y)
+    losses, params = backend.run(on_device)
+    assert np.allclose(losses, reference_losses, rtol=1e-12)
+    for name, value in reference_params.items():
+        assert rel_error(params[name], value) < 1e-12, name
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "case",
+    [
+        (32, 64, 56, 56, 64, 3, 3, 1, 1, 1),
+        (32, 128, 28, 28, 256, 3, 3, 2, 1, 1),
+        (256, 6, 14, 14, 16, 5, 5, 1, 0, 1),
+    ],
+)
+def test_realistic_sizes_on_the_gpu(gpu_backend, case):
+    rng = np.random.default_rng(0)
+    x, w, _ = _inputs(case)
+    x = x.astype(np.float32).astype(np.float64)
+    w = w.astype(np.float32).astype(np.float64)
+    y = ops.conv2d_forward(x, w, **_geometry(case))
+    dy = rng.standard_normal(y.shape).astype(np.float32).astype(np.float64)
+    expected = (y, *ops.conv2d_backward(dy, x, w, **_geometry(case)))
+    f32 = [a.astype(np.float32) for a in (x, w, dy)]
+    got = (
+        gpu_backend.run(ops.conv2d_forward, f32[0], f32[1], **_geometry(case)),
+        *gpu_backend.run(ops.conv2d_backward, f32[2], f32[0], f32[1], **_geometry(case)),
+    )
+    for name, value, reference in zip(("y", "dx", "dw", "db"), got, expected, strict=True):
+        assert rel_error(value, reference) < 1e-5, name
+    again = gpu_backend.run(ops.conv2d_backward, f32[2], f32[0], f32[1], **_geometry(case))
+    assert all(np.array_equal(a, b_) for a, b_ in zip(got[1:], again, strict=True))
