@@ -11,15 +11,9 @@
 //     backward-filter  M = K   COLS = C*R*S  RED = N*P*Q   A = dy         B = im2col(x)^T
 // Backward-data is a gather: each dx element sums what it contributed to, written once.
 //
-// Launch (implicit_gemm_tile): grid (ceil(COLS / 64), ceil(M / 64), splits), 256 threads.
-// A block owns a 64 x 64 tile of C; thread (ty, tx) = (t / 16, t % 16) owns the 4 x 4 outputs
-// at rows ty + 16 i and columns tx + 16 j (strided, so shared-memory reads are conflict-free
-// and stores coalesced). The reduction walks RED in steps of 8 through two shared-memory
-// buffers: while the block multiplies one step, each thread holds the next step's A pair and
-// B pair in registers, so global loads overlap the arithmetic; one barrier per step. Each
-// thread loads one A pair (row m, reduction indices kk and kk + 1, one 8- or 16-byte vector
-// load when the problem allows) and one B column at two reduction rows (its column's index
-// arithmetic done once, before the loop).
+// Launch: grid (ceil(COLS / 64), ceil(M / 64), splits), 256 threads; who owns what and how the
+// tiles are loaded is in gemm_tile.cuh. The forward's A rows (w) are read as 8- or 16-byte
+// pairs when C*R*S is even.
 //
 // Backward-filter splits RED over blockIdx.z when the tiles alone cannot fill the GPU; each
 // split writes its own slice of a workspace and conv2d_sum_splits adds the slices in split
@@ -27,15 +21,9 @@
 // block reduction per output channel. T is float or double; all sizes fit int (checked on the
 // host) except products that index whole tensors, which are 64-bit.
 #include "common.cuh"
+#include "gemm_tile.cuh"
 
 namespace conv {
-
-constexpr int kTile = 64;        // rows and columns of C per block
-constexpr int kStep = 8;         // reduction step held in shared memory
-constexpr int kThreads = 256;    // 16 x 16 threads, 4 x 4 outputs each
-constexpr int kPerThread = 4;
-static_assert(kThreads == 16 * 16 && kTile == 16 * kPerThread, "16 x 16 threads, 4 x 4 each");
-static_assert(kTile * kStep == 2 * kThreads, "each thread loads one A pair and two B values");
 
 struct Shape {
     int N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw;
@@ -49,33 +37,6 @@ struct Column {
                      // backward-filter: (r*dh - ph, s*dw - pw)
 };
 
-template <typename T>
-struct Pair {
-    T first, second;
-};
-
-template <typename T>
-__device__ __forceinline__ Pair<T> load_vector_pair(const T* address) {
-#ifdef GPUCNN_EMULATOR
-    return Pair<T>{address[0], address[1]};
-#else
-    if constexpr (sizeof(T) == 4) {
-        const float2 v = *reinterpret_cast<const float2*>(address);
-        return Pair<T>{v.x, v.y};
-    } else {
-        const double2 v = *reinterpret_cast<const double2*>(address);
-        return Pair<T>{v.x, v.y};
-    }
-#endif
-}
-
-// A's elements (m, kk) and (m, kk + 1), zero past the reduction's end.
-template <typename T, class Problem>
-__device__ __forceinline__ Pair<T> scalar_pair(const Problem& problem, int m, long long kk,
-                                               long long end) {
-    return Pair<T>{kk < end ? problem.a(m, kk) : T(0), kk + 1 < end ? problem.a(m, kk + 1) : T(0)};
-}
-
 // A (M x RED) and B (RED x COLS) of forward: A = w as (K, C*R*S), B = im2col(x).
 template <typename T>
 struct Forward {
@@ -85,10 +46,10 @@ struct Forward {
     bool vector_a;  // C*R*S even: a row pair of w is one aligned vector load
     __device__ long long red() const { return (long long)s.C * s.R * s.S; }
     __device__ T a(int m, long long kk) const { return w[m * red() + kk]; }
-    __device__ Pair<T> a_pair(int m, long long kk, long long end) const {
+    __device__ gemm::Pair<T> a_pair(int m, long long kk, long long end) const {
         // kk is even and so is the row length: the pair is 8- or 16-byte aligned
-        if (vector_a && kk + 1 < end) return load_vector_pair(&w[m * red() + kk]);
-        return scalar_pair<T>(*this, m, kk, end);
+        if (vector_a && kk + 1 < end) return gemm::load_vector_pair(&w[m * red() + kk]);
+        return gemm::scalar_pair<T>(*this, m, kk, end);
     }
     __device__ Column column(long long col) const {
         const long long pq = (long long)s.P * s.Q;
@@ -116,8 +77,8 @@ struct BackwardData {
         const long long k = kk / rs;
         return w[(k * s.C + m) * rs + kk % rs];
     }
-    __device__ Pair<T> a_pair(int m, long long kk, long long end) const {
-        return scalar_pair<T>(*this, m, kk, end);
+    __device__ gemm::Pair<T> a_pair(int m, long long kk, long long end) const {
+        return gemm::scalar_pair<T>(*this, m, kk, end);
     }
     __device__ Column column(long long col) const {
         const long long hw = (long long)s.H * s.W;
@@ -146,8 +107,8 @@ struct BackwardFilter {
         const long long pq = (long long)s.P * s.Q;
         return dy[(kk / pq * s.K + m) * pq + kk % pq];
     }
-    __device__ Pair<T> a_pair(int m, long long kk, long long end) const {
-        return scalar_pair<T>(*this, m, kk, end);
+    __device__ gemm::Pair<T> a_pair(int m, long long kk, long long end) const {
+        return gemm::scalar_pair<T>(*this, m, kk, end);
     }
     __device__ Column column(long long col) const {
         const int rs = s.R * s.S;
@@ -164,82 +125,11 @@ struct BackwardFilter {
     }
 };
 
-// One 64 x 64 tile of C = A B over reduction indices [red_begin, red_end); the result goes to
-// store(row, column, value) for every in-range element.
-template <typename T, class Problem, class Store>
-__device__ void implicit_gemm_tile(const Problem& problem, int M, long long cols,
-                                   long long red_begin, long long red_end, const Store& store) {
-    __shared__ T a_tile[2][kStep][kTile];  // a_tile[buffer][kk][row]
-    __shared__ T b_tile[2][kStep][kTile];  // b_tile[buffer][kk][column]
-    const int t = threadIdx.x, tx = t % 16, ty = t / 16;
-    const int row0 = blockIdx.y * kTile;
-    const long long col0 = blockIdx.x * (long long)kTile;
-
-    // This thread's loads: A at row a_row, reduction offsets a_kk and a_kk + 1; B in column
-    // b_col at reduction offsets b_kk and b_kk + 4.
-    const int a_row = t / 4, a_kk = (t % 4) * 2;
-    const int b_col = t % kTile, b_kk = t / kTile;
-    const bool a_row_valid = row0 + a_row < M;
-    const bool b_col_valid = col0 + b_col < cols;
-    const Column column = b_col_valid ? problem.column(col0 + b_col) : Column{0, 0, 0};
-
-    T a_next[2], b_next[2];
-    auto load = [&](long long red0) {
-        const Pair<T> pair = a_row_valid ? problem.a_pair(row0 + a_row, red0 + a_kk, red_end)
-                                         : Pair<T>{T(0), T(0)};
-        a_next[0] = pair.first;
-        a_next[1] = pair.second;
-        for (int i = 0; i < 2; ++i) {
-            const long long bk = red0 + b_kk + 4 * i;
-            b_next[i] = b_col_valid && bk < red_end ? problem.b(bk, column) : T(0);
-        }
-    };
-    auto stash = [&](int buffer) {
-        a_tile[buffer][a_kk][a_row] = a_next[0];
-        a_tile[buffer][a_kk + 1][a_row] = a_next[1];
-        b_tile[buffer][b_kk][b_col] = b_next[0];
-        b_tile[buffer][b_kk + 4][b_col] = b_next[1];
-    };
-
-    T acc[kPerThread][kPerThread];
-    for (int i = 0; i < kPerThread; ++i)
-        for (int j = 0; j < kPerThread; ++j) acc[i][j] = T(0);
-
-    int buffer = 0;
-    load(red_begin);
-    stash(buffer);
-    __syncthreads();
-    for (long long red0 = red_begin; red0 < red_end; red0 += kStep) {
-        const bool more = red0 + kStep < red_end;
-        if (more) load(red0 + kStep);  // in flight while this step multiplies
-        for (int kk = 0; kk < kStep; ++kk) {
-            T a[kPerThread], b[kPerThread];
-            for (int i = 0; i < kPerThread; ++i) a[i] = a_tile[buffer][kk][ty + 16 * i];
-            for (int j = 0; j < kPerThread; ++j) b[j] = b_tile[buffer][kk][tx + 16 * j];
-            for (int i = 0; i < kPerThread; ++i)
-                for (int j = 0; j < kPerThread; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
-        }
-        // The other buffer was last read in the previous step, which the barrier at its end
-        // has closed for every thread: it is free to fill.
-        if (more) stash(buffer ^ 1);
-        __syncthreads();
-        buffer ^= 1;
-    }
-    for (int i = 0; i < kPerThread; ++i) {
-        const int row = row0 + ty + 16 * i;
-        if (row >= M) continue;
-        for (int j = 0; j < kPerThread; ++j) {
-            const long long col = col0 + tx + 16 * j;
-            if (col < cols) store(row, col, acc[i][j]);
-        }
-    }
-}
-
 }  // namespace conv
 
-// y = conv(x, w) + b. has_bias = 0: b is ignored (pass any array).
+// y = conv(x, w) + b; with has_bias = 0, b is ignored (and may be null).
 template <typename T>
-__global__ void __launch_bounds__(conv::kThreads)
+__global__ void __launch_bounds__(gemm::kThreads)
     conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                    T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P,
                    int Q, int sh, int sw, int ph, int pw, int dh, int dw, int has_bias,
@@ -247,7 +137,7 @@ __global__ void __launch_bounds__(conv::kThreads)
     const conv::Shape shape{N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw};
     const conv::Forward<T> problem{x, w, shape, vector_loads != 0};
     const long long pq = (long long)P * Q;
-    conv::implicit_gemm_tile<T>(
+    gemm::implicit_gemm_tile<T>(
         problem, K, N * pq, 0, (long long)C * R * S, [&](int k, long long col, T value) {
             const long long n = col / pq;
             y[(n * K + k) * pq + col % pq] = has_bias ? value + b[k] : value;
@@ -256,14 +146,14 @@ __global__ void __launch_bounds__(conv::kThreads)
 
 // dx: each input pixel gathers from the outputs its taps fed.
 template <typename T>
-__global__ void __launch_bounds__(conv::kThreads)
+__global__ void __launch_bounds__(gemm::kThreads)
     conv2d_backward_data(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
                          int N, int C, int H, int W, int K, int R, int S, int P, int Q, int sh,
                          int sw, int ph, int pw, int dh, int dw) {
     const conv::Shape shape{N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw};
     const conv::BackwardData<T> problem{dy, w, shape};
     const long long hw = (long long)H * W;
-    conv::implicit_gemm_tile<T>(
+    gemm::implicit_gemm_tile<T>(
         problem, C, N * hw, 0, (long long)K * R * S, [&](int c, long long col, T value) {
             dx[(col / hw * C + c) * hw + col % hw] = value;
         });
@@ -272,7 +162,7 @@ __global__ void __launch_bounds__(conv::kThreads)
 // dw, or with splits > 1 one (K, C*R*S) slice of `out` per split (summed by
 // conv2d_sum_splits): split z reduces over N*P*Q indices [z * chunk, (z + 1) * chunk).
 template <typename T>
-__global__ void __launch_bounds__(conv::kThreads)
+__global__ void __launch_bounds__(gemm::kThreads)
     conv2d_backward_filter(const T* __restrict__ dy, const T* __restrict__ x,
                            T* __restrict__ out, int N, int C, int H, int W, int K, int R, int S,
                            int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
@@ -283,7 +173,7 @@ __global__ void __launch_bounds__(conv::kThreads)
     const long long begin = blockIdx.z * chunk;
     const long long end = min(begin + chunk, red);
     T* slice = out + (long long)blockIdx.z * K * crs;
-    conv::implicit_gemm_tile<T>(problem, K, crs, begin, end, [&](int k, long long col, T value) {
+    gemm::implicit_gemm_tile<T>(problem, K, crs, begin, end, [&](int k, long long col, T value) {
         slice[k * crs + col] = value;
     });
 }
@@ -301,7 +191,7 @@ __global__ void conv2d_sum_splits(const T* __restrict__ partial, T* __restrict__
 
 // db[k] = sum over n, p, q of dy[n, k, p, q]: one block per channel, a fixed-order tree.
 template <typename T>
-__global__ void __launch_bounds__(conv::kThreads)
+__global__ void __launch_bounds__(gemm::kThreads)
     conv2d_backward_bias(const T* __restrict__ dy, T* __restrict__ db, int N, int K,
                          long long plane) {
     __shared__ T partial[256];
