@@ -1,5 +1,5 @@
 """NumPy implementations of the ops that have CUDA kernels: the reference semantics."""
 
-from . import conv, pool
+from . import conv, hopfield, pool
 
-__all__ = ["conv", "pool"]
+__all__ = ["conv", "hopfield", "pool"]

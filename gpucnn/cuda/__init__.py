@@ -4,13 +4,14 @@ Each wrapper runs on a GPU (CuPy arrays, kernels compiled by NVRTC through ``Raw
 or on the emulator (NumPy arrays, the same kernels compiled for the CPU): one code path.
 """
 
-from . import conv, pool
+from . import conv, hopfield, pool
 from ._launch import KernelError, launch, limit_grid_stride_blocks, poison_outputs
 from ._loader import get_kernel, warmup
 
 __all__ = [
     "KernelError",
     "conv",
+    "hopfield",
     "get_kernel",
     "launch",
     "limit_grid_stride_blocks",

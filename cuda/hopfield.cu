@@ -1,0 +1,207 @@
+// Discrete Hopfield networks: local fields, synchronous steps, energies, asynchronous recall.
+//
+// Names: n neurons; W (n, n) symmetric with a zero diagonal; Y (batch, n) states in {-1, +1},
+// one state per row; F (batch, n) local fields, F[b, j] = xi_j = sum_i W[j, i] Y[b, i]
+// (W is symmetric, so row j of W is column j). The update rule keeps a neuron's state when
+// its field is exactly 0:  y_j <- +1 if xi_j > 0, -1 if xi_j < 0, y_j if xi_j = 0.
+// With Hebbian weights every value here is an integer, exact in float while below 2^24 (the
+// host checks), so the kernels reproduce the NumPy path bit for bit. Energies are summed in
+// double in a fixed order.
+//
+// Kernels and launches:
+//   hopfield_product_gemm   batch > 8: the GEMM tile of gemm_tile.cuh (rows = states, columns
+//                           = neurons), grid (ceil(n / 64), ceil(batch / 64)), 256 threads.
+//   hopfield_product_small  batch <= 8: W is read once, a warp per row j (grid-stride over
+//                           rows), lanes stride along the row with 8- or 16-byte loads, a fixed
+//                           shuffle tree sums each state's dot product. 256 threads.
+//   Both end in the same epilogue: the fields (sync = 0) or the synchronous step (sync = 1).
+//   hopfield_energy         E[b] = -1/2 sum_j Y[b, j] F[b, j]; a block per state (grid-stride),
+//                           256 threads, a fixed-order tree in double.
+//   hopfield_recall_async   a block per state (grid-stride), 256 threads: sequential sweeps,
+//                           see below.
+#include "common.cuh"
+#include "gemm_tile.cuh"
+
+namespace hopfield {
+
+constexpr int kThreads = 256;
+constexpr int kMaxSmallBatch = 8;
+
+template <typename T>
+__device__ __forceinline__ T next_state(T field, T state) {
+    return field > T(0) ? T(1) : (field < T(0) ? T(-1) : state);
+}
+
+// Writes a field, or the synchronous update it implies.
+template <typename T>
+__device__ __forceinline__ void finish(T* out, const T* Y, long long index, T field, int sync) {
+    out[index] = sync ? next_state(field, Y[index]) : field;
+}
+
+// C = Y W: A = Y (batch x n, rows contiguous), B = W (n x n, rows contiguous).
+template <typename T>
+struct Product {
+    const T* W;
+    const T* Y;
+    int n;
+    bool vector_a;  // n even: pairs along a state are vector-aligned
+    __device__ T a(int b, long long i) const { return Y[(long long)b * n + i]; }
+    __device__ gemm::Pair<T> a_pair(int b, long long i, long long end) const {
+        if (vector_a && i + 1 < end) return gemm::load_vector_pair(&Y[(long long)b * n + i]);
+        return gemm::scalar_pair<T>(*this, b, i, end);
+    }
+    __device__ long long column(long long j) const { return j; }
+    __device__ T b(long long i, long long j) const { return W[i * n + j]; }
+};
+
+// Sum over the block of one double per thread, in a fixed order; every thread gets the total.
+__device__ double block_sum(double value, double* scratch) {
+    scratch[threadIdx.x] = value;
+    __syncthreads();
+    for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {
+        if (threadIdx.x < stride) scratch[threadIdx.x] += scratch[threadIdx.x + stride];
+        __syncthreads();
+    }
+    const double total = scratch[0];
+    __syncthreads();  // scratch is reused by the next call
+    return total;
+}
+
+// -1/2 sum_j y_j h_j over one state, summed by the whole block.
+template <typename T>
+__device__ double state_energy(const T* y, const T* h, int n, double* scratch) {
+    double partial = 0.0;
+    for (int j = threadIdx.x; j < n; j += blockDim.x) partial += (double)y[j] * (double)h[j];
+    return -0.5 * block_sum(partial, scratch);
+}
+
+}  // namespace hopfield
+
+template <typename T>
+__global__ void __launch_bounds__(gemm::kThreads)
+    hopfield_product_gemm(const T* __restrict__ W, const T* __restrict__ Y, T* __restrict__ out,
+                          int n, int batch, int sync) {
+    const hopfield::Product<T> problem{W, Y, n, n % 2 == 0};
+    gemm::implicit_gemm_tile<T>(problem, batch, n, 0, n, [&](int b, long long j, T field) {
+        hopfield::finish(out, Y, (long long)b * n + j, field, sync);
+    });
+}
+
+template <typename T>
+__global__ void __launch_bounds__(hopfield::kThreads)
+    hopfield_product_small(const T* __restrict__ W, const T* __restrict__ Y, T* __restrict__ out,
+                           int n, int batch, int sync) {
+    const int lane = threadIdx.x % 32;
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;
+    const bool pairs = n % 2 == 0;  // rows start 8- or 16-byte aligned: read them in pairs
+    for (long long j = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; j < n;
+         j += warps) {
+        const T* row = W + j * n;
+        T acc[hopfield::kMaxSmallBatch];
+        for (int b = 0; b < hopfield::kMaxSmallBatch; ++b) acc[b] = T(0);
+        if (pairs) {
+            for (int i = 2 * lane; i < n; i += 64) {
+                const gemm::Pair<T> w = gemm::load_vector_pair(row + i);
+                for (int b = 0; b < batch; ++b)
+                    acc[b] += w.first * Y[(long long)b * n + i] + w.second * Y[(long long)b * n + i + 1];
+            }
+        } else {
+            for (int i = lane; i < n; i += 32)
+                for (int b = 0; b < batch; ++b) acc[b] += row[i] * Y[(long long)b * n + i];
+        }
+        for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
+            for (int offset = 16; offset > 0; offset /= 2)
+                acc[b] += __shfl_down_sync(0xffffffffu, acc[b], offset);
+        if (lane == 0)
+            for (int b = 0; b < batch; ++b)
+                hopfield::finish(out, Y, (long long)b * n + j, acc[b], sync);
+    }
+}
+
+template <typename T>
+__global__ void __launch_bounds__(hopfield::kThreads)
+    hopfield_energy(const T* __restrict__ Y, const T* __restrict__ F, double* __restrict__ energy,
+                    int n, int batch) {
+    __shared__ double scratch[hopfield::kThreads];
+    for (long long b = blockIdx.x; b < batch; b += gridDim.x) {
+        const double e = hopfield::state_energy(Y + b * n, F + b * n, n, scratch);
+        if (threadIdx.x == 0) energy[b] = e;
+    }
+}
+
+// Asynchronous recall: up to max_sweeps sequential sweeps of every state, stopping a state at
+// its first sweep without a change (converged). A sweep visits neurons j in the order
+// orders[sweep * n + step] (or 0, 1, ..., n - 1 when orders is null), applying the update rule
+// to one neuron at a time.
+//
+// A block owns one state at a time. Its fields h = W y and its state y live in shared memory
+// (dynamic, 2 n values) or, when they do not fit, in the block's slice of workspace (2 n
+// values per block). h is computed once (a warp per
+// row, fixed shuffle order) and then kept exact incrementally: when neuron j flips to y_j',
+// h += 2 y_j' W[j, :], so a sweep costs O(n + flips * n / threads), not O(n^2). Every thread
+// reads h[j] and y[j] and reaches the same decision; a step without a flip writes nothing and
+// needs no barrier. On a flip, a barrier lets every thread finish reading before anyone
+// writes, and a second one publishes the new fields before the next step. Per state it writes
+// the final state into Y, sweeps (sweeps run, the unchanged one included), converged, and the
+// energy before the first sweep and after each sweep into energies[s * batch + b] (the last
+// value repeated after a state stops). Nothing is read back to the host in between.
+template <typename T>
+__global__ void __launch_bounds__(hopfield::kThreads)
+    hopfield_recall_async(const T* __restrict__ W, T* __restrict__ Y, const int* __restrict__ orders,
+                          double* __restrict__ energies, int* __restrict__ sweeps,
+                          int* __restrict__ converged, T* __restrict__ workspace, int n,
+                          int batch, int max_sweeps, int fields_in_shared) {
+    extern __shared__ __align__(16) unsigned char dynamic[];
+    __shared__ double scratch[hopfield::kThreads];
+    __shared__ int changed;
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
+    for (long long b = blockIdx.x; b < batch; b += gridDim.x) {
+        T* h = fields_in_shared ? reinterpret_cast<T*>(dynamic)
+                                : workspace + (long long)blockIdx.x * 2 * n;
+        T* y = h + n;
+        T* state = Y + b * n;
+        for (int i = threadIdx.x; i < n; i += blockDim.x) y[i] = state[i];
+        __syncthreads();
+        for (int i = warp; i < n; i += warps) {
+            T sum = T(0);
+            for (int k = lane; k < n; k += 32) sum += W[(long long)i * n + k] * y[k];
+            for (int offset = 16; offset > 0; offset /= 2)
+                sum += __shfl_down_sync(0xffffffffu, sum, offset);
+            if (lane == 0) h[i] = sum;
+        }
+        __syncthreads();
+        double energy = hopfield::state_energy(y, h, n, scratch);
+        if (threadIdx.x == 0) energies[b] = energy;
+        int sweep = 0, stable = 0;
+        while (sweep < max_sweeps && !stable) {
+            if (threadIdx.x == 0) changed = 0;
+            __syncthreads();
+            for (int step = 0; step < n; ++step) {
+                const int j = orders ? orders[(long long)sweep * n + step] : step;
+                const T flipped = hopfield::next_state(h[j], y[j]);
+                if (flipped == y[j]) continue;  // the same decision in every thread
+                __syncthreads();                // everyone has read h[j] and y[j]
+                const T twice = T(2) * flipped;
+                const T* row = W + (long long)j * n;
+                for (int i = threadIdx.x; i < n; i += blockDim.x)
+                    if (i != j) h[i] += twice * row[i];  // W[j, j] = 0: h[j] stays
+                if (threadIdx.x == 0) {
+                    y[j] = flipped;
+                    changed = 1;
+                }
+                __syncthreads();  // the new fields and state are visible to the next step
+            }
+            ++sweep;
+            stable = !changed;
+            energy = hopfield::state_energy(y, h, n, scratch);  // its barriers publish `changed`
+            if (threadIdx.x == 0) energies[(long long)sweep * batch + b] = energy;
+        }
+        if (threadIdx.x == 0) {
+            for (int s = sweep + 1; s <= max_sweeps; ++s) energies[(long long)s * batch + b] = energy;
+            sweeps[b] = sweep;
+            converged[b] = stable;
+        }
+        for (int i = threadIdx.x; i < n; i += blockDim.x) state[i] = y[i];
+        __syncthreads();  // shared memory is reused by the next state
+    }
+}

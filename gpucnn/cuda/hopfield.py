@@ -1,0 +1,99 @@
+"""Hopfield network updates on the CUDA path: sizes, checks, launches of ``cuda/hopfield.cu``.
+
+Same functions and semantics as ``gpucnn.cpu.hopfield``; arguments arrive validated by
+``gpucnn.hopfield``. Arrays are CuPy arrays on a GPU or NumPy arrays on the emulator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._device import array_module
+from ._launch import contiguous, empty, grid_stride_blocks, launch
+from ._loader import get_kernel
+
+SOURCE = "hopfield.cu"
+THREADS = 256
+TILE = 64
+SMALL_BATCH = 8  # up to this many states, a warp per row of W reads W exactly once
+SHARED_BYTES = 48 * 1024  # dynamic shared memory available without an opt-in
+
+
+def _product(w, y, sync: bool):
+    y = contiguous(y)
+    batch, n = y.shape
+    out = empty(y, y.shape, y.dtype)
+    if batch <= SMALL_BATCH:
+        launch(
+            get_kernel(SOURCE, "hopfield_product_small", y),
+            grid_stride_blocks(n, THREADS // 32),
+            THREADS,
+            (w, y, out, n, batch, int(sync)),
+        )
+    else:
+        launch(
+            get_kernel(SOURCE, "hopfield_product_gemm", y),
+            (-(-n // TILE), -(-batch // TILE)),
+            THREADS,
+            (w, y, out, n, batch, int(sync)),
+        )
+    return out
+
+
+def fields(w, y):
+    return _product(w, y, sync=False)
+
+
+def step_sync(w, y):
+    return _product(w, y, sync=True)
+
+
+def next_states(f, y):
+    xp = array_module(y)
+    return xp.where(f > 0, 1, xp.where(f < 0, -1, y)).astype(y.dtype, copy=False)
+
+
+def energy_from_fields(y, f):
+    y, f = contiguous(y), contiguous(f)
+    batch, n = y.shape
+    energy = empty(y, (batch,), np.float64)
+    launch(
+        get_kernel(SOURCE, "hopfield_energy", y),
+        min(batch, 65535),
+        THREADS,
+        (y, f, energy, n, batch),
+    )
+    return energy
+
+
+def recall_async(w, y, max_sweeps: int, orders):
+    batch, n = y.shape
+    xp = array_module(y)
+    states = xp.array(y, order="C")  # updated in place by the kernel
+    energies = empty(y, (max_sweeps + 1, batch), np.float64)
+    sweeps = empty(y, (batch,), np.int32)
+    converged = empty(y, (batch,), np.int32)
+    shared = 2 * n * y.itemsize  # the fields and the state
+    in_shared = shared <= SHARED_BYTES
+    workspace = None if in_shared else empty(y, (min(batch, 65535), 2 * n), y.dtype)
+    launch(
+        get_kernel(SOURCE, "hopfield_recall_async", y),
+        min(batch, 65535),
+        THREADS,
+        (
+            w,
+            states,
+            None if orders is None else contiguous(orders),
+            energies,
+            sweeps,
+            converged,
+            workspace,
+            n,
+            batch,
+            max_sweeps,
+            int(in_shared),
+        ),
+        shared_mem=shared if in_shared else 0,
+    )
+    ran = int(sweeps.max()) if batch else 0  # the one read-back, after all sweeps
+    return states, sweeps, converged.astype(bool), energies[: ran + 1]

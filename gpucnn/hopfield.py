@@ -1,0 +1,294 @@
+"""Discrete Hopfield networks, on the current device.
+
+The classic model: n neurons with states in {-1, +1}, all of them input and output;
+symmetric weights with w_jj = 0 and no bias.
+
+- Hebb's rule stores patterns x_k: w_ji = sum_k x_kj x_ki (j != i); storing more adds to W.
+  (``rule="storkey"``, beyond the classic material, is Storkey's 1997 rule: higher capacity,
+  weights scaled by 1/n.)
+- A neuron's local field is xi_j = sum_i w_ji y_i; its update sets y_j to +1 if xi_j > 0, to -1
+  if xi_j < 0, and **keeps y_j if xi_j = 0**.
+- Asynchronous (sequential) activity updates neurons one at a time, cyclically j = 1..n (or in
+  a random order per sweep), and stops at the first stable state: a full sweep with no change.
+  The energy E(y) = -1/2 sum_j sum_i w_ji y_j y_i never increases, so it always stops.
+- Synchronous (parallel) activity updates every neuron from the same old state; it may end in
+  a 2-cycle, which recall reports as not converged.
+- Unlearning a phantom (spurious minimum) x: w'_ji = w_ji - x_i x_j (diagonal kept 0).
+
+Everything is batched: states are (batch, n) arrays, one state per row, or a single (n,) state.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._device import array_device, array_module, get_device, to_device
+from .checkpoint import load_arrays, save_arrays
+from .layers.base import float_dtype
+from .ops._dispatch import backend
+
+RULES = ("hebb", "storkey")
+ORDERS = ("cyclic", "random")
+MODES = ("async", "sync")
+# Integers are exact in float32 below 2^24: every Hebbian weight and field must stay there.
+EXACT_FLOAT32 = 2**24
+
+
+@dataclass
+class RecallResult:
+    """What ``HopfieldNetwork.recall`` returns; arrays live on the network's device.
+
+    states     the final states, shaped like the input
+    converged  per state: reached a stable state (a sweep that changed nothing, or for sync a
+               step that changed nothing) within max_sweeps; a 2-cycle is not convergence
+    sweeps     per state: sweeps (async) or steps (sync) run, the final unchanged one included
+    energies   (sweeps run + 1, batch) float64: the energy before the first sweep and after
+               each; a state that stopped keeps its last value
+    """
+
+    states: object
+    converged: object
+    sweeps: object
+    energies: object
+
+
+def random_patterns(count: int, n: int, seed=None, dtype=np.float32) -> np.ndarray:
+    """``count`` random patterns of n neurons, each +1 or -1 with probability 1/2 (NumPy)."""
+    rng = np.random.default_rng(seed)
+    return np.where(rng.random((count, n)) < 0.5, -1, 1).astype(dtype)
+
+
+class HopfieldNetwork:
+    """A Hopfield network of ``n`` neurons on the current device (``gpucnn.set_device``)."""
+
+    def __init__(self, n: int, dtype=np.float32):
+        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+            raise TypeError(f"n must be an int, got {type(n).__name__}")
+        if n < 2:
+            raise ValueError(f"n must be at least 2 neurons, got {n}")
+        self.n = int(n)
+        self.dtype = float_dtype(dtype)
+        self.device = get_device()
+        self._w = to_device(np.zeros((self.n, self.n), self.dtype), self.device)
+        self.rule: str | None = None  # the rule of the stored patterns, once there are some
+        self.stored = 0  # patterns stored so far (minus none: unlearning is separate)
+
+    @property
+    def xp(self):
+        return array_module(self._w)
+
+    @property
+    def weights(self):
+        """A copy of W (n, n) on the network's device."""
+        return self._w.copy()
+
+    # ------------------------------------------------------------------------- checks
+
+    def _as_states(self, states, name: str):
+        """``states`` as a 2-D (batch, n) array of the network's dtype and device, plus
+        whether the caller passed a single (n,) state. Values must be exactly +1 or -1."""
+        if isinstance(states, (list, tuple)):
+            states = to_device(np.asarray(states), self.device)
+        try:
+            where = array_device(states)
+        except TypeError:
+            raise TypeError(
+                f"{name} must be an array (or a list) of +1/-1, got {type(states).__name__}"
+            ) from None
+        if where != ("gpu" if self.device == "gpu" else "host"):
+            raise TypeError(
+                f"{name} is on the {'GPU' if where == 'gpu' else 'host'} but the network lives "
+                f"on device {self.device!r}: move it with gpucnn.to_device"
+            )
+        if states.dtype.kind not in "iuf":
+            raise TypeError(f"{name} must hold numbers +1/-1, got dtype {states.dtype}")
+        single = states.ndim == 1
+        if states.ndim not in (1, 2) or states.shape[-1] != self.n:
+            raise ValueError(
+                f"{name} must have shape ({self.n},) or (batch, {self.n}), got "
+                f"{tuple(states.shape)}"
+            )
+        if states.size and not bool(self.xp.all((states == 1) | (states == -1))):
+            raise ValueError(f"{name} must hold only +1 and -1 (found other values or NaN)")
+        matrix = states.reshape(-1, self.n).astype(self.dtype)
+        return self.xp.ascontiguousarray(matrix), single
+
+    def _shaped(self, matrix, single: bool):
+        return matrix[0] if single else matrix
+
+    # -------------------------------------------------------------------- learning
+
+    def store(self, patterns, rule: str = "hebb") -> None:
+        """Add ``patterns`` ((p, n) or (n,), values +1/-1) to the weights with ``rule``."""
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        if self.rule is not None and rule != self.rule:
+            raise ValueError(
+                f"this network holds {self.rule} weights; {rule} weights have another scale "
+                "and cannot be added to them (use a new network)"
+            )
+        x, _ = self._as_states(patterns, "patterns")
+        xp = self.xp
+        if rule == "hebb":
+            w = self._w + x.T @ x  # cuBLAS through CuPy on a GPU
+        else:
+            w = self._w.copy()
+            for pattern in x:  # Storkey's rule is sequential in the patterns
+                # w_ij += (x_i x_j - x_i h_ji - h_ij x_j) / n with h_ij = sum_{k != i, j} w_ik x_k
+                # = f_i - w_ij x_j, f = W x. The two cross terms are added first so that every
+                # element and its mirror round alike: W stays exactly symmetric.
+                f = w @ pattern
+                cross = xp.outer(pattern, f) + xp.outer(f, pattern)
+                w += (xp.outer(pattern, pattern) - cross + 2 * w) / self.n
+                xp.fill_diagonal(w, 0)
+        xp.fill_diagonal(w, 0)
+        self._check_exact(w)
+        self._w = w
+        self.rule = rule
+        self.stored += len(x)
+
+    def unlearn(self, phantoms) -> None:
+        """Unlearn phantoms (spurious states): w'_ji = w_ji - x_i x_j, diagonal kept 0."""
+        x, _ = self._as_states(phantoms, "phantoms")
+        w = self._w - x.T @ x
+        self.xp.fill_diagonal(w, 0)
+        self._check_exact(w)
+        self._w = w
+
+    def _check_exact(self, w) -> None:
+        """Hebbian weights are integers; in float32 their fields are exact only while
+        n * max|w| < 2^24. Refuse weights past that rather than decide ties wrongly."""
+        if self.dtype == np.float32 and self.rule != "storkey":
+            bound = float(self.xp.abs(w).max()) * self.n
+            if bound >= EXACT_FLOAT32:
+                raise ValueError(
+                    f"float32 cannot hold this network's fields exactly (n * max|w| = "
+                    f"{bound:.0f} >= 2^24): use HopfieldNetwork(n, dtype=np.float64)"
+                )
+
+    # ----------------------------------------------------------------------- dynamics
+
+    def energy(self, states):
+        """E(y) = -1/2 sum_j sum_i w_ji y_j y_i per state (float64): (batch,) or a scalar."""
+        y, single = self._as_states(states, "states")
+        impl = backend(y).hopfield
+        energy = impl.energy_from_fields(y, impl.fields(self._w, y))
+        return energy[0] if single else energy
+
+    def step_sync(self, states):
+        """One synchronous (parallel) step: every neuron from the same old state."""
+        y, single = self._as_states(states, "states")
+        return self._shaped(backend(y).hopfield.step_sync(self._w, y), single)
+
+    def sweep_async(self, states, order: str = "cyclic", seed=None):
+        """One asynchronous sweep: n single-neuron updates in ``order`` ("cyclic": 1..n,
+        "random": a permutation drawn from ``seed``)."""
+        return self.recall(states, "async", max_sweeps=1, order=order, seed=seed).states
+
+    def recall(
+        self, states, mode: str = "async", max_sweeps: int = 100, order: str = "cyclic", seed=None
+    ) -> RecallResult:
+        """Run the network from ``states`` until every state is stable (or, in sync mode, in a
+        2-cycle) or ``max_sweeps`` sweeps ran. Asynchronous recall stays on the device: no
+        host round trip per sweep."""
+        if mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        if (
+            isinstance(max_sweeps, bool)
+            or not isinstance(max_sweeps, numbers.Integral)
+            or (max_sweeps < 1)
+        ):
+            raise ValueError(f"max_sweeps must be a positive int, got {max_sweeps!r}")
+        y, single = self._as_states(states, "states")
+        if mode == "sync":
+            if order != "cyclic":
+                raise ValueError("order applies to asynchronous recall only")
+            final, sweeps, converged, energies = self._recall_sync(y, int(max_sweeps))
+        else:
+            orders = None
+            if order == "random":
+                rng = np.random.default_rng(seed)
+                orders = to_device(
+                    np.stack([rng.permutation(self.n) for _ in range(max_sweeps)]).astype(np.int32),
+                    self.device,
+                )
+            final, sweeps, converged, energies = backend(y).hopfield.recall_async(
+                self._w, y, int(max_sweeps), orders
+            )
+        if single:
+            return RecallResult(final[0], converged[0], sweeps[0], energies[:, 0])
+        return RecallResult(final, converged, sweeps, energies)
+
+    def _recall_sync(self, y, max_sweeps: int, check_every: int = 8):
+        """Synchronous steps on the device; whether every state is done is read back every
+        ``check_every`` steps only."""
+        xp, impl = self.xp, backend(y).hopfield
+        batch = y.shape[0]
+        previous = None
+        sweeps = xp.zeros(batch, np.int32)
+        converged = xp.zeros(batch, bool)
+        done = xp.zeros(batch, bool)
+        f = impl.fields(self._w, y)
+        energies = [impl.energy_from_fields(y, f)]
+        for step in range(max_sweeps):
+            new = impl.next_states(f, y)
+            active = ~done
+            same = xp.all(new == y, axis=1)
+            cycle = (
+                xp.zeros(batch, bool)
+                if previous is None
+                else (~same & xp.all(new == previous, axis=1))
+            )
+            sweeps += active
+            converged |= active & same
+            done |= active & (same | cycle)
+            previous, y = y, xp.where(active[:, None], new, y)
+            f = impl.fields(self._w, y)
+            energies.append(impl.energy_from_fields(y, f))
+            if (step + 1) % check_every == 0 and bool(done.all()):
+                break
+        ran = int(sweeps.max()) if batch else 0
+        return y, sweeps, converged, xp.stack(energies)[: ran + 1]
+
+    # --------------------------------------------------------------------- save / load
+
+    def save(self, path) -> None:
+        """Write the weights (and n, rule, patterns stored) to ``path`` (.npz), atomically."""
+        save_arrays(
+            path,
+            {
+                "weights": self._w,
+                "rule": np.array(self.rule or ""),
+                "stored": np.array(self.stored),
+            },
+        )
+
+    @classmethod
+    def load(cls, path, dtype=None) -> HopfieldNetwork:
+        """A network on the current device from a file written by ``save``; the weights are
+        checked (square, symmetric, zero diagonal, finite) before anything is built."""
+        arrays = load_arrays(path)
+        missing = {"weights", "rule", "stored"} - set(arrays)
+        if missing:
+            raise ValueError(f"{path} is not a saved Hopfield network: missing {sorted(missing)}")
+        w, rule = arrays["weights"], str(arrays["rule"])
+        if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 2 or w.dtype.kind != "f":
+            raise ValueError(
+                f"{path}: weights must be a square float matrix, got {w.dtype} {w.shape}"
+            )
+        if not np.isfinite(w).all() or not np.array_equal(w, w.T) or np.any(np.diag(w) != 0):
+            raise ValueError(f"{path}: weights must be finite, symmetric, with a zero diagonal")
+        if rule not in ("", *RULES):
+            raise ValueError(f"{path}: unknown rule {rule!r}")
+        network = cls(w.shape[0], dtype or w.dtype)
+        network.rule = rule or None
+        network.stored = int(arrays["stored"])
+        candidate = to_device(w.astype(network.dtype), network.device)
+        network._check_exact(candidate)
+        network._w = candidate
+        return network

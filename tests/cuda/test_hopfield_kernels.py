@@ -1,0 +1,91 @@
+"""cuda/hopfield.cu against the NumPy path, bit for bit, on the emulator (and on a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import gpucnn
+from gpucnn.cuda import hopfield as cuda_hopfield
+from gpucnn.hopfield import HopfieldNetwork, random_patterns
+
+
+def _network(n, patterns, dtype=np.float32, rule="hebb"):
+    net = HopfieldNetwork(n, dtype=dtype)
+    net.store(patterns.astype(dtype), rule=rule)
+    return net
+
+
+def _noisy(patterns, fraction, seed):
+    noisy = patterns.copy()
+    noisy[np.random.default_rng(seed).random(noisy.shape) < fraction] *= -1
+    return noisy
+
+
+def _compare(backend, n, p, batch, dtype=np.float32, **recall):
+    patterns = random_patterns(p, n, seed=n)
+    states = _noisy(
+        random_patterns(batch, n, seed=1) if batch > p else patterns[:batch], 0.2, seed=2
+    ).astype(dtype)
+    reference = _network(n, patterns, dtype)
+    expected = reference.recall(states, **recall)
+
+    def on_device():
+        net = _network(n, gpucnn.to_device(patterns), dtype)
+        result = net.recall(gpucnn.to_device(states), **recall)
+        return (
+            result.states,
+            result.converged,
+            result.sweeps,
+            result.energies,
+            net.energy(gpucnn.to_device(states)),
+            net.step_sync(gpucnn.to_device(states)),
+        )
+
+    got = backend.run(on_device)
+    names = ("states", "converged", "sweeps", "energies", "energy", "step_sync")
+    wanted = (
+        expected.states,
+        expected.converged,
+        expected.sweeps,
+        expected.energies,
+        reference.energy(states),
+        reference.step_sync(states),
+    )
+    for name, value, reference_value in zip(names, got, wanted, strict=True):
+        assert np.array_equal(value, reference_value), name
+
+
+# (n, patterns, batch): batch <= 8 runs the warp-per-row product, more the GEMM tile; odd n
+# reads rows element by element, even n in pairs; n past one 64-wide tile.
+@pytest.mark.parametrize("n, p, batch", [(37, 3, 3), (64, 4, 8), (100, 6, 9), (131, 5, 70)])
+@pytest.mark.parametrize(
+    "mode, order", [("async", "cyclic"), ("async", "random"), ("sync", "cyclic")]
+)
+def test_recall_matches_numpy_bit_for_bit(backend, n, p, batch, mode, order):
+    _compare(backend, n, p, batch, mode=mode, order=order, seed=5, max_sweeps=20)
+
+
+def test_float64_and_two_cycles(backend):
+    _compare(backend, 30, 3, 12, dtype=np.float64, mode="sync", max_sweeps=10)
+    net_states = backend.run(lambda: _two_cycle())
+    assert net_states == (False, 2)
+
+
+def _two_cycle():
+    net = HopfieldNetwork(2)
+    net.store(gpucnn.to_device(np.array([1.0, -1.0], np.float32)))
+    result = net.recall(gpucnn.to_device(np.array([1.0, 1.0], np.float32)), mode="sync")
+    return bool(result.converged), int(result.sweeps)
+
+
+def test_fields_in_global_memory_when_shared_memory_is_too_small(backend, monkeypatch):
+    monkeypatch.setattr(cuda_hopfield, "SHARED_BYTES", 64)  # force the workspace path
+    _compare(backend, 40, 3, 5, mode="async", max_sweeps=10)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n, batch", [(4096, 1), (4096, 300), (2048, 64)])
+def test_realistic_sizes_on_the_gpu(gpu_backend, n, batch):
+    _compare(gpu_backend, n, n // 100, batch, mode="async", max_sweeps=30)
+    _compare(gpu_backend, n, n // 100, batch, mode="sync", max_sweeps=30)

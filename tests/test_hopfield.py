@@ -1,0 +1,230 @@
+"""Hopfield networks on the NumPy path: the classic spec, properties, capacity, bad input."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gpucnn import hopfield
+from gpucnn.hopfield import HopfieldNetwork, random_patterns
+
+
+def all_states(n):
+    return np.array(list(itertools.product([1, -1], repeat=n)), np.float32)
+
+
+def test_three_neuron_example_from_the_lecture():
+    net = HopfieldNetwork(3)
+    net.store([1, -1, 1])
+    assert np.array_equal(net.weights, [[0, -1, 1], [-1, 0, -1], [1, -1, 0]])
+    states = all_states(3)
+    energies = dict(zip(map(tuple, states.astype(int)), net.energy(states), strict=True))
+    for state, energy in energies.items():
+        expected = -3.0 if state in ((1, -1, 1), (-1, 1, -1)) else 1.0
+        assert energy == expected, state
+
+
+def test_storing_more_patterns_adds_to_w():
+    patterns = random_patterns(4, 10, seed=0)
+    one_by_one = HopfieldNetwork(10)
+    for pattern in patterns:
+        one_by_one.store(pattern)
+    at_once = HopfieldNetwork(10)
+    at_once.store(patterns)
+    expected = patterns.T @ patterns
+    np.fill_diagonal(expected, 0)
+    assert np.array_equal(one_by_one.weights, expected)
+    assert np.array_equal(at_once.weights, expected) and at_once.stored == 4
+
+
+def symmetric_weights(n, seed):
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-3, 4, size=(n, n)).astype(np.float64)
+    w = np.triu(w, 1)
+    return w + w.T
+
+
+def network_with(w):
+    net = HopfieldNetwork(len(w), dtype=np.float64)
+    net._w = w.copy()
+    return net
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    n=st.integers(2, 12),
+    seed=st.integers(0, 2**32 - 1),
+    order=st.sampled_from(["cyclic", "random"]),
+)
+def test_sequential_recall_converges_never_raises_energy_and_ends_at_a_fixed_point(n, seed, order):
+    net = network_with(symmetric_weights(n, seed))
+    states = np.where(np.random.default_rng(seed + 1).random((6, n)) < 0.5, -1.0, 1.0)
+    result = net.recall(states, max_sweeps=1000, order=order, seed=seed)
+    assert result.converged.all()
+    assert np.all(np.diff(result.energies, axis=0) <= 0)
+    # a converged state is a fixed point of the dynamics, and a local minimum of E
+    assert np.array_equal(net.sweep_async(result.states), result.states)
+    for state in result.states:
+        for j in range(n):
+            neighbour = state.copy()
+            neighbour[j] *= -1
+            assert net.energy(neighbour) >= net.energy(state)
+
+
+def test_energy_never_increases_after_any_single_update():
+    net = network_with(symmetric_weights(9, 3))
+    state = np.where(np.random.default_rng(4).random(9) < 0.5, -1.0, 1.0)
+    energy = net.energy(state)
+    for j in range(9):  # one neuron at a time, by hand
+        field = net.weights[j] @ state
+        state[j] = 1.0 if field > 0 else (-1.0 if field < 0 else state[j])
+        assert net.energy(state) <= energy
+        energy = net.energy(state)
+
+
+def test_a_zero_field_keeps_the_state():
+    net = HopfieldNetwork(5)  # W = 0: every field is 0
+    states = random_patterns(3, 5, seed=1)
+    result = net.recall(states)
+    assert np.array_equal(result.states, states) and result.converged.all()
+    assert np.array_equal(result.sweeps, [1, 1, 1])
+    assert np.array_equal(net.step_sync(states), states)
+
+
+def test_synchronous_recall_reports_a_two_cycle_as_not_converged():
+    net = HopfieldNetwork(2)
+    net.store([1, -1])  # w12 = -1
+    result = net.recall([1, 1], mode="sync", max_sweeps=50)
+    assert not result.converged and result.sweeps == 2
+    assert np.array_equal(net.step_sync(net.step_sync([1.0, 1.0])), [1.0, 1.0])
+    asynchronous = net.recall([1, 1])
+    assert asynchronous.converged and np.array_equal(asynchronous.states, [-1, 1])
+    stable = net.recall([1, -1], mode="sync")
+    assert stable.converged and stable.sweeps == 1
+
+
+def test_unlearning_raises_a_phantoms_energy():
+    net = HopfieldNetwork(20)
+    net.store(random_patterns(3, 20, seed=5))
+    phantom = random_patterns(1, 20, seed=6)[0]
+    before = net.energy(phantom)
+    net.unlearn(phantom)
+    assert net.energy(phantom) == before + (20 * 20 - 20) / 2
+    assert np.all(np.diag(net.weights) == 0)
+
+
+def test_recall_from_noise_with_few_patterns():
+    n = 200
+    patterns = random_patterns(5, n, seed=7)
+    net = HopfieldNetwork(n)
+    net.store(patterns)
+    noisy = patterns.copy()
+    flips = np.random.default_rng(8).random(noisy.shape) < 0.1
+    noisy[flips] *= -1
+    result = net.recall(noisy)
+    assert np.array_equal(result.states, patterns) and result.converged.all()
+
+
+def test_capacity_below_n_over_4_log_n_keeps_every_pattern_stable():
+    n = 200
+    p = int(n / (4 * math.log(n)))  # 9
+    for seed in range(5):
+        patterns = random_patterns(p, n, seed=seed)
+        net = HopfieldNetwork(n)
+        net.store(patterns)
+        assert np.array_equal(net.step_sync(patterns), patterns), seed
+
+
+def test_storkey_stores_more_than_hebb():
+    n, p = 100, 20  # 0.2 n: past Hebb's 0.138 n
+    patterns = random_patterns(p, n, seed=11)
+    hebb, storkey = HopfieldNetwork(n), HopfieldNetwork(n)
+    hebb.store(patterns)
+    storkey.store(patterns, rule="storkey")
+    hebb_stable = (hebb.step_sync(patterns) == patterns).all(axis=1).sum()
+    storkey_stable = (storkey.step_sync(patterns) == patterns).all(axis=1).sum()
+    assert storkey_stable == p > hebb_stable
+    w = storkey.weights
+    assert np.array_equal(w, w.T) and np.all(np.diag(w) == 0)
+
+
+def test_storkey_first_pattern_is_hebb_over_n():
+    x = random_patterns(1, 8, seed=2)[0]
+    net = HopfieldNetwork(8, dtype=np.float64)
+    net.store(x, rule="storkey")
+    expected = np.outer(x, x) / 8
+    np.fill_diagonal(expected, 0)
+    assert np.allclose(net.weights, expected, rtol=0, atol=1e-15)
+
+
+def test_save_and_load(tmp_path):
+    net = HopfieldNetwork(12)
+    net.store(random_patterns(3, 12, seed=1))
+    net.save(tmp_path / "net.npz")
+    again = HopfieldNetwork.load(tmp_path / "net.npz")
+    assert np.array_equal(again.weights, net.weights)
+    assert (again.rule, again.stored, again.n, again.dtype) == ("hebb", 3, 12, np.float32)
+    bad = net.weights
+    bad[0, 1] += 1  # no longer symmetric
+    from gpucnn.checkpoint import save_arrays
+
+    save_arrays(
+        tmp_path / "bad.npz", {"weights": bad, "rule": np.array("hebb"), "stored": np.array(3)}
+    )
+    with pytest.raises(ValueError, match="symmetric"):
+        HopfieldNetwork.load(tmp_path / "bad.npz")
+    save_arrays(tmp_path / "other.npz", {"w": bad})
+    with pytest.raises(ValueError, match="missing"):
+        HopfieldNetwork.load(tmp_path / "other.npz")
+
+
+def test_float32_exactness_is_checked(monkeypatch):
+    monkeypatch.setattr(hopfield, "EXACT_FLOAT32", 1000)
+    net = HopfieldNetwork(100)
+    net.store(random_patterns(2, 100, seed=0))
+    with pytest.raises(ValueError, match="float64"):
+        net.store(random_patterns(20, 100, seed=1))
+    assert net.stored == 2  # the failed store changed nothing
+    HopfieldNetwork(100, dtype=np.float64).store(random_patterns(20, 100, seed=1))
+
+
+@pytest.mark.parametrize(
+    "call, error, words",
+    [
+        (lambda net: net.store([1, 0, 1, -1]), ValueError, "only \\+1 and -1"),
+        (lambda net: net.store([1, np.nan, 1, -1]), ValueError, "only \\+1 and -1"),
+        (lambda net: net.store([1, -1, 1]), ValueError, r"shape \(4,\)"),
+        (lambda net: net.store(np.ones((2, 2, 4))), ValueError, "shape"),
+        (lambda net: net.store("1111"), TypeError, "patterns must be"),
+        (lambda net: net.store(np.array([True] * 4)), TypeError, "numbers"),
+        (lambda net: net.store([1, 1, 1, 1], rule="oja"), ValueError, "rule"),
+        (lambda net: net.recall([1, 1, 1, 1], mode="chaotic"), ValueError, "mode"),
+        (lambda net: net.recall([1, 1, 1, 1], max_sweeps=0), ValueError, "max_sweeps"),
+        (lambda net: net.recall([1, 1, 1, 1], order="reverse"), ValueError, "order"),
+        (
+            lambda net: net.recall([1, 1, 1, 1], mode="sync", order="random"),
+            ValueError,
+            "asynchronous",
+        ),
+        (lambda net: net.energy([[1, 1, 1]]), ValueError, "shape"),
+    ],
+)
+def test_bad_input_is_named(call, error, words):
+    with pytest.raises(error, match=words):
+        call(HopfieldNetwork(4))
+
+
+def test_bad_sizes_and_mixed_rules():
+    with pytest.raises(ValueError, match="at least 2"):
+        HopfieldNetwork(1)
+    with pytest.raises(TypeError, match="n must be an int"):
+        HopfieldNetwork(4.0)
+    net = HopfieldNetwork(4)
+    net.store([1, 1, -1, -1])
+    with pytest.raises(ValueError, match="hebb weights"):
+        net.store([1, -1, 1, -1], rule="storkey")
