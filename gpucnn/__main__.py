@@ -1,4 +1,4 @@
-"""Command line: ``python -m gpucnn {train,info}`` (also installed as ``gpucnn``)."""
+"""Command line: ``python -m gpucnn {train,info,hopfield-demo}`` (also installed as ``gpucnn``)."""
 
 from __future__ import annotations
 
@@ -104,6 +104,24 @@ def _train(args) -> int:
     return 0
 
 
+def _hopfield_demo(args) -> int:
+    import gpucnn
+
+    from .demos import hopfield_demo
+
+    gpucnn.set_device(args.device)
+    if not 0.0 <= args.noise < 1.0:
+        raise ValueError(f"--noise must be in [0, 1), got {args.noise}")
+    hopfield_demo(
+        rule=args.rule,
+        noise=args.noise,
+        trials=args.trials,
+        seed=args.seed,
+        png=None if args.no_png else args.png,
+    )
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gpucnn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -135,6 +153,18 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--save", metavar="PATH", help="save the trained weights (.npz)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.set_defaults(run=_train)
+
+    demo = commands.add_parser(
+        "hopfield-demo", help="store 8 figures of 12x10 pixels, recall from 25%% noise"
+    )
+    demo.add_argument("--device", choices=["auto", "cpu", "gpu", "emulator"], default="auto")
+    demo.add_argument("--rule", choices=["hebb", "storkey"], default="hebb")
+    demo.add_argument("--noise", type=float, default=0.25, help="fraction of pixels flipped")
+    demo.add_argument("--trials", type=_positive, default=50, help="noisy copies per figure")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--png", default="hopfield-demo.png", help="picture of the recall")
+    demo.add_argument("--no-png", action="store_true", help="text only")
+    demo.set_defaults(run=_hopfield_demo)
     return parser
 
 

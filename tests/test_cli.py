@@ -61,3 +61,14 @@ def test_info_names_versions_and_the_device():
     assert "gpucnn   0." in result.stdout and "numpy" in result.stdout
     assert "device   " in result.stdout
     assert "gpu.nvml" in result.stdout or "gpu.name" in result.stdout  # a fact or why not
+
+
+def test_hopfield_demo_shows_text_and_a_picture(tmp_path):
+    png = tmp_path / "demo.png"
+    result = run("hopfield-demo", "--trials", "3", "--png", str(png))
+    assert result.returncode == 0, result.stderr
+    assert "8 figures of 12x10" in result.stdout and "recalled exactly:" in result.stdout
+    assert result.stdout.count("##") > 10  # the figures, drawn as text
+    assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
+    result = run("hopfield-demo", "--noise", "1.5", "--no-png")
+    assert result.returncode == 2 and "--noise" in result.stderr

@@ -228,3 +228,22 @@ def test_bad_sizes_and_mixed_rules():
     net.store([1, 1, -1, -1])
     with pytest.raises(ValueError, match="hebb weights"):
         net.store([1, -1, 1, -1], rule="storkey")
+
+
+def test_demo_figures_are_eight_distinct_12x10_patterns():
+    from gpucnn.demos import digit_figures, flip_pixels
+
+    figures = digit_figures()
+    assert figures.shape == (8, 120) and set(np.unique(figures)) == {-1.0, 1.0}
+    assert len({f.tobytes() for f in figures}) == 8
+    noisy = flip_pixels(figures, 0.25, np.random.default_rng(0))
+    assert np.all((noisy != figures).sum(axis=1) == 30)
+
+
+def test_capacity_measurement():
+    from benchmarks.hopfield_capacity import measure
+
+    low = measure(100, 0.04, "hebb", trials=2, seed=0)
+    high = measure(100, 0.30, "hebb", trials=2, seed=0)
+    assert low["stable"] == 1.0 and low["recalled"] == 1.0
+    assert high["stable"] < 0.5 and measure(100, 0.30, "storkey", 2, 0)["stable"] > 0.9
