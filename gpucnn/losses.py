@@ -3,6 +3,9 @@
 Every loss is averaged over the batch. ``forward`` returns a Python float for NumPy inputs
 and a 0-d CuPy array for GPU inputs, so that training on the GPU reads the value back to the
 host only when it wants to show it (``float(loss)`` works on both).
+
+Integer class targets are checked to lie in [0, C). On a GPU that check is a host sync; a
+caller that validated all its labels once (as ``fit`` does) passes ``check_targets=False``.
 """
 
 from __future__ import annotations
@@ -15,8 +18,8 @@ class _Loss:
     def __init__(self):
         self._saved = None
 
-    def __call__(self, pred, target):
-        return self.forward(pred, target)
+    def __call__(self, pred, target, *, check_targets: bool = True):
+        return self.forward(pred, target, check_targets=check_targets)
 
     def _restore(self):
         if self._saved is None:
@@ -28,8 +31,8 @@ class SoftmaxCrossEntropyLoss(_Loss):
     """Softmax over classes then the negative log-likelihood of the integer targets, computed
     with log-sum-exp so large logits never overflow. pred (N, C), target (N,) integers."""
 
-    def forward(self, pred, target):
-        loss, probabilities = ops.softmax_cross_entropy_forward(pred, target)
+    def forward(self, pred, target, *, check_targets: bool = True):
+        loss, probabilities = ops.softmax_cross_entropy_forward(pred, target, check_targets)
         self._saved = (probabilities, target)
         return _as_result(loss, pred)
 
@@ -43,8 +46,8 @@ class MSELoss(_Loss):
     the batch (not over the elements). ``target`` is a float array shaped like pred, or
     integer class labels, which are one-hot encoded."""
 
-    def forward(self, pred, target):
-        loss, diff = ops.mse_forward(pred, target)
+    def forward(self, pred, target, *, check_targets: bool = True):
+        loss, diff = ops.mse_forward(pred, target, check_targets)
         self._saved = diff
         return _as_result(loss, pred)
 
@@ -62,8 +65,8 @@ class HingeLoss(_Loss):
             raise ValueError(f"margin must be a non-negative number, got {margin!r}")
         self.margin = float(margin)
 
-    def forward(self, pred, target):
-        loss, violations = ops.hinge_forward(pred, target, self.margin)
+    def forward(self, pred, target, *, check_targets: bool = True):
+        loss, violations = ops.hinge_forward(pred, target, self.margin, check_targets)
         self._saved = (violations, target)
         return _as_result(loss, pred)
 

@@ -56,6 +56,24 @@ def _check_dataset(x, y, name: str) -> None:
         raise ValueError(f"{name}: the data set is empty")
 
 
+def _labels_checked(model, x, y, name: str) -> bool:
+    """Check every integer class label against the model's number of outputs, once (on a GPU,
+    one host sync instead of one per step). True when the per-step checks can be skipped."""
+    if y.dtype.kind not in "iu" or y.ndim != 1:
+        return False
+    try:
+        (classes,) = model.output_shape(tuple(x.shape[1:]))
+    except (ValueError, TypeError):
+        return False  # the loss will check each batch itself
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= classes:
+        raise ValueError(
+            f"{name}: class labels in [{low}, {high}] but the model has {classes} "
+            f"outputs (valid labels are 0 to {classes - 1})"
+        )
+    return True
+
+
 def _correct(pred, target):
     """Number of examples whose largest output is the target class (a device scalar)."""
     labels = target if target.ndim == 1 else target.argmax(axis=1)
@@ -73,6 +91,7 @@ def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
     batch_size = _positive_int(batch_size, "batch_size")
     _check_dataset(x, y, "evaluate")
     x, y = to_device(x, model.device), to_device(y, model.device)
+    check_targets = not _labels_checked(model, x, y, "evaluate")
     was_training = model.training
     model.eval()
     try:
@@ -80,7 +99,8 @@ def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
         for batch in _batches(len(x), batch_size):
             pred = model.forward(x[batch])
             count = pred.shape[0]
-            total_loss = total_loss + loss_fn.forward(pred, y[batch]) * count
+            loss = loss_fn.forward(pred, y[batch], check_targets=check_targets)
+            total_loss = total_loss + loss * count
             total_correct = total_correct + _correct(pred, y[batch])
     finally:
         model.train(was_training)
@@ -120,6 +140,7 @@ def fit(
             raise ValueError("validation_data must be a pair (x_val, y_val)")
         _check_dataset(*validation_data, "validation_data")
     x, y = to_device(x, model.device), to_device(y, model.device)
+    check_targets = not _labels_checked(model, x, y, "fit")
     xp = array_module(x)
     rng = np.random.default_rng(seed)
     history = History()
@@ -143,7 +164,7 @@ def fit(
         for step, batch in enumerate(_batches(len(x), batch_size, order), start=1):
             xb, yb = x[batch], y[batch]
             pred = model.forward(xb)
-            loss = loss_fn.forward(pred, yb)
+            loss = loss_fn.forward(pred, yb, check_targets=check_targets)
             model.backward(loss_fn.backward())
             optimizer.step()
             total_loss = total_loss + loss * len(batch)
