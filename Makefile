@@ -30,19 +30,12 @@ bench-cpu: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist .pytest_cache
 
-# On a machine with a GPU and no package registry (run from the source tree):
-#   make gpu-check OUT=/some/dir
-# GPU tests, compute-sanitizer (memcheck, racecheck) on the kernel tests, and the benchmarks.
+# On a machine with a GPU and no package registry (runs from the source tree):
+#   make gpu-check OUT=/some/dir [STEPS="tests memcheck racecheck bench"]
+# GPU tests, compute-sanitizer (memcheck, racecheck) on the kernel tests, the benchmarks;
+# logs and results under OUT (see benchmarks/gpu_check.sh).
 OUT ?= gpu-check-out
-DEVICE_SHELL := /bin/bash
-.SHELLFLAGS := -o pipefail -c
-PYTHON ?= python3
+STEPS ?=
 .PHONY: gpu-check
 gpu-check:
-	mkdir -p $(OUT)
-	PYTHONPATH=. $(DEVICE_PYTHON) -m gpucnn info 2>&1 | tee $(OUT)/info.log
-	PYTHONPATH=. $(DEVICE_PYTHON) -m pytest -m gpu -q tests 2>&1 | tee $(OUT)/pytest-gpu.log
-	PYTHONPATH=. compute-sanitizer --tool memcheck --error-exitcode 1 \
-	    $(DEVICE_PYTHON) -m pytest -m gpu -q -x tests/cuda > $(OUT)/memcheck.log 2>&1
-	PYTHONPATH=. compute-sanitizer --tool racecheck --error-exitcode 1 \
-	    $(DEVICE_PYTHON) -m pytest -m gpu -q -x tests/cuda > $(OUT)/racecheck.log 2>&1
+	benchmarks/gpu_check.sh $(OUT) $(STEPS)

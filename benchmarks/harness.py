@@ -1,16 +1,25 @@
-"""The one timing and reporting helper every benchmark script uses.
+"""The one timing, ceiling and reporting helper every benchmark script uses.
 
-Timing: warm-up runs first (compilation, caches, allocator), then at least 20 timed runs;
-the median is the headline, the 10th-90th percentile spread is reported beside it. On a GPU
-each run is bracketed by CUDA events; ``inputs`` rotates among several input sets so that
-nothing stays resident in L2 between runs.
+Timing: warm-up runs first (kernel compilation, caches, allocator), then at least 20 timed
+runs; the median is the headline, the 10th-90th percentile spread is reported beside it. On
+a GPU each run is bracketed by CUDA events; ``inputs`` rotates among several input sets so
+that nothing stays resident in L2 between runs. The first call is timed on its own: it holds
+the kernels' compilation, which is reported apart from the run time.
+
+Ceilings, measured in the same run: device-to-device copy bandwidth (bytes read + written
+per second) and float32 matrix-product throughput; every result is given as a fraction of
+the ceiling that bounds it.
 """
 
 from __future__ import annotations
 
+import datetime
 import json
+import os
 import platform
+import re
 import statistics
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,36 +35,38 @@ class Timing:
     p10_ms: float
     p90_ms: float
     runs: int
+    first_call_ms: float | None = None  # compile + run, for the first call of a kernel
 
     def __str__(self) -> str:
         return f"{self.median_ms:9.3f} ms (p10 {self.p10_ms:.3f}, p90 {self.p90_ms:.3f})"
 
 
-def _summarise(samples_ms: list[float]) -> Timing:
+def _summarise(samples_ms: list[float], first_call_ms=None) -> Timing:
     ordered = sorted(samples_ms)
     return Timing(
         median_ms=statistics.median(ordered),
         p10_ms=ordered[int(0.1 * (len(ordered) - 1))],
         p90_ms=ordered[int(0.9 * (len(ordered) - 1))],
         runs=len(ordered),
+        first_call_ms=first_call_ms,
     )
 
 
-def time_cpu(
-    fn, inputs=None, warmup: int = 2, repeat: int = 20, min_seconds: float = 0.0
-) -> Timing:
+def time_cpu(fn, inputs=None, warmup: int = 2, repeat: int = 20) -> Timing:
     """Median wall time of ``fn(*inputs[i % len(inputs)])`` on the host; ``inputs`` is a
     list of argument tuples (default: one call with no arguments)."""
     inputs = list(inputs) if inputs else [()]
-    for i in range(warmup):
+    begin = time.perf_counter()
+    fn(*inputs[0])
+    first = (time.perf_counter() - begin) * 1e3
+    for i in range(1, warmup):
         fn(*inputs[i % len(inputs)])
-    samples, started = [], time.perf_counter()
-    while len(samples) < repeat or time.perf_counter() - started < min_seconds:
-        args = inputs[len(samples) % len(inputs)]
+    samples = []
+    for i in range(repeat):
         begin = time.perf_counter()
-        fn(*args)
+        fn(*inputs[i % len(inputs)])
         samples.append((time.perf_counter() - begin) * 1e3)
-    return _summarise(samples)
+    return _summarise(samples, first)
 
 
 def time_gpu(fn, inputs=None, warmup: int = 3, repeat: int = 30) -> Timing:
@@ -63,9 +74,14 @@ def time_gpu(fn, inputs=None, warmup: int = 3, repeat: int = 30) -> Timing:
     import cupy
 
     inputs = list(inputs) if inputs else [()]
-    for i in range(warmup):
+    stream = cupy.cuda.get_current_stream()
+    stream.synchronize()
+    begin = time.perf_counter()
+    fn(*inputs[0])
+    stream.synchronize()
+    first = (time.perf_counter() - begin) * 1e3
+    for i in range(1, warmup):
         fn(*inputs[i % len(inputs)])
-    cupy.cuda.get_current_stream().synchronize()
     samples = []
     for i in range(repeat):
         start, stop = cupy.cuda.Event(), cupy.cuda.Event()
@@ -74,7 +90,175 @@ def time_gpu(fn, inputs=None, warmup: int = 3, repeat: int = 30) -> Timing:
         stop.record()
         stop.synchronize()
         samples.append(cupy.cuda.get_elapsed_time(start, stop))
-    return _summarise(samples)
+    return _summarise(samples, first)
+
+
+class Target:
+    """Where a benchmark runs: ``"gpu"`` (CuPy arrays, CUDA events) or ``"cpu"`` (NumPy arrays,
+    wall clock); also which torch device the comparison uses."""
+
+    def __init__(self, name: str, quick: bool = False):
+        if name not in ("gpu", "cpu"):
+            raise ValueError(f"device must be 'gpu' or 'cpu', got {name!r}")
+        import gpucnn
+
+        gpucnn.set_device(name)
+        self.name, self.quick = name, quick
+        self.repeat = 10 if quick else 30
+
+    @property
+    def xp(self):
+        if self.name == "gpu":
+            import cupy
+
+            return cupy
+        return np
+
+    def put(self, array):
+        return self.xp.asarray(array)
+
+    def time(self, fn, inputs=None) -> Timing:
+        timer = time_gpu if self.name == "gpu" else time_cpu
+        return timer(fn, inputs, repeat=self.repeat)
+
+    def random(self, shape, dtype=np.float32, seed=0):
+        return self.put(np.random.default_rng(seed).standard_normal(shape).astype(dtype))
+
+    def torch(self):
+        """(torch, device string) when PyTorch can run here, else None."""
+        try:
+            import torch
+        except ImportError:
+            return None
+        if self.name == "gpu":
+            if not torch.cuda.is_available():
+                return None
+            torch.backends.cudnn.allow_tf32 = False  # float32 against float32
+            torch.backends.cuda.matmul.allow_tf32 = False
+            torch.backends.cudnn.benchmark = True
+            return torch, "cuda"
+        return torch, "cpu"
+
+    def torch_time(self, fn, inputs=None) -> Timing:
+        found = self.torch()
+        if found is not None and self.name == "gpu":
+            torch, _ = found
+            return _torch_time_gpu(torch, fn, inputs, self.repeat)
+        return time_cpu(fn, inputs, repeat=self.repeat)
+
+    def ceilings(self) -> dict:
+        """Copy bandwidth (GB/s, bytes read + written) and float32 matmul (TFLOP/s)."""
+        xp = self.xp
+        size = (256 if self.quick else 1024) * 2**20 if self.name == "gpu" else 128 * 2**20
+        sources = [xp.ones(size // 4, np.float32) + i for i in range(2)]
+        target = xp.empty_like(sources[0])
+        copy = self.time(lambda s: xp.copyto(target, s), [(s,) for s in sources])
+        m = 8192 if self.name == "gpu" else 1024
+        a, b = self.random((m, m), seed=1), self.random((m, m), seed=2)
+        matmul = self.time(lambda: xp.matmul(a, b))
+        return {
+            "copy_gbs": 2 * size / copy.median_ms / 1e6,
+            "matmul_tflops": 2 * m**3 / matmul.median_ms / 1e9,
+            "copy": copy,
+            "matmul": matmul,
+        }
+
+
+def _torch_time_gpu(torch, fn, inputs, repeat) -> Timing:
+    inputs = list(inputs) if inputs else [()]
+    torch.cuda.synchronize()
+    begin = time.perf_counter()
+    fn(*inputs[0])
+    torch.cuda.synchronize()
+    first = (time.perf_counter() - begin) * 1e3
+    for i in range(1, 3):
+        fn(*inputs[i % len(inputs)])
+    samples = []
+    for i in range(repeat):
+        start = torch.cuda.Event(enable_timing=True)
+        stop = torch.cuda.Event(enable_timing=True)
+        start.record()
+        fn(*inputs[i % len(inputs)])
+        stop.record()
+        stop.synchronize()
+        samples.append(start.elapsed_time(stop))
+    return _summarise(samples, first)
+
+
+class PowerSampler:
+    """Samples the GPU's power and temperature through NVML in a background thread."""
+
+    def __init__(self, interval: float = 0.2):
+        self.interval, self.samples = interval, []
+        self._stop = threading.Event()
+        self._thread = None
+
+    def __enter__(self):
+        try:
+            import pynvml
+
+            from gpucnn.gpuinfo import cupy_device_uuid
+
+            pynvml.nvmlInit()
+            uuid = cupy_device_uuid()
+            self._handle = (
+                pynvml.nvmlDeviceGetHandleByUUID(uuid)
+                if uuid
+                else pynvml.nvmlDeviceGetHandleByIndex(0)
+            )
+            self._pynvml = pynvml
+        except Exception as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
+            return self
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self):
+        nvml = self._pynvml
+        while not self._stop.is_set():
+            sample = {"t": time.time()}
+            for key, query in (
+                ("power_w", lambda: nvml.nvmlDeviceGetPowerUsage(self._handle) / 1000),
+                (
+                    "temperature_c",
+                    lambda: nvml.nvmlDeviceGetTemperature(self._handle, nvml.NVML_TEMPERATURE_GPU),
+                ),
+                (
+                    "sm_clock_mhz",
+                    lambda: nvml.nvmlDeviceGetClockInfo(self._handle, nvml.NVML_CLOCK_SM),
+                ),
+            ):
+                try:
+                    sample[key] = query()
+                except Exception:
+                    pass  # NotSupported on this GPU: the summary says what is missing
+            self.samples.append(sample)
+            self._stop.wait(self.interval)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._pynvml.nvmlShutdown()
+        return False
+
+    def summary(self) -> dict:
+        if not self.samples:
+            return {"unavailable": getattr(self, "error", "no samples")}
+        out = {}
+        for key in ("power_w", "temperature_c", "sm_clock_mhz"):
+            values = [s[key] for s in self.samples if key in s]
+            if values:
+                out[key] = {
+                    "min": min(values),
+                    "mean": statistics.fmean(values),
+                    "max": max(values),
+                }
+            else:
+                out[key] = "unavailable (not supported on this GPU or driver)"
+        out["samples"] = len(self.samples)
+        return out
 
 
 def host_facts() -> dict:
@@ -85,19 +269,22 @@ def host_facts() -> dict:
         "numpy": np.__version__,
     }
     try:
-        import os
-
         facts["cpus"] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         pass
-    try:
-        import torch
-
-        facts["torch"] = torch.__version__
-        facts["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        facts["torch"] = None
+    for module in ("cupy", "torch"):
+        try:
+            facts[module] = __import__(module).__version__
+        except Exception:
+            facts[module] = None
     return facts
+
+
+def result_stem(target: Target, gpu_name: str | None) -> str:
+    """``<date>_<gpu or cpu>``: e.g. 2026-11-22_nvidia-h100-80gb-hbm3."""
+    stamp = datetime.date.today().isoformat()
+    label = gpu_name if target.name == "gpu" and gpu_name else f"cpu-{platform.machine()}"
+    return f"{stamp}_{re.sub(r'[^a-z0-9]+', '-', label.lower()).strip('-')}"
 
 
 def write_results(stem: str, payload: dict, table: str, out: Path = RESULTS) -> Path:
@@ -114,6 +301,8 @@ def _jsonable(value):
         return asdict(value)
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
+    if isinstance(value, tuple):
+        return list(value)
     raise TypeError(f"cannot store {type(value).__name__} in JSON")
 
 
@@ -121,3 +310,75 @@ def markdown_table(header: list[str], rows: list[list]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(cell) for cell in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def record(
+    family: str,
+    name: str,
+    direction: str,
+    timing: Timing,
+    *,
+    flops=None,
+    bytes_moved=None,
+    ceilings=None,
+    torch_timing: Timing | None = None,
+    **extra,
+) -> dict:
+    """One result row: time, throughput, fraction of the ceiling that bounds it, and the
+    ratio against PyTorch (torch time / our time: above 1 means faster than PyTorch)."""
+    row = {"family": family, "name": name, "direction": direction, "ours": timing, **extra}
+    seconds = timing.median_ms / 1e3
+    if flops is not None:
+        row["tflops"] = flops / seconds / 1e12
+        if ceilings:
+            row["fraction_of_ceiling"] = row["tflops"] / ceilings["matmul_tflops"]
+            row["bound"] = "flops"
+    if bytes_moved is not None:
+        row["gbs"] = bytes_moved / seconds / 1e9
+        if ceilings and flops is None:
+            row["fraction_of_ceiling"] = row["gbs"] / ceilings["copy_gbs"]
+            row["bound"] = "bytes"
+    if torch_timing is not None:
+        row["torch"] = torch_timing
+        row["speedup_vs_torch"] = torch_timing.median_ms / timing.median_ms
+    return row
+
+
+def table_rows(records: list[dict]) -> list[list]:
+    rows = []
+    for r in records:
+        throughput = (
+            f"{r['tflops']:.2f} TFLOP/s"
+            if "tflops" in r
+            else f"{r['gbs']:.1f} GB/s"
+            if "gbs" in r
+            else "-"
+        )
+        ceiling = f"{r['fraction_of_ceiling']:.0%}" if "fraction_of_ceiling" in r else "-"
+        torch_ms = f"{r['torch'].median_ms:.3f}" if "torch" in r else "-"
+        speedup = f"{r['speedup_vs_torch']:.2f}x" if "speedup_vs_torch" in r else "-"
+        rows.append(
+            [
+                r["family"],
+                r["name"],
+                r["direction"],
+                f"{r['ours'].median_ms:.3f}",
+                throughput,
+                ceiling,
+                torch_ms,
+                speedup,
+            ]
+        )
+    return rows
+
+
+TABLE_HEADER = [
+    "family",
+    "case",
+    "direction",
+    "ms",
+    "throughput",
+    "of ceiling",
+    "torch ms",
+    "vs torch",
+]

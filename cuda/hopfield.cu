@@ -19,6 +19,9 @@
 //                           256 threads, a fixed-order tree in double.
 //   hopfield_recall_async   a block per state (grid-stride), 256 threads: sequential sweeps,
 //                           see below.
+//   hopfield_sweep_recompute  the plain version, for the benchmark's comparison and as a check:
+//                           one sweep, a block per state, each step recomputing its field as a
+//                           full dot product (O(n^2) per sweep instead of O(n * flips)).
 #include "common.cuh"
 #include "gemm_tile.cuh"
 
@@ -203,5 +206,28 @@ __global__ void __launch_bounds__(hopfield::kThreads)
         }
         for (int i = threadIdx.x; i < n; i += blockDim.x) state[i] = y[i];
         __syncthreads();  // shared memory is reused by the next state
+    }
+}
+
+// One asynchronous sweep the plain way: for each neuron j (in `orders` or 0..n-1) the block
+// computes xi_j = W[j, :] . y with a fixed-order reduction and applies the update rule. A
+// block per state; y is updated in place in Y. Same result as one sweep of
+// hopfield_recall_async (exact with Hebbian weights), at O(n^2) per sweep.
+template <typename T>
+__global__ void __launch_bounds__(hopfield::kThreads)
+    hopfield_sweep_recompute(const T* __restrict__ W, T* __restrict__ Y,
+                             const int* __restrict__ orders, int n, int batch) {
+    __shared__ double scratch[hopfield::kThreads];
+    for (long long b = blockIdx.x; b < batch; b += gridDim.x) {
+        T* y = Y + b * n;
+        for (int step = 0; step < n; ++step) {
+            const int j = orders ? orders[step] : step;
+            double partial = 0.0;
+            for (int i = threadIdx.x; i < n; i += blockDim.x)
+                partial += (double)W[(long long)j * n + i] * (double)y[i];
+            const double field = hopfield::block_sum(partial, scratch);  // ends in a barrier
+            if (threadIdx.x == 0) y[j] = hopfield::next_state(T(field), y[j]);
+            __syncthreads();  // y[j] is read by the next step's dot product
+        }
     }
 }

@@ -58,4 +58,30 @@ def digits_cnn(
     )
 
 
-MODELS = {"lenet5": lenet5, "digits-cnn": digits_cnn}
+def cifar_cnn(
+    in_channels: int = 3, num_classes: int = 10, *, seed=0, dtype=np.float32
+) -> Sequential:
+    """A CIFAR-sized CNN for 32x32 images: two blocks of two 3x3 convolutions (32 then 64
+    channels) each followed by 2x2 max pooling, then a 256-unit dense layer and the classes."""
+    rng = make_rng(seed)
+    return Sequential(
+        [
+            Conv2D(in_channels, 32, 3, padding=1, seed=rng, dtype=dtype),
+            ReLU(),
+            Conv2D(32, 32, 3, padding=1, seed=rng, dtype=dtype),
+            ReLU(),
+            MaxPool2D(2),
+            Conv2D(32, 64, 3, padding=1, seed=rng, dtype=dtype),
+            ReLU(),
+            Conv2D(64, 64, 3, padding=1, seed=rng, dtype=dtype),
+            ReLU(),
+            MaxPool2D(2),
+            Flatten(),
+            Dense(64 * 8 * 8, 256, seed=rng, dtype=dtype),
+            ReLU(),
+            Dense(256, num_classes, init="glorot", seed=rng, dtype=dtype),
+        ]
+    )
+
+
+MODELS = {"lenet5": lenet5, "digits-cnn": digits_cnn, "cifar-cnn": cifar_cnn}

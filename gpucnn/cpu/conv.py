@@ -46,23 +46,27 @@ def conv2d_forward(x, w, b, window: Window):
     return y.reshape(n, k, out_h, out_w)
 
 
-def conv2d_backward(dy, x, w, window: Window, with_bias: bool):
-    n, c, height, width = x.shape
+def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, need_dw: bool):
+    height, width = x.shape[2:]
+    dx = _backward_data(dy, w, window, (height, width)) if need_dx else None
+    dw = _backward_filter(dy, x, w, window) if need_dw else None
+    db = dy.sum(axis=(0, 2, 3)) if with_bias else None
+    return dx, dw, db
+
+
+def _backward_filter(dy, x, w, window: Window):
+    """dw[k, crs] = sum over images of dy_n (K, PQ) @ cols_n^T (PQ, CRS), image by image in
+    order: one small GEMM each, no transposed copy of the im2col matrix."""
+    n, c = x.shape[:2]
     k, _, r, s = w.shape
     out_h, out_w = dy.shape[2:]
     dy_mat = dy.reshape(n, k, out_h * out_w)
     padded = pad(x, window, 0.0)
-
-    # dw[k, crs] = sum over images of dy_n (K, PQ) @ cols_n^T (PQ, CRS), image by image in
-    # order: one small GEMM each, no transposed copy of the im2col matrix.
     dw = np.zeros((k, c * r * s), dtype=x.dtype)
     for part in _chunks(n, c * r * s * out_h * out_w * x.itemsize):
         cols = _im2col(padded[part], window, (out_h, out_w))
         dw += np.matmul(dy_mat[part], cols.transpose(0, 2, 1)).sum(axis=0)
-
-    dx = _backward_data(dy, w, window, (height, width))
-    db = dy.sum(axis=(0, 2, 3)) if with_bias else None
-    return dx, dw.reshape(w.shape), db
+    return dw.reshape(w.shape)
 
 
 def _backward_data(dy, w, window: Window, hw: tuple[int, int]):

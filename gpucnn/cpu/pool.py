@@ -90,12 +90,26 @@ def _avg_divisors(height: int, width: int, window: Window, count_include_pad: bo
     return counts[0][:, None] * counts[1][None, :]
 
 
+def _window_sums(padded: np.ndarray, window: Window, out_hw: tuple[int, int]) -> np.ndarray:
+    """Sum of each window, separably: R strided row slices added (contiguous inner rows), then
+    S strided column slices. (Measured on N=128, C=64, 32x32, 3x3/2: 6x faster than summing
+    the 6-D window view.)"""
+    (r, s), (stride_h, stride_w) = window.size, window.stride
+    out_h, out_w = out_hw
+    rows = padded[:, :, 0 : stride_h * (out_h - 1) + 1 : stride_h].copy()
+    for i in range(1, r):
+        rows += padded[:, :, i : i + stride_h * (out_h - 1) + 1 : stride_h]
+    sums = rows[:, :, :, 0 : stride_w * (out_w - 1) + 1 : stride_w].copy()
+    for j in range(1, s):
+        sums += rows[:, :, :, j : j + stride_w * (out_w - 1) + 1 : stride_w]
+    return sums
+
+
 def avg_pool2d_forward(x, window: Window, count_include_pad: bool):
     _, _, height, width = x.shape
     out_hw = window.output_shape(height, width)
-    view = window_view(pad(x, window, 0.0), window, out_hw)
     divisors = _avg_divisors(height, width, window, count_include_pad).astype(x.dtype)
-    return view.sum(axis=(2, 3)) / divisors
+    return _window_sums(pad(x, window, 0.0), window, out_hw) / divisors
 
 
 def _padded_zeros(x_shape, window: Window, dtype):
@@ -119,8 +133,9 @@ def avg_pool2d_backward(dy, x_shape, window: Window, count_include_pad: bool):
 def l2_pool2d_forward(x, window: Window):
     """y = sqrt(sum of squares over the window); padding contributes zeros."""
     _, _, height, width = x.shape
-    squares = window_view(pad(x * x, window, 0.0), window, window.output_shape(height, width))
-    return np.sqrt(squares.sum(axis=(2, 3)))
+    return np.sqrt(
+        _window_sums(pad(x * x, window, 0.0), window, window.output_shape(height, width))
+    )
 
 
 def l2_pool2d_backward(dy, x, y, window: Window):

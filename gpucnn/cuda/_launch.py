@@ -5,7 +5,9 @@ the kernel's signature; each scalar converted to the exact NumPy type of its par
 value that does not fit, e.g. a size past 2^31 for an ``int``, is an error, not a wrap);
 grid and block within CUDA's limits; and no launch at all when the grid is empty.
 
-``GPUCNN_SYNC_LAUNCHES=1`` synchronises after every launch and names the failing kernel.
+``GPUCNN_SYNC_LAUNCHES=1`` synchronises after every launch and names the failing kernel;
+``GPUCNN_NVTX=1`` wraps every GPU launch in an NVTX range named after the kernel, so Nsight
+Systems and Nsight Compute timelines show gpucnn's names.
 """
 
 from __future__ import annotations
@@ -148,13 +150,26 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
             f"{kernel.name}: an argument has {largest_array} elements but the "
             "kernel takes only 32-bit sizes (it needs 64-bit offsets)"
         )
-    kernel.function(grid, block, tuple(converted), shared_mem=shared_mem)
     if not kernel.on_gpu:
+        kernel.function(grid, block, tuple(converted), shared_mem=shared_mem)
         emulator_launches.add((kernel.source, kernel.name))
-    if kernel.on_gpu and os.environ.get("GPUCNN_SYNC_LAUNCHES", "0") not in ("", "0"):
-        import cupy
+        return
+    import cupy
 
+    named = _flag("GPUCNN_NVTX")
+    if named:
+        cupy.cuda.nvtx.RangePush(f"gpucnn {kernel.name}")
+    try:
+        kernel.function(grid, block, tuple(converted), shared_mem=shared_mem)
+    finally:
+        if named:
+            cupy.cuda.nvtx.RangePop()
+    if _flag("GPUCNN_SYNC_LAUNCHES"):
         try:
             cupy.cuda.get_current_stream().synchronize()
         except Exception as exc:
             raise KernelError(f"kernel {kernel.name} failed: {exc}") from exc
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "0") not in ("", "0", "false", "no")

@@ -66,23 +66,40 @@ def conv2d_forward(x, w, b, window: Window):
     return y
 
 
-def conv2d_backward(dy, x, w, window: Window, with_bias: bool):
+def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, need_dw: bool):
     dy, x, w = contiguous(dy), contiguous(x), contiguous(w)
     n, c, height, width = x.shape
+    k = w.shape[0]
+    shape = _shape(x.shape, w.shape, window, dy.shape[2:])
+    dx = None
+    if need_dx:
+        dx = empty(x, x.shape, x.dtype)
+        launch(
+            get_kernel(SOURCE, "conv2d_backward_data", x),
+            _grid(n * height * width, c),
+            THREADS,
+            (dy, w, dx, *shape),
+        )
+    dw = _backward_filter(dy, x, w, shape) if need_dw else None
+    db = None
+    if with_bias:
+        db = empty(x, (k,), x.dtype)
+        launch(
+            get_kernel(SOURCE, "conv2d_backward_bias", x),
+            min(k, 65535),
+            THREADS,
+            (dy, db, n, k, dy.shape[2] * dy.shape[3]),
+        )
+    return dx, dw, db
+
+
+def _backward_filter(dy, x, w, shape):
+    """dw through the split-K implicit GEMM: the reduction over N*P*Q is split only as far as
+    the tiles alone cannot fill the GPU, and the splits are summed in a fixed order."""
+    n, c = x.shape[:2]
     k, _, r, s = w.shape
-    out_hw = dy.shape[2:]
-    shape = _shape(x.shape, w.shape, window, out_hw)
-
-    dx = empty(x, x.shape, x.dtype)
-    launch(
-        get_kernel(SOURCE, "conv2d_backward_data", x),
-        _grid(n * height * width, c),
-        THREADS,
-        (dy, w, dx, *shape),
-    )
-
     dw = empty(x, w.shape, x.dtype)
-    reduction, taps = n * out_hw[0] * out_hw[1], c * r * s
+    reduction, taps = n * dy.shape[2] * dy.shape[3], c * r * s
     tiles = _grid(taps, k)[0] * _grid(taps, k)[1]
     splits = max(1, min(-(-TARGET_BLOCKS // tiles), reduction // MIN_SPLIT))
     chunk = max(1, -(-reduction // splits))
@@ -102,14 +119,4 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool):
             THREADS,
             (out, dw, splits, size),
         )
-
-    db = None
-    if with_bias:
-        db = empty(x, (k,), x.dtype)
-        launch(
-            get_kernel(SOURCE, "conv2d_backward_bias", x),
-            min(k, 65535),
-            THREADS,
-            (dy, db, n, k, out_hw[0] * out_hw[1]),
-        )
-    return dx, dw, db
+    return dw

@@ -97,3 +97,17 @@ def recall_async(w, y, max_sweeps: int, orders):
     )
     ran = int(sweeps.max()) if batch else 0  # the one read-back, after all sweeps
     return states, sweeps, converged.astype(bool), energies[: ran + 1]
+
+
+def sweep_recompute(w, y, order):
+    """One asynchronous sweep recomputing every field as a full dot product (O(n^2)): the
+    baseline the incremental kernel is measured against. ``order``: None or n int32."""
+    batch, n = y.shape
+    states = array_module(y).array(y, order="C")
+    launch(
+        get_kernel(SOURCE, "hopfield_sweep_recompute", y),
+        min(batch, 65535),
+        THREADS,
+        (w, states, order, n, batch),
+    )
+    return states

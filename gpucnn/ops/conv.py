@@ -45,8 +45,20 @@ def conv2d_forward(x, w, b=None, stride=1, padding=0, dilation=1):
     return backend(x).conv.conv2d_forward(x, w, b, window)
 
 
-def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, with_bias=True):
-    """Gradients of ``conv2d_forward``: returns (dx, dw, db); db is None unless with_bias.
+def conv2d_backward(
+    dy,
+    x,
+    w,
+    stride=1,
+    padding=0,
+    dilation=1,
+    with_bias=True,
+    need_input_grad=True,
+    need_weight_grad=True,
+):
+    """Gradients of ``conv2d_forward``: returns (dx, dw, db); db is None unless with_bias,
+    dx None unless need_input_grad (a first layer does not need it), dw None unless
+    need_weight_grad.
 
     Correct also when (H + 2p - d(R-1) - 1) is not divisible by the stride: the rows and
     columns no window reaches get a zero gradient.
@@ -56,6 +68,13 @@ def conv2d_backward(dy, x, w, stride=1, padding=0, dilation=1, with_bias=True):
     check_same_kind(x, "x", dy=dy)
     n, _, height, width = x.shape
     check_shape(dy, "dy", (n, w.shape[0], *window.output_shape(height, width)))
-    if not isinstance(with_bias, bool):
-        raise TypeError(f"with_bias must be a bool, got {type(with_bias).__name__}")
-    return backend(x).conv.conv2d_backward(dy, x, w, window, with_bias)
+    for name, flag in (
+        ("with_bias", with_bias),
+        ("need_input_grad", need_input_grad),
+        ("need_weight_grad", need_weight_grad),
+    ):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    return backend(x).conv.conv2d_backward(
+        dy, x, w, window, with_bias, need_input_grad, need_weight_grad
+    )

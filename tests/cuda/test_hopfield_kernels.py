@@ -89,3 +89,23 @@ def test_fields_in_global_memory_when_shared_memory_is_too_small(backend, monkey
 def test_realistic_sizes_on_the_gpu(gpu_backend, n, batch):
     _compare(gpu_backend, n, n // 100, batch, mode="async", max_sweeps=30)
     _compare(gpu_backend, n, n // 100, batch, mode="sync", max_sweeps=30)
+
+
+@pytest.mark.parametrize("order", [None, "random"])
+def test_the_plain_recomputing_sweep_agrees_with_the_incremental_one(backend, order):
+    n, patterns = 45, random_patterns(4, 45, seed=3)
+    states = _noisy(random_patterns(6, n, seed=4), 0.3, seed=5)
+    permutation = np.random.default_rng(6).permutation(n).astype(np.int32)
+
+    def on_device():
+        net = _network(n, gpucnn.to_device(patterns))
+        y = gpucnn.to_device(states)
+        orders = None if order is None else gpucnn.to_device(permutation)
+        plain = cuda_hopfield.sweep_recompute(net._w, y, orders)
+        incremental = cuda_hopfield.recall_async(
+            net._w, y, 1, None if orders is None else orders[None]
+        )[0]
+        return plain, incremental
+
+    plain, incremental = backend.run(on_device)
+    assert np.array_equal(plain, incremental)

@@ -131,3 +131,15 @@ W = np.zeros((4, 3, 3, 3), np.float32)
 def test_bad_arguments_are_named(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_gradients_can_be_skipped():
+    x, w, _ = _inputs(CASES[0], np.float64)
+    dy = shuffled_linspace(ops.conv2d_forward(x, w).shape, np.float64, seed=3)
+    full = ops.conv2d_backward(dy, x, w)
+    only_dw = ops.conv2d_backward(dy, x, w, with_bias=False, need_input_grad=False)
+    only_dx = ops.conv2d_backward(dy, x, w, need_weight_grad=False)
+    assert only_dw[0] is None and only_dw[2] is None and np.array_equal(only_dw[1], full[1])
+    assert only_dx[1] is None and np.array_equal(only_dx[0], full[0])
+    with pytest.raises(TypeError, match="need_input_grad"):
+        ops.conv2d_backward(dy, x, w, need_input_grad=0)

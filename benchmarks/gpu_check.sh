@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Everything that needs a real GPU, from the source tree (no install, no network):
+#   benchmarks/gpu_check.sh OUT [steps...]     steps: info tests memcheck racecheck bench
+#                                               bench-quick resources (default: all but bench)
+# Each step writes its log under OUT; every step runs even if an earlier one failed, and the
+# script exits non-zero if any did. Uses $PYTHON (default python3).
+set -u
+out=${1:?usage: gpu_check.sh OUT [steps...]}
+shift
+steps=${*:-info tests memcheck racecheck bench-quick resources}
+python=${PYTHON:-python3}
+export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$out"
+failed=()
+run() {  # run NAME COMMAND...: log to OUT/NAME.log, remember failures
+    local name=$1
+    shift
+    echo "== $name: $*"
+    if "$@" >"$out/$name.log" 2>&1; then
+        echo "   ok ($(tail -n 1 "$out/$name.log"))"
+    else
+        echo "   FAILED, last lines of $out/$name.log:"
+        tail -n 15 "$out/$name.log" | sed 's/^/   /'
+        failed+=("$name")
+    fi
+}
+# The kernel tests at edge shapes (not the realistic sizes, which are slow under the tools).
+sanitized=(-m pytest -m gpu -q -x -k "not realistic" tests/cuda)
+for step in $steps; do
+    case $step in
+        info) run info "$python" -m gpucnn info ;;
+        tests) run tests "$python" -m pytest -m gpu -q tests ;;
+        memcheck) run memcheck compute-sanitizer --tool memcheck --error-exitcode 1 \
+            "$python" "${sanitized[@]}" ;;
+        racecheck) run racecheck compute-sanitizer --tool racecheck --error-exitcode 1 \
+            "$python" "${sanitized[@]}" ;;
+        bench) run bench "$python" -m benchmarks --out "$out" ;;
+        bench-quick) run bench-quick "$python" -m benchmarks --quick --out "$out" ;;
+        resources) run resources "$python" benchmarks/kernel_resources.py --out "$out" ;;
+        *) echo "unknown step $step"; failed+=("$step") ;;
+    esac
+done
+if ((${#failed[@]})); then
+    echo "failed: ${failed[*]}"
+    exit 1
+fi
+echo "all steps passed"

@@ -1,0 +1,74 @@
+"""The benchmark runner's plumbing, run on the CPU (the GPU numbers come from a GPU)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from benchmarks.harness import Timing, record, table_rows
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_record_fractions_and_ratios():
+    timing = Timing(median_ms=2.0, p10_ms=1.9, p90_ms=2.2, runs=20)
+    ceilings = {"copy_gbs": 2000.0, "matmul_tflops": 50.0}
+    flop_bound = record(
+        "conv2d",
+        "x",
+        "forward",
+        timing,
+        flops=4e10,
+        ceilings=ceilings,
+        torch_timing=Timing(3.0, 2.9, 3.1, 20),
+    )
+    assert flop_bound["tflops"] == 20.0 and flop_bound["fraction_of_ceiling"] == 0.4
+    assert flop_bound["bound"] == "flops" and flop_bound["speedup_vs_torch"] == 1.5
+    byte_bound = record("pool2d", "x", "forward", timing, bytes_moved=2e9, ceilings=ceilings)
+    assert byte_bound["gbs"] == 1000.0 and byte_bound["fraction_of_ceiling"] == 0.5
+    row = table_rows([flop_bound, byte_bound])
+    assert row[0][4] == "20.00 TFLOP/s" and row[0][5] == "40%" and row[0][7] == "1.50x"
+    assert row[1][4] == "1000.0 GB/s" and row[1][6] == "-"
+
+
+def test_the_runner_on_the_cpu(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--device", "cpu", "--quick", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob("*_cpu-*_quick.json")
+    payload = json.loads(path.read_text())
+    families = {r["family"] for r in payload["records"]}
+    assert families == {"conv2d", "pool2d", "hopfield", "train_step"}
+    assert payload["ceilings"]["copy_gbs"] > 0 and payload["ceilings"]["matmul_tflops"] > 0
+    directions = {r["direction"] for r in payload["records"] if r["family"] == "conv2d"}
+    assert directions == {"forward", "backward-data", "backward-filter"}
+    assert all(r["ours"]["median_ms"] > 0 and r["ours"]["runs"] >= 10 for r in payload["records"])
+    assert (tmp_path / path.name.replace(".json", ".md")).read_text().startswith("| family")
+    assert "| conv2d |" in result.stdout
+
+
+def test_the_runner_refuses_unknown_families(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--device",
+            "cpu",
+            "--only",
+            "fft",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
+    assert result.returncode == 2 and "unknown families" in result.stderr
