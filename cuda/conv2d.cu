@@ -2,7 +2,8 @@
 //
 // Names: x (N, C, H, W), w (K, C, R, S), y / dy (N, K, P, Q), all C-contiguous; stride
 // (sh, sw), padding (ph, pw), dilation (dh, dw). Cross-correlation:
-//     y[n, k, p, q] = b[k] + sum_{c, r, s} w[k, c, r, s] x[n, c, p*sh - ph + r*dh, q*sw - pw + s*dw]
+//     y[n, k, p, q] = b[k] + sum_{c, r, s} w[k, c, r, s] x[n, c, p*sh - ph + r*dh, q*sw - pw +
+//     s*dw]
 // (out-of-image taps read 0). Each direction is a GEMM C (M x COLS) = A (M x RED) B (RED x COLS)
 // whose A and B are gathered on the fly, never materialised:
 //     forward          M = K   COLS = N*P*Q  RED = C*R*S   A = w          B = im2col(x)
@@ -131,9 +132,8 @@ struct BackwardFilter {
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
     conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
-                   T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P,
-                   int Q, int sh, int sw, int ph, int pw, int dh, int dw, int has_bias,
-                   int vector_loads) {
+                   T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+                   int sh, int sw, int ph, int pw, int dh, int dw, int has_bias, int vector_loads) {
     const conv::Shape shape{N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw};
     const conv::Forward<T> problem{x, w, shape, vector_loads != 0};
     const long long pq = (long long)P * Q;
@@ -154,19 +154,17 @@ __global__ void __launch_bounds__(gemm::kThreads)
     const conv::BackwardData<T> problem{dy, w, shape};
     const long long hw = (long long)H * W;
     gemm::implicit_gemm_tile<T>(
-        problem, C, N * hw, 0, (long long)K * R * S, [&](int c, long long col, T value) {
-            dx[(col / hw * C + c) * hw + col % hw] = value;
-        });
+        problem, C, N * hw, 0, (long long)K * R * S,
+        [&](int c, long long col, T value) { dx[(col / hw * C + c) * hw + col % hw] = value; });
 }
 
 // dw, or with splits > 1 one (K, C*R*S) slice of `out` per split (summed by
 // conv2d_sum_splits): split z reduces over N*P*Q indices [z * chunk, (z + 1) * chunk).
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
-    conv2d_backward_filter(const T* __restrict__ dy, const T* __restrict__ x,
-                           T* __restrict__ out, int N, int C, int H, int W, int K, int R, int S,
-                           int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw,
-                           long long chunk) {
+    conv2d_backward_filter(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ out,
+                           int N, int C, int H, int W, int K, int R, int S, int P, int Q, int sh,
+                           int sw, int ph, int pw, int dh, int dw, long long chunk) {
     const conv::Shape shape{N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw};
     const conv::BackwardFilter<T> problem{dy, x, shape};
     const long long red = (long long)N * P * Q, crs = (long long)C * R * S;
@@ -180,11 +178,12 @@ __global__ void __launch_bounds__(gemm::kThreads)
 
 // dw[i] = sum over splits, in split order, of partial[split][i]: the same bits every run.
 template <typename T>
-__global__ void conv2d_sum_splits(const T* __restrict__ partial, T* __restrict__ dw,
-                                  int splits, long long size) {
+__global__ void conv2d_sum_splits(const T* __restrict__ partial, T* __restrict__ dw, int splits,
+                                  long long size) {
     GPUCNN_GRID_STRIDE_LOOP(i, size) {
         T sum = T(0);
-        for (int split = 0; split < splits; ++split) sum += partial[split * size + i];
+        for (int split = 0; split < splits; ++split)
+            sum += partial[split * size + i];
         dw[i] = sum;
     }
 }

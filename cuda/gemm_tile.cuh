@@ -19,9 +19,9 @@
 
 namespace gemm {
 
-constexpr int kTile = 64;        // rows and columns of C per block
-constexpr int kStep = 8;         // reduction step held in shared memory
-constexpr int kThreads = 256;    // 16 x 16 threads, 4 x 4 outputs each
+constexpr int kTile = 64;      // rows and columns of C per block
+constexpr int kStep = 8;       // reduction step held in shared memory
+constexpr int kThreads = 256;  // 16 x 16 threads, 4 x 4 outputs each
 constexpr int kPerThread = 4;
 static_assert(kThreads == 16 * 16 && kTile == 16 * kPerThread, "16 x 16 threads, 4 x 4 each");
 static_assert(kTile * kStep == 2 * kThreads, "each thread loads one A pair and two B values");
@@ -73,8 +73,8 @@ __device__ void implicit_gemm_tile(const Problem& problem, int M, long long cols
 
     T a_next[2], b_next[2];
     auto load = [&](long long red0) {
-        const Pair<T> pair = a_row_valid ? problem.a_pair(row0 + a_row, red0 + a_kk, red_end)
-                                         : Pair<T>{T(0), T(0)};
+        const Pair<T> pair =
+            a_row_valid ? problem.a_pair(row0 + a_row, red0 + a_kk, red_end) : Pair<T>{T(0), T(0)};
         a_next[0] = pair.first;
         a_next[1] = pair.second;
         for (int i = 0; i < 2; ++i) {
@@ -91,7 +91,8 @@ __device__ void implicit_gemm_tile(const Problem& problem, int M, long long cols
 
     T acc[kPerThread][kPerThread];
     for (int i = 0; i < kPerThread; ++i)
-        for (int j = 0; j < kPerThread; ++j) acc[i][j] = T(0);
+        for (int j = 0; j < kPerThread; ++j)
+            acc[i][j] = T(0);
 
     int buffer = 0;
     load(red_begin);
@@ -102,10 +103,13 @@ __device__ void implicit_gemm_tile(const Problem& problem, int M, long long cols
         if (more) load(red0 + kStep);  // in flight while this step multiplies
         for (int kk = 0; kk < kStep; ++kk) {
             T a[kPerThread], b[kPerThread];
-            for (int i = 0; i < kPerThread; ++i) a[i] = a_tile[buffer][kk][ty + 16 * i];
-            for (int j = 0; j < kPerThread; ++j) b[j] = b_tile[buffer][kk][tx + 16 * j];
             for (int i = 0; i < kPerThread; ++i)
-                for (int j = 0; j < kPerThread; ++j) acc[i][j] = fma(a[i], b[j], acc[i][j]);
+                a[i] = a_tile[buffer][kk][ty + 16 * i];
+            for (int j = 0; j < kPerThread; ++j)
+                b[j] = b_tile[buffer][kk][tx + 16 * j];
+            for (int i = 0; i < kPerThread; ++i)
+                for (int j = 0; j < kPerThread; ++j)
+                    acc[i][j] = fma(a[i], b[j], acc[i][j]);
         }
         // The other buffer was last read in the previous step, which the barrier at its end
         // has closed for every thread: it is free to fill.

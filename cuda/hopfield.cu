@@ -74,7 +74,8 @@ __device__ double block_sum(double value, double* scratch) {
 template <typename T>
 __device__ double state_energy(const T* y, const T* h, int n, double* scratch) {
     double partial = 0.0;
-    for (int j = threadIdx.x; j < n; j += blockDim.x) partial += (double)y[j] * (double)h[j];
+    for (int j = threadIdx.x; j < n; j += blockDim.x)
+        partial += (double)y[j] * (double)h[j];
     return -0.5 * block_sum(partial, scratch);
 }
 
@@ -97,20 +98,22 @@ __global__ void __launch_bounds__(hopfield::kThreads)
     const int lane = threadIdx.x % 32;
     const long long warps = (long long)gridDim.x * blockDim.x / 32;
     const bool pairs = n % 2 == 0;  // rows start 8- or 16-byte aligned: read them in pairs
-    for (long long j = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; j < n;
-         j += warps) {
+    for (long long j = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; j < n; j += warps) {
         const T* row = W + j * n;
         T acc[hopfield::kMaxSmallBatch];
-        for (int b = 0; b < hopfield::kMaxSmallBatch; ++b) acc[b] = T(0);
+        for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
+            acc[b] = T(0);
         if (pairs) {
             for (int i = 2 * lane; i < n; i += 64) {
                 const gemm::Pair<T> w = gemm::load_vector_pair(row + i);
                 for (int b = 0; b < batch; ++b)
-                    acc[b] += w.first * Y[(long long)b * n + i] + w.second * Y[(long long)b * n + i + 1];
+                    acc[b] +=
+                        w.first * Y[(long long)b * n + i] + w.second * Y[(long long)b * n + i + 1];
             }
         } else {
             for (int i = lane; i < n; i += 32)
-                for (int b = 0; b < batch; ++b) acc[b] += row[i] * Y[(long long)b * n + i];
+                for (int b = 0; b < batch; ++b)
+                    acc[b] += row[i] * Y[(long long)b * n + i];
         }
         for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
             for (int offset = 16; offset > 0; offset /= 2)
@@ -150,10 +153,11 @@ __global__ void __launch_bounds__(hopfield::kThreads)
 // value repeated after a state stops). Nothing is read back to the host in between.
 template <typename T>
 __global__ void __launch_bounds__(hopfield::kThreads)
-    hopfield_recall_async(const T* __restrict__ W, T* __restrict__ Y, const int* __restrict__ orders,
-                          double* __restrict__ energies, int* __restrict__ sweeps,
-                          int* __restrict__ converged, T* __restrict__ workspace, int n,
-                          int batch, int max_sweeps, int fields_in_shared) {
+    hopfield_recall_async(const T* __restrict__ W, T* __restrict__ Y,
+                          const int* __restrict__ orders, double* __restrict__ energies,
+                          int* __restrict__ sweeps, int* __restrict__ converged,
+                          T* __restrict__ workspace, int n, int batch, int max_sweeps,
+                          int fields_in_shared) {
     extern __shared__ __align__(16) unsigned char dynamic[];
     __shared__ double scratch[hopfield::kThreads];
     __shared__ int changed;
@@ -163,11 +167,13 @@ __global__ void __launch_bounds__(hopfield::kThreads)
                                 : workspace + (long long)blockIdx.x * 2 * n;
         T* y = h + n;
         T* state = Y + b * n;
-        for (int i = threadIdx.x; i < n; i += blockDim.x) y[i] = state[i];
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            y[i] = state[i];
         __syncthreads();
         for (int i = warp; i < n; i += warps) {
             T sum = T(0);
-            for (int k = lane; k < n; k += 32) sum += W[(long long)i * n + k] * y[k];
+            for (int k = lane; k < n; k += 32)
+                sum += W[(long long)i * n + k] * y[k];
             for (int offset = 16; offset > 0; offset /= 2)
                 sum += __shfl_down_sync(0xffffffffu, sum, offset);
             if (lane == 0) h[i] = sum;
@@ -200,11 +206,13 @@ __global__ void __launch_bounds__(hopfield::kThreads)
             if (threadIdx.x == 0) energies[(long long)sweep * batch + b] = energy;
         }
         if (threadIdx.x == 0) {
-            for (int s = sweep + 1; s <= max_sweeps; ++s) energies[(long long)s * batch + b] = energy;
+            for (int s = sweep + 1; s <= max_sweeps; ++s)
+                energies[(long long)s * batch + b] = energy;
             sweeps[b] = sweep;
             converged[b] = stable;
         }
-        for (int i = threadIdx.x; i < n; i += blockDim.x) state[i] = y[i];
+        for (int i = threadIdx.x; i < n; i += blockDim.x)
+            state[i] = y[i];
         __syncthreads();  // shared memory is reused by the next state
     }
 }

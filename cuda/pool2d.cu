@@ -15,27 +15,79 @@
 // overlap the gather visits a single window: it is then a direct write.
 #include "common.cuh"
 
+namespace pool {
+
+struct Geometry {
+    int H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w;
+};
+
+// Output element i (of N*C*P*Q) and its window, clipped to the image.
+struct OutputWindow {
+    long long plane;                     // the (n, c) plane
+    int h0, w0;                          // top-left corner, unpadded (may be negative)
+    int h_begin, h_end, w_begin, w_end;  // the rows and columns inside the image
+};
+
+__device__ __forceinline__ OutputWindow output_window(long long i, const Geometry& g) {
+    const int q = (int)(i % g.Q), p = (int)(i / g.Q % g.P);
+    const int h0 = p * g.stride_h - g.pad_h, w0 = q * g.stride_w - g.pad_w;
+    return OutputWindow{
+        i / ((long long)g.P * g.Q), h0, w0, max(h0, 0), min(h0 + g.R, g.H), max(w0, 0),
+        min(w0 + g.S, g.W)};
+}
+
+// Input element i (of N*C*H*W) and the windows [p_begin, p_end) x [q_begin, q_end) that hold
+// it: what a backward gather visits.
+struct InputWindows {
+    long long plane;
+    int h, w, p_begin, p_end, q_begin, q_end;
+};
+
+__device__ __forceinline__ int first_window(int c, int size, int stride, int pad) {
+    const int shifted = c + pad;
+    return shifted < size ? 0 : (shifted - size) / stride + 1;
+}
+
+__device__ __forceinline__ InputWindows input_windows(long long i, const Geometry& g) {
+    const int w = (int)(i % g.W), h = (int)(i / g.W % g.H);
+    return InputWindows{i / ((long long)g.H * g.W),
+                        h,
+                        w,
+                        first_window(h, g.R, g.stride_h, g.pad_h),
+                        min((h + g.pad_h) / g.stride_h + 1, g.P),
+                        first_window(w, g.S, g.stride_w, g.pad_w),
+                        min((w + g.pad_w) / g.stride_w + 1, g.Q)};
+}
+
+// Number of elements the window at (h0, w0) averages over: with count_include_pad the padding
+// counts but the ceil_mode overhang past it does not (PyTorch's rule).
+__device__ __forceinline__ int avg_divisor(int h0, int w0, const Geometry& g,
+                                           int count_include_pad) {
+    if (count_include_pad)
+        return (min(h0 + g.R, g.H + g.pad_h) - h0) * (min(w0 + g.S, g.W + g.pad_w) - w0);
+    return (min(h0 + g.R, g.H) - max(h0, 0)) * (min(w0 + g.S, g.W) - max(w0, 0));
+}
+
+}  // namespace pool
+
 // Max pooling. Semantics (those of gpucnn.cpu.pool): start from the first in-bounds element
 // (so an all -inf window still points inside the image), move on a strictly greater value
 // (ties keep the first), and stop at the first NaN (which propagates). argmax holds
 // h * W + w inside the plane.
 template <typename T>
 __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
-                                  int* __restrict__ argmax, long long total, int H, int W,
-                                  int P, int Q, int R, int S, int stride_h, int stride_w,
-                                  int pad_h, int pad_w) {
+                                  int* __restrict__ argmax, long long total,
+
+                                  int H, int W, int P, int Q, int R, int S, int stride_h,
+                                  int stride_w, int pad_h, int pad_w) {
+    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const int q = (int)(i % Q);
-        const int p = (int)(i / Q % P);
-        const long long plane = i / ((long long)P * Q);
-        const T* image = x + plane * H * W;
-        const int h0 = p * stride_h - pad_h, w0 = q * stride_w - pad_w;
-        const int h_begin = max(h0, 0), h_end = min(h0 + R, H);
-        const int w_begin = max(w0, 0), w_end = min(w0 + S, W);
-        int best_index = h_begin * W + w_begin;
+        const pool::OutputWindow o = pool::output_window(i, g);
+        const T* image = x + o.plane * H * W;
+        int best_index = o.h_begin * W + o.w_begin;
         T best = image[best_index];
-        for (int h = h_begin; h < h_end && !isnan(best); ++h) {
-            for (int w = w_begin; w < w_end; ++w) {
+        for (int h = o.h_begin; h < o.h_end && !isnan(best); ++h) {
+            for (int w = o.w_begin; w < o.w_end; ++w) {
                 const T value = image[h * W + w];
                 if (value > best || isnan(value)) {
                     best = value;
@@ -52,22 +104,17 @@ __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
 // dx[h, w] = sum of dy over the windows that contain (h, w) and chose it.
 template <typename T>
 __global__ void maxpool2d_backward(const T* __restrict__ dy, const int* __restrict__ argmax,
-                                   T* __restrict__ dx, long long total, int H, int W, int P,
-                                   int Q, int R, int S, int stride_h, int stride_w, int pad_h,
-                                   int pad_w) {
+                                   T* __restrict__ dx, long long total, int H, int W, int P, int Q,
+                                   int R, int S, int stride_h, int stride_w, int pad_h, int pad_w) {
+    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const int w = (int)(i % W);
-        const int h = (int)(i / W % H);
-        const long long plane = i / ((long long)H * W);
-        const T* dy_plane = dy + plane * P * Q;
-        const int* argmax_plane = argmax + plane * P * Q;
-        const int self = h * W + w;
-        const int p_end = end_window(h, stride_h, pad_h, P);
-        const int q_end = end_window(w, stride_w, pad_w, Q);
+        const pool::InputWindows in = pool::input_windows(i, g);
+        const long long offset = in.plane * P * Q;
+        const int self = in.h * W + in.w;
         T sum = T(0);
-        for (int p = first_window(h, R, stride_h, pad_h); p < p_end; ++p)
-            for (int q = first_window(w, S, stride_w, pad_w); q < q_end; ++q)
-                if (argmax_plane[p * Q + q] == self) sum += dy_plane[p * Q + q];
+        for (int p = in.p_begin; p < in.p_end; ++p)
+            for (int q = in.q_begin; q < in.q_end; ++q)
+                if (argmax[offset + p * Q + q] == self) sum += dy[offset + p * Q + q];
         dx[i] = sum;
     }
 }
@@ -76,12 +123,13 @@ __global__ void maxpool2d_backward(const T* __restrict__ dy, const int* __restri
 // order. Slow with few planes, but deterministic; argmax values outside the plane are skipped
 // rather than written through.
 template <typename T>
-__global__ void maxpool2d_backward_planes(const T* __restrict__ dy,
-                                          const int* __restrict__ argmax, T* __restrict__ dx,
-                                          long long planes, int plane_in, int plane_out) {
+__global__ void maxpool2d_backward_planes(const T* __restrict__ dy, const int* __restrict__ argmax,
+                                          T* __restrict__ dx, long long planes, int plane_in,
+                                          int plane_out) {
     GPUCNN_GRID_STRIDE_LOOP(plane, planes) {
         T* dx_plane = dx + plane * plane_in;
-        for (int j = 0; j < plane_in; ++j) dx_plane[j] = T(0);
+        for (int j = 0; j < plane_in; ++j)
+            dx_plane[j] = T(0);
         for (int j = 0; j < plane_out; ++j) {
             const int target = argmax[plane * plane_out + j];
             if (target >= 0 && target < plane_in) dx_plane[target] += dy[plane * plane_out + j];
@@ -89,47 +137,37 @@ __global__ void maxpool2d_backward_planes(const T* __restrict__ dy,
     }
 }
 
-// Number of elements window (p, q) averages over: with count_include_pad the padding counts
-// but the ceil_mode overhang past it does not (PyTorch's rule).
-__device__ __forceinline__ int avg_divisor(int h0, int w0, int H, int W, int R, int S,
-                                           int pad_h, int pad_w, int count_include_pad) {
-    if (count_include_pad) return (min(h0 + R, H + pad_h) - h0) * (min(w0 + S, W + pad_w) - w0);
-    return (min(h0 + R, H) - max(h0, 0)) * (min(w0 + S, W) - max(w0, 0));
-}
-
 template <typename T>
 __global__ void avgpool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long total,
+
                                   int H, int W, int P, int Q, int R, int S, int stride_h,
                                   int stride_w, int pad_h, int pad_w, int count_include_pad) {
+    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const int q = (int)(i % Q);
-        const int p = (int)(i / Q % P);
-        const T* image = x + i / ((long long)P * Q) * H * W;
-        const int h0 = p * stride_h - pad_h, w0 = q * stride_w - pad_w;
+        const pool::OutputWindow o = pool::output_window(i, g);
+        const T* image = x + o.plane * H * W;
         T sum = T(0);
-        for (int h = max(h0, 0); h < min(h0 + R, H); ++h)
-            for (int w = max(w0, 0); w < min(w0 + S, W); ++w) sum += image[h * W + w];
-        y[i] = sum / T(avg_divisor(h0, w0, H, W, R, S, pad_h, pad_w, count_include_pad));
+        for (int h = o.h_begin; h < o.h_end; ++h)
+            for (int w = o.w_begin; w < o.w_end; ++w)
+                sum += image[h * W + w];
+        y[i] = sum / T(pool::avg_divisor(o.h0, o.w0, g, count_include_pad));
     }
 }
 
 template <typename T>
-__global__ void avgpool2d_backward(const T* __restrict__ dy, T* __restrict__ dx,
-                                   long long total, int H, int W, int P, int Q, int R, int S,
-                                   int stride_h, int stride_w, int pad_h, int pad_w,
-                                   int count_include_pad) {
+__global__ void avgpool2d_backward(const T* __restrict__ dy, T* __restrict__ dx, long long total,
+                                   int H, int W, int P, int Q, int R, int S, int stride_h,
+                                   int stride_w, int pad_h, int pad_w, int count_include_pad) {
+    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const int w = (int)(i % W);
-        const int h = (int)(i / W % H);
-        const T* dy_plane = dy + i / ((long long)H * W) * P * Q;
-        const int p_end = end_window(h, stride_h, pad_h, P);
-        const int q_end = end_window(w, stride_w, pad_w, Q);
+        const pool::InputWindows in = pool::input_windows(i, g);
+        const T* dy_plane = dy + in.plane * P * Q;
         T sum = T(0);
-        for (int p = first_window(h, R, stride_h, pad_h); p < p_end; ++p)
-            for (int q = first_window(w, S, stride_w, pad_w); q < q_end; ++q)
+        for (int p = in.p_begin; p < in.p_end; ++p)
+            for (int q = in.q_begin; q < in.q_end; ++q)
                 sum += dy_plane[p * Q + q] /
-                       T(avg_divisor(p * stride_h - pad_h, q * stride_w - pad_w, H, W, R, S,
-                                     pad_h, pad_w, count_include_pad));
+                       T(pool::avg_divisor(p * stride_h - pad_h, q * stride_w - pad_w, g,
+                                           count_include_pad));
         dx[i] = sum;
     }
 }
@@ -137,19 +175,17 @@ __global__ void avgpool2d_backward(const T* __restrict__ dy, T* __restrict__ dx,
 // L2 pooling: y = sqrt(sum of x^2 over the window); padding contributes nothing.
 template <typename T>
 __global__ void l2pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long total,
+
                                  int H, int W, int P, int Q, int R, int S, int stride_h,
                                  int stride_w, int pad_h, int pad_w) {
+    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const int q = (int)(i % Q);
-        const int p = (int)(i / Q % P);
-        const T* image = x + i / ((long long)P * Q) * H * W;
-        const int h0 = p * stride_h - pad_h, w0 = q * stride_w - pad_w;
+        const pool::OutputWindow o = pool::output_window(i, g);
+        const T* image = x + o.plane * H * W;
         T sum = T(0);
-        for (int h = max(h0, 0); h < min(h0 + R, H); ++h)
-            for (int w = max(w0, 0); w < min(w0 + S, W); ++w) {
-                const T value = image[h * W + w];
-                sum += value * value;
-            }
+        for (int h = o.h_begin; h < o.h_end; ++h)
+            for (int w = o.w_begin; w < o.w_end; ++w)
+                sum += image[h * W + w] * image[h * W + w];
         y[i] = sqrt(sum);
     }
 }
@@ -159,19 +195,18 @@ __global__ void l2pool2d_forward(const T* __restrict__ x, T* __restrict__ y, lon
 template <typename T>
 __global__ void l2pool2d_backward(const T* __restrict__ dy, const T* __restrict__ x,
                                   const T* __restrict__ y, T* __restrict__ dx, long long total,
+
                                   int H, int W, int P, int Q, int R, int S, int stride_h,
                                   int stride_w, int pad_h, int pad_w) {
+    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const int w = (int)(i % W);
-        const int h = (int)(i / W % H);
-        const long long out_offset = i / ((long long)H * W) * P * Q;
-        const int p_end = end_window(h, stride_h, pad_h, P);
-        const int q_end = end_window(w, stride_w, pad_w, Q);
+        const pool::InputWindows in = pool::input_windows(i, g);
+        const long long offset = in.plane * P * Q;
         T scale = T(0);
-        for (int p = first_window(h, R, stride_h, pad_h); p < p_end; ++p)
-            for (int q = first_window(w, S, stride_w, pad_w); q < q_end; ++q) {
-                const T norm = y[out_offset + p * Q + q];
-                if (norm > T(0)) scale += dy[out_offset + p * Q + q] / norm;
+        for (int p = in.p_begin; p < in.p_end; ++p)
+            for (int q = in.q_begin; q < in.q_end; ++q) {
+                const T norm = y[offset + p * Q + q];
+                if (norm > T(0)) scale += dy[offset + p * Q + q] / norm;
             }
         dx[i] = x[i] * scale;
     }
@@ -184,11 +219,12 @@ __global__ void global_avgpool2d_forward(const T* __restrict__ x, T* __restrict_
                                          long long planes, int plane_size) {
     const int lane = threadIdx.x % 32;
     const long long warps = (long long)gridDim.x * blockDim.x / 32;
-    for (long long plane = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32;
-         plane < planes; plane += warps) {
+    for (long long plane = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; plane < planes;
+         plane += warps) {
         const T* image = x + plane * plane_size;
         T sum = T(0);
-        for (int j = lane; j < plane_size; j += 32) sum += image[j];
+        for (int j = lane; j < plane_size; j += 32)
+            sum += image[j];
         for (int offset = 16; offset > 0; offset /= 2)
             sum += __shfl_down_sync(0xffffffffu, sum, offset);
         if (lane == 0) y[plane] = sum / T(plane_size);
@@ -198,5 +234,7 @@ __global__ void global_avgpool2d_forward(const T* __restrict__ x, T* __restrict_
 template <typename T>
 __global__ void global_avgpool2d_backward(const T* __restrict__ dy, T* __restrict__ dx,
                                           long long total, int plane_size) {
-    GPUCNN_GRID_STRIDE_LOOP(i, total) { dx[i] = dy[i / plane_size] / T(plane_size); }
+    GPUCNN_GRID_STRIDE_LOOP(i, total) {
+        dx[i] = dy[i / plane_size] / T(plane_size);
+    }
 }

@@ -5,7 +5,8 @@ Conventions for ``cuda/*.cu`` (checked by the tests):
   parameters are ``typename``s; a template kernel is instantiated for every float dtype
   (``name<float>``, ``name<double>``);
 - parameters are pointers to, or values of, the scalar types in ``SCALAR_TYPES`` (or a
-  template parameter), so the launch helper knows each argument's exact NumPy type;
+  template parameter), written out (no macros: signatures are read from the source text), so
+  the launch helper knows each argument's exact NumPy type;
 - the project's own headers are included with quotes and are inlined here, so that CuPy's
   cache key (the source text) changes whenever a header does.
 """

@@ -57,8 +57,10 @@
 #define __shared__ thread_local
 
 // Constructs the CPU cannot run fail to compile, with a message that says so.
-#define GPUCNN_EMU_NO_PTX \
-    _Pragma("GCC error \"gpucnn emulator: inline PTX cannot run on the CPU; keep a portable path behind #ifdef GPUCNN_EMULATOR\"")
+// (_Pragma takes a single string literal: keep it on one line.)
+// clang-format off
+#define GPUCNN_EMU_NO_PTX _Pragma("GCC error \"gpucnn emulator: inline PTX cannot run on the CPU; keep a portable path behind #ifdef GPUCNN_EMULATOR\"")
+// clang-format on
 #define asm GPUCNN_EMU_NO_PTX
 #define __asm__ GPUCNN_EMU_NO_PTX
 namespace nvcuda {
@@ -82,16 +84,20 @@ struct dim3 {
         : x(x_), y(y_), z(z_) {}
 };
 
-#define GPUCNN_EMU_VECTOR2(T, N, A)                                                          \
-    struct __attribute__((aligned(A))) N {                                                   \
-        T x, y;                                                                              \
-    };                                                                                       \
-    inline N make_##N(T x, T y) { return N{x, y}; }
-#define GPUCNN_EMU_VECTOR4(T, N, A)                                                          \
-    struct __attribute__((aligned(A))) N {                                                   \
-        T x, y, z, w;                                                                        \
-    };                                                                                       \
-    inline N make_##N(T x, T y, T z, T w) { return N{x, y, z, w}; }
+#define GPUCNN_EMU_VECTOR2(T, N, A)        \
+    struct __attribute__((aligned(A))) N { \
+        T x, y;                            \
+    };                                     \
+    inline N make_##N(T x, T y) {          \
+        return N{x, y};                    \
+    }
+#define GPUCNN_EMU_VECTOR4(T, N, A)         \
+    struct __attribute__((aligned(A))) N {  \
+        T x, y, z, w;                       \
+    };                                      \
+    inline N make_##N(T x, T y, T z, T w) { \
+        return N{x, y, z, w};               \
+    }
 GPUCNN_EMU_VECTOR2(float, float2, 8)
 GPUCNN_EMU_VECTOR4(float, float4, 16)
 GPUCNN_EMU_VECTOR2(double, double2, 16)
@@ -146,7 +152,9 @@ T warp_exchange(unsigned int mask, T value, int source_lane) {
     return result;
 }
 
-inline int lane_id() { return static_cast<int>(current_fiber->linear % kWarpSize); }
+inline int lane_id() {
+    return static_cast<int>(current_fiber->linear % kWarpSize);
+}
 
 }  // namespace gpucnn_emu
 
@@ -157,11 +165,21 @@ inline int lane_id() { return static_cast<int>(current_fiber->linear % kWarpSize
 #define warpSize 32
 
 // ----------------------------------------------------------------------------- sync
-inline void __syncthreads() { gpucnn_emu::block_barrier(); }
-inline void __syncwarp(unsigned int mask = 0xffffffffu) { gpucnn_emu::warp_barrier(mask); }
-inline void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline void __threadfence_block() { std::atomic_thread_fence(std::memory_order_seq_cst); }
-inline unsigned int __activemask() { return 0xffffffffu; }
+inline void __syncthreads() {
+    gpucnn_emu::block_barrier();
+}
+inline void __syncwarp(unsigned int mask = 0xffffffffu) {
+    gpucnn_emu::warp_barrier(mask);
+}
+inline void __threadfence() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+inline void __threadfence_block() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+inline unsigned int __activemask() {
+    return 0xffffffffu;
+}
 
 template <class T>
 T __shfl_sync(unsigned int mask, T var, int src_lane, int width = warpSize) {
@@ -202,18 +220,26 @@ inline unsigned int __ballot_sync(unsigned int mask, int predicate) {
     gpucnn_emu::warp_barrier(mask);
     return ballot;
 }
-inline int __any_sync(unsigned int mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+inline int __any_sync(unsigned int mask, int predicate) {
+    return __ballot_sync(mask, predicate) != 0;
+}
 inline int __all_sync(unsigned int mask, int predicate) {
     return __ballot_sync(mask, predicate) == __ballot_sync(mask, 1);
 }
 
 // ----------------------------------------------------------------------------- atomics
 template <class T>
-T atomicAdd(T* address, T value) { return std::atomic_ref<T>(*address).fetch_add(value); }
+T atomicAdd(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_add(value);
+}
 template <class T>
-T atomicSub(T* address, T value) { return std::atomic_ref<T>(*address).fetch_sub(value); }
+T atomicSub(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_sub(value);
+}
 template <class T>
-T atomicExch(T* address, T value) { return std::atomic_ref<T>(*address).exchange(value); }
+T atomicExch(T* address, T value) {
+    return std::atomic_ref<T>(*address).exchange(value);
+}
 template <class T>
 T atomicCAS(T* address, T compare, T value) {
     std::atomic_ref<T>(*address).compare_exchange_strong(compare, value);
@@ -238,11 +264,17 @@ T atomicMin(T* address, T value) {
     return old;
 }
 template <class T>
-T atomicAnd(T* address, T value) { return std::atomic_ref<T>(*address).fetch_and(value); }
+T atomicAnd(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_and(value);
+}
 template <class T>
-T atomicOr(T* address, T value) { return std::atomic_ref<T>(*address).fetch_or(value); }
+T atomicOr(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_or(value);
+}
 template <class T>
-T atomicXor(T* address, T value) { return std::atomic_ref<T>(*address).fetch_xor(value); }
+T atomicXor(T* address, T value) {
+    return std::atomic_ref<T>(*address).fetch_xor(value);
+}
 
 // ----------------------------------------------------------------------------- math
 // CUDA overloads the math functions for float; C's versions would compute in double.
@@ -259,36 +291,86 @@ using std::pow;
 using std::sqrt;
 using std::tanh;
 
-#define GPUCNN_EMU_MINMAX(T)                                                                  \
-    inline T min(T a, T b) { return b < a ? b : a; }                                           \
-    inline T max(T a, T b) { return a < b ? b : a; }
+#define GPUCNN_EMU_MINMAX(T)  \
+    inline T min(T a, T b) {  \
+        return b < a ? b : a; \
+    }                         \
+    inline T max(T a, T b) {  \
+        return a < b ? b : a; \
+    }
 GPUCNN_EMU_MINMAX(int)
 GPUCNN_EMU_MINMAX(unsigned int)
 GPUCNN_EMU_MINMAX(long long)
 GPUCNN_EMU_MINMAX(unsigned long long)
 #undef GPUCNN_EMU_MINMAX
-inline float min(float a, float b) { return std::fmin(a, b); }
-inline float max(float a, float b) { return std::fmax(a, b); }
-inline double min(double a, double b) { return std::fmin(a, b); }
-inline double max(double a, double b) { return std::fmax(a, b); }
+inline float min(float a, float b) {
+    return std::fmin(a, b);
+}
+inline float max(float a, float b) {
+    return std::fmax(a, b);
+}
+inline double min(double a, double b) {
+    return std::fmin(a, b);
+}
+inline double max(double a, double b) {
+    return std::fmax(a, b);
+}
 
-inline float rsqrtf(float x) { return 1.0f / std::sqrt(x); }
-inline double rsqrt(double x) { return 1.0 / std::sqrt(x); }
-inline float __expf(float x) { return std::exp(x); }
-inline float __logf(float x) { return std::log(x); }
-inline float __fdividef(float a, float b) { return a / b; }
-inline float __fmaf_rn(float a, float b, float c) { return std::fma(a, b, c); }
-inline double __fma_rn(double a, double b, double c) { return std::fma(a, b, c); }
-inline float __saturatef(float x) { return std::fmin(std::fmax(x, 0.0f), 1.0f); }
-inline int __float_as_int(float x) { return std::bit_cast<int>(x); }
-inline float __int_as_float(int x) { return std::bit_cast<float>(x); }
-inline unsigned int __float_as_uint(float x) { return std::bit_cast<unsigned int>(x); }
-inline float __uint_as_float(unsigned int x) { return std::bit_cast<float>(x); }
-inline long long __double_as_longlong(double x) { return std::bit_cast<long long>(x); }
-inline double __longlong_as_double(long long x) { return std::bit_cast<double>(x); }
-inline int __popc(unsigned int x) { return std::popcount(x); }
-inline int __popcll(unsigned long long x) { return std::popcount(x); }
-inline int __clz(int x) { return std::countl_zero(static_cast<unsigned int>(x)); }
-inline int __ffs(int x) { return x == 0 ? 0 : std::countr_zero(static_cast<unsigned int>(x)) + 1; }
+inline float rsqrtf(float x) {
+    return 1.0f / std::sqrt(x);
+}
+inline double rsqrt(double x) {
+    return 1.0 / std::sqrt(x);
+}
+inline float __expf(float x) {
+    return std::exp(x);
+}
+inline float __logf(float x) {
+    return std::log(x);
+}
+inline float __fdividef(float a, float b) {
+    return a / b;
+}
+inline float __fmaf_rn(float a, float b, float c) {
+    return std::fma(a, b, c);
+}
+inline double __fma_rn(double a, double b, double c) {
+    return std::fma(a, b, c);
+}
+inline float __saturatef(float x) {
+    return std::fmin(std::fmax(x, 0.0f), 1.0f);
+}
+inline int __float_as_int(float x) {
+    return std::bit_cast<int>(x);
+}
+inline float __int_as_float(int x) {
+    return std::bit_cast<float>(x);
+}
+inline unsigned int __float_as_uint(float x) {
+    return std::bit_cast<unsigned int>(x);
+}
+inline float __uint_as_float(unsigned int x) {
+    return std::bit_cast<float>(x);
+}
+inline long long __double_as_longlong(double x) {
+    return std::bit_cast<long long>(x);
+}
+inline double __longlong_as_double(long long x) {
+    return std::bit_cast<double>(x);
+}
+inline int __popc(unsigned int x) {
+    return std::popcount(x);
+}
+inline int __popcll(unsigned long long x) {
+    return std::popcount(x);
+}
+inline int __clz(int x) {
+    return std::countl_zero(static_cast<unsigned int>(x));
+}
+inline int __ffs(int x) {
+    return x == 0 ? 0 : std::countr_zero(static_cast<unsigned int>(x)) + 1;
+}
 template <class T>
-T __ldg(const T* address) { return *address; }
+T __ldg(const T* address) {
+    return *address;
+}

@@ -68,15 +68,17 @@ def test_backward_matches_numpy(backend, case, dtype):
     assert backend.run(ops.conv2d_backward, dy, x, w, with_bias=False, **_geometry(case))[2] is None
 
 
-def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, monkeypatch):
-    # N*P*Q = 4 * 32 * 32 = 4096 >= 2 * MIN_SPLIT: the reduction is split in two
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, monkeypatch, dtype):
+    # N*P*Q = 4 * 32 * 32 = 4096 = 4 * MIN_SPLIT: the reduction is split in four
     monkeypatch.setattr(cuda_conv, "MIN_SPLIT", 1024)
     x, w, _ = _inputs((4, 2, 32, 32, 3, 3, 3, 1, 1, 1))
     dy = np.random.default_rng(2).standard_normal((4, 3, 32, 32))
     expected = ops.conv2d_backward(dy, x, w, padding=1)[1]
+    x, w, dy = x.astype(dtype), w.astype(dtype), dy.astype(dtype)
     first = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
     again = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
-    assert rel_error(first, expected) < 1e-13 and np.array_equal(first, again)
+    assert rel_error(first, expected) < TOLERANCE[dtype] and np.array_equal(first, again)
 
 
 def test_empty_batch_gives_zero_filter_gradient(backend):

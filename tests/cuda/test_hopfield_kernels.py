@@ -68,6 +68,7 @@ def test_recall_matches_numpy_bit_for_bit(backend, n, p, batch, mode, order):
 
 def test_float64_and_two_cycles(backend):
     _compare(backend, 30, 3, 12, dtype=np.float64, mode="sync", max_sweeps=10)
+    _compare(backend, 30, 3, 5, dtype=np.float64, mode="async", max_sweeps=10)
     net_states = backend.run(lambda: _two_cycle())
     assert net_states == (False, 2)
 
@@ -92,13 +93,14 @@ def test_realistic_sizes_on_the_gpu(gpu_backend, n, batch):
 
 
 @pytest.mark.parametrize("order", [None, "random"])
-def test_the_plain_recomputing_sweep_agrees_with_the_incremental_one(backend, order):
-    n, patterns = 45, random_patterns(4, 45, seed=3)
-    states = _noisy(random_patterns(6, n, seed=4), 0.3, seed=5)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_plain_recomputing_sweep_agrees_with_the_incremental_one(backend, order, dtype):
+    n, patterns = 45, random_patterns(4, 45, seed=3, dtype=dtype)
+    states = _noisy(random_patterns(6, n, seed=4, dtype=dtype), 0.3, seed=5)
     permutation = np.random.default_rng(6).permutation(n).astype(np.int32)
 
     def on_device():
-        net = _network(n, gpucnn.to_device(patterns))
+        net = _network(n, gpucnn.to_device(patterns), dtype)
         y = gpucnn.to_device(states)
         orders = None if order is None else gpucnn.to_device(permutation)
         plain = cuda_hopfield.sweep_recompute(net._w, y, orders)

@@ -32,7 +32,8 @@ extern "C" __global__ void shared_is_per_block(int* out) {
     if (threadIdx.x == 0) owner = blockIdx.x;
     __syncthreads();
     int spin = 0;
-    for (int i = 0; i < 1000; ++i) spin += i;  // give other blocks time to run
+    for (int i = 0; i < 1000; ++i)
+        spin += i;  // give other blocks time to run
     __syncthreads();
     out[blockIdx.x * blockDim.x + threadIdx.x] = owner + (spin == 499500 ? 0 : 1000000);
 }
