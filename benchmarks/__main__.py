@@ -42,6 +42,37 @@ def _gpu_facts(target: Target) -> dict:
     return nvml_facts()
 
 
+def _resources(target: Target) -> tuple[dict, str]:
+    """ptxas's registers, shared memory and spills per kernel, for this GPU's architecture
+    (sm_90 on the CPU), as a payload entry and a Markdown table."""
+    from benchmarks.kernel_resources import collect
+
+    arch = 90
+    if target.name == "gpu":
+        import cupy
+
+        arch = int(cupy.cuda.Device().compute_capability)
+    try:
+        report = collect([arch])
+    except (SystemExit, Exception) as exc:  # no NVRTC here: say so, keep the timings
+        return {"unavailable": str(exc)}, ""
+    rows = []
+    for kernel, per_arch in sorted(report["kernels"].items()):
+        r = per_arch.get(f"sm_{arch}", {})
+        spills = r.get("spill_store_bytes", 0) + r.get("spill_load_bytes", 0)
+        rows.append(
+            [
+                kernel,
+                r.get("registers", "?"),
+                r.get("static_smem_bytes", 0),
+                r.get("stack_bytes", 0),
+                spills,
+            ]
+        )
+    header = ["kernel", f"registers (sm_{arch})", "static smem", "stack", "spill bytes"]
+    return report, markdown_table(header, rows)
+
+
 def plot(records, path) -> bool:
     try:
         import matplotlib
@@ -104,6 +135,7 @@ def main(argv=None) -> int:
                 f"{family}: {len(found)} results in {time.perf_counter() - begin:.0f} s", flush=True
             )
     facts_after = _gpu_facts(target)
+    resources, resources_table = _resources(target)
 
     table = markdown_table(TABLE_HEADER, table_rows(records))
     stem = result_stem(target, facts_before.get("name")) + ("_quick" if args.quick else "")
@@ -117,8 +149,9 @@ def main(argv=None) -> int:
         "gpu_during": sampler.summary() if args.device == "gpu" else {},
         "ceilings": ceilings,
         "records": records,
+        "kernel_resources": resources,
     }
-    path = write_results(stem, payload, table, args.out)
+    path = write_results(stem, payload, table + "\n\n" + resources_table, args.out)
     print(table)
     if plot(records, args.out / f"{stem}.png"):
         print(f"plot: {args.out / f'{stem}.png'}")

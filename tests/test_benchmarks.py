@@ -50,7 +50,9 @@ def test_the_runner_on_the_cpu(tmp_path):
     directions = {r["direction"] for r in payload["records"] if r["family"] == "conv2d"}
     assert directions == {"forward", "backward-data", "backward-filter"}
     assert all(r["ours"]["median_ms"] > 0 and r["ours"]["runs"] >= 10 for r in payload["records"])
-    assert (tmp_path / path.name.replace(".json", ".md")).read_text().startswith("| family")
+    markdown = (tmp_path / path.name.replace(".json", ".md")).read_text()
+    assert markdown.startswith("| family") and "| pool2d.cu:maxpool2d_forward<float> |" in markdown
+    assert payload["kernel_resources"]["kernels"]
     assert "| conv2d |" in result.stdout
 
 

@@ -129,7 +129,9 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
             converted.append(_scalar(value, param.dtype, param.name, kernel))
             continue
         if value is None:  # a null pointer, for an argument the kernel is told to ignore
-            converted.append(None)
+            # CuPy would pass None as a NULL *argument address*, not a NULL value: on the GPU
+            # the pointer's value goes as an 8-byte zero.
+            converted.append(np.uint64(0) if kernel.on_gpu else None)
             continue
         if is_cupy_array(value) != kernel.on_gpu or not hasattr(value, "dtype"):
             where = "a cupy.ndarray" if kernel.on_gpu else "a numpy.ndarray (emulator)"

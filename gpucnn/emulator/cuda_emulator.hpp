@@ -65,9 +65,14 @@
 #define __asm__ GPUCNN_EMU_NO_PTX
 namespace nvcuda {
 namespace wmma {
-template <class... Args>
+struct matrix_a;
+struct matrix_b;
+struct accumulator;
+struct row_major;
+struct col_major;
+template <class Use, int M, int N, int K, class T = void, class Layout = void>
 struct fragment {
-    static_assert(sizeof...(Args) < 0,
+    static_assert(sizeof(Use*) == 0,
                   "gpucnn emulator: tensor-core wmma cannot run on the CPU; keep a portable "
                   "path behind #ifdef GPUCNN_EMULATOR");
 };

@@ -183,3 +183,15 @@ def test_the_test_kernels_are_valid_cuda():
         found[0], source, "checks.cu", 80, name_expressions(source), ("--std=c++17",)
     )
     assert result.ok, result.log
+
+
+def test_tensor_core_code_fails_to_compile_with_a_clear_message():
+    source = (
+        '#line 1 "mma.cu"\n'
+        'extern "C" __global__ void k(float* x) {\n'
+        "    using namespace nvcuda;\n"
+        "    wmma::fragment<wmma::matrix_a, 16, 16, 16, float, wmma::row_major> a;\n"
+        "}\n"
+    )
+    with pytest.raises(EmulatorCompileError, match="tensor-core wmma cannot run on the CPU"):
+        EmulatedModule(source, name_expressions=["k"]).compile(sanitize=False)
