@@ -76,10 +76,9 @@ __device__ __forceinline__ int avg_divisor(int h0, int w0, const Geometry& g,
 // h * W + w inside the plane.
 template <typename T>
 __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
-                                  int* __restrict__ argmax, long long total,
-
-                                  int H, int W, int P, int Q, int R, int S, int stride_h,
-                                  int stride_w, int pad_h, int pad_w) {
+                                  int* __restrict__ argmax, long long total, int H, int W, int P,
+                                  int Q, int R, int S, int stride_h, int stride_w, int pad_h,
+                                  int pad_w) {
     const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const pool::OutputWindow o = pool::output_window(i, g);
@@ -139,7 +138,6 @@ __global__ void maxpool2d_backward_planes(const T* __restrict__ dy, const int* _
 
 template <typename T>
 __global__ void avgpool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long total,
-
                                   int H, int W, int P, int Q, int R, int S, int stride_h,
                                   int stride_w, int pad_h, int pad_w, int count_include_pad) {
     const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
@@ -174,10 +172,9 @@ __global__ void avgpool2d_backward(const T* __restrict__ dy, T* __restrict__ dx,
 
 // L2 pooling: y = sqrt(sum of x^2 over the window); padding contributes nothing.
 template <typename T>
-__global__ void l2pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long total,
-
-                                 int H, int W, int P, int Q, int R, int S, int stride_h,
-                                 int stride_w, int pad_h, int pad_w) {
+__global__ void l2pool2d_forward(const T* __restrict__ x, T* __restrict__ y, long long total, int H,
+                                 int W, int P, int Q, int R, int S, int stride_h, int stride_w,
+                                 int pad_h, int pad_w) {
     const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const pool::OutputWindow o = pool::output_window(i, g);
@@ -195,7 +192,6 @@ __global__ void l2pool2d_forward(const T* __restrict__ x, T* __restrict__ y, lon
 template <typename T>
 __global__ void l2pool2d_backward(const T* __restrict__ dy, const T* __restrict__ x,
                                   const T* __restrict__ y, T* __restrict__ dx, long long total,
-
                                   int H, int W, int P, int Q, int R, int S, int stride_h,
                                   int stride_w, int pad_h, int pad_w) {
     const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};

@@ -24,98 +24,65 @@ def _geometry(window: Window):
     return (*window.size, *window.stride, *window.padding)
 
 
-def max_pool2d_forward(x, window: Window):
+def _forward(name: str, x, window: Window, *extra, with_argmax: bool = False):
+    """Launch a forward kernel: one thread per output element, y (and argmax) allocated."""
     x = contiguous(x)
     n, c, height, width = x.shape
-    out_h, out_w = window.output_shape(height, width)
-    y = empty(x, (n, c, out_h, out_w), x.dtype)
-    argmax = empty(x, y.shape, np.int32)
+    out_hw = window.output_shape(height, width)
+    y = empty(x, (n, c, *out_hw), x.dtype)
+    outputs = (y, empty(x, y.shape, np.int32)) if with_argmax else (y,)
+    _run(name, x, y.size, (x, *outputs, y.size, height, width, *out_hw, *_geometry(window), *extra))
+    return outputs if with_argmax else y
+
+
+def _backward(name: str, inputs, x_shape, out_hw, window: Window, *extra):
+    """Launch a backward gather: one thread per input element, dx allocated."""
+    inputs = tuple(contiguous(a) for a in inputs)
+    dx = empty(inputs[0], x_shape, inputs[0].dtype)
     _run(
-        "maxpool2d_forward",
-        x,
-        y.size,
-        (x, y, argmax, y.size, height, width, out_h, out_w, *_geometry(window)),
+        name,
+        inputs[0],
+        dx.size,
+        (*inputs, dx, dx.size, *x_shape[2:], *out_hw, *_geometry(window), *extra),
     )
-    return y, argmax
+    return dx
+
+
+def max_pool2d_forward(x, window: Window):
+    return _forward("maxpool2d_forward", x, window, with_argmax=True)
 
 
 def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
+    if window is not None:
+        return _backward("maxpool2d_backward", (dy, argmax), x_shape, dy.shape[2:], window)
     dy, argmax = contiguous(dy), contiguous(argmax)
     dx = empty(dy, x_shape, dy.dtype)
-    height, width = x_shape[2:]
-    out_h, out_w = dy.shape[2:]
-    if window is None:
-        planes = x_shape[0] * x_shape[1]
-        _run(
-            "maxpool2d_backward_planes",
-            dy,
-            planes,
-            (dy, argmax, dx, planes, height * width, out_h * out_w),
-        )
-    else:
-        _run(
-            "maxpool2d_backward",
-            dy,
-            dx.size,
-            (dy, argmax, dx, dx.size, height, width, out_h, out_w, *_geometry(window)),
-        )
+    planes = x_shape[0] * x_shape[1]
+    _run(
+        "maxpool2d_backward_planes",
+        dy,
+        planes,
+        (dy, argmax, dx, planes, x_shape[2] * x_shape[3], dy.shape[2] * dy.shape[3]),
+    )
     return dx
 
 
 def avg_pool2d_forward(x, window: Window, count_include_pad: bool):
-    x = contiguous(x)
-    n, c, height, width = x.shape
-    out_h, out_w = window.output_shape(height, width)
-    y = empty(x, (n, c, out_h, out_w), x.dtype)
-    _run(
-        "avgpool2d_forward",
-        x,
-        y.size,
-        (x, y, y.size, height, width, out_h, out_w, *_geometry(window), int(count_include_pad)),
-    )
-    return y
+    return _forward("avgpool2d_forward", x, window, int(count_include_pad))
 
 
 def avg_pool2d_backward(dy, x_shape, window: Window, count_include_pad: bool):
-    dy = contiguous(dy)
-    dx = empty(dy, x_shape, dy.dtype)
-    height, width = x_shape[2:]
-    out_h, out_w = dy.shape[2:]
-    _run(
-        "avgpool2d_backward",
-        dy,
-        dx.size,
-        (dy, dx, dx.size, height, width, out_h, out_w, *_geometry(window), int(count_include_pad)),
+    return _backward(
+        "avgpool2d_backward", (dy,), x_shape, dy.shape[2:], window, int(count_include_pad)
     )
-    return dx
 
 
 def l2_pool2d_forward(x, window: Window):
-    x = contiguous(x)
-    n, c, height, width = x.shape
-    out_h, out_w = window.output_shape(height, width)
-    y = empty(x, (n, c, out_h, out_w), x.dtype)
-    _run(
-        "l2pool2d_forward",
-        x,
-        y.size,
-        (x, y, y.size, height, width, out_h, out_w, *_geometry(window)),
-    )
-    return y
+    return _forward("l2pool2d_forward", x, window)
 
 
 def l2_pool2d_backward(dy, x, y, window: Window):
-    dy, x, y = contiguous(dy), contiguous(x), contiguous(y)
-    dx = empty(x, x.shape, x.dtype)
-    height, width = x.shape[2:]
-    out_h, out_w = dy.shape[2:]
-    _run(
-        "l2pool2d_backward",
-        x,
-        dx.size,
-        (dy, x, y, dx, dx.size, height, width, out_h, out_w, *_geometry(window)),
-    )
-    return dx
+    return _backward("l2pool2d_backward", (dy, x, y), x.shape, dy.shape[2:], window)
 
 
 def global_avg_pool2d_forward(x):
