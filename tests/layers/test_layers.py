@@ -175,3 +175,9 @@ def test_to_moves_parameters_between_host_devices():
     assert model.device == "cpu" and all(isinstance(p, np.ndarray) for p in model.params.values())
     with pytest.raises(ValueError, match="device must be one of"):
         model.to("tpu")
+
+
+def test_the_top_level_package_exposes_sequential_and_the_modules():
+    assert gpucnn.Sequential is Sequential
+    for module in ("ops", "layers", "losses", "optim", "train", "data", "models", "hopfield"):
+        assert hasattr(gpucnn, module), module
