@@ -9,7 +9,7 @@ from gpucnn import ops
 from tests.helpers import conv2d_loop, numerical_gradient, rel_error, shuffled_linspace
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, bias): odd sizes, strides with a remainder,
-# asymmetric pairs, dilation, 1x1 and 5x5 kernels, a single image.
+# asymmetric pairs, dilation, 1x1 and 5x5 kernels, a single image; both ways of computing dx.
 CASES = [
     (2, 3, 7, 7, 4, 3, 3, 1, 0, 1, True),
     (1, 2, 8, 6, 3, 3, 3, 2, 1, 1, True),
@@ -19,6 +19,7 @@ CASES = [
     (1, 1, 4, 4, 1, 5, 5, 1, 1, 1, True),
     (2, 2, 11, 13, 3, 3, 3, 3, 2, 2, True),
     (1, 4, 6, 6, 5, 2, 2, 2, 0, 1, False),
+    (2, 2, 8, 8, 12, 3, 3, 1, 0, 1, True),  # K >> C: dx by col2im even at stride 1
 ]
 
 
