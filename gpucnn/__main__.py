@@ -77,7 +77,7 @@ def _train(args) -> int:
         args.lr,
         momentum=args.momentum,
         weight_decay=args.weight_decay,
-        schedule=CosineLR(args.epochs) if args.cosine else None,
+        schedule=CosineLR(args.epochs) if args.schedule == "cosine" else None,
     )
     loss = SoftmaxCrossEntropyLoss()
     fit(
@@ -148,7 +148,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=float, default=0.05)
     train.add_argument("--momentum", type=float, default=0.9)
     train.add_argument("--weight-decay", type=float, default=0.0)
-    train.add_argument("--cosine", action="store_true", help="cosine learning-rate schedule")
+    train.add_argument(
+        "--schedule",
+        choices=["cosine", "constant"],
+        default="cosine",
+        help="learning rate over the epochs (default: cosine annealing)",
+    )
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="PATH", help="save the trained weights (.npz)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")

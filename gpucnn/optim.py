@@ -45,7 +45,9 @@ class StepLR:
 
 
 class CosineLR:
-    """Cosine annealing from base_lr (epoch 0) to min_lr (epoch total_epochs - 1)."""
+    """Cosine annealing over ``total_epochs``: base_lr at epoch 0, falling towards min_lr,
+    which it would reach at epoch total_epochs (PyTorch's CosineAnnealingLR with T_max =
+    total_epochs): every epoch of the run still learns."""
 
     def __init__(self, total_epochs: int, min_lr: float = 0.0):
         if isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral):
@@ -56,9 +58,7 @@ class CosineLR:
         self.min_lr = _number(min_lr, "min_lr", 0.0)
 
     def __call__(self, base_lr: float, epoch: int) -> float:
-        if self.total_epochs == 1:
-            return base_lr
-        progress = min(epoch, self.total_epochs - 1) / (self.total_epochs - 1)
+        progress = min(epoch, self.total_epochs) / self.total_epochs
         return self.min_lr + 0.5 * (base_lr - self.min_lr) * (1 + math.cos(math.pi * progress))
 
     def __repr__(self):
