@@ -92,19 +92,30 @@ def _dims(value, what: str, kernel: Kernel) -> tuple[int, int, int]:
     return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
 
 
+_INT_BOUNDS: dict[np.dtype, tuple[int, int]] = {}
+
+
 def _scalar(value, dtype: np.dtype, name: str, kernel: Kernel):
-    if isinstance(value, (bool, np.bool_)) and dtype != np.bool_:
-        raise TypeError(f"{kernel.name}: {name} is {dtype}, got a bool")
+    """``value`` as the exact NumPy type of its parameter. (Called for every scalar of every
+    launch: plain ints take a fast path, and the bounds are looked up once per dtype.)"""
     if dtype.kind in "iu":
-        if not isinstance(value, numbers.Integral):
+        if type(value) is not int and (
+            isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
+        ):
             raise TypeError(f"{kernel.name}: {name} is {dtype}, got {value!r}")
-        info = np.iinfo(dtype)
-        if not info.min <= int(value) <= info.max:
+        bounds = _INT_BOUNDS.get(dtype)
+        if bounds is None:
+            info = np.iinfo(dtype)
+            bounds = _INT_BOUNDS[dtype] = (int(info.min), int(info.max))
+        value = int(value)
+        if not bounds[0] <= value <= bounds[1]:
             raise ValueError(
-                f"{kernel.name}: {name} = {int(value)} does not fit {dtype}"
+                f"{kernel.name}: {name} = {value} does not fit {dtype}"
                 + (" (a size this large needs 64-bit offsets)" if dtype.itemsize == 4 else "")
             )
-        return dtype.type(int(value))
+        return dtype.type(value)
+    if isinstance(value, (bool, np.bool_)) and dtype != np.bool_:
+        raise TypeError(f"{kernel.name}: {name} is {dtype}, got a bool")
     if not isinstance(value, numbers.Real):
         raise TypeError(f"{kernel.name}: {name} is {dtype}, got {value!r}")
     return dtype.type(value)
@@ -116,7 +127,7 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
     grid, block = _dims(grid, "grid", kernel), _dims(block, "block", kernel)
     if 0 in grid:
         return  # no work: launching an empty grid is an error in CUDA
-    if min(block) < 1 or np.prod(block) > MAX_THREADS_PER_BLOCK:
+    if min(block) < 1 or block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
         raise ValueError(f"{kernel.name}: block {block} must have 1 to 1024 threads")
     if any(g > limit for g, limit in zip(grid, MAX_GRID, strict=True)):
         raise ValueError(f"{kernel.name}: grid {grid} exceeds CUDA's limits {MAX_GRID}")

@@ -4,8 +4,11 @@ instantiation exported through ``name_expressions``."""
 
 from __future__ import annotations
 
+import functools
 import threading
 from dataclasses import dataclass
+
+import numpy as np
 
 from .._device import is_cupy_array
 from ._source import (
@@ -71,11 +74,17 @@ def get_kernel(filename: str, name: str, like) -> Kernel:
     """Kernel ``name`` of ``filename`` for arrays like ``like``: a CuPy array selects the GPU,
     a NumPy array the emulator; a template kernel is instantiated for ``like.dtype``."""
     on_gpu = is_cupy_array(like)
-    source = kernel_source(filename)
-    decl = parse_kernels(source)[name]
+    return _kernel(filename, name, like.dtype.str, _device_key(on_gpu), on_gpu)
+
+
+# Parsing a source for its signatures takes about a millisecond: once per kernel, dtype and
+# device, not once per launch.
+@functools.cache
+def _kernel(filename: str, name: str, dtype: str, device_key: str, on_gpu: bool) -> Kernel:
+    decl = parse_kernels(kernel_source(filename))[name]
     expression = name
     if decl.template_params:
-        expression = f"{name}<{CPP_NAME_OF_DTYPE[like.dtype]}>"
+        expression = f"{name}<{CPP_NAME_OF_DTYPE[np.dtype(dtype)]}>"
     params = resolve_params(decl, split_name_expression(expression)[1])
     function = load_module(filename, on_gpu).get_function(expression)
     return Kernel(filename, expression, params, function, on_gpu)

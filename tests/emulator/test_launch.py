@@ -50,7 +50,7 @@ def test_scalars_are_converted_to_the_parameter_type(kernels):
             "n = 2147483648 does not fit int32.*64-bit offsets",
         ),
         ((np.zeros(4, np.float32), np.zeros(4, np.float32), 4.0), TypeError, "n is int32"),
-        ((np.zeros(4, np.float32), np.zeros(4, np.float32), True), TypeError, "got a bool"),
+        ((np.zeros(4, np.float32), np.zeros(4, np.float32), True), TypeError, "int32, got True"),
         ((np.zeros(4, np.float64), np.zeros(4, np.float32), 4), TypeError, "x must be float32"),
         (
             (np.zeros((4, 2), np.float32).T, np.zeros(8, np.float32), 4),
