@@ -8,13 +8,13 @@ are accumulated on the model's device and read back only when the bar refreshes.
 
 from __future__ import annotations
 
-import numbers
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from ._device import array_module, to_device, to_numpy
+from .layers.base import positive_int
 
 
 @dataclass
@@ -41,12 +41,6 @@ class History:
         if self.val_loss[index] is not None:
             text += f"  val_loss {self.val_loss[index]:.4f}  val_acc {self.val_accuracy[index]:.4f}"
         return text + f"  ({self.seconds[index]:.1f}s)"
-
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return int(value)
 
 
 def _check_dataset(x, y, name: str) -> None:
@@ -88,7 +82,7 @@ def _batches(count: int, batch_size: int, order=None):
 
 def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
     """Mean loss and accuracy of ``model`` on (x, y), in eval mode (dropout off)."""
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     _check_dataset(x, y, "evaluate")
     x, y = to_device(x, model.device), to_device(y, model.device)
     check_targets = not _labels_checked(model, x, y, "evaluate")
@@ -131,9 +125,9 @@ def fit(
     ``verbose`` prints one line per epoch; ``progress`` shows a tqdm bar whose running loss
     and accuracy refresh every ``refresh_every`` steps (the only host syncs on a GPU).
     """
-    epochs = _positive_int(epochs, "epochs")
-    batch_size = _positive_int(batch_size, "batch_size")
-    refresh_every = _positive_int(refresh_every, "refresh_every")
+    epochs = positive_int(epochs, "epochs")
+    batch_size = positive_int(batch_size, "batch_size")
+    refresh_every = positive_int(refresh_every, "refresh_every")
     _check_dataset(x, y, "fit")
     if validation_data is not None:
         if len(validation_data) != 2:
@@ -195,7 +189,7 @@ def fit(
 
 def predict(model, x, batch_size: int = 256):
     """Model outputs for x in eval mode, as a NumPy array."""
-    batch_size = _positive_int(batch_size, "batch_size")
+    batch_size = positive_int(batch_size, "batch_size")
     x = to_device(x, model.device)
     was_training = model.training
     model.eval()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._device import array_module
+
 
 def fields(w, y):
     """F[b, j] = sum_i W[j, i] Y[b, i] (W is symmetric)."""
@@ -15,8 +17,11 @@ def fields(w, y):
 
 
 def next_states(f, y):
-    """The update rule: +1 where the field is positive, -1 where negative, kept where 0."""
-    return np.where(f > 0, 1, np.where(f < 0, -1, y)).astype(y.dtype, copy=False)
+    """The update rule: +1 where the field is positive, -1 where negative, kept where 0.
+    Elementwise and written against the array API NumPy and CuPy share: the CUDA path uses
+    it too."""
+    xp = array_module(y)
+    return xp.where(f > 0, 1, xp.where(f < 0, -1, y)).astype(y.dtype, copy=False)
 
 
 def step_sync(w, y):

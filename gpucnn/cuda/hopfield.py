@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._device import array_module
+from ..cpu.hopfield import next_states as next_states  # elementwise: one version for both
 from ._launch import contiguous, empty, grid_stride_blocks, launch
 from ._loader import get_kernel
 
@@ -46,11 +47,6 @@ def fields(w, y):
 
 def step_sync(w, y):
     return _product(w, y, sync=True)
-
-
-def next_states(f, y):
-    xp = array_module(y)
-    return xp.where(f > 0, 1, xp.where(f < 0, -1, y)).astype(y.dtype, copy=False)
 
 
 def energy_from_fields(y, f):
