@@ -12,6 +12,18 @@ from numpy.lib.stride_tricks import as_strided
 
 from .._shapes import Window
 
+# Bytes of working set per chunk of a batch: near the L2 cache size, every NumPy pass over a
+# chunk stays in cache. Measured on the LeNet/CIFAR layers (2 cores, 2 MB L2 each): 1.1-2x
+# faster than one batch-sized pass, for the lowered convolution operand and for max pooling.
+CHUNK_BYTES = 2 << 20
+
+
+def chunks(count: int, bytes_per_item: int):
+    """Slices splitting ``range(count)`` into runs of about CHUNK_BYTES."""
+    step = max(1, CHUNK_BYTES // max(1, bytes_per_item))
+    for start in range(0, count, step):
+        yield slice(start, min(start + step, count))
+
 
 def pad(x: np.ndarray, window: Window, value: float) -> np.ndarray:
     """``x`` padded by ``window.padding`` on every side, plus any ceil_mode overhang at the

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import gpucnn.cpu._windows
 from gpucnn import ops
 from tests.helpers import conv2d_loop, numerical_gradient, rel_error, shuffled_linspace
 
@@ -19,7 +20,8 @@ CASES = [
     (1, 1, 4, 4, 1, 5, 5, 1, 1, 1, True),
     (2, 2, 11, 13, 3, 3, 3, 3, 2, 2, True),
     (1, 4, 6, 6, 5, 2, 2, 2, 0, 1, False),
-    (2, 2, 8, 8, 12, 3, 3, 1, 0, 1, True),  # K >> C: dx by col2im even at stride 1
+    (2, 2, 8, 8, 12, 3, 3, 1, 0, 1, True),  # K >> C
+    (3, 3, 9, 8, 4, 1, 1, 2, 0, 1, True),  # stride > R: rows between windows never lowered
 ]
 
 
@@ -65,6 +67,19 @@ def test_backward_matches_finite_differences(case):
     else:
         loss_b = lambda b_: ops.conv2d_forward(x, w, b_, **geometry) * dy  # noqa: E731
         assert rel_error(db, numerical_gradient(loss_b, b)) < 1e-8
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[6], CASES[-1]])
+def test_one_image_chunks_match_one_batch_chunk(case, monkeypatch):
+    # The NumPy path lowers the batch in cache-sized chunks; chunk edges must not show.
+    x, w, b = _inputs(case, np.float64)
+    geometry = _geometry(case)
+    y = ops.conv2d_forward(x, w, b, **geometry)
+    grads = ops.conv2d_backward(y, x, w, **geometry)
+    monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", 1)
+    assert rel_error(ops.conv2d_forward(x, w, b, **geometry), y) < 1e-14
+    for chunked, whole in zip(ops.conv2d_backward(y, x, w, **geometry), grads, strict=True):
+        assert rel_error(chunked, whole) < 1e-14
 
 
 def test_rows_no_window_reaches_get_zero_gradient():

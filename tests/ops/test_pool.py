@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import gpucnn.cpu._windows
 from gpucnn import ops
 from tests.helpers import (
     avg_pool2d_loop,
@@ -81,6 +82,18 @@ def test_max_forward_nan_propagates_and_is_pointed_at(case):
     picked = np.take_along_axis(planes, argmax.reshape(*argmax.shape[:2], -1), axis=2)
     assert np.isnan(y).any()
     assert np.array_equal(np.isnan(picked), np.isnan(y.reshape(picked.shape)))
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[2]])
+def test_max_forward_in_one_plane_chunks(case, monkeypatch):
+    # The NumPy path pools in cache-sized chunks of planes; NaN in one plane only, so chunks
+    # differ in whether they take the NaN path.
+    monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", 1)
+    x = np.random.default_rng(4).integers(0, 3, size=case[0]).astype(np.float32)
+    x[0, 0, 0, 0] = np.nan
+    y, argmax = ops.max_pool2d_forward(x, **_geometry(case))
+    y_ref, argmax_ref = max_pool2d_loop(x, **_loop_geometry(case))
+    assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
 
 
 @pytest.mark.parametrize("case", CASES)
