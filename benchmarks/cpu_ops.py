@@ -2,14 +2,16 @@
 
     python benchmarks/cpu_ops.py [--quick] [--out DIR]
 
-Forward and backward of convolution and max pooling, float32, median of 20 runs after
-warm-up; PyTorch is timed on the same inputs in the same process when it is installed.
+Forward and backward of convolution and max pooling, float32, median of 30 runs after
+warm-up; PyTorch is timed on the same inputs in the same process when it is installed, in
+blocks of runs alternating with NumPy's (see harness.time_cpu_alternating).
 Goal (issue #2): conv2d forward+backward within 2x of PyTorch, pooling within 2x.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import sys
 from pathlib import Path
@@ -18,7 +20,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
 
-from benchmarks.harness import host_facts, markdown_table, time_cpu, write_results  # noqa: E402
+from benchmarks.harness import (  # noqa: E402
+    host_facts,
+    markdown_table,
+    time_cpu_alternating,
+    write_results,
+)
 from gpucnn import ops  # noqa: E402
 
 # name, x shape (N, C, H, W), conv (K, R, S, stride, padding) or pool (kernel, stride, padding)
@@ -45,7 +52,8 @@ def _torch():
     return torch
 
 
-def bench_conv(name, shape, spec, repeat):
+def conv_calls(shape, spec):
+    """({direction: NumPy call}, {direction: PyTorch call}) for one convolution layer."""
     k, r, s, stride, padding = spec
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32)
@@ -54,65 +62,51 @@ def bench_conv(name, shape, spec, repeat):
     y = ops.conv2d_forward(x, w, b, stride, padding)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     ours = {
-        "forward": time_cpu(lambda: ops.conv2d_forward(x, w, b, stride, padding), repeat=repeat),
-        "backward": time_cpu(lambda: ops.conv2d_backward(dy, x, w, stride, padding), repeat=repeat),
+        "forward": lambda: ops.conv2d_forward(x, w, b, stride, padding),
+        "backward": lambda: ops.conv2d_backward(dy, x, w, stride, padding),
     }
-    theirs = {}
     torch = _torch()
-    if torch is not None:
-        tx, tw, tb, tdy = (torch.from_numpy(a) for a in (x, w, b, dy))
-        conv = torch.nn.functional.conv2d
-        backward = torch.ops.aten.convolution_backward
-        with torch.no_grad():
-            theirs["forward"] = time_cpu(lambda: conv(tx, tw, tb, stride, padding), repeat=repeat)
-            theirs["backward"] = time_cpu(
-                lambda: backward(
-                    tdy,
-                    tx,
-                    tw,
-                    [k],
-                    [stride] * 2,
-                    [padding] * 2,
-                    [1, 1],
-                    False,
-                    [0, 0],
-                    1,
-                    [True, True, True],
-                ),
-                repeat=repeat,
-            )
+    if torch is None:
+        return ours, {}
+    tx, tw, tb, tdy = (torch.from_numpy(a) for a in (x, w, b, dy))
+    everything = [True, True, True]
+    theirs = {
+        "forward": lambda: torch.nn.functional.conv2d(tx, tw, tb, stride, padding),
+        "backward": lambda: torch.ops.aten.convolution_backward(
+            tdy, tx, tw, [k], [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, everything
+        ),
+    }
     return ours, theirs
 
 
-def bench_pool(name, shape, spec, repeat):
+def pool_calls(shape, spec):
+    """({direction: NumPy call}, {direction: PyTorch call}) for one max-pooling layer."""
     kernel, stride, padding = spec
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
     y, argmax = ops.max_pool2d_forward(x, kernel, stride, padding)
     dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
     ours = {
-        "forward": time_cpu(
-            lambda: ops.max_pool2d_forward(x, kernel, stride, padding), repeat=repeat
-        ),
-        "backward": time_cpu(
-            lambda: ops.max_pool2d_backward(dy, argmax, x.shape, kernel, stride, padding),
-            repeat=repeat,
+        "forward": lambda: ops.max_pool2d_forward(x, kernel, stride, padding),
+        "backward": lambda: ops.max_pool2d_backward(dy, argmax, x.shape, kernel, stride, padding),
+    }
+    torch = _torch()
+    if torch is None:
+        return ours, {}
+    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+    pool = torch.nn.functional.max_pool2d_with_indices
+    _, indices = pool(tx, kernel, stride, padding)
+    geometry = ([kernel] * 2, [stride] * 2, [padding] * 2, [1, 1], False)
+    theirs = {
+        "forward": lambda: pool(tx, kernel, stride, padding),
+        "backward": lambda: torch.ops.aten.max_pool2d_with_indices_backward(
+            tdy, tx, *geometry, indices
         ),
     }
-    theirs = {}
-    torch = _torch()
-    if torch is not None:
-        tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
-        pool = torch.nn.functional.max_pool2d_with_indices
-        with torch.no_grad():
-            _, indices = pool(tx, kernel, stride, padding)
-            theirs["forward"] = time_cpu(lambda: pool(tx, kernel, stride, padding), repeat=repeat)
-            theirs["backward"] = time_cpu(
-                lambda: torch.ops.aten.max_pool2d_with_indices_backward(
-                    tdy, tx, [kernel] * 2, [stride] * 2, [padding] * 2, [1, 1], False, indices
-                ),
-                repeat=repeat,
-            )
     return ours, theirs
+
+
+def _spread(timing) -> str:
+    return f"{timing.median_ms:.2f} ({timing.p10_ms:.2f}-{timing.p90_ms:.2f})"
 
 
 def main(argv=None) -> int:
@@ -120,45 +114,54 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer runs")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
-    repeat = 5 if args.quick else 20
+    repeat = 5 if args.quick else 30
+    layers = [("conv2d", *layer, conv_calls) for layer in CONV_LAYERS]
+    layers += [("max_pool2d", *layer, pool_calls) for layer in POOL_LAYERS]
+    torch = _torch()
     records, rows = [], []
-    for kind, layers, bench in (
-        ("conv2d", CONV_LAYERS, bench_conv),
-        ("max_pool2d", POOL_LAYERS, bench_pool),
-    ):
-        for name, shape, spec in layers:
-            ours, theirs = bench(name, shape, spec, repeat)
-            for direction in ("forward", "backward"):
-                ratio = (
-                    ours[direction].median_ms / theirs[direction].median_ms
-                    if direction in theirs
-                    else None
-                )
-                records.append(
-                    {
-                        "op": kind,
-                        "layer": name,
-                        "shape": shape,
-                        "spec": spec,
-                        "direction": direction,
-                        "numpy": ours[direction],
-                        "torch": theirs.get(direction),
-                        "ratio": ratio,
-                    }
-                )
-                rows.append(
-                    [
-                        kind,
-                        name,
-                        direction,
-                        f"{ours[direction].median_ms:.2f}",
-                        f"{theirs[direction].median_ms:.2f}" if ratio else "-",
-                        f"{ratio:.2f}x" if ratio else "-",
-                    ]
-                )
-                print(" | ".join(str(c) for c in rows[-1]), flush=True)
+    for kind, name, shape, spec, calls in layers:
+        numpy_calls, torch_calls = calls(shape, spec)
+        for direction, numpy_call in numpy_calls.items():
+            contenders = {"numpy": numpy_call}
+            if direction in torch_calls:
+                contenders["torch"] = torch_calls[direction]
+            with torch.no_grad() if torch is not None else contextlib.nullcontext():
+                timings = time_cpu_alternating(contenders, repeat=repeat)
+            mine, torch_timing = timings["numpy"], timings.get("torch")
+            ratio = mine.median_ms / torch_timing.median_ms if torch_timing else None
+            records.append(
+                {
+                    "op": kind,
+                    "layer": name,
+                    "shape": shape,
+                    "spec": spec,
+                    "direction": direction,
+                    "numpy": mine,
+                    "torch": torch_timing,
+                    "ratio": ratio,
+                }
+            )
+            rows.append(
+                [
+                    kind,
+                    name,
+                    direction,
+                    _spread(mine),
+                    _spread(torch_timing) if ratio else "-",
+                    f"{ratio:.2f}x" if ratio else "-",
+                ]
+            )
+            print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(
-        ["op", "layer", "direction", "numpy ms", "torch ms", "numpy / torch"], rows
+        [
+            "op",
+            "layer",
+            "direction",
+            "numpy ms (p10-p90)",
+            "torch ms (p10-p90)",
+            "numpy / torch (medians)",
+        ],
+        rows,
     )
     stamp = datetime.date.today().isoformat()
     path = write_results(

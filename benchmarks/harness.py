@@ -69,6 +69,33 @@ def time_cpu(fn, inputs=None, warmup: int = 2, repeat: int = 20) -> Timing:
     return _summarise(samples, first)
 
 
+def time_cpu_alternating(
+    fns: dict, repeat: int = 30, block: int = 5, pause_s: float = 0.25
+) -> dict:
+    """Median wall times of several no-argument host functions, timed in alternating blocks
+    of ``block`` runs (plus one untimed warm-up run per block) until each has ``repeat``.
+
+    Why blocks and pauses: a shared host's speed drifts over seconds (measured here: the same
+    NumPy convolution at 10.6 and 27.7 ms in two runs a minute apart), so contenders timed
+    one after the other see different machines, and alternating blocks share the drift. But
+    OpenBLAS's idle threads spin after each call (measured: 0.1 CPU-seconds burnt during a
+    2 s sleep after one NumPy matmul), which would slow whatever runs next; the pause lets
+    them stop."""
+    samples = {name: [] for name in fns}
+    first = {}
+    while any(len(times) < repeat for times in samples.values()):
+        for name, fn in fns.items():
+            begin = time.perf_counter()
+            fn()
+            first.setdefault(name, (time.perf_counter() - begin) * 1e3)
+            for _ in range(min(block, repeat - len(samples[name]))):
+                begin = time.perf_counter()
+                fn()
+                samples[name].append((time.perf_counter() - begin) * 1e3)
+            time.sleep(pause_s)
+    return {name: _summarise(samples[name], first[name]) for name in fns}
+
+
 def time_gpu(fn, inputs=None, warmup: int = 3, repeat: int = 30) -> Timing:
     """Median device time of ``fn(*inputs[i % len(inputs)])``, bracketed by CUDA events."""
     import cupy

@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.harness import Timing, record, table_rows
+from benchmarks.harness import Timing, record, table_rows, time_cpu_alternating
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -31,6 +31,20 @@ def test_record_fractions_and_ratios():
     row = table_rows([flop_bound, byte_bound])
     assert row[0][4] == "20.00 TFLOP/s" and row[0][5] == "40%" and row[0][7] == "1.50x"
     assert row[1][4] == "1000.0 GB/s" and row[1][6] == "-"
+
+
+def test_alternating_timer_runs_blocks_in_turn_with_a_warm_up_each():
+    calls = []
+    timings = time_cpu_alternating(
+        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
+        repeat=5,
+        block=2,
+        pause_s=0.0,
+    )
+    # Per block: one untimed warm-up call, then up to `block` timed ones; the last block is
+    # cut short so that each contender gets exactly `repeat` samples.
+    assert "".join(calls) == "aaabbbaaabbbaabb"
+    assert timings["a"].runs == timings["b"].runs == 5
 
 
 def test_the_runner_on_the_cpu(tmp_path):
