@@ -38,6 +38,22 @@ def test_a_failed_save_keeps_the_old_file(tmp_path, monkeypatch):
     assert sorted(os.listdir(tmp_path)) == ["weights.npz"]
 
 
+@pytest.mark.skipif(os.name != "posix", reason="POSIX permission bits")
+def test_saved_files_get_the_permissions_a_plain_write_would(tmp_path):
+    old_umask = os.umask(0o027)
+    try:
+        fresh = tmp_path / "fresh.npz"
+        save_weights(digits_cnn(), fresh)
+        assert fresh.stat().st_mode & 0o777 == 0o640  # 0o666 less the umask, not 0o600
+        shared = tmp_path / "shared.npz"
+        shared.write_bytes(b"")
+        shared.chmod(0o664)
+        save_weights(digits_cnn(), shared)
+        assert shared.stat().st_mode & 0o777 == 0o664  # an overwritten file keeps its mode
+    finally:
+        os.umask(old_umask)
+
+
 def test_save_into_a_missing_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_weights(digits_cnn(), tmp_path / "nope" / "w.npz")
