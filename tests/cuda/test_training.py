@@ -52,3 +52,56 @@ def test_labels_out_of_range_are_caught_once_before_training(backend):
 
     with pytest.raises(ValueError, match=r"fit: class labels in \[0, 10\] but the model has 10"):
         backend.run(train)
+
+
+# A kernel that keeps the GPU busy for a given number of nanoseconds (%globaltimer, sm_70+).
+_SPIN = r"""
+extern "C" __global__ void spin(unsigned long long nanoseconds) {
+    unsigned long long start, now;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(start));
+    do {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(now));
+    } while (now - start < nanoseconds);
+}
+"""
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("model_name", ["digits_cnn", "lenet5"])
+def test_a_training_step_never_waits_for_the_gpu(model_name):
+    # Issue #5: no host round trip inside a step. The step is issued behind a kernel that
+    # spins for a second: had anything in it waited for the GPU (a read-back, a sync, a
+    # blocking copy), the spin would be over by the time the step returns to the host.
+    import cupy
+
+    from gpucnn.models import lenet5
+
+    gpucnn.set_device("gpu")
+    x, y = load_digits()
+    if model_name == "lenet5":
+        model = lenet5(seed=0)
+        x = np.pad(x, ((0, 0), (0, 0), (10, 10), (10, 10)))  # 8x8 digits centred in 28x28
+    else:
+        model = digits_cnn(dropout=0.25, seed=0)
+    loss_fn = SoftmaxCrossEntropyLoss()
+    optimizer = SGD(model, 0.05, momentum=0.9, weight_decay=1e-4)
+    xb, yb = gpucnn.to_device(x[:64], "gpu"), gpucnn.to_device(y[:64], "gpu")
+
+    def step():
+        pred = model.forward(xb)
+        loss = loss_fn.forward(pred, yb, check_targets=False)  # fit checks labels once
+        model.backward(loss_fn.backward())
+        optimizer.step()
+        return loss
+
+    step()  # compiles the kernels and fills CuPy's memory pool
+    cupy.cuda.get_current_stream().synchronize()
+    spin = cupy.RawKernel(_SPIN, "spin")
+    spin((1,), (1,), (np.uint64(1_000_000_000),))
+    busy = cupy.cuda.Event()
+    busy.record()
+    loss = step()
+    still_busy = not busy.done
+    busy.synchronize()
+    assert still_busy, "the training step waited for the GPU"
+    assert np.isfinite(float(loss))
