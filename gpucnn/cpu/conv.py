@@ -104,7 +104,8 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
 def _backward_filter(dy, x, w, window: Window):
     """dw[k, c, r, s] = sum over chunks, then output rows p, of (B_p @ dy_p^T)[(r, c, s), k]:
     a fixed order, so the result is the same bits run to run. This orientation of the GEMM
-    (M = R*C*S, N = K) measured 1.7-2x faster than dy_p @ B_p^T on the benchmark layers."""
+    (M = R*C*S, N = K) measured up to 2x faster than dy_p @ B_p^T (CIFAR 16->16: 5.8 against
+    11.3 ms; never slower on the benchmark layers)."""
     n, c = x.shape[:2]
     k, _, r, s = w.shape
     out_h, out_w = dy.shape[2:]
