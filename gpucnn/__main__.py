@@ -42,13 +42,15 @@ def _info(args) -> int:
 def _train(args) -> int:
     import gpucnn
 
-    from .checkpoint import save_weights
+    from .checkpoint import check_save_path, save_weights
     from .data import load_digits, load_mnist, train_test_split
     from .losses import SoftmaxCrossEntropyLoss
     from .models import MODELS
     from .optim import SGD, CosineLR
     from .train import evaluate, fit
 
+    if args.save:
+        check_save_path(args.save)  # now, not after the training it would lose
     device = gpucnn.set_device(args.device)
     if args.data == "digits":
         x, y = load_digits()
@@ -184,7 +186,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, FileNotFoundError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         print(f"gpucnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

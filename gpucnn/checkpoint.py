@@ -20,14 +20,27 @@ import numpy as np
 from ._device import to_numpy
 
 
+def check_save_path(path) -> Path:
+    """``path`` as a Path, once it is known that a file can be written there: its folder
+    exists and is writable and it is not itself a folder. Callers about to spend a long time
+    (a training run) check first, rather than fail when the result is ready."""
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save to {path}: it is a folder")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot save to {path}: folder {folder} is not writable")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_write(path):
     """Yield a binary file object whose content replaces ``path`` only once fully written
     (temp file in the same folder, fsync, rename): a crash never leaves a half-written file."""
-    path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
+    path = check_save_path(path)
+    folder = path.parent
     mode = _mode_for(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
     try:

@@ -55,6 +55,17 @@ def test_errors_are_reported_not_raised(tmp_path):
     assert result.returncode == 2 and "--data must be" in result.stderr
 
 
+def test_an_unwritable_save_path_fails_before_training(tmp_path):
+    result = run("train", "--save", str(tmp_path / "missing" / "w.npz"), "--no-progress")
+    assert (
+        result.returncode == 2 and "folder" in result.stderr and "does not exist" in result.stderr
+    )
+    assert "epoch" not in result.stdout  # refused up front, not after the run it would lose
+    result = run("train", "--save", str(tmp_path), "--no-progress")
+    assert result.returncode == 2 and "it is a folder" in result.stderr
+    assert "Traceback" not in result.stderr and "epoch" not in result.stdout
+
+
 def test_info_names_versions_and_the_device():
     result = run("info", env={"GPUCNN_DEVICE": "auto"})
     assert result.returncode == 0, result.stderr
