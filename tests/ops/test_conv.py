@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import gpucnn.cpu._windows
 from gpucnn import ops
@@ -80,6 +82,40 @@ def test_one_image_chunks_match_one_batch_chunk(case, monkeypatch):
     assert rel_error(ops.conv2d_forward(x, w, b, **geometry), y) < 1e-14
     for chunked, whole in zip(ops.conv2d_backward(y, x, w, **geometry), grads, strict=True):
         assert rel_error(chunked, whole) < 1e-14
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_geometry_matches_the_loop_reference(data):
+    # Every combination the row lowering distinguishes: rows shared between output rows or
+    # not (dilation, stride past R), padding, asymmetric pairs, and chunk edges anywhere.
+    draw = data.draw
+    r, s = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
+    extent = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
+    height = draw(st.integers(max(1, extent[0] - 2 * padding[0]), 12))
+    width = draw(st.integers(max(1, extent[1] - 2 * padding[1]), 12))
+    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    chunk_bytes, seed = draw(st.integers(1, 4096)), draw(st.integers(0, 1000))
+    x = shuffled_linspace((n, c, height, width), np.float64, seed)
+    w = shuffled_linspace((k, c, r, s), np.float64, seed + 1)
+    b = shuffled_linspace((k,), np.float64, seed + 2)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    dy_seed = seed + 3
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", chunk_bytes)
+        y = ops.conv2d_forward(x, w, b, **geometry)
+        dy = shuffled_linspace(y.shape, np.float64, dy_seed)
+        dx, dw, db = ops.conv2d_backward(dy, x, w, **geometry)
+    assert rel_error(y, conv2d_loop(x, w, b, **geometry)) < 1e-12
+    # The backward is the forward's adjoint: conv(x, w) is linear in x and in w, so
+    # <dy, conv(x, w)> = <dx, x> = <dw, w>.
+    total = float((dy * (y - b[:, None, None])).sum())
+    assert abs(float((dx * x).sum()) - total) <= 1e-10 * (1 + abs(total))
+    assert abs(float((dw * w).sum()) - total) <= 1e-10 * (1 + abs(total))
+    assert np.allclose(db, dy.sum(axis=(0, 2, 3)), rtol=1e-12)
 
 
 def test_rows_no_window_reaches_get_zero_gradient():
