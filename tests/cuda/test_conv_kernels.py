@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import gpucnn
 from gpucnn import ops
@@ -153,3 +155,35 @@ def test_realistic_sizes_on_the_gpu(gpu_backend, case):
         assert rel_error(value, reference) < 1e-5, name
     again = gpu_backend.run(ops.conv2d_backward, f32[2], f32[0], f32[1], **_geometry(case))
     assert all(np.array_equal(a, b_) for a, b_ in zip(got[1:], again, strict=True))
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_geometry_matches_numpy(backend, data):
+    # The fixed cases above, generalised: random kernel, stride, padding, dilation and sizes,
+    # forward and all three gradients in float64.
+    draw = data.draw
+    r, s = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
+    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
+    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
+    extent = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
+    height = draw(st.integers(max(1, extent[0] - 2 * padding[0]), 10))
+    width = draw(st.integers(max(1, extent[1] - 2 * padding[1]), 10))
+    case = (
+        draw(st.integers(1, 3)),
+        draw(st.integers(1, 4)),
+        height,
+        width,
+        draw(st.integers(1, 5)),
+    )
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    x, w, b = _inputs((*case, r, s), seed=draw(st.integers(0, 100)))
+    y = ops.conv2d_forward(x, w, b, **geometry)
+    dy = np.random.default_rng(3).standard_normal(y.shape)
+    assert rel_error(backend.run(ops.conv2d_forward, x, w, b, **geometry), y) < 1e-13
+    got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
+    for value, reference in zip(got, ops.conv2d_backward(dy, x, w, **geometry), strict=True):
+        assert rel_error(value, reference) < 1e-13

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gpucnn import ops
 from tests.helpers import rel_error, shuffled_linspace
@@ -123,3 +125,47 @@ def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend, shape, kerne
     assert rel_error(first, dx_ref) < 1e-6 and np.array_equal(first, again)
     avg = backend.run(ops.avg_pool2d_forward, x, **geometry)
     assert rel_error(avg, ops.avg_pool2d_forward(x.astype(np.float64), **geometry)) < 1e-6
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_geometry_and_values_match_numpy(backend, data):
+    # The fixed cases above, generalised: random geometry (ceil_mode, padding up to
+    # kernel // 2, strides below, at and past the kernel) and values with ties, NaN and -inf;
+    # max pooling forward and both backward kernels, average and L2 pooling both ways.
+    draw = data.draw
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
+    geometry = dict(
+        kernel_size=kernel, stride=stride, padding=padding, ceil_mode=draw(st.booleans())
+    )
+    height = draw(st.integers(max(1, kernel[0] - 2 * padding[0]), 9))
+    width = draw(st.integers(max(1, kernel[1] - 2 * padding[1]), 9))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), height, width)
+    values = st.sampled_from([0.0, 1.0, 2.0, -np.inf, np.nan])
+    size = int(np.prod(shape))
+    special = np.array(draw(st.lists(values, min_size=size, max_size=size))).reshape(shape)
+    y_ref, argmax_ref = ops.max_pool2d_forward(special, **geometry)
+    y, argmax = backend.run(ops.max_pool2d_forward, special, **geometry)
+    assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
+
+    x = shuffled_linspace(shape, np.float64, seed=draw(st.integers(0, 100)))
+    y_ref, argmax_ref = ops.max_pool2d_forward(x, **geometry)
+    dy = shuffled_linspace(y_ref.shape, np.float64, seed=5)
+    dx_ref = ops.max_pool2d_backward(dy, argmax_ref, shape, **geometry)
+    assert (
+        rel_error(backend.run(ops.max_pool2d_backward, dy, argmax_ref, shape, **geometry), dx_ref)
+        < 1e-13
+    )
+    assert rel_error(backend.run(ops.max_pool2d_backward, dy, argmax_ref, shape), dx_ref) < 1e-13
+    avg = ops.avg_pool2d_forward(x, **geometry)
+    assert rel_error(backend.run(ops.avg_pool2d_forward, x, **geometry), avg) < 1e-13
+    dx_ref = ops.avg_pool2d_backward(dy, shape, **geometry)
+    assert rel_error(backend.run(ops.avg_pool2d_backward, dy, shape, **geometry), dx_ref) < 1e-13
+    l2 = ops.l2_pool2d_forward(x, **geometry)
+    assert rel_error(backend.run(ops.l2_pool2d_forward, x, **geometry), l2) < 1e-13
+    dx_ref = ops.l2_pool2d_backward(dy, x, l2, **geometry)
+    assert rel_error(backend.run(ops.l2_pool2d_backward, dy, x, l2, **geometry), dx_ref) < 1e-13
