@@ -180,9 +180,10 @@ def test_any_geometry_matches_numpy(backend, data):
         draw(st.integers(1, 5)),
     )
     geometry = dict(stride=stride, padding=padding, dilation=dilation)
-    x, w, b = _inputs((*case, r, s), seed=draw(st.integers(0, 100)))
+    # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
+    x, w, b = (abs(a) + 0.1 for a in _inputs((*case, r, s), seed=draw(st.integers(0, 100))))
     y = ops.conv2d_forward(x, w, b, **geometry)
-    dy = np.random.default_rng(3).standard_normal(y.shape)
+    dy = np.random.default_rng(3).random(y.shape) + 0.1
     assert rel_error(backend.run(ops.conv2d_forward, x, w, b, **geometry), y) < 1e-13
     got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
     for value, reference in zip(got, ops.conv2d_backward(dy, x, w, **geometry), strict=True):
