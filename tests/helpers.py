@@ -8,6 +8,55 @@ import math
 import numpy as np
 
 
+def draw_conv_case(draw, max_size: int = 12, max_stride: int = 4, max_dilation: int = 3):
+    """Hypothesis: a valid convolution's ((N, C, H, W), (K, C, R, S), geometry) with kernels
+    1-4 wide, strides below, at and past the kernel, dilation, padding up to 3, sizes from
+    the smallest the window allows to ``max_size``."""
+    from hypothesis import strategies as st
+
+    def pair(low, high):
+        return (draw(st.integers(low, high)), draw(st.integers(low, high)))
+
+    size, stride, dilation, padding = (
+        pair(1, 4),
+        pair(1, max_stride),
+        pair(1, max_dilation),
+        pair(0, 3),
+    )
+    hw = tuple(
+        draw(st.integers(max(1, dilation[a] * (size[a] - 1) + 1 - 2 * padding[a]), max_size))
+        for a in (0, 1)
+    )
+    n, c, k = pair(1, 3) + (draw(st.integers(1, 5)),)
+    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    return (n, c, *hw), (k, c, *size), geometry
+
+
+def draw_pool_case(draw, max_size: int = 9):
+    """Hypothesis: a valid pooling's ((N, C, H, W), geometry): kernels 1-4 wide, strides
+    below, at and past the kernel, padding up to kernel // 2, ceil_mode either way."""
+    from hypothesis import strategies as st
+
+    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+    padding = tuple(draw(st.integers(0, kernel[a] // 2)) for a in (0, 1))
+    hw = tuple(draw(st.integers(max(1, kernel[a] - 2 * padding[a]), max_size)) for a in (0, 1))
+    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), *hw)
+    geometry = dict(
+        kernel_size=kernel, stride=stride, padding=padding, ceil_mode=draw(st.booleans())
+    )
+    return shape, geometry
+
+
+def draw_special_values(draw, shape, dtype=np.float64):
+    """Hypothesis: an array of few distinct values (ties everywhere), NaN and -inf."""
+    from hypothesis import strategies as st
+
+    size = math.prod(shape)
+    values = st.sampled_from([0.0, 1.0, 2.0, -np.inf, np.nan])
+    return np.array(draw(st.lists(values, min_size=size, max_size=size)), dtype).reshape(shape)
+
+
 def rel_error(out, ref) -> float:
     """||out - ref|| / ||ref|| (or ||out - ref|| when ref is all zeros); NaN never passes."""
     out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)

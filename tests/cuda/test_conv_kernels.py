@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 import gpucnn
 from gpucnn import ops
 from gpucnn.cuda import conv as cuda_conv
-from tests.helpers import rel_error
+from tests.helpers import draw_conv_case, rel_error
 
 # (N, C, H, W, K, R, S, stride, padding, dilation): no dimension a multiple of the 64-wide
 # tile or the 8-deep reduction step, so every edge is crossed; strides with a remainder,
@@ -164,24 +164,10 @@ def test_realistic_sizes_on_the_gpu(gpu_backend, case):
 def test_any_geometry_matches_numpy(backend, data):
     # The fixed cases above, generalised: random kernel, stride, padding, dilation and sizes,
     # forward and all three gradients in float64.
-    draw = data.draw
-    r, s = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    stride = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    dilation = (draw(st.integers(1, 2)), draw(st.integers(1, 2)))
-    padding = (draw(st.integers(0, 2)), draw(st.integers(0, 2)))
-    extent = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
-    height = draw(st.integers(max(1, extent[0] - 2 * padding[0]), 10))
-    width = draw(st.integers(max(1, extent[1] - 2 * padding[1]), 10))
-    case = (
-        draw(st.integers(1, 3)),
-        draw(st.integers(1, 4)),
-        height,
-        width,
-        draw(st.integers(1, 5)),
-    )
-    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    x_shape, w_shape, geometry = draw_conv_case(data.draw, 10, 3, 2)
+    rng = np.random.default_rng(data.draw(st.integers(0, 100)))
     # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
-    x, w, b = (abs(a) + 0.1 for a in _inputs((*case, r, s), seed=draw(st.integers(0, 100))))
+    x, w, b = (rng.random(shape) + 0.1 for shape in (x_shape, w_shape, w_shape[:1]))
     y = ops.conv2d_forward(x, w, b, **geometry)
     dy = np.random.default_rng(3).random(y.shape) + 0.1
     assert rel_error(backend.run(ops.conv2d_forward, x, w, b, **geometry), y) < 1e-13

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpucnn import ops
-from tests.helpers import rel_error, shuffled_linspace
+from tests.helpers import draw_pool_case, draw_special_values, rel_error, shuffled_linspace
 from tests.ops.test_pool import CASES, _geometry
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
@@ -136,18 +136,8 @@ def test_any_geometry_and_values_match_numpy(backend, data):
     # kernel // 2, strides below, at and past the kernel) and values with ties, NaN and -inf;
     # max pooling forward and both backward kernels, average and L2 pooling both ways.
     draw = data.draw
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
-    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
-    geometry = dict(
-        kernel_size=kernel, stride=stride, padding=padding, ceil_mode=draw(st.booleans())
-    )
-    height = draw(st.integers(max(1, kernel[0] - 2 * padding[0]), 9))
-    width = draw(st.integers(max(1, kernel[1] - 2 * padding[1]), 9))
-    shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), height, width)
-    values = st.sampled_from([0.0, 1.0, 2.0, -np.inf, np.nan])
-    size = int(np.prod(shape))
-    special = np.array(draw(st.lists(values, min_size=size, max_size=size))).reshape(shape)
+    shape, geometry = draw_pool_case(draw)
+    special = draw_special_values(draw, shape)
     y_ref, argmax_ref = ops.max_pool2d_forward(special, **geometry)
     y, argmax = backend.run(ops.max_pool2d_forward, special, **geometry)
     assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)

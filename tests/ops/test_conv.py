@@ -9,7 +9,13 @@ from hypothesis import strategies as st
 
 import gpucnn.cpu._windows
 from gpucnn import ops
-from tests.helpers import conv2d_loop, numerical_gradient, rel_error, shuffled_linspace
+from tests.helpers import (
+    conv2d_loop,
+    draw_conv_case,
+    numerical_gradient,
+    rel_error,
+    shuffled_linspace,
+)
 
 # (N, C, H, W, K, R, S, stride, padding, dilation, bias): odd sizes, strides with a remainder,
 # asymmetric pairs, dilation, 1x1 and 5x5 kernels, a single image; both ways of computing dx.
@@ -90,20 +96,12 @@ def test_any_geometry_matches_the_loop_reference(data):
     # Every combination the row lowering distinguishes: rows shared between output rows or
     # not (dilation, stride past R), padding, asymmetric pairs, and chunk edges anywhere.
     draw = data.draw
-    r, s = draw(st.integers(1, 4)), draw(st.integers(1, 4))
-    stride = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    dilation = (draw(st.integers(1, 3)), draw(st.integers(1, 3)))
-    padding = (draw(st.integers(0, 3)), draw(st.integers(0, 3)))
-    extent = (dilation[0] * (r - 1) + 1, dilation[1] * (s - 1) + 1)
-    height = draw(st.integers(max(1, extent[0] - 2 * padding[0]), 12))
-    width = draw(st.integers(max(1, extent[1] - 2 * padding[1]), 12))
-    n, c, k = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    x_shape, w_shape, geometry = draw_conv_case(draw)
     chunk_bytes, seed = draw(st.integers(1, 4096)), draw(st.integers(0, 1000))
     # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
-    x = shuffled_linspace((n, c, height, width), np.float64, seed, low=0.1, high=1.1)
-    w = shuffled_linspace((k, c, r, s), np.float64, seed + 1, low=0.1, high=1.1)
-    b = shuffled_linspace((k,), np.float64, seed + 2, low=0.1, high=1.1)
-    geometry = dict(stride=stride, padding=padding, dilation=dilation)
+    x = shuffled_linspace(x_shape, np.float64, seed, low=0.1, high=1.1)
+    w = shuffled_linspace(w_shape, np.float64, seed + 1, low=0.1, high=1.1)
+    b = shuffled_linspace(w_shape[:1], np.float64, seed + 2, low=0.1, high=1.1)
     dy_seed = seed + 3
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", chunk_bytes)

@@ -11,6 +11,8 @@ import gpucnn.cpu._windows
 from gpucnn import ops
 from tests.helpers import (
     avg_pool2d_loop,
+    draw_pool_case,
+    draw_special_values,
     l2_pool2d_loop,
     max_pool2d_loop,
     numerical_gradient,
@@ -104,22 +106,17 @@ def test_max_forward_any_geometry_and_values_match_the_loop(data):
     # Random geometry (ceil_mode, padding up to kernel // 2, strides below, at and past the
     # kernel), few distinct values (ties), NaN and -inf, and chunk edges anywhere.
     draw = data.draw
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
-    padding = (draw(st.integers(0, kernel[0] // 2)), draw(st.integers(0, kernel[1] // 2)))
-    ceil_mode = draw(st.booleans())
-    height = draw(st.integers(max(1, kernel[0] - 2 * padding[0]), 9))
-    width = draw(st.integers(max(1, kernel[1] - 2 * padding[1]), 9))
-    shape = (draw(st.integers(1, 3)), draw(st.integers(1, 3)), height, width)
-    values = st.sampled_from([0.0, 1.0, 2.0, -np.inf, np.nan])
-    x = np.array(draw(st.lists(values, min_size=int(np.prod(shape)), max_size=int(np.prod(shape)))))
-    x = x.reshape(shape).astype(np.float32)
-    geometry = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    shape, geometry = draw_pool_case(draw)
+    x = draw_special_values(draw, shape, np.float32)
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", draw(st.integers(1, 2048)))
         y, argmax = ops.max_pool2d_forward(x, **geometry)
     y_ref, argmax_ref = max_pool2d_loop(
-        x, kernel=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode
+        x,
+        kernel=geometry["kernel_size"],
+        stride=geometry["stride"],
+        padding=geometry["padding"],
+        ceil_mode=geometry["ceil_mode"],
     )
     assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
 
