@@ -1,8 +1,11 @@
 """Shared fixtures: every test starts on the CPU device; GPU tests skip, with the reason,
-where no GPU is usable (the emulator tests run the same checks there)."""
+where no GPU is usable (the emulator tests run the same checks there), unless
+GPUCNN_REQUIRE_GPU=1 makes that an error (the GPU check script sets it, so that a run on a
+machine whose GPU is unusable cannot pass by skipping everything)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +29,8 @@ def pytest_collection_modifyitems(config, items):
     usable, why = _device.probe_gpu()
     if usable:
         return
+    if os.environ.get("GPUCNN_REQUIRE_GPU") == "1":  # set by benchmarks/gpu_check.sh
+        raise pytest.UsageError(f"GPUCNN_REQUIRE_GPU=1 but no GPU is usable: {why}")
     skip = pytest.mark.skip(reason=f"needs a CUDA GPU: {why}")
     for item in items:
         if item.get_closest_marker("gpu"):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -88,3 +89,24 @@ def test_the_runner_refuses_unknown_families(tmp_path):
         cwd=ROOT,
     )
     assert result.returncode == 2 and "unknown families" in result.stderr
+
+
+def test_the_gpu_check_cannot_pass_by_skipping(tmp_path):
+    # gpu_check.sh sets GPUCNN_REQUIRE_GPU=1: the GPU tests then fail where no GPU is usable
+    # instead of skipping into a green run (and run where one is).
+    from gpucnn._device import probe_gpu
+
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "tests/cuda/test_training.py"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, "GPUCNN_REQUIRE_GPU": "1"},
+        timeout=600,
+    )
+    usable, why = probe_gpu()
+    if usable:
+        assert result.returncode == 0, result.stdout[-2000:]
+    else:
+        assert result.returncode != 0
+        assert f"GPUCNN_REQUIRE_GPU=1 but no GPU is usable: {why}" in result.stdout + result.stderr
