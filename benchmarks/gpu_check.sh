@@ -2,8 +2,11 @@
 # Everything that needs a real GPU, from the source tree (no install, no network):
 #   benchmarks/gpu_check.sh OUT [steps...]     steps: info tests memcheck racecheck bench
 #                                               bench-quick resources (default: all but bench)
-# Each step writes its log under OUT; every step runs even if an earlier one failed, and the
-# script exits non-zero if any did. Uses $PYTHON (default python3).
+# Each step writes its log under OUT and says how long it took; every step runs even if an
+# earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
+# python3). Where one command may run at most 10 minutes (this project's device machines),
+# split the steps over calls: "info tests resources", then "memcheck racecheck", then
+# "bench-quick" (or "bench").
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
 shift
@@ -17,10 +20,11 @@ run() {  # run NAME COMMAND...: log to OUT/NAME.log, remember failures
     local name=$1
     shift
     echo "== $name: $*"
+    local started=$SECONDS
     if "$@" >"$out/$name.log" 2>&1; then
-        echo "   ok ($(tail -n 1 "$out/$name.log"))"
+        echo "   ok in $((SECONDS - started)) s ($(tail -n 1 "$out/$name.log"))"
     else
-        echo "   FAILED, last lines of $out/$name.log:"
+        echo "   FAILED after $((SECONDS - started)) s, last lines of $out/$name.log:"
         tail -n 15 "$out/$name.log" | sed 's/^/   /'
         failed+=("$name")
     fi
