@@ -4,9 +4,9 @@
 #                                               bench-quick resources (default: all but bench)
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
-# python3). Where one command may run at most 10 minutes (this project's device machines),
-# split the steps over calls: "info tests resources", then "memcheck racecheck", then
-# "bench-quick" (or "bench").
+# python3). On this project's device machines (10 minutes per command, 8 files back from
+# OUT), split the steps over calls: "info tests resources" (4 files), then "memcheck
+# racecheck" (2), then "bench-quick" or "bench" (log, json, md, png).
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
 shift
