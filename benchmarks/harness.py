@@ -55,25 +55,21 @@ def _summarise(samples_ms: list[float], first_call_ms=None) -> Timing:
 def time_cpu(fn, inputs=None, warmup: int = 2, repeat: int = 20) -> Timing:
     """Median wall time of ``fn(*inputs[i % len(inputs)])`` on the host; ``inputs`` is a
     list of argument tuples (default: one call with no arguments)."""
-    inputs = list(inputs) if inputs else [()]
-    begin = time.perf_counter()
-    fn(*inputs[0])
-    first = (time.perf_counter() - begin) * 1e3
-    for i in range(1, warmup):
-        fn(*inputs[i % len(inputs)])
-    samples = []
-    for i in range(repeat):
-        begin = time.perf_counter()
-        fn(*inputs[i % len(inputs)])
-        samples.append((time.perf_counter() - begin) * 1e3)
-    return _summarise(samples, first)
+    return time_cpu_alternating({"fn": fn}, inputs, warmup, repeat, block=repeat)["fn"]
 
 
 def time_cpu_alternating(
-    fns: dict, repeat: int = 30, block: int = 5, pause_s: float = 0.25
+    fns: dict,
+    inputs=None,
+    warmup: int = 2,
+    repeat: int = 30,
+    block: int = 5,
+    pause_s: float = 0.25,
 ) -> dict:
-    """Median wall times of several no-argument host functions, timed in alternating blocks
-    of ``block`` runs (plus one untimed warm-up run per block) until each has ``repeat``.
+    """Median wall times of several host functions (each called as ``time_cpu`` calls its
+    one), timed in alternating blocks of ``block`` runs until each has ``repeat``. The first
+    call of each is timed apart, then ``warmup`` - 1 more; with several contenders every
+    block starts with one untimed run and ends with a pause.
 
     Why blocks and pauses: a shared host's speed drifts over seconds (measured here: the same
     NumPy convolution at 10.6 and 27.7 ms in two runs a minute apart), so contenders timed
@@ -81,18 +77,27 @@ def time_cpu_alternating(
     OpenBLAS's idle threads spin after each call (measured: 0.1 CPU-seconds burnt during a
     2 s sleep after one NumPy matmul), which would slow whatever runs next; the pause lets
     them stop."""
-    samples = {name: [] for name in fns}
-    first = {}
+    inputs = list(inputs) if inputs else [()]
+    alternating = len(fns) > 1
+    first, samples = {}, {name: [] for name in fns}
+    for name, fn in fns.items():
+        begin = time.perf_counter()
+        fn(*inputs[0])
+        first[name] = (time.perf_counter() - begin) * 1e3
+        for i in range(1, warmup):
+            fn(*inputs[i % len(inputs)])
     while any(len(times) < repeat for times in samples.values()):
         for name, fn in fns.items():
-            begin = time.perf_counter()
-            fn()
-            first.setdefault(name, (time.perf_counter() - begin) * 1e3)
-            for _ in range(min(block, repeat - len(samples[name]))):
+            times = samples[name]
+            if alternating:
+                fn(*inputs[len(times) % len(inputs)])  # after the other's block: warm again
+            for _ in range(min(block, repeat - len(times))):
+                args = inputs[len(times) % len(inputs)]
                 begin = time.perf_counter()
-                fn()
-                samples[name].append((time.perf_counter() - begin) * 1e3)
-            time.sleep(pause_s)
+                fn(*args)
+                times.append((time.perf_counter() - begin) * 1e3)
+            if alternating:
+                time.sleep(pause_s)
     return {name: _summarise(samples[name], first[name]) for name in fns}
 
 

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.harness import Timing, record, table_rows, time_cpu_alternating
+from benchmarks.harness import Timing, record, table_rows, time_cpu, time_cpu_alternating
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,10 +42,13 @@ def test_alternating_timer_runs_blocks_in_turn_with_a_warm_up_each():
         block=2,
         pause_s=0.0,
     )
-    # Per block: one untimed warm-up call, then up to `block` timed ones; the last block is
-    # cut short so that each contender gets exactly `repeat` samples.
-    assert "".join(calls) == "aaabbbaaabbbaabb"
+    # First call and one more warm-up each; then per block one untimed call and up to
+    # `block` timed ones, the last block cut short so that each gets exactly `repeat`.
+    assert "".join(calls) == "aabb" + "aaabbbaaabbbaabb"
     assert timings["a"].runs == timings["b"].runs == 5
+    calls.clear()
+    assert time_cpu(lambda: calls.append("c"), repeat=4).runs == 4
+    assert "".join(calls) == "cc" + "cccc"  # one contender: no extra warm-up, no pause
 
 
 def test_the_runner_on_the_cpu(tmp_path):
