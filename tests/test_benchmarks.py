@@ -94,7 +94,7 @@ def test_the_runner_refuses_unknown_families(tmp_path):
     assert result.returncode == 2 and "unknown families" in result.stderr
 
 
-def test_the_gpu_check_cannot_pass_by_skipping(tmp_path):
+def test_the_gpu_check_cannot_pass_by_skipping():
     # gpu_check.sh sets GPUCNN_REQUIRE_GPU=1: the GPU tests then fail where no GPU is usable
     # instead of skipping into a green run (and run where one is).
     from gpucnn._device import probe_gpu

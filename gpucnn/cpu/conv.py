@@ -144,7 +144,7 @@ def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
             padding=(max(0, edges[0]), max(0, edges[1])),
             dilation=window.dilation,
         )
-        return conv2d_forward(np.ascontiguousarray(cropped), flipped, None, transposed)
+        return conv2d_forward(cropped, flipped, None, transposed)  # _lower reads any strides
     dcols = np.matmul(w.reshape(k, -1).T, dy.reshape(n, k, out_h * out_w))  # (N, CRS, PQ)
     dx_padded = np.zeros(
         (n, c, height + 2 * window.padding[0], width + 2 * window.padding[1]), dtype=dy.dtype
