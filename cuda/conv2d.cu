@@ -12,9 +12,10 @@
 //     backward-filter  M = K   COLS = C*R*S  RED = N*P*Q   A = dy         B = im2col(x)^T
 // Backward-data is a gather: each dx element sums what it contributed to, written once.
 //
-// Launch: grid (ceil(COLS / 64), ceil(M / 64), splits), 256 threads; who owns what and how the
-// tiles are loaded is in gemm_tile.cuh. The forward's A rows (w) are read as 8- or 16-byte
-// pairs when C*R*S is even.
+// Launch: grid (ceil(COLS / 128), ceil(M / rows), splits), 256 threads, where rows is 128 for
+// the kernels and 32 for their _narrow twins (for M <= 32: few channels); who owns what and
+// how the tiles are loaded is in gemm_tile.cuh. A is read as 4-wide vectors where rows allow:
+// w in the forward when C*R*S is a multiple of 4, dy in backward-filter when P*Q is.
 //
 // Backward-filter splits RED over blockIdx.z when the tiles alone cannot fill the GPU; each
 // split writes its own slice of a workspace and conv2d_sum_splits adds the slices in split
@@ -38,19 +39,35 @@ struct Column {
                      // backward-filter: (r*dh - ph, s*dw - pw)
 };
 
+// (c, r, s) of reduction index kk over C*R*S (or (k, r, s) over K*R*S), and the step to the
+// next index: the B loaders decode once per step and walk four indices.
+struct Tap {
+    int c, r, s;
+    __device__ Tap(int kk, int R, int S) {
+        const int rs = R * S;
+        c = kk / rs;
+        r = (kk - c * rs) / S;
+        s = kk - c * rs - r * S;
+    }
+    __device__ void next(int R, int S) {
+        if (++s == S) {
+            s = 0;
+            if (++r == R) r = 0, ++c;
+        }
+    }
+};
+
 // A (M x RED) and B (RED x COLS) of forward: A = w as (K, C*R*S), B = im2col(x).
 template <typename T>
 struct Forward {
     const T* x;
     const T* w;
     Shape s;
-    bool vector_a;  // C*R*S even: a row pair of w is one aligned vector load
+    bool vector_a;  // C*R*S a multiple of 4: four along a row of w are one aligned vector
     __device__ long long red() const { return (long long)s.C * s.R * s.S; }
     __device__ T a(int m, long long kk) const { return w[m * red() + kk]; }
-    __device__ gemm::Pair<T> a_pair(int m, long long kk, long long end) const {
-        // kk is even and so is the row length: the pair is 8- or 16-byte aligned
-        if (vector_a && kk + 1 < end) return gemm::load_vector_pair(&w[m * red() + kk]);
-        return gemm::scalar_pair<T>(*this, m, kk, end);
+    __device__ const T* a_vector(int m, long long kk) const {
+        return vector_a ? &w[m * red() + kk] : nullptr;
     }
     __device__ Column column(long long col) const {
         const long long pq = (long long)s.P * s.Q;
@@ -58,12 +75,15 @@ struct Forward {
         const int p = (int)(col % pq / s.Q), q = (int)(col % s.Q);
         return Column{n * s.C * s.H * s.W, p * s.sh - s.ph, q * s.sw - s.pw};
     }
-    __device__ T b(long long kk, const Column& col) const {
-        const int rs = s.R * s.S;
-        const int c = (int)(kk / rs), r = (int)(kk % rs / s.S), t = (int)(kk % s.S);
-        const int h = col.a + r * s.dh, wi = col.b + t * s.dw;
-        if (h < 0 || h >= s.H || wi < 0 || wi >= s.W) return T(0);
-        return x[col.base + ((long long)c * s.H + h) * s.W + wi];
+    __device__ void b4(long long kk, const Column& col, long long end, T (&out)[4]) const {
+        Tap tap((int)kk, s.R, s.S);  // C*R*S fits int (checked on the host)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int h = col.a + tap.r * s.dh, wi = col.b + tap.s * s.dw;
+            const bool inside = kk + i < end && h >= 0 && h < s.H && wi >= 0 && wi < s.W;
+            out[i] = inside ? x[col.base + ((long long)tap.c * s.H + h) * s.W + wi] : T(0);
+            tap.next(s.R, s.S);
+        }
     }
 };
 
@@ -78,23 +98,25 @@ struct BackwardData {
         const long long k = kk / rs;
         return w[(k * s.C + m) * rs + kk % rs];
     }
-    __device__ gemm::Pair<T> a_pair(int m, long long kk, long long end) const {
-        return gemm::scalar_pair<T>(*this, m, kk, end);
-    }
+    __device__ const T* a_vector(int, long long) const { return nullptr; }
     __device__ Column column(long long col) const {
         const long long hw = (long long)s.H * s.W;
         const long long n = col / hw;
         const int h = (int)(col % hw / s.W), wi = (int)(col % s.W);
         return Column{n * s.K * s.P * s.Q, h + s.ph, wi + s.pw};
     }
-    __device__ T b(long long kk, const Column& col) const {
-        const int rs = s.R * s.S;
-        const int k = (int)(kk / rs), r = (int)(kk % rs / s.S), t = (int)(kk % s.S);
-        const int ph = col.a - r * s.dh, pw = col.b - t * s.dw;  // = p * sh, q * sw if exact
-        if (ph < 0 || pw < 0 || ph % s.sh != 0 || pw % s.sw != 0) return T(0);
-        const int p = ph / s.sh, q = pw / s.sw;
-        if (p >= s.P || q >= s.Q) return T(0);
-        return dy[col.base + ((long long)k * s.P + p) * s.Q + q];
+    __device__ void b4(long long kk, const Column& col, long long end, T (&out)[4]) const {
+        Tap tap((int)kk, s.R, s.S);  // tap.c is the output channel k
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int ph = col.a - tap.r * s.dh, pw = col.b - tap.s * s.dw;  // p*sh, q*sw if exact
+            // (stride 1, the common case, skips the divisions)
+            const int p = s.sh == 1 ? ph : ph / s.sh, q = s.sw == 1 ? pw : pw / s.sw;
+            const bool hit = kk + i < end && ph >= 0 && pw >= 0 && p * s.sh == ph &&
+                             q * s.sw == pw && p < s.P && q < s.Q;
+            out[i] = hit ? dy[col.base + ((long long)tap.c * s.P + p) * s.Q + q] : T(0);
+            tap.next(s.R, s.S);
+        }
     }
 };
 
@@ -104,44 +126,94 @@ struct BackwardFilter {
     const T* dy;
     const T* x;
     Shape s;
+    bool vector_a;  // P*Q a multiple of 4: four along a row of dy never cross an image
     __device__ T a(int m, long long kk) const {
         const long long pq = (long long)s.P * s.Q;
         return dy[(kk / pq * s.K + m) * pq + kk % pq];
     }
-    __device__ gemm::Pair<T> a_pair(int m, long long kk, long long end) const {
-        return gemm::scalar_pair<T>(*this, m, kk, end);
+    __device__ const T* a_vector(int m, long long kk) const {
+        const long long pq = (long long)s.P * s.Q;
+        return vector_a ? &dy[(kk / pq * s.K + m) * pq + kk % pq] : nullptr;
     }
     __device__ Column column(long long col) const {
-        const int rs = s.R * s.S;
-        const int c = (int)(col / rs), r = (int)(col % rs / s.S), t = (int)(col % s.S);
-        return Column{(long long)c * s.H * s.W, r * s.dh - s.ph, t * s.dw - s.pw};
+        const Tap tap((int)col, s.R, s.S);
+        return Column{(long long)tap.c * s.H * s.W, tap.r * s.dh - s.ph, tap.s * s.dw - s.pw};
     }
-    __device__ T b(long long kk, const Column& col) const {
+    __device__ void b4(long long kk, const Column& col, long long end, T (&out)[4]) const {
         const long long pq = (long long)s.P * s.Q;
-        const long long n = kk / pq;
-        const int p = (int)(kk % pq / s.Q), q = (int)(kk % s.Q);
-        const int h = p * s.sh + col.a, wi = q * s.sw + col.b;
-        if (h < 0 || h >= s.H || wi < 0 || wi >= s.W) return T(0);
-        return x[n * s.C * s.H * s.W + col.base + (long long)h * s.W + wi];
+        long long n = kk / pq;
+        int p = (int)(kk - n * pq) / s.Q, q = (int)(kk - n * pq) - p * s.Q;
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            const int h = p * s.sh + col.a, wi = q * s.sw + col.b;
+            const bool inside = kk + i < end && h >= 0 && h < s.H && wi >= 0 && wi < s.W;
+            out[i] = inside ? x[n * s.C * s.H * s.W + col.base + (long long)h * s.W + wi] : T(0);
+            if (++q == s.Q) {
+                q = 0;
+                if (++p == s.P) p = 0, ++n;
+            }
+        }
     }
 };
 
 }  // namespace conv
 
-// y = conv(x, w) + b; with has_bias = 0, b is ignored (and may be null).
+// The three GEMMs, for either tile; the kernels below are their Wide and Narrow entry points.
+template <typename T, class Tile>
+__device__ void forward(const T* x, const T* w, const T* b, T* y, const conv::Shape& s,
+                        int has_bias, int vector_loads) {
+    const conv::Forward<T> problem{x, w, s, vector_loads != 0};
+    const long long pq = (long long)s.P * s.Q;
+    gemm::implicit_gemm_tile<T, Tile>(
+        problem, s.K, s.N * pq, 0, (long long)s.C * s.R * s.S, [&](int k, long long col, T value) {
+            const long long n = col / pq;
+            y[(n * s.K + k) * pq + col % pq] = has_bias ? value + b[k] : value;
+        });
+}
+
+template <typename T, class Tile>
+__device__ void backward_data(const T* dy, const T* w, T* dx, const conv::Shape& s) {
+    const conv::BackwardData<T> problem{dy, w, s};
+    const long long hw = (long long)s.H * s.W;
+    gemm::implicit_gemm_tile<T, Tile>(
+        problem, s.C, s.N * hw, 0, (long long)s.K * s.R * s.S,
+        [&](int c, long long col, T value) { dx[(col / hw * s.C + c) * hw + col % hw] = value; });
+}
+
+// Split z reduces over N*P*Q indices [z * chunk, (z + 1) * chunk) into its own (K, C*R*S)
+// slice of `out`; chunk is a multiple of the reduction step.
+template <typename T, class Tile>
+__device__ void backward_filter(const T* dy, const T* x, T* out, const conv::Shape& s,
+                                long long chunk, int vector_loads) {
+    const conv::BackwardFilter<T> problem{dy, x, s, vector_loads != 0};
+    const long long red = (long long)s.N * s.P * s.Q, crs = (long long)s.C * s.R * s.S;
+    const long long begin = blockIdx.z * chunk;
+    const long long end = min(begin + chunk, red);
+    T* slice = out + (long long)blockIdx.z * s.K * crs;
+    gemm::implicit_gemm_tile<T, Tile>(
+        problem, s.K, crs, begin, end,
+        [&](int k, long long col, T value) { slice[k * crs + col] = value; });
+}
+
+// y = conv(x, w) + b; with has_bias = 0, b is ignored (and may be null). vector_loads: C*R*S
+// is a multiple of 4.
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
     conv2d_forward(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                    T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
                    int sh, int sw, int ph, int pw, int dh, int dw, int has_bias, int vector_loads) {
-    const conv::Shape shape{N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw};
-    const conv::Forward<T> problem{x, w, shape, vector_loads != 0};
-    const long long pq = (long long)P * Q;
-    gemm::implicit_gemm_tile<T>(
-        problem, K, N * pq, 0, (long long)C * R * S, [&](int k, long long col, T value) {
-            const long long n = col / pq;
-            y[(n * K + k) * pq + col % pq] = has_bias ? value + b[k] : value;
-        });
+    forward<T, gemm::Wide>(x, w, b, y, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw},
+                           has_bias, vector_loads);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(gemm::kThreads)
+    conv2d_forward_narrow(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+                          T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P,
+                          int Q, int sh, int sw, int ph, int pw, int dh, int dw, int has_bias,
+                          int vector_loads) {
+    forward<T, gemm::Narrow>(x, w, b, y, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw},
+                             has_bias, vector_loads);
 }
 
 // dx: each input pixel gathers from the outputs its taps fed.
@@ -150,30 +222,37 @@ __global__ void __launch_bounds__(gemm::kThreads)
     conv2d_backward_data(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
                          int N, int C, int H, int W, int K, int R, int S, int P, int Q, int sh,
                          int sw, int ph, int pw, int dh, int dw) {
-    const conv::Shape shape{N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw};
-    const conv::BackwardData<T> problem{dy, w, shape};
-    const long long hw = (long long)H * W;
-    gemm::implicit_gemm_tile<T>(
-        problem, C, N * hw, 0, (long long)K * R * S,
-        [&](int c, long long col, T value) { dx[(col / hw * C + c) * hw + col % hw] = value; });
+    backward_data<T, gemm::Wide>(dy, w, dx, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw});
 }
 
-// dw, or with splits > 1 one (K, C*R*S) slice of `out` per split (summed by
-// conv2d_sum_splits): split z reduces over N*P*Q indices [z * chunk, (z + 1) * chunk).
+template <typename T>
+__global__ void __launch_bounds__(gemm::kThreads)
+    conv2d_backward_data_narrow(const T* __restrict__ dy, const T* __restrict__ w,
+                                T* __restrict__ dx, int N, int C, int H, int W, int K, int R, int S,
+                                int P, int Q, int sh, int sw, int ph, int pw, int dh, int dw) {
+    backward_data<T, gemm::Narrow>(dy, w, dx, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw});
+}
+
+// dw, or with splits > 1 one slice of `out` per split, summed by conv2d_sum_splits.
+// vector_loads: P*Q is a multiple of 4.
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
     conv2d_backward_filter(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ out,
                            int N, int C, int H, int W, int K, int R, int S, int P, int Q, int sh,
-                           int sw, int ph, int pw, int dh, int dw, long long chunk) {
-    const conv::Shape shape{N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw};
-    const conv::BackwardFilter<T> problem{dy, x, shape};
-    const long long red = (long long)N * P * Q, crs = (long long)C * R * S;
-    const long long begin = blockIdx.z * chunk;
-    const long long end = min(begin + chunk, red);
-    T* slice = out + (long long)blockIdx.z * K * crs;
-    gemm::implicit_gemm_tile<T>(problem, K, crs, begin, end, [&](int k, long long col, T value) {
-        slice[k * crs + col] = value;
-    });
+                           int sw, int ph, int pw, int dh, int dw, long long chunk,
+                           int vector_loads) {
+    backward_filter<T, gemm::Wide>(dy, x, out, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw},
+                                   chunk, vector_loads);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(gemm::kThreads)
+    conv2d_backward_filter_narrow(const T* __restrict__ dy, const T* __restrict__ x,
+                                  T* __restrict__ out, int N, int C, int H, int W, int K, int R,
+                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh,
+                                  int dw, long long chunk, int vector_loads) {
+    backward_filter<T, gemm::Narrow>(
+        dy, x, out, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw}, chunk, vector_loads);
 }
 
 // dw[i] = sum over splits, in split order, of partial[split][i]: the same bits every run.

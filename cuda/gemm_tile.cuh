@@ -1,31 +1,59 @@
-// A 64 x 64 tile of a GEMM whose operands are gathered on the fly: the engine of the
-// convolution kernels (implicit GEMM) and of the Hopfield network's batched products.
+// One tile of a GEMM whose operands are gathered on the fly: the engine of the convolution
+// kernels (implicit GEMM) and of the Hopfield network's batched products.
 //
 // C (M x COLS) = A (M x RED) B (RED x COLS). A "problem" object says how to read them:
-//     T a(int m, long long kk)                       A's element (m, kk)
-//     Pair<T> a_pair(int m, long long kk, long long end)  A (m, kk) and (m, kk + 1), zero past
-//                                                    end; a vector load where the layout allows
-//     Column column(long long col)                   per-column state, decoded once per thread
-//     T b(long long kk, const Column& column)        B's element (kk, col)
+//     T a(int m, long long kk)                      A's element (m, kk)
+//     const T* a_vector(int m, long long kk)        A (m, kk .. kk + 3) as one aligned 4-wide
+//                                                   vector (kk is a multiple of 4), or null
+//     Column column(long long col)                  per-column state, decoded once per thread
+//     void b4(long long kk, const Column&, long long end, T (&out)[4])
+//                                                   B (kk .. kk + 3, col), zero from end on
 // and a store(row, col, value) callable receives every in-range element of the tile.
 //
-// Launch: grid (ceil(COLS / 64), ceil(M / 64), any), 256 threads. A block owns a 64 x 64 tile;
-// thread (ty, tx) = (t / 16, t % 16) owns the 4 x 4 outputs at rows ty + 16 i and columns
-// tx + 16 j (strided, so shared-memory reads are conflict-free and stores coalesced). The
-// reduction walks [red_begin, red_end) in steps of 8 through two shared-memory buffers: while
-// the block multiplies one step, each thread holds the next step's A pair and B pair in
-// registers, so global loads overlap the arithmetic; one barrier per step.
+// Two tiles (Wide, Narrow), 256 threads each, 128 columns of C per block; Wide has 128 rows,
+// Narrow 32, for problems with few rows (convolutions with few channels), where a 128-row
+// tile would mostly multiply zeros. Launch: grid (ceil(COLS / 128), ceil(M / Tile::kRows),
+// any). Thread (ty, tx) = (t / 16, t % 16) owns kRows / 16 rows by 8 columns of C: columns
+// 4 tx + j and 64 + 4 tx + j (j < 4), rows likewise in groups of kRowGroup, so each
+// reduction index costs a thread two 16-byte shared loads of B and one or two of A for up to
+// 64 FMAs, and a warp's B loads touch 16 distinct vectors (no bank conflicts). The reduction
+// walks [red_begin, red_end) in steps of 8 (red_begin a multiple of 4) through two
+// shared-memory buffers: while the block multiplies one step, each thread holds its share of
+// the next step's A and B in registers, so global loads overlap the arithmetic; one barrier
+// per step.
 #pragma once
 
 namespace gemm {
 
-constexpr int kTile = 64;      // rows and columns of C per block
+constexpr int kCols = 128;     // columns of C per block
 constexpr int kStep = 8;       // reduction step held in shared memory
-constexpr int kThreads = 256;  // 16 x 16 threads, 4 x 4 outputs each
-constexpr int kPerThread = 4;
-static_assert(kThreads == 16 * 16 && kTile == 16 * kPerThread, "16 x 16 threads, 4 x 4 each");
-static_assert(kTile * kStep == 2 * kThreads, "each thread loads one A pair and two B values");
+constexpr int kThreads = 256;  // 16 x 16 threads
+constexpr int kColsPerThread = kCols / 16;
+constexpr int kPad = 4;  // A's shared rows are kRows + kPad long: the transposing stores
+                         // of a warp then fall in distinct banks (and stay 16-byte aligned)
 
+struct Wide {
+    static constexpr int kRows = 128;
+};
+struct Narrow {
+    static constexpr int kRows = 32;
+};
+
+// Four consecutive elements from an address aligned to 4 elements: one 16-byte load (two
+// for double). The emulator's sanitizer mode checks the alignment.
+template <typename T>
+__device__ __forceinline__ void load4(const T* address, T (&out)[4]) {
+    if constexpr (sizeof(T) == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(address);
+        out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+    } else {
+        const double2 lo = reinterpret_cast<const double2*>(address)[0];
+        const double2 hi = reinterpret_cast<const double2*>(address)[1];
+        out[0] = lo.x, out[1] = lo.y, out[2] = hi.x, out[3] = hi.y;
+    }
+}
+
+// Kept for kernels that read rows two at a time (the Hopfield product for small batches).
 template <typename T>
 struct Pair {
     T first, second;
@@ -33,8 +61,6 @@ struct Pair {
 
 template <typename T>
 __device__ __forceinline__ Pair<T> load_vector_pair(const T* address) {
-    // One 8-byte (float2) or 16-byte (double2) load: `address` must be aligned to it (the
-    // emulator's sanitizer mode checks).
     if constexpr (sizeof(T) == 4) {
         const float2 v = *reinterpret_cast<const float2*>(address);
         return Pair<T>{v.x, v.y};
@@ -44,55 +70,80 @@ __device__ __forceinline__ Pair<T> load_vector_pair(const T* address) {
     }
 }
 
-// A's elements (m, kk) and (m, kk + 1), zero past the reduction's end.
-template <typename T, class Problem>
-__device__ __forceinline__ Pair<T> scalar_pair(const Problem& problem, int m, long long kk,
-                                               long long end) {
-    return Pair<T>{kk < end ? problem.a(m, kk) : T(0), kk + 1 < end ? problem.a(m, kk + 1) : T(0)};
+// A's elements (m, kk .. kk + N - 1), zero from end on; one vector load when the problem
+// offers one.
+template <int N, typename T, class Problem>
+__device__ __forceinline__ void load_a(const Problem& problem, int m, long long kk, long long end,
+                                       T (&out)[N]) {
+    if constexpr (N == 4) {
+        const T* vector = kk + 3 < end ? problem.a_vector(m, kk) : nullptr;
+        if (vector != nullptr) {
+            load4(vector, out);
+            return;
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < N; ++i)
+        out[i] = kk + i < end ? problem.a(m, kk + i) : T(0);
 }
 
-// One 64 x 64 tile of C = A B over reduction indices [red_begin, red_end); the result goes to
+// One tile of C = A B over reduction indices [red_begin, red_end); the result goes to
 // store(row, column, value) for every in-range element.
-template <typename T, class Problem, class Store>
+template <typename T, class Tile, class Problem, class Store>
 __device__ void implicit_gemm_tile(const Problem& problem, int M, long long cols,
                                    long long red_begin, long long red_end, const Store& store) {
-    __shared__ T a_tile[2][kStep][kTile];  // a_tile[buffer][kk][row]
-    __shared__ T b_tile[2][kStep][kTile];  // b_tile[buffer][kk][column]
+    constexpr int kRows = Tile::kRows;
+    constexpr int kRowsPerThread = kRows / 16;
+    constexpr int kRowGroup = kRowsPerThread < 4 ? kRowsPerThread : 4;
+    constexpr int kALoads = kRows * kStep / kThreads;  // A elements each thread loads a step
+    static_assert(kCols * kStep == 4 * kThreads, "each thread loads four B elements a step");
+    __shared__ __align__(16) T a_tile[2][kStep][kRows + kPad];  // a_tile[buffer][kk][row]
+    __shared__ __align__(16) T b_tile[2][kStep][kCols];         // b_tile[buffer][kk][column]
     const int t = threadIdx.x, tx = t % 16, ty = t / 16;
-    const int row0 = blockIdx.y * kTile;
-    const long long col0 = blockIdx.x * (long long)kTile;
+    const int row0 = blockIdx.y * kRows;
+    const long long col0 = blockIdx.x * (long long)kCols;
 
-    // This thread's loads: A at row a_row, reduction offsets a_kk and a_kk + 1; B in column
-    // b_col at reduction offsets b_kk and b_kk + 4.
-    const int a_row = t / 4, a_kk = (t % 4) * 2;
-    const int b_col = t % kTile, b_kk = t / kTile;
+    // This thread's loads: A in row a_row at reduction offsets a_kk .. a_kk + kALoads - 1;
+    // B in column b_col at offsets b_kk .. b_kk + 3.
+    const int a_row = t / (kStep / kALoads), a_kk = t % (kStep / kALoads) * kALoads;
+    const int b_col = t % kCols, b_kk = t / kCols * 4;
     const bool a_row_valid = row0 + a_row < M;
     const bool b_col_valid = col0 + b_col < cols;
     // (column 0 exists whenever the launch has work: it stands in for out-of-range columns)
     const auto column = problem.column(b_col_valid ? col0 + b_col : 0);
 
-    T a_next[2], b_next[2];
+    T a_next[kALoads], b_next[4];
     auto load = [&](long long red0) {
-        const Pair<T> pair =
-            a_row_valid ? problem.a_pair(row0 + a_row, red0 + a_kk, red_end) : Pair<T>{T(0), T(0)};
-        a_next[0] = pair.first;
-        a_next[1] = pair.second;
-        for (int i = 0; i < 2; ++i) {
-            const long long bk = red0 + b_kk + 4 * i;
-            b_next[i] = b_col_valid && bk < red_end ? problem.b(bk, column) : T(0);
+        if (a_row_valid) {
+            load_a(problem, row0 + a_row, red0 + a_kk, red_end, a_next);
+        } else {
+#pragma unroll
+            for (int i = 0; i < kALoads; ++i)
+                a_next[i] = T(0);
         }
+        problem.b4(red0 + b_kk, column, b_col_valid ? red_end : red0 + b_kk, b_next);
     };
     auto stash = [&](int buffer) {
-        a_tile[buffer][a_kk][a_row] = a_next[0];
-        a_tile[buffer][a_kk + 1][a_row] = a_next[1];
-        b_tile[buffer][b_kk][b_col] = b_next[0];
-        b_tile[buffer][b_kk + 4][b_col] = b_next[1];
+#pragma unroll
+        for (int i = 0; i < kALoads; ++i)
+            a_tile[buffer][a_kk + i][a_row] = a_next[i];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            b_tile[buffer][b_kk + i][b_col] = b_next[i];
     };
 
-    T acc[kPerThread][kPerThread];
-    for (int i = 0; i < kPerThread; ++i)
-        for (int j = 0; j < kPerThread; ++j)
+    T acc[kRowsPerThread][kColsPerThread];
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i)
+#pragma unroll
+        for (int j = 0; j < kColsPerThread; ++j)
             acc[i][j] = T(0);
+
+    // Row i of this thread's block of C is tile row row_of(i); column j is col_of(j).
+    auto row_of = [&](int i) {
+        return i / kRowGroup * (16 * kRowGroup) + ty * kRowGroup + i % kRowGroup;
+    };
+    auto col_of = [&](int j) { return j / 4 * 64 + tx * 4 + j % 4; };
 
     int buffer = 0;
     load(red_begin);
@@ -101,14 +152,19 @@ __device__ void implicit_gemm_tile(const Problem& problem, int M, long long cols
     for (long long red0 = red_begin; red0 < red_end; red0 += kStep) {
         const bool more = red0 + kStep < red_end;
         if (more) load(red0 + kStep);  // in flight while this step multiplies
+#pragma unroll
         for (int kk = 0; kk < kStep; ++kk) {
-            T a[kPerThread], b[kPerThread];
-            for (int i = 0; i < kPerThread; ++i)
-                a[i] = a_tile[buffer][kk][ty + 16 * i];
-            for (int j = 0; j < kPerThread; ++j)
-                b[j] = b_tile[buffer][kk][tx + 16 * j];
-            for (int i = 0; i < kPerThread; ++i)
-                for (int j = 0; j < kPerThread; ++j)
+            T a[kRowsPerThread], b[kColsPerThread];
+#pragma unroll
+            for (int i = 0; i < kRowsPerThread; ++i)
+                a[i] = a_tile[buffer][kk][row_of(i)];
+#pragma unroll
+            for (int j = 0; j < kColsPerThread; ++j)
+                b[j] = b_tile[buffer][kk][col_of(j)];
+#pragma unroll
+            for (int i = 0; i < kRowsPerThread; ++i)
+#pragma unroll
+                for (int j = 0; j < kColsPerThread; ++j)
                     acc[i][j] = fma(a[i], b[j], acc[i][j]);
         }
         // The other buffer was last read in the previous step, which the barrier at its end
@@ -117,11 +173,13 @@ __device__ void implicit_gemm_tile(const Problem& problem, int M, long long cols
         __syncthreads();
         buffer ^= 1;
     }
-    for (int i = 0; i < kPerThread; ++i) {
-        const int row = row0 + ty + 16 * i;
+#pragma unroll
+    for (int i = 0; i < kRowsPerThread; ++i) {
+        const int row = row0 + row_of(i);
         if (row >= M) continue;
-        for (int j = 0; j < kPerThread; ++j) {
-            const long long col = col0 + tx + 16 * j;
+#pragma unroll
+        for (int j = 0; j < kColsPerThread; ++j) {
+            const long long col = col0 + col_of(j);
             if (col < cols) store(row, col, acc[i][j]);
         }
     }

@@ -10,7 +10,7 @@
 //
 // Kernels and launches:
 //   hopfield_product_gemm   batch > 8: the GEMM tile of gemm_tile.cuh (rows = states, columns
-//                           = neurons), grid (ceil(n / 64), ceil(batch / 64)), 256 threads.
+//                           = neurons), grid (ceil(n / 128), ceil(batch / 128)), 256 threads.
 //   hopfield_product_small  batch <= 8: W is read once, a warp per row j (grid-stride over
 //                           rows), lanes stride along the row with 8- or 16-byte loads, a fixed
 //                           shuffle tree sums each state's dot product. 256 threads.
@@ -47,14 +47,17 @@ struct Product {
     const T* W;
     const T* Y;
     int n;
-    bool vector_a;  // n even: pairs along a state are vector-aligned
+    bool vector_a;  // n a multiple of 4: four along a state are one aligned vector
     __device__ T a(int b, long long i) const { return Y[(long long)b * n + i]; }
-    __device__ gemm::Pair<T> a_pair(int b, long long i, long long end) const {
-        if (vector_a && i + 1 < end) return gemm::load_vector_pair(&Y[(long long)b * n + i]);
-        return gemm::scalar_pair<T>(*this, b, i, end);
+    __device__ const T* a_vector(int b, long long i) const {
+        return vector_a ? &Y[(long long)b * n + i] : nullptr;
     }
     __device__ long long column(long long j) const { return j; }
-    __device__ T b(long long i, long long j) const { return W[i * n + j]; }
+    __device__ void b4(long long i, long long j, long long end, T (&out)[4]) const {
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+            out[k] = i + k < end ? W[(i + k) * n + j] : T(0);
+    }
 };
 
 // Sum over the block of one double per thread, in a fixed order; every thread gets the total.
@@ -85,10 +88,11 @@ template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
     hopfield_product_gemm(const T* __restrict__ W, const T* __restrict__ Y, T* __restrict__ out,
                           int n, int batch, int sync) {
-    const hopfield::Product<T> problem{W, Y, n, n % 2 == 0};
-    gemm::implicit_gemm_tile<T>(problem, batch, n, 0, n, [&](int b, long long j, T field) {
-        hopfield::finish(out, Y, (long long)b * n + j, field, sync);
-    });
+    const hopfield::Product<T> problem{W, Y, n, n % 4 == 0};
+    gemm::implicit_gemm_tile<T, gemm::Wide>(
+        problem, batch, n, 0, n, [&](int b, long long j, T field) {
+            hopfield::finish(out, Y, (long long)b * n + j, field, sync);
+        });
 }
 
 template <typename T>

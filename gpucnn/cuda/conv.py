@@ -11,8 +11,15 @@ from ._launch import contiguous, empty, grid_stride_blocks, launch
 from ._loader import get_kernel
 
 SOURCE = "conv2d.cu"
-TILE = 64  # rows and columns of the GEMM each block computes (conv::kTile)
+TILE_COLUMNS = 128  # columns of the GEMM each block computes (gemm::kCols)
+WIDE_ROWS, NARROW_ROWS = 128, 32  # its rows: gemm::Wide and gemm::Narrow
+# GEMMs of at most this many rows (channels) use the narrow tile. Measured on an H100
+# (benchmarks/NOTES.md): at 64 channels the narrow tile wins forward and backward-data, but
+# backward-filter, whose few columns (C*R*S) leave it few tiles, is faster wide.
+NARROW_UP_TO = 64
+NARROW_UP_TO_FILTER = 32
 THREADS = 256
+STEP = 8  # the reduction step (gemm::kStep): backward-filter's splits start on one
 # Backward-filter splits its reduction until the grid has about this many blocks (two per SM
 # on the largest GPUs we target), but keeps at least MIN_SPLIT reduction indices per split.
 TARGET_BLOCKS = 264
@@ -22,6 +29,8 @@ MIN_SPLIT = 2048
 def _shape(x_shape, w_shape, window: Window, out_hw):
     n, c, height, width = x_shape
     k, _, r, s = w_shape
+    if max(c, k) * r * s > 2**31 - 1:  # the kernels index filter taps with int
+        raise ValueError(f"w of shape {tuple(w_shape)} has too many taps per channel for int")
     return (
         n,
         c,
@@ -37,8 +46,16 @@ def _shape(x_shape, w_shape, window: Window, out_hw):
     )
 
 
-def _grid(columns: int, rows: int, splits: int = 1):
-    return (-(-columns // TILE), -(-rows // TILE), splits)
+def _tiled(name: str, rows: int, like, narrow_up_to: int = NARROW_UP_TO):
+    """The kernel ``name`` (or its ``_narrow`` twin for GEMMs of few rows, where a 128-row
+    tile would mostly multiply zeros) and its tile's row count."""
+    if rows <= narrow_up_to:
+        return get_kernel(SOURCE, f"{name}_narrow", like), NARROW_ROWS
+    return get_kernel(SOURCE, name, like), WIDE_ROWS
+
+
+def _grid(columns: int, rows: int, tile_rows: int, splits: int = 1):
+    return (-(-columns // TILE_COLUMNS), -(-rows // tile_rows), splits)
 
 
 def conv2d_forward(x, w, b, window: Window):
@@ -47,11 +64,12 @@ def conv2d_forward(x, w, b, window: Window):
     k, _, r, s = w.shape
     out_hw = window.output_shape(height, width)
     y = empty(x, (n, k, *out_hw), x.dtype)
-    # w's rows hold C*R*S elements: when that is even, pairs along a row are vector-aligned.
-    vector_loads = int((c * r * s) % 2 == 0)
+    # w's rows hold C*R*S elements: four along a row are one aligned vector when 4 divides it
+    vector_loads = int((c * r * s) % 4 == 0)
+    kernel, tile_rows = _tiled("conv2d_forward", k, x)
     launch(
-        get_kernel(SOURCE, "conv2d_forward", x),
-        _grid(n * out_hw[0] * out_hw[1], k),
+        kernel,
+        _grid(n * out_hw[0] * out_hw[1], k, tile_rows),
         THREADS,
         (
             x,
@@ -74,9 +92,10 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     dx = None
     if need_dx:
         dx = empty(x, x.shape, x.dtype)
+        kernel, tile_rows = _tiled("conv2d_backward_data", c, x)
         launch(
-            get_kernel(SOURCE, "conv2d_backward_data", x),
-            _grid(n * height * width, c),
+            kernel,
+            _grid(n * height * width, c, tile_rows),
             THREADS,
             (dy, w, dx, *shape),
         )
@@ -99,17 +118,20 @@ def _backward_filter(dy, x, w, shape):
     n, c = x.shape[:2]
     k, _, r, s = w.shape
     dw = empty(x, w.shape, x.dtype)
-    reduction, taps = n * dy.shape[2] * dy.shape[3], c * r * s
-    tiles = _grid(taps, k)[0] * _grid(taps, k)[1]
+    plane = dy.shape[2] * dy.shape[3]
+    reduction, taps = n * plane, c * r * s
+    kernel, tile_rows = _tiled("conv2d_backward_filter", k, x, NARROW_UP_TO_FILTER)
+    tiles = _grid(taps, k, tile_rows)[0] * _grid(taps, k, tile_rows)[1]
     splits = max(1, min(-(-TARGET_BLOCKS // tiles), reduction // MIN_SPLIT))
-    chunk = max(1, -(-reduction // splits))
+    chunk = -(-max(1, -(-reduction // splits)) // STEP) * STEP
     splits = max(1, -(-reduction // chunk))
     out = dw if splits == 1 else empty(x, (splits, k, taps), x.dtype)
+    # dy's rows are images of P*Q: four along one are an aligned vector when 4 divides P*Q
     launch(
-        get_kernel(SOURCE, "conv2d_backward_filter", x),
-        _grid(taps, k, splits),
+        kernel,
+        _grid(taps, k, tile_rows, splits),
         THREADS,
-        (dy, x, out, *shape, chunk),
+        (dy, x, out, *shape, chunk, int(plane % 4 == 0)),
     )
     if splits > 1:
         size = k * taps

@@ -15,7 +15,7 @@ from ._loader import get_kernel
 
 SOURCE = "hopfield.cu"
 THREADS = 256
-TILE = 64
+TILE_COLUMNS, TILE_ROWS = 128, 128  # gemm::kCols, gemm::Wide::kRows
 SMALL_BATCH = 8  # up to this many states, a warp per row of W reads W exactly once
 SHARED_BYTES = 48 * 1024  # dynamic shared memory available without an opt-in
 
@@ -34,7 +34,7 @@ def _product(w, y, sync: bool):
     else:
         launch(
             get_kernel(SOURCE, "hopfield_product_gemm", y),
-            (-(-n // TILE), -(-batch // TILE)),
+            (-(-n // TILE_COLUMNS), -(-batch // TILE_ROWS)),
             THREADS,
             (w, y, out, n, batch, int(sync)),
         )

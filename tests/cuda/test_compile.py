@@ -56,6 +56,14 @@ def test_kernel_signatures_follow_the_conventions(filename):
         assert params, expression
 
 
+# The convolution GEMM tiles: ptxas holds the float ones to 128 (narrow: 64) registers, two
+# blocks per SM, at the price of a few bytes of spill. Measured on an H100 (benchmarks/
+# NOTES.md): lifting the cap (__launch_bounds__(256, 1): ~155 registers, no spill, one block
+# per SM) made them 5-20% slower. Any larger spill, or one anywhere else, is a regression.
+SMALL_SPILL_ALLOWED = ("conv2d.cu:conv2d_forward", "conv2d.cu:conv2d_backward_")
+SMALL_SPILL_BYTES = 16
+
+
 def test_ptxas_reports_every_kernel_without_spills():
     from benchmarks.kernel_resources import collect
 
@@ -65,4 +73,6 @@ def test_ptxas_reports_every_kernel_without_spills():
     for kernel, per_arch in report["kernels"].items():
         resources = per_arch["sm_90"]
         assert resources["registers"] > 0, kernel
-        assert resources["spill_store_bytes"] == resources["spill_load_bytes"] == 0, kernel
+        allowed = SMALL_SPILL_BYTES if kernel.startswith(SMALL_SPILL_ALLOWED) else 0
+        spill = max(resources["spill_store_bytes"], resources["spill_load_bytes"])
+        assert spill <= allowed, (kernel, resources)

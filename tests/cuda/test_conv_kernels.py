@@ -10,12 +10,13 @@ from hypothesis import strategies as st
 import gpucnn
 from gpucnn import ops
 from gpucnn.cuda import conv as cuda_conv
-from tests.helpers import draw_conv_case, rel_error
+from tests.helpers import draw_conv_case, misaligned, rel_error
 
-# (N, C, H, W, K, R, S, stride, padding, dilation): no dimension a multiple of the 64-wide
-# tile or the 8-deep reduction step, so every edge is crossed; strides with a remainder,
-# asymmetric pairs, dilation, 1x1 and 5x5 kernels, a single image; C*R*S odd and even (the
-# forward's vector loads); K past one tile.
+# (N, C, H, W, K, R, S, stride, padding, dilation): no dimension a multiple of the tiles (128
+# columns; 128 rows, or 32 for the narrow kernels under 33 channels) or the 8-deep reduction
+# step, so every edge is crossed; strides with a remainder, asymmetric pairs, dilation, 1x1
+# and 5x5 kernels, a single image; C*R*S a multiple of 4 or not and P*Q likewise (the vector
+# loads of w and dy); K and C past the narrow tile, K past the wide one.
 CASES = [
     (2, 3, 7, 7, 4, 3, 3, 1, 0, 1),
     (1, 2, 8, 6, 3, 3, 3, 2, 1, 1),
@@ -24,6 +25,7 @@ CASES = [
     (1, 4, 11, 11, 9, 5, 5, 2, 2, 1),
     (2, 7, 6, 5, 3, 3, 3, 3, 2, 2),
     (1, 1, 4, 4, 1, 5, 5, 1, 1, 1),
+    (1, 40, 5, 6, 130, 3, 3, 1, 1, 1),
 ]
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
 
@@ -81,6 +83,23 @@ def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, mon
     first = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
     again = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
     assert rel_error(first, expected) < TOLERANCE[dtype] and np.array_equal(first, again)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_views_off_the_vector_boundary_give_the_same_result(backend, dtype):
+    # C*R*S = 8 and P*Q = 16: w and dy qualify for vector loads, but these views start one
+    # element into their allocations, so the launch path must copy them first.
+    x, w, b = (a.astype(dtype) for a in _inputs((2, 2, 5, 5, 3, 2, 2, 1, 0, 1)))
+    dy = np.random.default_rng(1).standard_normal((2, 3, 4, 4)).astype(dtype)
+    expected = (ops.conv2d_forward(x, w, b), *ops.conv2d_backward(dy, x, w))
+
+    def shifted(x, w, b, dy):
+        x, w, b, dy = (misaligned(a) for a in (x, w, b, dy))
+        return (ops.conv2d_forward(x, w, b), *ops.conv2d_backward(dy, x, w))
+
+    got = backend.run(shifted, x, w, b, dy)
+    for value, reference in zip(got, expected, strict=True):
+        assert rel_error(value, reference) < TOLERANCE[dtype]
 
 
 def test_empty_batch_gives_zero_filter_gradient(backend):
