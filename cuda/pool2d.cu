@@ -68,6 +68,26 @@ __device__ __forceinline__ int avg_divisor(int h0, int w0, const Geometry& g,
     return (min(h0 + g.R, g.H) - max(h0, 0)) * (min(w0 + g.S, g.W) - max(w0, 0));
 }
 
+// Windows that tile the image exactly (stride = window, no padding, P * R = H, Q * S = W: the
+// common 2x2/2 pooling): output i = (row, q) with row = plane * P + p, and its window's top
+// row is row * R of the (N*C*H, W) image stack, so one division locates it. Dividends below
+// 2^32 (the usual case) divide in 32 bits.
+struct TiledWindow {
+    long long top;  // offset of the window's top-left element in x
+    int h0, w0;     // its top-left corner inside the plane
+};
+
+__device__ __forceinline__ long long quotient(long long a, int b) {
+    return a <= 0xffffffffLL ? (long long)((unsigned)a / (unsigned)b) : a / b;
+}
+
+__device__ __forceinline__ TiledWindow tiled_window(long long i, int W, int P, int Q, int R,
+                                                    int S) {
+    const long long row = quotient(i, Q);
+    const int q = (int)(i - row * Q), p = (int)(row - quotient(row, P) * P);
+    return TiledWindow{row * R * W + (long long)q * S, p * R, q * S};
+}
+
 }  // namespace pool
 
 // Max pooling. Semantics (those of gpucnn.cpu.pool): start from the first in-bounds element
@@ -97,6 +117,61 @@ __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
         }
         y[i] = best;
         argmax[i] = best_index;
+    }
+}
+
+// maxpool2d_forward where the windows tile the image (pool::TiledWindow): same semantics.
+// (Rows read as 2-wide vectors measured no faster on an H100: see benchmarks/NOTES.md.)
+template <typename T>
+__global__ void maxpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__ y,
+                                        int* __restrict__ argmax, long long total, int W, int P,
+                                        int Q, int R, int S) {
+    GPUCNN_GRID_STRIDE_LOOP(i, total) {
+        const pool::TiledWindow o = pool::tiled_window(i, W, P, Q, R, S);
+        int best_offset = 0;  // r * W + s inside the window
+        T best = x[o.top];
+        for (int r = 0; r < R && !isnan(best); ++r) {
+            for (int s = 0; s < S; ++s) {
+                const T value = x[o.top + r * W + s];
+                if (value > best || isnan(value)) {
+                    best = value;
+                    best_offset = r * W + s;
+                    if (isnan(value)) break;
+                }
+            }
+        }
+        y[i] = best;
+        argmax[i] = o.h0 * W + o.w0 + best_offset;
+    }
+}
+
+// maxpool2d_backward where the windows tile the image: each input lies in exactly one window,
+// so one thread per output writes its whole window (dy where argmax points, zero elsewhere).
+template <typename T>
+__global__ void maxpool2d_backward_tiled(const T* __restrict__ dy, const int* __restrict__ argmax,
+                                         T* __restrict__ dx, long long total, int W, int P, int Q,
+                                         int R, int S) {
+    GPUCNN_GRID_STRIDE_LOOP(i, total) {
+        const pool::TiledWindow o = pool::tiled_window(i, W, P, Q, R, S);
+        const int chosen = argmax[i] - (o.h0 * W + o.w0);  // r * W + s when inside the window
+        const T gradient = T(0) + dy[i];                   // + 0 as in the gather: -0 becomes 0
+        for (int r = 0; r < R; ++r)
+            for (int s = 0; s < S; ++s)
+                dx[o.top + r * W + s] = r * W + s == chosen ? gradient : T(0);
+    }
+}
+
+// avgpool2d_forward where the windows tile the image (no padding: both divisors are R * S).
+template <typename T>
+__global__ void avgpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__ y, long long total,
+                                        int W, int P, int Q, int R, int S) {
+    GPUCNN_GRID_STRIDE_LOOP(i, total) {
+        const pool::TiledWindow o = pool::tiled_window(i, W, P, Q, R, S);
+        T sum = T(0);
+        for (int r = 0; r < R; ++r)
+            for (int s = 0; s < S; ++s)
+                sum += x[o.top + r * W + s];
+        y[i] = sum / T(R * S);
     }
 }
 

@@ -24,14 +24,31 @@ def _geometry(window: Window):
     return (*window.size, *window.stride, *window.padding)
 
 
-def _forward(name: str, x, window: Window, *extra, with_argmax: bool = False):
-    """Launch a forward kernel: one thread per output element, y (and argmax) allocated."""
+def _tiles(window: Window, height: int, width: int) -> bool:
+    """Whether the windows tile the image exactly (stride = window, no padding, nothing left
+    over): the ``_tiled`` kernels then locate a window with one division."""
+    return (
+        window.stride == window.size
+        and window.padding == (0, 0)
+        and window.dilation == (1, 1)
+        and height % window.size[0] == 0
+        and width % window.size[1] == 0
+    )
+
+
+def _forward(name: str, x, window: Window, *extra, with_argmax: bool = False, tiled=False):
+    """Launch a forward kernel: one thread per output element, y (and argmax) allocated.
+    With ``tiled``, the kernel's ``_tiled`` twin where the windows tile the image."""
     x = contiguous(x)
     n, c, height, width = x.shape
     out_hw = window.output_shape(height, width)
     y = empty(x, (n, c, *out_hw), x.dtype)
     outputs = (y, empty(x, y.shape, np.int32)) if with_argmax else (y,)
-    _run(name, x, y.size, (x, *outputs, y.size, height, width, *out_hw, *_geometry(window), *extra))
+    if tiled and _tiles(window, height, width):
+        _run(f"{name}_tiled", x, y.size, (x, *outputs, y.size, width, *out_hw, *window.size))
+    else:
+        geometry = (height, width, *out_hw, *_geometry(window), *extra)
+        _run(name, x, y.size, (x, *outputs, y.size, *geometry))
     return outputs if with_argmax else y
 
 
@@ -49,10 +66,21 @@ def _backward(name: str, inputs, x_shape, out_hw, window: Window, *extra):
 
 
 def max_pool2d_forward(x, window: Window):
-    return _forward("maxpool2d_forward", x, window, with_argmax=True)
+    return _forward("maxpool2d_forward", x, window, with_argmax=True, tiled=True)
 
 
 def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
+    if window is not None and _tiles(window, *x_shape[2:]):
+        # one thread per output writes its window: each input lies in exactly one
+        dy, argmax = contiguous(dy), contiguous(argmax)
+        dx = empty(dy, x_shape, dy.dtype)
+        _run(
+            "maxpool2d_backward_tiled",
+            dy,
+            dy.size,
+            (dy, argmax, dx, dy.size, x_shape[3], *dy.shape[2:], *window.size),
+        )
+        return dx
     if window is not None:
         return _backward("maxpool2d_backward", (dy, argmax), x_shape, dy.shape[2:], window)
     dy, argmax = contiguous(dy), contiguous(argmax)
@@ -68,7 +96,7 @@ def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
 
 
 def avg_pool2d_forward(x, window: Window, count_include_pad: bool):
-    return _forward("avgpool2d_forward", x, window, int(count_include_pad))
+    return _forward("avgpool2d_forward", x, window, int(count_include_pad), tiled=True)
 
 
 def avg_pool2d_backward(dy, x_shape, window: Window, count_include_pad: bool):

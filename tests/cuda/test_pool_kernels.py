@@ -8,7 +8,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpucnn import ops
-from tests.helpers import draw_pool_case, draw_special_values, rel_error, shuffled_linspace
+from tests.helpers import (
+    draw_pool_case,
+    draw_special_values,
+    misaligned,
+    rel_error,
+    shuffled_linspace,
+)
 from tests.ops.test_pool import CASES, _geometry
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
@@ -99,6 +105,26 @@ def test_non_contiguous_input(backend):
     y_ref, argmax_ref = ops.max_pool2d_forward(x, 3, 2, 1)
     y, argmax = backend.run(ops.max_pool2d_forward, x, 3, 2, 1)
     assert np.array_equal(y, y_ref) and np.array_equal(argmax, argmax_ref)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_views_off_the_vector_boundary_give_the_same_result(backend, dtype):
+    # 2x2 windows tiling an even width: the tiled kernels read and write rows as pairs, but
+    # these views start one element into their allocations, so they are copied first.
+    x = shuffled_linspace((2, 3, 4, 6), dtype)
+    y_ref, argmax_ref = ops.max_pool2d_forward(x, 2)
+    dy = shuffled_linspace(y_ref.shape, dtype, seed=5)
+    dx_ref = ops.max_pool2d_backward(dy, argmax_ref, x.shape, 2)
+
+    def shifted(x, dy):
+        y, argmax = ops.max_pool2d_forward(misaligned(x), 2)
+        dx = ops.max_pool2d_backward(misaligned(dy), misaligned(argmax), x.shape, 2)
+        return y, argmax, dx, ops.avg_pool2d_forward(misaligned(x), 2)
+
+    y, argmax, dx, avg = backend.run(shifted, x, dy)
+    assert np.array_equal(y, y_ref) and np.array_equal(argmax, argmax_ref)
+    assert np.array_equal(dx, dx_ref)
+    assert rel_error(avg, ops.avg_pool2d_forward(x, 2)) < TOLERANCE[dtype]
 
 
 def test_empty_batch_launches_nothing(backend):
