@@ -132,18 +132,39 @@ def device_reason() -> str:
 # ----------------------------------------------------------------------------- arrays
 
 
+# "host", "gpu" or None (not an array) per type: every op asks for each of its arrays, and
+# on a GPU the per-op host time is what small layers wait for.
+_device_of_type: dict[type, str | None] = {np.ndarray: "host"}
+
+
+def _classify(cls: type) -> str | None:
+    if issubclass(cls, np.ndarray):
+        return "host"
+    # By module name, so that NumPy-only installs never import CuPy; the interface is looked
+    # up on the class (on an instance, CuPy builds it afresh).
+    if cls.__module__.startswith("cupy") and hasattr(cls, "__cuda_array_interface__"):
+        return "gpu"
+    return None
+
+
+def _device_of(x: object) -> str | None:
+    cls = type(x)
+    device = _device_of_type.get(cls, False)
+    if device is False:
+        device = _device_of_type[cls] = _classify(cls)
+    return device
+
+
 def is_cupy_array(x: object) -> bool:
-    # Checked by module name so that NumPy-only installs never import CuPy.
-    return type(x).__module__.startswith("cupy") and hasattr(x, "__cuda_array_interface__")
+    return _device_of(x) == "gpu"
 
 
 def array_device(x: object) -> str:
     """``"gpu"`` for a CuPy array, ``"host"`` for a NumPy array; TypeError otherwise."""
-    if isinstance(x, np.ndarray):
-        return "host"
-    if is_cupy_array(x):
-        return "gpu"
-    raise TypeError(f"expected a numpy.ndarray or cupy.ndarray, got {type(x).__name__}")
+    device = _device_of(x)
+    if device is None:
+        raise TypeError(f"expected a numpy.ndarray or cupy.ndarray, got {type(x).__name__}")
+    return device
 
 
 def array_module(x: object):

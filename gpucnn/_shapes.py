@@ -19,7 +19,9 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
     else:
         items = (value, value)
     for item in items:
-        if isinstance(item, bool) or not isinstance(item, numbers.Integral):
+        if type(item) is not int and (  # plain ints skip the slow ABC check
+            isinstance(item, bool) or not isinstance(item, numbers.Integral)
+        ):
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
         if item < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")

@@ -187,3 +187,14 @@ def l2_pool2d_loop(x, kernel, stride=None, padding=0, ceil_mode=False):
         return math.sqrt(sum(float(plane[h, w]) ** 2 for h, w in inside))
 
     return _pool_loop(x, kernel, stride, padding, ceil_mode, reduce).astype(np.float64)
+
+
+def misaligned(a):
+    """``a``'s values in a C-contiguous array (of ``a``'s device) that starts one element past
+    an allocation's start: contiguous, but off the 16-byte boundary vector loads need."""
+    from gpucnn._device import array_module
+
+    flat = array_module(a).empty(a.size + 1, a.dtype)
+    view = flat[1:].reshape(a.shape)
+    view[...] = a
+    return view

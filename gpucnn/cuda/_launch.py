@@ -70,9 +70,21 @@ def empty(like, shape, dtype):
     return out
 
 
+# Kernels read rows as 16-byte vectors where sizes allow: arrays must start on that boundary.
+ALIGNMENT = 16
+
+
+def _address(x) -> int:
+    return x.data.ptr if is_cupy_array(x) else x.ctypes.data
+
+
 def contiguous(x):
-    """``x`` itself when C-contiguous, else a C-contiguous copy (kernels take flat arrays)."""
-    return x if x.flags.c_contiguous else array_module(x).ascontiguousarray(x)
+    """``x`` itself when C-contiguous and 16-byte aligned (fresh arrays always are), else a
+    fresh C-contiguous copy: kernels take flat arrays and may read them as vectors. (A view
+    that starts mid-array, e.g. ``a.ravel()[1:]``, is contiguous but not aligned.)"""
+    if x.flags.c_contiguous and _address(x) % ALIGNMENT == 0:
+        return x
+    return array_module(x).array(x, order="C", copy=True)
 
 
 def grid_stride_blocks(work_items: int, threads_per_block: int) -> int:
@@ -81,6 +93,8 @@ def grid_stride_blocks(work_items: int, threads_per_block: int) -> int:
 
 
 def _dims(value, what: str, kernel: Kernel) -> tuple[int, int, int]:
+    if type(value) is int:  # the usual 1-D launch, without the slow ABC checks below
+        return (value, 1, 1)
     if isinstance(value, numbers.Integral):
         dims = (value,)
     elif isinstance(value, (tuple, list)):
@@ -92,21 +106,22 @@ def _dims(value, what: str, kernel: Kernel) -> tuple[int, int, int]:
     return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
 
 
-_INT_BOUNDS: dict[np.dtype, tuple[int, int]] = {}
+_INT_BOUNDS: dict[np.dtype, tuple[int, int]] = {
+    np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
+    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.uint64)
+}
 
 
 def _scalar(value, dtype: np.dtype, name: str, kernel: Kernel):
-    """``value`` as the exact NumPy type of its parameter. (Called for every scalar of every
-    launch: plain ints take a fast path, and the bounds are looked up once per dtype.)"""
+    """``value`` as the exact NumPy type of its parameter, or a clear error. (``launch``
+    converts in-range plain ints itself: this is the slow, general path.)"""
     if dtype.kind in "iu":
         if type(value) is not int and (
             isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
         ):
             raise TypeError(f"{kernel.name}: {name} is {dtype}, got {value!r}")
-        bounds = _INT_BOUNDS.get(dtype)
-        if bounds is None:
-            info = np.iinfo(dtype)
-            bounds = _INT_BOUNDS[dtype] = (int(info.min), int(info.max))
+        info = np.iinfo(dtype)
+        bounds = (int(info.min), int(info.max))
         value = int(value)
         if not bounds[0] <= value <= bounds[1]:
             raise ValueError(
@@ -137,14 +152,18 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
     largest_array = 0
     for value, param in zip(args, kernel.params, strict=True):
         if not param.pointer:
-            converted.append(_scalar(value, param.dtype, param.name, kernel))
+            bounds = _INT_BOUNDS.get(param.dtype)
+            if type(value) is int and bounds is not None and bounds[0] <= value <= bounds[1]:
+                converted.append(param.dtype.type(value))  # the common case, inline
+            else:
+                converted.append(_scalar(value, param.dtype, param.name, kernel))
             continue
         if value is None:  # a null pointer, for an argument the kernel is told to ignore
             # CuPy would pass None as a NULL *argument address*, not a NULL value: on the GPU
             # the pointer's value goes as an 8-byte zero.
             converted.append(np.uint64(0) if kernel.on_gpu else None)
             continue
-        if is_cupy_array(value) != kernel.on_gpu or not hasattr(value, "dtype"):
+        if not (is_cupy_array(value) if kernel.on_gpu else isinstance(value, np.ndarray)):
             where = "a cupy.ndarray" if kernel.on_gpu else "a numpy.ndarray (emulator)"
             raise TypeError(
                 f"{kernel.name}: {param.name} must be {where}, got "

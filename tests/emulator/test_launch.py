@@ -88,3 +88,15 @@ def test_grid_stride_blocks_can_be_shrunk():
     with limit_grid_stride_blocks(2):
         assert grid_stride_blocks(1000, 256) == 2
     assert grid_stride_blocks(10**9, 256) == 65535
+
+
+def test_contiguous_copies_views_that_start_off_the_vector_boundary():
+    from gpucnn.cuda._launch import contiguous
+    from tests.helpers import misaligned
+
+    fresh = np.arange(24, dtype=np.float32).reshape(2, 3, 4)
+    assert contiguous(fresh) is fresh
+    view = misaligned(fresh)
+    assert view.flags.c_contiguous and view.ctypes.data % 16 != 0
+    copy = contiguous(view)
+    assert copy is not view and copy.ctypes.data % 16 == 0 and np.array_equal(copy, fresh)
