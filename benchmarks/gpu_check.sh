@@ -6,7 +6,8 @@
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). On this project's device machines (10 minutes per command, 8 files back from
 # OUT), split the steps over calls: "info tests resources" (4 files), then "memcheck
-# racecheck" (2), then "bench-quick" or "bench" (log, json, md, png).
+# racecheck" (2), then "bench-quick" or "bench" (log, json, md, png). STEP_TIMEOUT (seconds)
+# stops a step that runs longer, so one slow step cannot take the other steps' logs with it.
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
 shift
@@ -21,7 +22,7 @@ run() {  # run NAME COMMAND...: log to OUT/NAME.log, remember failures
     shift
     echo "== $name: $*"
     local started=$SECONDS
-    if "$@" >"$out/$name.log" 2>&1; then
+    if timeout "${STEP_TIMEOUT:-0}" "$@" >"$out/$name.log" 2>&1; then
         echo "   ok in $((SECONDS - started)) s ($(tail -n 1 "$out/$name.log"))"
     else
         echo "   FAILED after $((SECONDS - started)) s, last lines of $out/$name.log:"
@@ -35,7 +36,7 @@ sanitized=(-m pytest -m gpu -q -x -k "not realistic and not waits_for_the_gpu" t
 for step in $steps; do
     case $step in
         info) run info "$python" -m gpucnn info ;;
-        tests) run tests "$python" -m pytest -m gpu -q tests ;;
+        tests) run tests "$python" -m pytest -m gpu -q -rfE --durations=15 tests ;;
         memcheck) run memcheck compute-sanitizer --tool memcheck --error-exitcode 1 \
             "$python" "${sanitized[@]}" ;;
         racecheck) run racecheck compute-sanitizer --tool racecheck --error-exitcode 1 \

@@ -23,7 +23,11 @@ from gpucnn.cuda.nvrtc import compile_source, find_nvrtc  # noqa: E402
 
 _ENTRY = re.compile(r"Compiling entry function '([^']+)' for 'sm_(\d+)'")
 _FRAME = re.compile(r"(\d+) bytes stack frame, (\d+) bytes spill stores, (\d+) bytes spill loads")
-_USED = re.compile(r"Used (\d+) registers(?:, used (\d+) barriers)?(?:, (\d+) bytes smem)?")
+# (newer ptxas puts "N bytes cumulative stack size" between the barriers and the smem)
+_USED = re.compile(
+    r"Used (\d+) registers(?:, used (\d+) barriers)?(?:, \d+ bytes cumulative stack size)?"
+    r"(?:, (\d+) bytes smem)?"
+)
 
 
 def parse_ptxas_log(log: str, lowered: dict[str, str]) -> dict[str, dict]:

@@ -113,3 +113,29 @@ def test_the_gpu_check_cannot_pass_by_skipping():
     else:
         assert result.returncode != 0
         assert f"GPUCNN_REQUIRE_GPU=1 but no GPU is usable: {why}" in result.stdout + result.stderr
+
+
+def test_ptxas_reports_are_read_in_both_layouts():
+    from benchmarks.kernel_resources import parse_ptxas_log
+
+    log = "\n".join(
+        [
+            "ptxas info    : Compiling entry function '_Z1aIfEvv' for 'sm_90'",
+            "ptxas         .     8 bytes stack frame, 8 bytes spill stores, 12 bytes spill loads",
+            "ptxas info    : Used 128 registers, used 1 barriers, 8 bytes cumulative stack "
+            "size, 16640 bytes smem",
+            "ptxas info    : Compiling entry function '_Z1bIfEvv' for 'sm_80'",
+            "ptxas         .     0 bytes stack frame, 0 bytes spill stores, 0 bytes spill loads",
+            "ptxas info    : Used 26 registers, used 0 barriers, 1024 bytes smem",
+        ]
+    )
+    report = parse_ptxas_log(log, {"a<float>": "_Z1aIfEvv", "b<float>": "_Z1bIfEvv"})
+    assert report["a<float>"] == dict(
+        registers=128,
+        barriers=1,
+        static_smem_bytes=16640,
+        stack_bytes=8,
+        spill_store_bytes=8,
+        spill_load_bytes=12,
+    )
+    assert report["b<float>"]["registers"] == 26 and report["b<float>"]["static_smem_bytes"] == 1024
