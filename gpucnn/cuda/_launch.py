@@ -106,12 +106,6 @@ def _dims(value, what: str, kernel: Kernel) -> tuple[int, int, int]:
     return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
 
 
-_INT_BOUNDS: dict[np.dtype, tuple[int, int]] = {
-    np.dtype(t): (int(np.iinfo(t).min), int(np.iinfo(t).max))
-    for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.uint64)
-}
-
-
 def _scalar(value, dtype: np.dtype, name: str, kernel: Kernel):
     """``value`` as the exact NumPy type of its parameter, or a clear error. (``launch``
     converts in-range plain ints itself: this is the slow, general path.)"""
@@ -150,11 +144,12 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
         raise TypeError(f"{kernel.name} takes {len(kernel.params)} arguments, got {len(args)}")
     converted = []
     largest_array = 0
-    for value, param in zip(args, kernel.params, strict=True):
+    for value, param, scalar_type, bounds in zip(
+        args, kernel.params, kernel.scalar_types, kernel.int_bounds, strict=True
+    ):
         if not param.pointer:
-            bounds = _INT_BOUNDS.get(param.dtype)
             if type(value) is int and bounds is not None and bounds[0] <= value <= bounds[1]:
-                converted.append(param.dtype.type(value))  # the common case, inline
+                converted.append(scalar_type(value))  # the common case, inline
             else:
                 converted.append(_scalar(value, param.dtype, param.name, kernel))
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,6 +38,18 @@ class Kernel:
     params: tuple[Param, ...]
     function: object  # cupy.RawKernel or gpucnn.emulator.EmulatedKernel
     on_gpu: bool
+    # Per parameter, what the launch helper needs on its fast path, worked out once: the
+    # NumPy scalar type and, for integer scalars, the (min, max) a value must fit.
+    scalar_types: tuple = field(init=False, repr=False, compare=False)
+    int_bounds: tuple = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        bounds = []
+        for param in self.params:
+            info = np.iinfo(param.dtype) if param.dtype.kind in "iu" else None
+            bounds.append(None if param.pointer or info is None else (info.min, info.max))
+        object.__setattr__(self, "scalar_types", tuple(p.dtype.type for p in self.params))
+        object.__setattr__(self, "int_bounds", tuple(bounds))
 
 
 def _device_key(on_gpu: bool) -> str:
