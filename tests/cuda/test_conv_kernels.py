@@ -193,3 +193,16 @@ def test_any_geometry_matches_numpy(backend, data):
     got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
     for value, reference in zip(got, ops.conv2d_backward(dy, x, w, **geometry), strict=True):
         assert rel_error(value, reference) < 1e-13
+
+
+@pytest.mark.gpu
+def test_nvtx_ranges_and_synchronised_launches(gpu_backend, monkeypatch):
+    # The profiling switches (benchmarks/README.md's nsys and ncu lines) on a real GPU: every
+    # launch inside an NVTX range, and a synchronisation after each; same results.
+    monkeypatch.setenv("GPUCNN_NVTX", "1")
+    monkeypatch.setenv("GPUCNN_SYNC_LAUNCHES", "1")
+    x, w, b = _inputs(CASES[2])
+    expected = ops.conv2d_forward(x, w, b, **_geometry(CASES[2]))
+    f32 = (a.astype(np.float32) for a in (x, w, b))
+    got = gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(CASES[2]))
+    assert rel_error(got, expected) < TOLERANCE[np.float32]
