@@ -13,10 +13,11 @@ from gpucnn.cuda import conv as cuda_conv
 from tests.helpers import draw_conv_case, misaligned, rel_error
 
 # (N, C, H, W, K, R, S, stride, padding, dilation): no dimension a multiple of the tiles (128
-# columns; 128 rows, or 32 for the narrow kernels under 33 channels) or the 8-deep reduction
-# step, so every edge is crossed; strides with a remainder, asymmetric pairs, dilation, 1x1
-# and 5x5 kernels, a single image; C*R*S a multiple of 4 or not and P*Q likewise (the vector
-# loads of w and dy); K and C past the narrow tile, K past the wide one.
+# columns by 128 rows, or 32 rows for the _narrow kernels, chosen up to 64 channels and 32 for
+# backward-filter) or the 8-deep reduction step, so every edge is crossed; strides with a
+# remainder, asymmetric pairs, dilation, 1x1 and 5x5 kernels, a single image; C*R*S a
+# multiple of 4 or not and P*Q likewise (the vector loads of w and dy); K and C past the
+# narrow tiles' range, K past the wide tile.
 CASES = [
     (2, 3, 7, 7, 4, 3, 3, 1, 0, 1),
     (1, 2, 8, 6, 3, 3, 3, 2, 1, 1),
@@ -25,7 +26,7 @@ CASES = [
     (1, 4, 11, 11, 9, 5, 5, 2, 2, 1),
     (2, 7, 6, 5, 3, 3, 3, 3, 2, 2),
     (1, 1, 4, 4, 1, 5, 5, 1, 1, 1),
-    (1, 40, 5, 6, 130, 3, 3, 1, 1, 1),
+    (1, 70, 5, 6, 130, 3, 3, 1, 1, 1),
 ]
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
 
