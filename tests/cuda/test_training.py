@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 import gpucnn
-from gpucnn.data import load_digits
+from gpucnn.data import load_digits, train_test_split
 from gpucnn.losses import SoftmaxCrossEntropyLoss
 from gpucnn.models import digits_cnn
-from gpucnn.optim import SGD
-from gpucnn.train import fit
+from gpucnn.optim import SGD, CosineLR
+from gpucnn.train import evaluate, fit
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
@@ -39,6 +39,34 @@ def test_fit_follows_the_cpu_loss_curve(backend, dropout):
     assert np.allclose(losses, reference_losses, rtol=1e-5, atol=0)
     for name, value in reference_params.items():
         assert np.allclose(params[name], value, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.gpu
+def test_the_digits_model_reaches_the_cpu_accuracy_on_the_gpu(gpu_backend):
+    # The whole default job (tests/test_train.py's run) on both paths: float32 rounding may
+    # flip a few of the 360 held-out predictions, no more.
+    x_train, y_train, x_test, y_test = train_test_split(*load_digits(), test_fraction=0.2, seed=0)
+
+    def train():
+        model = digits_cnn(seed=0)
+        optimizer = SGD(model, 0.05, momentum=0.9, schedule=CosineLR(8))
+        loss = SoftmaxCrossEntropyLoss()
+        fit(
+            model,
+            loss,
+            optimizer,
+            x_train,
+            y_train,
+            epochs=8,
+            batch_size=32,
+            seed=0,
+            progress=False,
+        )
+        return evaluate(model, loss, x_test, y_test)["accuracy"]
+
+    on_cpu = train()
+    on_gpu = gpu_backend.run(train)
+    assert on_cpu >= 0.95 and abs(on_gpu - on_cpu) <= 0.01, (on_cpu, on_gpu)
 
 
 def test_labels_out_of_range_are_caught_once_before_training(backend):
