@@ -32,7 +32,9 @@ def _shape(x_shape, w_shape, window: Window, out_hw):
     n, c, height, width = x_shape
     k, _, r, s = w_shape
     if max(c, k) * r * s > 2**31 - 1:  # the kernels index filter taps with int
-        raise ValueError(f"w of shape {tuple(w_shape)} has too many taps per channel for int")
+        raise ValueError(
+            f"w of shape {tuple(w_shape)} is too large: C*R*S and K*R*S must stay below 2^31"
+        )
     return (
         n,
         c,
@@ -125,7 +127,8 @@ def _backward_filter(dy, x, w, shape):
     kernel, tile_rows = _tiled("conv2d_backward_filter", k, x, NARROW_UP_TO_FILTER)
     tiles = _grid(taps, k, tile_rows)[0] * _grid(taps, k, tile_rows)[1]
     splits = max(1, min(-(-TARGET_BLOCKS // tiles), reduction // MIN_SPLIT))
-    chunk = -(-max(1, -(-reduction // splits)) // STEP) * STEP
+    chunk = max(1, -(-reduction // splits))
+    chunk = -(-chunk // STEP) * STEP  # whole steps: each split starts on a vector boundary
     splits = max(1, -(-reduction // chunk))
     out = dw if splits == 1 else empty(x, (splits, k, taps), x.dtype)
     # dy's rows are images of P*Q: four along one are an aligned vector when 4 divides P*Q

@@ -207,3 +207,12 @@ def test_nvtx_ranges_and_synchronised_launches(gpu_backend, monkeypatch):
     f32 = (a.astype(np.float32) for a in (x, w, b))
     got = gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(CASES[2]))
     assert rel_error(got, expected) < TOLERANCE[np.float32]
+
+
+def test_filters_with_more_taps_than_int_indexes_are_refused_before_launch():
+    from gpucnn._shapes import conv_window
+
+    window = conv_window(1, 1, 0, 1)
+    with pytest.raises(ValueError, match="C\\*R\\*S and K\\*R\\*S"):
+        cuda_conv._shape((1, 2**31, 1, 1), (1, 2**31, 1, 1), window, (1, 1))
+    assert cuda_conv._shape((1, 2**30, 1, 1), (1, 2**30, 1, 1), window, (1, 1))[1] == 2**30
