@@ -57,8 +57,11 @@ def _compare(backend, n, p, batch, dtype=np.float32, **recall):
 
 
 # (n, patterns, batch): batch <= 8 runs the warp-per-row product, more the GEMM tile; odd n
-# reads rows element by element, even n in pairs; n past one 64-wide tile.
-@pytest.mark.parametrize("n, p, batch", [(37, 3, 3), (64, 4, 8), (100, 6, 9), (131, 5, 70)])
+# reads rows element by element, even n in pairs (warp per row), n a multiple of 4 as 4-wide
+# vectors (GEMM tile); n past the tile's 128 columns, batch past its 128 rows.
+@pytest.mark.parametrize(
+    "n, p, batch", [(37, 3, 3), (64, 4, 8), (100, 6, 9), (131, 5, 70), (66, 4, 130)]
+)
 @pytest.mark.parametrize(
     "mode, order", [("async", "cyclic"), ("async", "random"), ("sync", "cyclic")]
 )
