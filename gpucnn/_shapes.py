@@ -6,6 +6,7 @@ output (N, K, P, Q); a pool's window is (R, S) too.
 
 from __future__ import annotations
 
+import functools
 import numbers
 from dataclasses import dataclass
 
@@ -73,6 +74,25 @@ class Window:
         return any(self.stride[a] < self.extent(a) for a in (0, 1))
 
 
+def _cached(build):
+    """``build`` memoised on its arguments (by value and type, so True never passes for 1):
+    layers ask for the same window every step. Unhashable arguments (lists) skip the cache;
+    errors are never cached."""
+    cached = functools.lru_cache(maxsize=1024, typed=True)(build)
+
+    @functools.wraps(build)
+    def window(*args):
+        try:
+            return cached(*args)
+        except TypeError as exc:
+            if "unhashable" not in str(exc):
+                raise
+            return build(*args)
+
+    return window
+
+
+@_cached
 def conv_window(kernel_size, stride, padding, dilation) -> Window:
     """Window of a convolution with an (R, S) kernel (an int means R = S)."""
     return Window(
@@ -83,6 +103,7 @@ def conv_window(kernel_size, stride, padding, dilation) -> Window:
     )
 
 
+@_cached
 def pool_window(kernel_size, stride, padding, ceil_mode) -> Window:
     """Window of a pooling op; ``stride=None`` means the kernel size (non-overlapping)."""
     size = pair(kernel_size, "kernel_size", 1)

@@ -93,8 +93,11 @@ def grid_stride_blocks(work_items: int, threads_per_block: int) -> int:
 
 
 def _dims(value, what: str, kernel: Kernel) -> tuple[int, int, int]:
-    if type(value) is int:  # the usual 1-D launch, without the slow ABC checks below
+    # the usual launches, without the slow ABC checks below
+    if type(value) is int:
         return (value, 1, 1)
+    if type(value) is tuple and len(value) == 3 and all(type(d) is int for d in value):
+        return value
     if isinstance(value, numbers.Integral):
         dims = (value,)
     elif isinstance(value, (tuple, list)):
@@ -138,25 +141,26 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
         return  # no work: launching an empty grid is an error in CUDA
     if min(block) < 1 or block[0] * block[1] * block[2] > MAX_THREADS_PER_BLOCK:
         raise ValueError(f"{kernel.name}: block {block} must have 1 to 1024 threads")
-    if any(g > limit for g, limit in zip(grid, MAX_GRID, strict=True)):
+    if grid[0] > MAX_GRID[0] or grid[1] > MAX_GRID[1] or grid[2] > MAX_GRID[2]:
         raise ValueError(f"{kernel.name}: grid {grid} exceeds CUDA's limits {MAX_GRID}")
     if len(args) != len(kernel.params):
         raise TypeError(f"{kernel.name} takes {len(kernel.params)} arguments, got {len(args)}")
     converted = []
+    append = converted.append  # (this loop runs for every argument of every launch)
     largest_array = 0
     for value, param, scalar_type, bounds in zip(
         args, kernel.params, kernel.scalar_types, kernel.int_bounds, strict=True
     ):
         if not param.pointer:
             if type(value) is int and bounds is not None and bounds[0] <= value <= bounds[1]:
-                converted.append(scalar_type(value))  # the common case, inline
+                append(scalar_type(value))  # the common case, inline
             else:
-                converted.append(_scalar(value, param.dtype, param.name, kernel))
+                append(_scalar(value, param.dtype, param.name, kernel))
             continue
         if value is None:  # a null pointer, for an argument the kernel is told to ignore
             # CuPy would pass None as a NULL *argument address*, not a NULL value: on the GPU
             # the pointer's value goes as an 8-byte zero.
-            converted.append(np.uint64(0) if kernel.on_gpu else None)
+            append(np.uint64(0) if kernel.on_gpu else None)
             continue
         if not (is_cupy_array(value) if kernel.on_gpu else isinstance(value, np.ndarray)):
             where = "a cupy.ndarray" if kernel.on_gpu else "a numpy.ndarray (emulator)"
@@ -168,8 +172,9 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
             raise TypeError(f"{kernel.name}: {param.name} must be {param.dtype}, got {value.dtype}")
         if not value.flags.c_contiguous:
             raise ValueError(f"{kernel.name}: {param.name} must be C-contiguous")
-        largest_array = max(largest_array, value.size)
-        converted.append(value)
+        if value.size > largest_array:
+            largest_array = value.size
+        append(value)
     if largest_array > 2**31 - 1 and not any(
         p.dtype.itemsize == 8 and p.dtype.kind in "iu" for p in kernel.params
     ):

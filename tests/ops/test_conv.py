@@ -194,3 +194,16 @@ def test_gradients_can_be_skipped():
     assert only_dx[1] is None and np.array_equal(only_dx[0], full[0])
     with pytest.raises(TypeError, match="need_input_grad"):
         ops.conv2d_backward(dy, x, w, need_input_grad=0)
+
+
+def test_window_cache_keeps_bools_out_and_takes_lists():
+    # conv_window and pool_window are memoised (every training step asks for the same ones)
+    from gpucnn._shapes import conv_window, pool_window
+
+    assert conv_window(3, 1, 0, 1) is conv_window(3, 1, 0, 1)
+    with pytest.raises(TypeError, match="stride"):
+        conv_window(3, True, 0, 1)  # equal to 1 and hashed alike, yet refused
+    assert conv_window([3, 3], [1, 1], 0, 1) == conv_window(3, 1, 0, 1)
+    assert pool_window(2, None, 0, False) is pool_window(2, None, 0, False)
+    with pytest.raises(TypeError, match="ceil_mode"):
+        pool_window(2, None, 0, 0)
