@@ -4,10 +4,12 @@
 #                                               bench-quick resources (default: all but bench)
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
-# python3). On this project's device machines (10 minutes per command, 8 files back from
-# OUT), split the steps over calls: "info tests resources" (4 files), then "memcheck
-# racecheck" (2), then "bench-quick" or "bench" (log, json, md, png). STEP_TIMEOUT (seconds)
-# stops a step that runs longer, so one slow step cannot take the other steps' logs with it.
+# python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
+# take the other steps' logs with it. On an H100 (2026-11-22) the default steps took about
+# 4.5 minutes: tests 75 s, memcheck 30 s, racecheck 90-110 s, bench-quick 35 s, resources
+# 10 s. On this project's device machines (10 minutes per command, 8 files back) that is one
+# call, with the 10 files packed into one:
+#   STEP_TIMEOUT=240 benchmarks/gpu_check.sh /tmp/gc; tar czf $OUT/gpu-check.tgz -C /tmp gc
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
 shift
