@@ -90,6 +90,8 @@ def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, mon
 def test_views_off_the_vector_boundary_give_the_same_result(backend, dtype):
     # C*R*S = 8 and P*Q = 16: w and dy qualify for vector loads, but these views start one
     # element into their allocations, so the launch path must copy them first.
+    # (The emulator hands kernels its own aligned copies: the GPU run is the real test here;
+    # tests/emulator/test_launch.py checks the copy itself.)
     x, w, b = (a.astype(dtype) for a in _inputs((2, 2, 5, 5, 3, 2, 2, 1, 0, 1)))
     dy = np.random.default_rng(1).standard_normal((2, 3, 4, 4)).astype(dtype)
     expected = (ops.conv2d_forward(x, w, b), *ops.conv2d_backward(dy, x, w))

@@ -111,6 +111,8 @@ def test_non_contiguous_input(backend):
 def test_views_off_the_vector_boundary_give_the_same_result(backend, dtype):
     # 2x2 windows tiling an even width: the tiled kernels read and write rows as pairs, but
     # these views start one element into their allocations, so they are copied first.
+    # (The emulator hands kernels its own aligned copies: the GPU run is the real test here;
+    # tests/emulator/test_launch.py checks the copy itself.)
     x = shuffled_linspace((2, 3, 4, 6), dtype)
     y_ref, argmax_ref = ops.max_pool2d_forward(x, 2)
     dy = shuffled_linspace(y_ref.shape, dtype, seed=5)
