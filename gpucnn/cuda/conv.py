@@ -24,6 +24,7 @@ STEP = 8  # the reduction step (gemm::kStep): backward-filter's splits start on 
 # on the largest GPUs we target), but keeps at least MIN_SPLIT reduction indices per split.
 # Swept on an H100 over the benchmark's 15 layers (benchmarks/NOTES.md): against 264 / 2048,
 # these cut backward-filter's time by a third (geometric mean), up to 2.9x on LeNet/CIFAR.
+# The splits' workspace holds about TARGET_BLOCKS tiles' worth of dw: at most ~35 MB in float32.
 TARGET_BLOCKS = 528
 MIN_SPLIT = 128
 
