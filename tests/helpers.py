@@ -34,13 +34,19 @@ def draw_conv_case(draw, max_size: int = 12, max_stride: int = 4, max_dilation: 
 
 def draw_pool_case(draw, max_size: int = 9):
     """Hypothesis: a valid pooling's ((N, C, H, W), geometry): kernels 1-4 wide, strides
-    below, at and past the kernel, padding up to kernel // 2, ceil_mode either way."""
+    below, at and past the kernel, padding up to kernel // 2, ceil_mode either way; one case
+    in four has windows that tile the image exactly (stride = kernel, no padding, sizes a
+    multiple of the kernel: the usual 2x2/2, which the CUDA path runs on its own kernels)."""
     from hypothesis import strategies as st
 
     kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
-    padding = tuple(draw(st.integers(0, kernel[a] // 2)) for a in (0, 1))
-    hw = tuple(draw(st.integers(max(1, kernel[a] - 2 * padding[a]), max_size)) for a in (0, 1))
+    if draw(st.integers(0, 3)) == 0:
+        stride, padding = kernel, (0, 0)
+        hw = tuple(kernel[a] * draw(st.integers(1, max(1, max_size // kernel[a]))) for a in (0, 1))
+    else:
+        stride = (draw(st.integers(1, 5)), draw(st.integers(1, 5)))
+        padding = tuple(draw(st.integers(0, kernel[a] // 2)) for a in (0, 1))
+        hw = tuple(draw(st.integers(max(1, kernel[a] - 2 * padding[a]), max_size)) for a in (0, 1))
     shape = (draw(st.integers(1, 2)), draw(st.integers(1, 3)), *hw)
     geometry = dict(
         kernel_size=kernel, stride=stride, padding=padding, ceil_mode=draw(st.booleans())
