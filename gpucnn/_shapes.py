@@ -83,11 +83,10 @@ def _cached(build):
     @functools.wraps(build)
     def window(*args):
         try:
-            return cached(*args)
-        except TypeError as exc:
-            if "unhashable" not in str(exc):
-                raise
+            hash(args)
+        except TypeError:
             return build(*args)
+        return cached(*args)
 
     return window
 

@@ -109,16 +109,15 @@ def _dims(value, what: str, kernel: Kernel) -> tuple[int, int, int]:
     return tuple(int(d) for d in dims) + (1,) * (3 - len(dims))
 
 
-def _scalar(value, dtype: np.dtype, name: str, kernel: Kernel):
-    """``value`` as the exact NumPy type of its parameter, or a clear error. (``launch``
-    converts in-range plain ints itself: this is the slow, general path.)"""
-    if dtype.kind in "iu":
+def _scalar(value, dtype: np.dtype, bounds, name: str, kernel: Kernel):
+    """``value`` as the exact NumPy type of its parameter, or a clear error; ``bounds`` is
+    the parameter's (min, max) for integers (``Kernel.int_bounds``). (``launch`` converts
+    in-range plain ints itself: this is the slow, general path.)"""
+    if bounds is not None:
         if type(value) is not int and (
             isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
         ):
             raise TypeError(f"{kernel.name}: {name} is {dtype}, got {value!r}")
-        info = np.iinfo(dtype)
-        bounds = (int(info.min), int(info.max))
         value = int(value)
         if not bounds[0] <= value <= bounds[1]:
             raise ValueError(
@@ -155,7 +154,7 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
             if type(value) is int and bounds is not None and bounds[0] <= value <= bounds[1]:
                 append(scalar_type(value))  # the common case, inline
             else:
-                append(_scalar(value, param.dtype, param.name, kernel))
+                append(_scalar(value, param.dtype, bounds, param.name, kernel))
             continue
         if value is None:  # a null pointer, for an argument the kernel is told to ignore
             # CuPy would pass None as a NULL *argument address*, not a NULL value: on the GPU

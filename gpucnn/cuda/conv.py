@@ -126,7 +126,8 @@ def _backward_filter(dy, x, w, shape):
     plane = dy.shape[2] * dy.shape[3]
     reduction, taps = n * plane, c * r * s
     kernel, tile_rows = _tiled("conv2d_backward_filter", k, x, NARROW_UP_TO_FILTER)
-    tiles = _grid(taps, k, tile_rows)[0] * _grid(taps, k, tile_rows)[1]
+    column_tiles, row_tiles, _ = _grid(taps, k, tile_rows)
+    tiles = column_tiles * row_tiles
     splits = max(1, min(-(-TARGET_BLOCKS // tiles), reduction // MIN_SPLIT))
     chunk = max(1, -(-reduction // splits))
     chunk = -(-chunk // STEP) * STEP  # whole steps: each split starts on a vector boundary
