@@ -27,6 +27,7 @@ from benchmarks.harness import (  # noqa: E402
     write_results,
 )
 from gpucnn import ops  # noqa: E402
+from gpucnn.cpu._parallel import worker_count  # noqa: E402
 
 # name, x shape (N, C, H, W), conv (K, R, S, stride, padding) or pool (kernel, stride, padding)
 CONV_LAYERS = [
@@ -105,8 +106,33 @@ def pool_calls(shape, spec):
     return ours, theirs
 
 
+def _threads(torch) -> dict:
+    """Threads each side may use: gpucnn's chunk workers, PyTorch's intra-op pool."""
+    return {
+        "numpy": worker_count(),
+        "torch": torch.get_num_threads() if torch is not None else None,
+    }
+
+
 def _spread(timing) -> str:
     return f"{timing.median_ms:.2f} ({timing.p10_ms:.2f}-{timing.p90_ms:.2f})"
+
+
+def _both_directions(pair) -> list[str]:
+    """The table row for forward + backward of one layer (sums of the medians)."""
+    first = pair[0]
+    mine = sum(record["numpy"].median_ms for record in pair)
+    if any(record["torch"] is None for record in pair):
+        return [first["op"], first["layer"], "forward + backward", f"{mine:.2f}", "-", "-"]
+    theirs = sum(record["torch"].median_ms for record in pair)
+    return [
+        first["op"],
+        first["layer"],
+        "forward + backward",
+        f"{mine:.2f}",
+        f"{theirs:.2f}",
+        f"**{mine / theirs:.2f}x**",
+    ]
 
 
 def main(argv=None) -> int:
@@ -152,6 +178,8 @@ def main(argv=None) -> int:
                 ]
             )
             print(" | ".join(rows[-1]), flush=True)
+        rows.append(_both_directions(records[-2:]))  # the goal's measure
+        print(" | ".join(rows[-1]), flush=True)
     table = markdown_table(
         [
             "op",
@@ -166,7 +194,7 @@ def main(argv=None) -> int:
     stamp = datetime.date.today().isoformat()
     path = write_results(
         f"{stamp}_cpu_ops",
-        {"date": stamp, "host": host_facts(), "records": records},
+        {"date": stamp, "host": host_facts(), "threads": _threads(torch), "records": records},
         table,
         args.out,
     )

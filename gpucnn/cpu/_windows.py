@@ -16,13 +16,22 @@ from .._shapes import Window
 # chunk stays in cache. Measured on the LeNet/CIFAR layers (2 cores, 2 MB L2 each): 1.1-2x
 # faster than one batch-sized pass, for the lowered convolution operand and for max pooling.
 CHUNK_BYTES = 2 << 20
+# Measured on 2 cores (LeNet conv2, CIFAR 3->16: three 2 MB chunks before): forward +
+# backward 10-25% faster with four balanced chunks than with three.
+CHUNK_MULTIPLE = 4
 
 
 def chunks(count: int, bytes_per_item: int):
-    """Slices splitting ``range(count)`` into runs of about CHUNK_BYTES."""
-    step = max(1, CHUNK_BYTES // max(1, bytes_per_item))
-    for start in range(0, count, step):
-        yield slice(start, min(start + step, count))
+    """Slices splitting ``range(count)`` into runs of at most about CHUNK_BYTES, of equal
+    length to within one item. Their number is a multiple of CHUNK_MULTIPLE (where ``count``
+    allows), so 1, 2 or 4 worker threads (``_parallel``) finish together; it does not depend
+    on the worker count, so neither do the results."""
+    parts = -(-count * max(1, bytes_per_item) // CHUNK_BYTES)
+    if parts > 1:
+        parts = min(count, -(-parts // CHUNK_MULTIPLE) * CHUNK_MULTIPLE)
+    parts = max(1, parts) if count else 0
+    for index in range(parts):
+        yield slice(count * index // parts, count * (index + 1) // parts)
 
 
 def pad(x: np.ndarray, window: Window, value: float) -> np.ndarray:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._shapes import Window
+from ._parallel import parallel_map
 from ._windows import add_windows, chunks, crop, pad, window_view
 
 
@@ -30,8 +31,11 @@ def max_pool2d_forward(x, window: Window):
     planes = x.reshape(n * c, 1, height, width)
     y = np.empty((n * c, 1, out_h, out_w), x.dtype)
     argmax = np.empty(y.shape, np.int32)
-    for part in chunks(n * c, height * width * x.itemsize):
+
+    def pool_chunk(part: slice) -> None:
         y[part], argmax[part] = _max_pool_planes(planes[part], window)
+
+    parallel_map(pool_chunk, chunks(n * c, height * width * x.itemsize))
     return y.reshape(n, c, out_h, out_w), argmax.reshape(n, c, out_h, out_w)
 
 

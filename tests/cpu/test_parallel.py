@@ -1,0 +1,150 @@
+"""The NumPy path's chunks on several threads: same bits as one thread, nothing left behind."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+import threading
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+import gpucnn.cpu._parallel as parallel
+import gpucnn.cpu._windows
+from gpucnn import ops
+from tests.helpers import shuffled_linspace
+
+
+def _blas_threads():
+    return [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"]
+
+
+def _conv_and_pool(seed=0):
+    """Every chunked NumPy op once, float32, on shapes that split into uneven chunks."""
+    x = shuffled_linspace((7, 3, 11, 9), np.float32, seed)
+    w = shuffled_linspace((5, 3, 3, 3), np.float32, seed + 1)
+    b = shuffled_linspace((5,), np.float32, seed + 2)
+    y = ops.conv2d_forward(x, w, b, stride=1, padding=1)
+    dx, dw, db = ops.conv2d_backward(y, x, w, stride=1, padding=1)
+    strided = ops.conv2d_backward(ops.conv2d_forward(x, w, b, stride=2), x, w, stride=2)
+    pooled, argmax = ops.max_pool2d_forward(x, 3, stride=2, padding=1)
+    return [y, dx, dw, db, *strided, pooled, argmax]
+
+
+@pytest.mark.parametrize("chunk_bytes", [1, 700, 1 << 21])
+def test_results_have_the_same_bits_on_any_number_of_threads(chunk_bytes, monkeypatch):
+    monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", chunk_bytes)
+    results = {}
+    for threads in (1, 2, 3, 8):
+        monkeypatch.setenv(parallel.THREADS_VARIABLE, str(threads))
+        results[threads] = _conv_and_pool()
+    for threads in (2, 3, 8):
+        for got, expected in zip(results[threads], results[1], strict=True):
+            assert got.dtype == expected.dtype
+            assert got.tobytes() == expected.tobytes()
+
+
+def test_work_really_runs_on_several_threads(monkeypatch):
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "3")
+    barrier = threading.Barrier(3, timeout=10)
+
+    def meet(item):  # fails with BrokenBarrierError unless three items run at once
+        barrier.wait()
+        return item * 2, threading.current_thread().name
+
+    results = parallel.parallel_map(meet, range(3))
+    assert [value for value, _ in results] == [0, 2, 4]
+    assert all(name.startswith("gpucnn-cpu") for _, name in results)
+
+
+def test_blas_runs_on_one_thread_inside_and_is_restored_after(monkeypatch):
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
+    before = _blas_threads()
+    inside = parallel.parallel_map(lambda _: _blas_threads(), range(2))
+    assert inside == [[1] * len(before)] * 2
+    assert _blas_threads() == before
+
+
+def test_an_error_in_a_chunk_reaches_the_caller_and_restores_blas(monkeypatch):
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
+    before = _blas_threads()
+
+    def fail_on_odd(item):
+        if item % 2:
+            raise RuntimeError(f"chunk {item}")
+        return item
+
+    with pytest.raises(RuntimeError, match="chunk 1"):
+        parallel.parallel_map(fail_on_odd, range(4))
+    assert _blas_threads() == before
+    assert parallel.parallel_map(fail_on_odd, [0, 2]) == [0, 2]  # the pool still works
+
+
+def test_nested_calls_run_inline_instead_of_waiting_on_the_pool(monkeypatch):
+    # Two workers, each asking the same pool for more work, would wait on each other forever.
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
+
+    def outer(item):
+        return parallel.parallel_map(lambda inner: (item, inner), range(3))
+
+    assert parallel.parallel_map(outer, range(2)) == [[(i, j) for j in range(3)] for i in range(2)]
+
+
+def test_overlapping_calls_from_user_threads_restore_blas_once_all_end(monkeypatch):
+    monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", 700)
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
+    expected = _conv_and_pool()
+    before = _blas_threads()
+    outputs, errors = [None] * 4, []
+
+    def user(index):
+        try:
+            outputs[index] = _conv_and_pool()
+        except Exception as error:  # reported below; a thread's exception is otherwise lost
+            errors.append(error)
+
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert not errors
+    for result in outputs:
+        assert [a.tobytes() for a in result] == [a.tobytes() for a in expected]
+    assert _blas_threads() == before
+
+
+def _child_runs_chunks(queue):
+    queue.put(parallel.parallel_map(lambda item: item + 1, range(4)))
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="fork start method: Linux only")
+def test_a_forked_child_gets_its_own_pool(monkeypatch):
+    # The child inherits the parent's pool object but none of its threads: reusing it would
+    # hang. It must build its own.
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
+    assert parallel.parallel_map(lambda item: item, range(2)) == [0, 1]  # the parent's pool
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_child_runs_chunks, args=(queue,))
+    child.start()
+    child.join(timeout=60)
+    if child.is_alive():
+        child.kill()
+    assert child.exitcode == 0
+    assert queue.get(timeout=5) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("setting", ["0", "-2", "two", "1.5"])
+def test_a_bad_thread_count_is_named(setting, monkeypatch):
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, setting)
+    with pytest.raises(ValueError, match=parallel.THREADS_VARIABLE):
+        parallel.worker_count()
+
+
+def test_without_a_setting_every_allowed_core_is_used(monkeypatch):
+    monkeypatch.delenv(parallel.THREADS_VARIABLE, raising=False)
+    assert parallel.worker_count() >= 1
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, " 3 ")
+    assert parallel.worker_count() == 3
