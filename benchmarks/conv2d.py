@@ -9,7 +9,11 @@ ResNet-50/VGG layers, at least 1.0x on LeNet and CIFAR.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from gpucnn import ops
+from gpucnn.cuda.conv import ALGORITHM_VARIABLE
 
 from .harness import Target, record
 
@@ -75,6 +79,16 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
         "backward-data": target.time(lambda dy, x: backward(dy, x, True, False), pairs),
         "backward-filter": target.time(lambda dy, x: backward(dy, x, False, True), pairs),
     }
+    if target.name == "gpu" and (r, s, stride) == (3, 3, 1):
+        # The same two directions through Winograd F(2x2, 3x3), beside the implicit GEMM
+        # (same flop count for the fraction of peak: the rate of useful work).
+        with _algorithm("winograd"):
+            ours["forward (winograd)"] = target.time(
+                lambda x: ops.conv2d_forward(x, weight, None, stride, padding), [(x,) for x in xs]
+            )
+            ours["backward-data (winograd)"] = target.time(
+                lambda dy, x: backward(dy, x, True, False), pairs
+            )
     theirs = _torch(target, xs, weight, dys, stride, padding)
     shape = {
         "N": batch,
@@ -96,7 +110,7 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
                 timing,
                 flops=flops,
                 ceilings=ceilings,
-                torch_timing=theirs.get(direction),
+                torch_timing=theirs.get(direction.split(" (")[0]),
                 shape=shape,
             )
         )
@@ -137,3 +151,17 @@ def _to_torch(torch, device, arrays):
     if device == "cuda":
         return [torch.as_tensor(a, device=device) for a in arrays]
     return [torch.from_numpy(a) for a in arrays]
+
+
+@contextlib.contextmanager
+def _algorithm(name: str):
+    """GPUCNN_CONV_ALGORITHM set to ``name`` for the duration."""
+    saved = os.environ.get(ALGORITHM_VARIABLE)
+    os.environ[ALGORITHM_VARIABLE] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[ALGORITHM_VARIABLE]
+        else:
+            os.environ[ALGORITHM_VARIABLE] = saved

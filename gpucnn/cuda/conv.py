@@ -6,6 +6,8 @@ Same functions and semantics as ``gpucnn.cpu.conv``; arguments arrive validated 
 
 from __future__ import annotations
 
+import os
+
 from .._shapes import Window
 from ._launch import contiguous, empty, grid_stride_blocks, launch
 from ._loader import get_kernel
@@ -27,6 +29,17 @@ STEP = 8  # the reduction step (gemm::kStep): backward-filter's splits start on 
 # The splits' workspace holds about TARGET_BLOCKS tiles' worth of dw: at most ~35 MB in float32.
 TARGET_BLOCKS = 528
 MIN_SPLIT = 128
+
+# Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu) for the forward and backward-data of 3x3,
+# stride-1, undilated layers: 2.25x fewer multiplications than the implicit GEMM, for a
+# workspace and three extra launches. Chosen with GPUCNN_CONV_ALGORITHM=winograd; the default
+# stays the implicit GEMM until a GPU has measured where Winograd wins (benchmarks/NOTES.md).
+WINOGRAD_SOURCE = "conv2d_winograd.cu"
+ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
+ALGORITHMS = ("gemm", "winograd")
+# Images per Winograd pass are limited so that its transformed input and product (16 values
+# per 2x2 tile and channel each) stay under this many bytes; at least one image per pass.
+WINOGRAD_WORKSPACE_BYTES = 256 << 20
 
 
 def _shape(x_shape, w_shape, window: Window, out_hw):
@@ -63,12 +76,86 @@ def _grid(columns: int, rows: int, tile_rows: int, splits: int = 1):
     return (-(-columns // TILE_COLUMNS), -(-rows // tile_rows), splits)
 
 
+def conv_algorithm() -> str:
+    """``GPUCNN_CONV_ALGORITHM``: "gemm" (the default) or "winograd"."""
+    value = os.environ.get(ALGORITHM_VARIABLE, "gemm").strip().lower() or "gemm"
+    if value not in ALGORITHMS:
+        raise ValueError(f"{ALGORITHM_VARIABLE} must be one of {ALGORITHMS}, got {value!r}")
+    return value
+
+
+def _winograd_applies(w_shape, window: Window) -> bool:
+    """F(2x2, 3x3) covers 3x3 kernels at stride 1 without dilation; padding up to 2, so that
+    backward-data's transposed padding (2 - p) is one too."""
+    return (
+        tuple(w_shape[2:]) == (3, 3)
+        and window.stride == (1, 1)
+        and window.dilation == (1, 1)
+        and max(window.padding) <= 2
+        and conv_algorithm() == "winograd"
+    )
+
+
+def _winograd(inp, w, b, out, padding, flip: bool):
+    """out (N, rows, P, Q) = the 3x3 stride-1 convolution of inp (N, red, Hi, Wi) padded by
+    ``padding``, plus b: the forward (w as given, rows = K) or backward-data (inp = dy, w
+    flipped and transposed by the filter transform, rows = C). In passes of as many images as
+    the workspace allows."""
+    n, red, in_h, in_w = inp.shape
+    rows, out_h, out_w = out.shape[1:]
+    tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
+    per_image = max(1, 16 * (red + rows) * tiles_h * tiles_w * inp.dtype.itemsize)
+    images = max(1, min(n, WINOGRAD_WORKSPACE_BYTES // per_image))
+    if max(red, rows) * images * tiles_h * tiles_w * 16 > 2**62:
+        raise ValueError("the Winograd workspace of this convolution is too large to index")
+    u = empty(inp, (16, rows, red), inp.dtype)
+    v = empty(inp, (16, red, images * tiles_h * tiles_w), inp.dtype)
+    z = empty(inp, (16, rows, images * tiles_h * tiles_w), inp.dtype)
+    launch(
+        get_kernel(WINOGRAD_SOURCE, "winograd_filter_transform", inp),
+        grid_stride_blocks(rows * red, THREADS),
+        THREADS,
+        (w, u, rows, red, int(flip)),
+    )
+    if rows <= NARROW_UP_TO:
+        gemm, tile_rows = get_kernel(WINOGRAD_SOURCE, "winograd_gemm_narrow", inp), NARROW_ROWS
+    else:
+        gemm, tile_rows = get_kernel(WINOGRAD_SOURCE, "winograd_gemm", inp), WIDE_ROWS
+    transform_in = get_kernel(WINOGRAD_SOURCE, "winograd_input_transform", inp)
+    transform_out = get_kernel(WINOGRAD_SOURCE, "winograd_output_transform", inp)
+    for first in range(0, n, images):
+        count = min(images, n - first)
+        tiles = count * tiles_h * tiles_w
+        launch(
+            transform_in,
+            grid_stride_blocks(red * tiles, THREADS),
+            THREADS,
+            (inp, v, first, count, red, in_h, in_w, *padding, tiles_h, tiles_w),
+        )
+        # U's rows hold red elements: four are one aligned vector when 4 divides red
+        launch(
+            gemm,
+            _grid(tiles, rows, tile_rows, 16),
+            THREADS,
+            (u, v, z, rows, red, tiles, int(red % 4 == 0)),
+        )
+        launch(
+            transform_out,
+            grid_stride_blocks(rows * tiles, THREADS),
+            THREADS,
+            (z, b, out, first, count, rows, out_h, out_w, tiles_h, tiles_w, int(b is not None)),
+        )
+    return out
+
+
 def conv2d_forward(x, w, b, window: Window):
     x, w = contiguous(x), contiguous(w)
     n, c, height, width = x.shape
     k, _, r, s = w.shape
     out_hw = window.output_shape(height, width)
     y = empty(x, (n, k, *out_hw), x.dtype)
+    if _winograd_applies(w.shape, window):
+        return _winograd(x, w, None if b is None else contiguous(b), y, window.padding, False)
     # w's rows hold C*R*S elements: four along a row are one aligned vector when 4 divides it
     vector_loads = int((c * r * s) % 4 == 0)
     kernel, tile_rows = _tiled("conv2d_forward", k, x)
@@ -97,13 +184,17 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     dx = None
     if need_dx:
         dx = empty(x, x.shape, x.dtype)
-        kernel, tile_rows = _tiled("conv2d_backward_data", c, x)
-        launch(
-            kernel,
-            _grid(n * height * width, c, tile_rows),
-            THREADS,
-            (dy, w, dx, *shape),
-        )
+        if _winograd_applies(w.shape, window):
+            transposed_padding = (2 - window.padding[0], 2 - window.padding[1])
+            _winograd(dy, w, None, dx, transposed_padding, True)
+        else:
+            kernel, tile_rows = _tiled("conv2d_backward_data", c, x)
+            launch(
+                kernel,
+                _grid(n * height * width, c, tile_rows),
+                THREADS,
+                (dy, w, dx, *shape),
+            )
     dw = _backward_filter(dy, x, w, shape) if need_dw else None
     db = None
     if with_bias:

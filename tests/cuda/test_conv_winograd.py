@@ -1,0 +1,156 @@
+"""cuda/conv2d_winograd.cu (GPUCNN_CONV_ALGORITHM=winograd) against the NumPy path in float64,
+on the emulator (and on a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn import ops
+from gpucnn.cuda import conv as cuda_conv
+from tests.helpers import rel_error
+
+# (N, C, H, W, K, padding): output sizes odd and even (partial 2x2 tiles at the bottom and
+# right), padding 0, 1, 2 and an asymmetric pair, C a multiple of 4 or not (U's vector loads),
+# K and C on both sides of the narrow tile (64 rows) and past the wide one (128), a single
+# image, and more tiles than one 128-column GEMM tile.
+CASES = [
+    (2, 3, 7, 7, 4, 1),
+    (1, 4, 6, 5, 3, 0),
+    (2, 5, 9, 8, 6, 2),
+    (1, 8, 5, 6, 70, (2, 0)),
+    (1, 70, 5, 6, 130, 1),
+    (3, 2, 17, 13, 5, 1),
+]
+# Winograd's transforms round a little more than a direct sum (measured on these cases:
+# float32 up to 4e-7 relative, float64 1e-15).
+TOLERANCE = {np.float32: 2e-6, np.float64: 1e-13}
+
+
+@pytest.fixture
+def winograd(monkeypatch):
+    """The Winograd algorithm on, and the names of the kernels launched (without their
+    template arguments), in order."""
+    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, "winograd")
+    launched = []
+    real = cuda_conv.launch
+
+    def recording(kernel, *args, **kwargs):
+        launched.append(kernel.name.split("<")[0])
+        return real(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(cuda_conv, "launch", recording)
+    return launched
+
+
+def _inputs(case, seed=0):
+    n, c, h, w, k, _ = case
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((n, c, h, w)),
+        rng.standard_normal((k, c, 3, 3)),
+        rng.standard_normal(k),
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_and_backward_data_match_numpy(backend, winograd, case, dtype):
+    x, w, b = _inputs(case)
+    padding = case[-1]
+    y = ops.conv2d_forward(x, w, b, padding=padding)  # float64 NumPy reference
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    expected = ops.conv2d_backward(dy, x, w, padding=padding)
+    x, w, b, dy = (a.astype(dtype) for a in (x, w, b, dy))
+    got_y = backend.run(ops.conv2d_forward, x, w, b, padding=padding)
+    got = backend.run(ops.conv2d_backward, dy, x, w, padding=padding)
+    assert got_y.dtype == dtype and rel_error(got_y, y) < TOLERANCE[dtype]
+    for name, value, reference in zip(("dx", "dw", "db"), got, expected, strict=True):
+        assert value.dtype == dtype and rel_error(value, reference) < TOLERANCE[dtype], name
+    # the forward and backward-data went through Winograd (backward-filter stays a GEMM)
+    assert winograd.count("winograd_output_transform") == 2
+    assert winograd.count("winograd_filter_transform") == 2
+
+
+@pytest.mark.parametrize("images_per_pass", [1, 2])
+def test_passes_over_the_batch_match_one_pass(backend, winograd, monkeypatch, images_per_pass):
+    # The workspace cap splits the batch into passes (the last one shorter): no seams.
+    case = (5, 3, 6, 7, 4, 1)
+    x, w, b = _inputs(case)
+    expected = ops.conv2d_forward(x, w, b, padding=1)
+    dy = np.random.default_rng(1).standard_normal(expected.shape)
+    expected_dx = ops.conv2d_backward(dy, x, w, padding=1)[0]
+    tiles = 3 * 4  # ceil(6 / 2) * ceil(7 / 2) per image
+    per_image = 16 * (3 + 4) * tiles * 8
+    monkeypatch.setattr(cuda_conv, "WINOGRAD_WORKSPACE_BYTES", images_per_pass * per_image)
+    assert rel_error(backend.run(ops.conv2d_forward, x, w, b, padding=1), expected) < 1e-13
+    dx = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[0]
+    assert rel_error(dx, expected_dx) < 1e-13
+    passes = -(-5 // images_per_pass)
+    for kernel in ("winograd_input_transform", "winograd_gemm_narrow", "winograd_output_transform"):
+        assert winograd.count(kernel) == 2 * passes, kernel  # forward and backward-data
+
+
+def test_same_bits_on_every_run(backend, winograd):
+    x, w, b = (a.astype(np.float32) for a in _inputs(CASES[2]))
+    first = backend.run(ops.conv2d_forward, x, w, b, padding=2)
+    assert np.array_equal(first, backend.run(ops.conv2d_forward, x, w, b, padding=2))
+
+
+@pytest.mark.parametrize(
+    "w_shape, geometry",
+    [
+        ((3, 2, 5, 5), dict(padding=2)),  # not 3x3
+        ((3, 2, 3, 3), dict(stride=2, padding=1)),
+        ((3, 2, 3, 3), dict(dilation=2, padding=2)),
+        ((3, 2, 3, 3), dict(padding=3)),  # backward-data's padding would be negative
+        ((3, 2, 3, 2), dict(padding=1)),
+    ],
+)
+def test_other_layers_keep_the_implicit_gemm(backend, winograd, w_shape, geometry):
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((2, 2, 9, 9)), rng.standard_normal(w_shape)
+    y = ops.conv2d_forward(x, w, **geometry)
+    assert rel_error(backend.run(ops.conv2d_forward, x, w, **geometry), y) < 1e-13
+    assert not [name for name in winograd if name.startswith("winograd")]
+    assert "conv2d_forward" in winograd or "conv2d_forward_narrow" in winograd
+
+
+def test_the_default_is_the_implicit_gemm(backend, winograd, monkeypatch):
+    monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE)
+    x, w, b = _inputs(CASES[0])
+    y = ops.conv2d_forward(x, w, b, padding=1)
+    assert rel_error(backend.run(ops.conv2d_forward, x, w, b, padding=1), y) < 1e-13
+    assert not [name for name in winograd if name.startswith("winograd")]
+
+
+@pytest.mark.parametrize("value", ["fft", "1", "winograd2"])
+def test_an_unknown_algorithm_is_named(value, monkeypatch):
+    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, value)
+    with pytest.raises(ValueError, match=cuda_conv.ALGORITHM_VARIABLE):
+        cuda_conv.conv_algorithm()
+    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, " Winograd ")
+    assert cuda_conv.conv_algorithm() == "winograd"
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "case",
+    [
+        (32, 64, 56, 56, 64, 1),  # ResNet-50's first 3x3 stage
+        (32, 256, 28, 28, 256, 1),
+        (8, 512, 14, 14, 512, 1),
+        (4, 3, 33, 31, 16, 1),
+    ],
+)
+def test_realistic_sizes_on_the_gpu(gpu_backend, winograd, case):
+    x, w, b = (a.astype(np.float32).astype(np.float64) for a in _inputs(case))
+    y = ops.conv2d_forward(x, w, b, padding=1)
+    dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32).astype(np.float64)
+    dx = ops.conv2d_backward(dy, x, w, padding=1, with_bias=False, need_weight_grad=False)[0]
+    f32 = [a.astype(np.float32) for a in (x, w, b, dy)]
+    got_y = gpu_backend.run(ops.conv2d_forward, *f32[:3], padding=1)
+    got_dx = gpu_backend.run(ops.conv2d_backward, f32[3], *f32[:2], padding=1)[0]
+    assert rel_error(got_y, y) < 1e-5 and rel_error(got_dx, dx) < 1e-5
+    again = gpu_backend.run(ops.conv2d_backward, f32[3], *f32[:2], padding=1)[0]
+    assert np.array_equal(got_dx, again)
