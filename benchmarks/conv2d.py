@@ -80,7 +80,7 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
         "backward-filter": target.time(lambda dy, x: backward(dy, x, False, True), pairs),
     }
     if target.name == "gpu" and (r, s, stride) == (3, 3, 1):
-        # The same two directions through Winograd F(2x2, 3x3), beside the implicit GEMM
+        # The same three directions through Winograd F(2x2, 3x3), beside the implicit GEMM
         # (same flop count for the fraction of peak: the rate of useful work).
         with _algorithm("winograd"):
             ours["forward (winograd)"] = target.time(
@@ -88,6 +88,9 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
             )
             ours["backward-data (winograd)"] = target.time(
                 lambda dy, x: backward(dy, x, True, False), pairs
+            )
+            ours["backward-filter (winograd)"] = target.time(
+                lambda dy, x: backward(dy, x, False, True), pairs
             )
     theirs = _torch(target, xs, weight, dys, stride, padding)
     shape = {

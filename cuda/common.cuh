@@ -8,3 +8,16 @@
 #define GPUCNN_GRID_STRIDE_LOOP(i, n)                                             \
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
+
+// out[i] = (accumulate ? out[i] : 0) + partial[0][i] + partial[1][i] + ... in split order, for
+// i < size: the second pass of a split reduction, the same bits on every run.
+template <typename T>
+__device__ void sum_splits(const T* __restrict__ partial, T* __restrict__ out, int splits,
+                           long long size, bool accumulate) {
+    GPUCNN_GRID_STRIDE_LOOP(i, size) {
+        T sum = accumulate ? out[i] : T(0);
+        for (int split = 0; split < splits; ++split)
+            sum += partial[split * size + i];
+        out[i] = sum;
+    }
+}

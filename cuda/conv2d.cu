@@ -259,12 +259,7 @@ __global__ void __launch_bounds__(gemm::kThreads)
 template <typename T>
 __global__ void conv2d_sum_splits(const T* __restrict__ partial, T* __restrict__ dw, int splits,
                                   long long size) {
-    GPUCNN_GRID_STRIDE_LOOP(i, size) {
-        T sum = T(0);
-        for (int split = 0; split < splits; ++split)
-            sum += partial[split * size + i];
-        dw[i] = sum;
-    }
+    sum_splits(partial, dw, splits, size, false);
 }
 
 // db[k] = sum over n, p, q of dy[n, k, p, q]: one block per channel, a fixed-order tree.

@@ -16,8 +16,18 @@
 //
 // Backward-data: dx[n, c, h, w] = sum_{k, r, s} w[k, c, 2 - r, 2 - s] dyp[n, k, h + r, w + s]
 // with dy padded by (2 - ph, 2 - pw): the forward with input dy, K and C swapped and the
-// filter transform reading w flipped and transposed (flip = 1). Host: gpucnn/cuda/conv.py,
-// which also checks the sizes (every count below fits int; whole-tensor offsets are 64-bit).
+// filter transform reading w flipped and transposed (flip = 1).
+//
+// Backward-filter, the adjoint of the forward (y_t = A^T (U . V_t) A per tile and channel
+// pair, so dU = sum_t (A dy_t A^T) . V_t and dg = G^T dU G):
+//     D[xi][t][k] = (A dy_t A^T)[a][b]                     winograd_output_gradient_transform
+//     E[xi][c][k] = sum_t V[xi][c][t] D[xi][t][k]          winograd_filter_gemm: 16 GEMMs,
+//                   the reduction over t split over blockIdx.z / 16 into slices, summed in
+//                   split order (and pass order) by winograd_sum_splits: the same bits every run
+//     dw[k][c] = G^T E[.][c][k] G                          winograd_filter_gradient
+// D is tile-major (k fastest) so that the GEMM's B loads are coalesced. Host:
+// gpucnn/cuda/conv.py, which also checks the sizes (every count below fits int; whole-tensor
+// offsets are 64-bit).
 //
 // Launches: the transforms are grid-stride loops, one thread per (filter) or per (channel,
 // tile) (the tile index fastest, so a warp's loads and stores of U, V and Z are coalesced);
@@ -27,6 +37,13 @@
 #include "gemm_tile.cuh"
 
 namespace winograd {
+
+// n, i, j of tile t (counted from image n0): the image and the tile's row and column.
+struct TileIndex {
+    int n, i, j;
+    __device__ TileIndex(long long t, int n0, int TH, int TW)
+        : n(n0 + (int)(t / ((long long)TH * TW))), i((int)(t / TW % TH)), j((int)(t % TW)) {}
+};
 
 // The GEMM of one Winograd index: A = U[xi] (rows x red), B = V[xi] (red x T).
 template <typename T>
@@ -57,6 +74,41 @@ __device__ void product(const T* u, const T* v, T* z, int rows, int red, long lo
     gemm::implicit_gemm_tile<T, Tile>(
         problem, rows, tiles, 0, red,
         [&](int m, long long col, T value) { z_xi[m * tiles + col] = value; });
+}
+
+// Backward-filter's GEMM of one Winograd index and split: A = V[xi] (C x T), B = D[xi] (T x K);
+// blockIdx.z = split * 16 + xi.
+template <typename T>
+struct FilterProduct {
+    const T* v;
+    const T* d;
+    int C, K;
+    long long tiles;
+    bool vector_a;  // T a multiple of 4: four along a row of V are one aligned vector
+    __device__ long long xi() const { return blockIdx.z % 16; }
+    __device__ T a(int m, long long kk) const { return v[(xi() * C + m) * tiles + kk]; }
+    __device__ const T* a_vector(int m, long long kk) const {
+        return vector_a ? &v[(xi() * C + m) * tiles + kk] : nullptr;
+    }
+    __device__ long long column(long long col) const { return col; }
+    __device__ void b4(long long kk, long long col, long long end, T (&out)[4]) const {
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+            out[i] = kk + i < end ? d[(xi() * tiles + kk + i) * K + col] : T(0);
+    }
+};
+
+// Split blockIdx.z / 16 reduces over tiles [split * chunk, (split + 1) * chunk) into its own
+// (16, C, K) slice of `partial`; chunk is a multiple of the reduction step.
+template <typename T, class Tile>
+__device__ void filter_product(const T* v, const T* d, T* partial, int C, int K, long long tiles,
+                               long long chunk, int vector_loads) {
+    const FilterProduct<T> problem{v, d, C, K, tiles, vector_loads != 0};
+    const long long begin = blockIdx.z / 16 * chunk, end = min(begin + chunk, tiles);
+    T* slice = partial + (long long)blockIdx.z * C * K;  // (split * 16 + xi) * C * K
+    gemm::implicit_gemm_tile<T, Tile>(problem, C, K, begin, end, [&](int c, long long k, T value) {
+        slice[(long long)c * K + k] = value;
+    });
 }
 
 }  // namespace winograd
@@ -107,10 +159,9 @@ __global__ void winograd_input_transform(const T* __restrict__ x, T* __restrict_
     GPUCNN_GRID_STRIDE_LOOP(index, total) {
         const int c = (int)(index / tiles);
         const long long t = index % tiles;
-        const int n = n0 + (int)(t / ((long long)TH * TW));
-        const int i = (int)(t / TW % TH), j = (int)(t % TW);
-        const int h0 = 2 * i - ph, w0 = 2 * j - pw;
-        const T* plane = x + ((long long)n * C + c) * H * W;
+        const winograd::TileIndex tile(t, n0, TH, TW);
+        const int h0 = 2 * tile.i - ph, w0 = 2 * tile.j - pw;
+        const T* plane = x + ((long long)tile.n * C + c) * H * W;
         T d[4][4];
 #pragma unroll
         for (int r = 0; r < 4; ++r)
@@ -164,8 +215,7 @@ __global__ void winograd_output_transform(const T* __restrict__ z, const T* __re
     GPUCNN_GRID_STRIDE_LOOP(index, total) {
         const int k = (int)(index / tiles);
         const long long t = index % tiles;
-        const int n = n0 + (int)(t / ((long long)TH * TW));
-        const int i = (int)(t / TW % TH), j = (int)(t % TW);
+        const winograd::TileIndex tile(t, n0, TH, TW);
         T m[4][4];
 #pragma unroll
         for (int a = 0; a < 4; ++a)
@@ -179,18 +229,112 @@ __global__ void winograd_output_transform(const T* __restrict__ z, const T* __re
             left[1][e] = m[1][e] - m[2][e] - m[3][e];
         }
         const T bias = has_bias ? b[k] : T(0);
-        T* plane = y + ((long long)n * K + k) * P * Q;
+        T* plane = y + ((long long)tile.n * K + k) * P * Q;
 #pragma unroll
         for (int a = 0; a < 2; ++a) {
-            const int p = 2 * i + a;
+            const int p = 2 * tile.i + a;
             if (p >= P) continue;
             const T out[2] = {left[a][0] + left[a][1] + left[a][2],
                               left[a][1] - left[a][2] - left[a][3]};
 #pragma unroll
             for (int e = 0; e < 2; ++e) {
-                const int q = 2 * j + e;
+                const int q = 2 * tile.j + e;
                 if (q < Q) plane[(long long)p * Q + q] = has_bias ? out[e] + bias : out[e];
             }
+        }
+    }
+}
+
+// D[xi][t][k] = (A dy_t A^T)[xi], dy_t the 2x2 outputs of tile t in channel k (zero past P, Q).
+// A = [[1, 0], [1, 1], [1, -1], [0, -1]]. One thread per (tile, k), k fastest.
+template <typename T>
+__global__ void winograd_output_gradient_transform(const T* __restrict__ dy, T* __restrict__ d,
+                                                   int n0, int n_count, int K, int P, int Q, int TH,
+                                                   int TW) {
+    const long long tiles = (long long)n_count * TH * TW, total = tiles * K;
+    GPUCNN_GRID_STRIDE_LOOP(index, total) {
+        const int k = (int)(index % K);
+        const long long t = index / K;
+        const winograd::TileIndex tile(t, n0, TH, TW);
+        const T* plane = dy + ((long long)tile.n * K + k) * P * Q;
+        T g[2][2];
+#pragma unroll
+        for (int a = 0; a < 2; ++a)
+#pragma unroll
+            for (int e = 0; e < 2; ++e) {
+                const int p = 2 * tile.i + a, q = 2 * tile.j + e;
+                g[a][e] = p < P && q < Q ? plane[(long long)p * Q + q] : T(0);
+            }
+        T left[4][2];  // A g
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+            left[0][e] = g[0][e];
+            left[1][e] = g[0][e] + g[1][e];
+            left[2][e] = g[0][e] - g[1][e];
+            left[3][e] = -g[1][e];
+        }
+#pragma unroll
+        for (int a = 0; a < 4; ++a) {  // (A g) A^T, row a
+            const T row[4] = {left[a][0], left[a][0] + left[a][1], left[a][0] - left[a][1],
+                              -left[a][1]};
+#pragma unroll
+            for (int b = 0; b < 4; ++b)
+                d[((long long)(4 * a + b) * tiles + t) * K + k] = row[b];
+        }
+    }
+}
+
+// partial's slices (split * 16 + xi) of E for every split, into E. vector_loads: T is a
+// multiple of 4.
+template <typename T>
+__global__ void __launch_bounds__(gemm::kThreads)
+    winograd_filter_gemm(const T* __restrict__ v, const T* __restrict__ d, T* __restrict__ partial,
+                         int C, int K, long long tiles, long long chunk, int vector_loads) {
+    winograd::filter_product<T, gemm::Wide>(v, d, partial, C, K, tiles, chunk, vector_loads);
+}
+
+template <typename T>
+__global__ void __launch_bounds__(gemm::kThreads)
+    winograd_filter_gemm_narrow(const T* __restrict__ v, const T* __restrict__ d,
+                                T* __restrict__ partial, int C, int K, long long tiles,
+                                long long chunk, int vector_loads) {
+    winograd::filter_product<T, gemm::Narrow>(v, d, partial, C, K, tiles, chunk, vector_loads);
+}
+
+// E = (accumulate ? E : 0) + the splits' slices in split order: called once per pass over the
+// batch, so E sums the passes in order too.
+template <typename T>
+__global__ void winograd_sum_splits(const T* __restrict__ partial, T* __restrict__ e, int splits,
+                                    long long size, int accumulate) {
+    sum_splits(partial, e, splits, size, accumulate != 0);
+}
+
+// dw[k][c] = G^T E[.][c][k] G. G^T = [[1, 1/2, 1/2, 0], [0, 1/2, -1/2, 0], [0, 1/2, 1/2, 1]].
+template <typename T>
+__global__ void winograd_filter_gradient(const T* __restrict__ e, T* __restrict__ dw, int K,
+                                         int C) {
+    const long long filters = (long long)K * C;
+    GPUCNN_GRID_STRIDE_LOOP(f, filters) {
+        const int k = (int)(f / C), c = (int)(f % C);
+        T m[4][4];
+#pragma unroll
+        for (int a = 0; a < 4; ++a)
+#pragma unroll
+            for (int b = 0; b < 4; ++b)
+                m[a][b] = e[((long long)(4 * a + b) * C + c) * K + k];
+        const T half = T(0.5);
+        T left[3][4];  // G^T m
+#pragma unroll
+        for (int b = 0; b < 4; ++b) {
+            left[0][b] = m[0][b] + half * (m[1][b] + m[2][b]);
+            left[1][b] = half * (m[1][b] - m[2][b]);
+            left[2][b] = half * (m[1][b] + m[2][b]) + m[3][b];
+        }
+#pragma unroll
+        for (int r = 0; r < 3; ++r) {  // (G^T m) G, row r
+            dw[f * 9 + r * 3 + 0] = left[r][0] + half * (left[r][1] + left[r][2]);
+            dw[f * 9 + r * 3 + 1] = half * (left[r][1] - left[r][2]);
+            dw[f * 9 + r * 3 + 2] = half * (left[r][1] + left[r][2]) + left[r][3];
         }
     }
 }

@@ -30,10 +30,11 @@ STEP = 8  # the reduction step (gemm::kStep): backward-filter's splits start on 
 TARGET_BLOCKS = 528
 MIN_SPLIT = 128
 
-# Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu) for the forward and backward-data of 3x3,
-# stride-1, undilated layers: 2.25x fewer multiplications than the implicit GEMM, for a
-# workspace and three extra launches. Chosen with GPUCNN_CONV_ALGORITHM=winograd; the default
-# stays the implicit GEMM until a GPU has measured where Winograd wins (benchmarks/NOTES.md).
+# Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu) for all three directions of 3x3, stride-1,
+# undilated layers: 2.25x fewer multiplications than the implicit GEMM, for a workspace and
+# three to five launches in place of one. Chosen with GPUCNN_CONV_ALGORITHM=winograd; the
+# default stays the implicit GEMM until a GPU has measured where Winograd wins
+# (benchmarks/NOTES.md).
 WINOGRAD_SOURCE = "conv2d_winograd.cu"
 ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
 ALGORITHMS = ("gemm", "winograd")
@@ -96,6 +97,15 @@ def _winograd_applies(w_shape, window: Window) -> bool:
     )
 
 
+def _winograd_passes(n: int, channels: int, out_hw, itemsize: int):
+    """(tiles per image, images per pass): the 2x2 output tiles of one image, and as many
+    images as keep the two (16, channels, tiles) workspaces, ``channels`` being the input's
+    plus the output's, within WINOGRAD_WORKSPACE_BYTES (at least one)."""
+    tiles = -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
+    per_image = max(1, 16 * channels * tiles * itemsize)
+    return tiles, max(1, min(n, WINOGRAD_WORKSPACE_BYTES // per_image))
+
+
 def _winograd(inp, w, b, out, padding, flip: bool):
     """out (N, rows, P, Q) = the 3x3 stride-1 convolution of inp (N, red, Hi, Wi) padded by
     ``padding``, plus b: the forward (w as given, rows = K) or backward-data (inp = dy, w
@@ -104,10 +114,7 @@ def _winograd(inp, w, b, out, padding, flip: bool):
     n, red, in_h, in_w = inp.shape
     rows, out_h, out_w = out.shape[1:]
     tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
-    per_image = max(1, 16 * (red + rows) * tiles_h * tiles_w * inp.dtype.itemsize)
-    images = max(1, min(n, WINOGRAD_WORKSPACE_BYTES // per_image))
-    if max(red, rows) * images * tiles_h * tiles_w * 16 > 2**62:
-        raise ValueError("the Winograd workspace of this convolution is too large to index")
+    _, images = _winograd_passes(n, red + rows, (out_h, out_w), inp.dtype.itemsize)
     u = empty(inp, (16, rows, red), inp.dtype)
     v = empty(inp, (16, red, images * tiles_h * tiles_w), inp.dtype)
     z = empty(inp, (16, rows, images * tiles_h * tiles_w), inp.dtype)
@@ -181,10 +188,11 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     n, c, height, width = x.shape
     k = w.shape[0]
     shape = _shape(x.shape, w.shape, window, dy.shape[2:])
+    winograd = _winograd_applies(w.shape, window)
     dx = None
     if need_dx:
         dx = empty(x, x.shape, x.dtype)
-        if _winograd_applies(w.shape, window):
+        if winograd:
             transposed_padding = (2 - window.padding[0], 2 - window.padding[1])
             _winograd(dy, w, None, dx, transposed_padding, True)
         else:
@@ -195,7 +203,13 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
                 THREADS,
                 (dy, w, dx, *shape),
             )
-    dw = _backward_filter(dy, x, w, shape) if need_dw else None
+    dw = None
+    if need_dw:
+        dw = (
+            _winograd_backward_filter(dy, x, w, window)
+            if winograd
+            else _backward_filter(dy, x, w, shape)
+        )
     db = None
     if with_bias:
         db = empty(x, (k,), x.dtype)
@@ -208,6 +222,16 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     return dx, dw, db
 
 
+def _splits(reduction: int, blocks: int) -> tuple[int, int]:
+    """(splits, indices per split) for a GEMM of ``blocks`` tiles reducing over ``reduction``
+    indices: split until the grid has about TARGET_BLOCKS blocks, keeping at least MIN_SPLIT
+    indices per split, each split a whole number of reduction steps."""
+    splits = max(1, min(-(-TARGET_BLOCKS // blocks), reduction // MIN_SPLIT))
+    chunk = max(1, -(-reduction // splits))
+    chunk = -(-chunk // STEP) * STEP  # whole steps: each split starts on a vector boundary
+    return max(1, -(-reduction // chunk)), chunk
+
+
 def _backward_filter(dy, x, w, shape):
     """dw through the split-K implicit GEMM: the reduction over N*P*Q is split only as far as
     the tiles alone cannot fill the GPU, and the splits are summed in a fixed order."""
@@ -218,11 +242,7 @@ def _backward_filter(dy, x, w, shape):
     reduction, taps = n * plane, c * r * s
     kernel, tile_rows = _tiled("conv2d_backward_filter", k, x, NARROW_UP_TO_FILTER)
     column_tiles, row_tiles, _ = _grid(taps, k, tile_rows)
-    tiles = column_tiles * row_tiles
-    splits = max(1, min(-(-TARGET_BLOCKS // tiles), reduction // MIN_SPLIT))
-    chunk = max(1, -(-reduction // splits))
-    chunk = -(-chunk // STEP) * STEP  # whole steps: each split starts on a vector boundary
-    splits = max(1, -(-reduction // chunk))
+    splits, chunk = _splits(reduction, column_tiles * row_tiles)
     out = dw if splits == 1 else empty(x, (splits, k, taps), x.dtype)
     # dy's rows are images of P*Q: four along one are an aligned vector when 4 divides P*Q
     launch(
@@ -239,4 +259,69 @@ def _backward_filter(dy, x, w, shape):
             THREADS,
             (out, dw, splits, size),
         )
+    return dw
+
+
+def _winograd_backward_filter(dy, x, w, window: Window):
+    """dw of a 3x3 stride-1 layer through Winograd: per pass over the batch, the input and
+    output-gradient transforms, then 16 GEMMs whose reduction over the tiles is split as in
+    ``_backward_filter`` and summed in split and pass order; then the filter transform's
+    adjoint."""
+    n, c, height, width = x.shape
+    k = w.shape[0]
+    out_hw = dy.shape[2:]
+    tiles_h, tiles_w = -(-out_hw[0] // 2), -(-out_hw[1] // 2)
+    per_image, images = _winograd_passes(n, c + k, out_hw, x.dtype.itemsize)
+    v = empty(x, (16, c, images * per_image), x.dtype)
+    d = empty(x, (16, images * per_image, k), x.dtype)
+    e = empty(x, (16, c, k), x.dtype)
+    dw = empty(x, w.shape, x.dtype)
+    if c <= NARROW_UP_TO_FILTER:
+        gemm, tile_rows = get_kernel(WINOGRAD_SOURCE, "winograd_filter_gemm_narrow", x), NARROW_ROWS
+    else:
+        gemm, tile_rows = get_kernel(WINOGRAD_SOURCE, "winograd_filter_gemm", x), WIDE_ROWS
+    column_tiles, row_tiles, _ = _grid(k, c, tile_rows)
+    transform_in = get_kernel(WINOGRAD_SOURCE, "winograd_input_transform", x)
+    transform_dy = get_kernel(WINOGRAD_SOURCE, "winograd_output_gradient_transform", x)
+    sum_splits = get_kernel(WINOGRAD_SOURCE, "winograd_sum_splits", x)
+    partial = None
+    for first in range(0, n, images):
+        count = min(images, n - first)
+        tiles = count * per_image
+        splits, chunk = _splits(tiles, 16 * column_tiles * row_tiles)
+        if partial is None:  # the first pass is the largest
+            partial = empty(x, (splits, 16, c, k), x.dtype)
+        launch(
+            transform_in,
+            grid_stride_blocks(c * tiles, THREADS),
+            THREADS,
+            (x, v, first, count, c, height, width, *window.padding, tiles_h, tiles_w),
+        )
+        launch(
+            transform_dy,
+            grid_stride_blocks(k * tiles, THREADS),
+            THREADS,
+            (dy, d, first, count, k, *out_hw, tiles_h, tiles_w),
+        )
+        # V's rows hold `tiles` elements: four are one aligned vector when 4 divides it
+        launch(
+            gemm,
+            (column_tiles, row_tiles, 16 * splits),
+            THREADS,
+            (v, d, partial, c, k, tiles, chunk, int(tiles % 4 == 0)),
+        )
+        launch(
+            sum_splits,
+            grid_stride_blocks(16 * c * k, THREADS),
+            THREADS,
+            (partial, e, splits, 16 * c * k, int(first > 0)),
+        )
+    if n == 0:  # no pass ran: nothing to sum
+        e.fill(0)
+    launch(
+        get_kernel(WINOGRAD_SOURCE, "winograd_filter_gradient", x),
+        grid_stride_blocks(k * c, THREADS),
+        THREADS,
+        (e, dw, k, c),
+    )
     return dw

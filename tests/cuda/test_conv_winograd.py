@@ -67,28 +67,54 @@ def test_forward_and_backward_data_match_numpy(backend, winograd, case, dtype):
     assert got_y.dtype == dtype and rel_error(got_y, y) < TOLERANCE[dtype]
     for name, value, reference in zip(("dx", "dw", "db"), got, expected, strict=True):
         assert value.dtype == dtype and rel_error(value, reference) < TOLERANCE[dtype], name
-    # the forward and backward-data went through Winograd (backward-filter stays a GEMM)
-    assert winograd.count("winograd_output_transform") == 2
-    assert winograd.count("winograd_filter_transform") == 2
+    # all three directions went through Winograd
+    assert winograd.count("winograd_output_transform") == 2  # forward and backward-data
+    assert winograd.count("winograd_filter_gradient") == 1
+    assert not [name for name in winograd if name.startswith("conv2d_") and "bias" not in name]
 
 
 @pytest.mark.parametrize("images_per_pass", [1, 2])
 def test_passes_over_the_batch_match_one_pass(backend, winograd, monkeypatch, images_per_pass):
-    # The workspace cap splits the batch into passes (the last one shorter): no seams.
+    # The workspace cap splits the batch into passes (the last one shorter): no seams, and
+    # backward-filter sums the passes.
     case = (5, 3, 6, 7, 4, 1)
     x, w, b = _inputs(case)
     expected = ops.conv2d_forward(x, w, b, padding=1)
     dy = np.random.default_rng(1).standard_normal(expected.shape)
-    expected_dx = ops.conv2d_backward(dy, x, w, padding=1)[0]
+    expected_grads = ops.conv2d_backward(dy, x, w, padding=1)
     tiles = 3 * 4  # ceil(6 / 2) * ceil(7 / 2) per image
     per_image = 16 * (3 + 4) * tiles * 8
     monkeypatch.setattr(cuda_conv, "WINOGRAD_WORKSPACE_BYTES", images_per_pass * per_image)
     assert rel_error(backend.run(ops.conv2d_forward, x, w, b, padding=1), expected) < 1e-13
-    dx = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[0]
-    assert rel_error(dx, expected_dx) < 1e-13
+    grads = backend.run(ops.conv2d_backward, dy, x, w, padding=1)
+    for name, value, reference in zip(("dx", "dw", "db"), grads, expected_grads, strict=True):
+        assert rel_error(value, reference) < 1e-13, name
     passes = -(-5 // images_per_pass)
-    for kernel in ("winograd_input_transform", "winograd_gemm_narrow", "winograd_output_transform"):
-        assert winograd.count(kernel) == 2 * passes, kernel  # forward and backward-data
+    assert winograd.count("winograd_input_transform") == 3 * passes  # all three directions
+    assert winograd.count("winograd_gemm_narrow") == 2 * passes
+    assert winograd.count("winograd_filter_gemm_narrow") == passes
+    assert winograd.count("winograd_sum_splits") == passes
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, winograd, dtype):
+    # 4 images of 16 x 16 tiles: 1024 tiles, split in eight over MIN_SPLIT = 128, with the
+    # GEMM's grid far below TARGET_BLOCKS.
+    x, w, _ = _inputs((4, 2, 32, 32, 3, 1))
+    dy = np.random.default_rng(2).standard_normal((4, 3, 32, 32))
+    expected = ops.conv2d_backward(dy, x, w, padding=1)[1]
+    x, w, dy = x.astype(dtype), w.astype(dtype), dy.astype(dtype)
+    first = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
+    again = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
+    assert rel_error(first, expected) < TOLERANCE[dtype] and np.array_equal(first, again)
+    assert cuda_conv._splits(1024, 16)[0] == 8
+
+
+def test_an_empty_batch_gives_zero_filter_gradient(backend, winograd):
+    x, w = np.zeros((0, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    dx, dw, db = backend.run(ops.conv2d_backward, np.zeros((0, 3, 5, 5)), x, w, padding=1)
+    assert dx.shape == (0, 2, 5, 5) and np.array_equal(dw, np.zeros_like(w))
+    assert np.array_equal(db, np.zeros(3))
 
 
 def test_same_bits_on_every_run(backend, winograd):
@@ -147,10 +173,12 @@ def test_realistic_sizes_on_the_gpu(gpu_backend, winograd, case):
     x, w, b = (a.astype(np.float32).astype(np.float64) for a in _inputs(case))
     y = ops.conv2d_forward(x, w, b, padding=1)
     dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32).astype(np.float64)
-    dx = ops.conv2d_backward(dy, x, w, padding=1, with_bias=False, need_weight_grad=False)[0]
+    expected = ops.conv2d_backward(dy, x, w, padding=1, with_bias=False)[:2]
     f32 = [a.astype(np.float32) for a in (x, w, b, dy)]
     got_y = gpu_backend.run(ops.conv2d_forward, *f32[:3], padding=1)
-    got_dx = gpu_backend.run(ops.conv2d_backward, f32[3], *f32[:2], padding=1)[0]
-    assert rel_error(got_y, y) < 1e-5 and rel_error(got_dx, dx) < 1e-5
-    again = gpu_backend.run(ops.conv2d_backward, f32[3], *f32[:2], padding=1)[0]
-    assert np.array_equal(got_dx, again)
+    got = gpu_backend.run(ops.conv2d_backward, f32[3], *f32[:2], padding=1, with_bias=False)[:2]
+    assert rel_error(got_y, y) < 1e-5
+    for name, value, reference in zip(("dx", "dw"), got, expected, strict=True):
+        assert rel_error(value, reference) < 1e-5, name
+    again = gpu_backend.run(ops.conv2d_backward, f32[3], *f32[:2], padding=1, with_bias=False)
+    assert all(np.array_equal(a, b_) for a, b_ in zip(got, again[:2], strict=True))
