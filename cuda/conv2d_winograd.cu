@@ -21,7 +21,7 @@
 // Backward-filter, the adjoint of the forward (y_t = A^T (U . V_t) A per tile and channel
 // pair, so dU = sum_t (A dy_t A^T) . V_t and dg = G^T dU G):
 //     D[xi][t][k] = (A dy_t A^T)[a][b]                     winograd_output_gradient_transform
-//     E[xi][c][k] = sum_t V[xi][c][t] D[xi][t][k]          winograd_filter_gemm: 16 GEMMs,
+//     E[xi][c][k] = sum_t V[xi][c][t] D[xi][t][k]          winograd_gemm: 16 GEMMs,
 //                   the reduction over t split over blockIdx.z / 16 into slices, summed in
 //                   split order (and pass order) by winograd_sum_splits: the same bits every run
 //     dw[k][c] = G^T E[.][c][k] G                          winograd_filter_gradient
@@ -45,70 +45,54 @@ struct TileIndex {
         : n(n0 + (int)(t / ((long long)TH * TW))), i((int)(t / TW % TH)), j((int)(t % TW)) {}
 };
 
-// The GEMM of one Winograd index: A = U[xi] (rows x red), B = V[xi] (red x T).
-template <typename T>
-struct Product {
-    const T* u;
-    const T* v;
-    int rows, red;
-    long long tiles;
-    bool vector_a;  // red a multiple of 4: four along a row of U are one aligned vector
-    __device__ long long xi() const { return blockIdx.z; }
-    __device__ T a(int m, long long kk) const { return u[(xi() * rows + m) * red + kk]; }
-    __device__ const T* a_vector(int m, long long kk) const {
-        return vector_a ? &u[(xi() * rows + m) * red + kk] : nullptr;
-    }
-    __device__ long long column(long long col) const { return col; }
-    __device__ void b4(long long kk, long long col, long long end, T (&out)[4]) const {
+// The N x N patch of an (H, W) plane whose top-left element is (h0, w0), zero outside it.
+template <int N, typename T>
+__device__ __forceinline__ void load_patch(const T* plane, int H, int W, int h0, int w0,
+                                           T (&out)[N][N]) {
 #pragma unroll
-        for (int i = 0; i < 4; ++i)
-            out[i] = kk + i < end ? v[(xi() * red + kk + i) * tiles + col] : T(0);
-    }
-};
-
-template <typename T, class Tile>
-__device__ void product(const T* u, const T* v, T* z, int rows, int red, long long tiles,
-                        int vector_loads) {
-    const Product<T> problem{u, v, rows, red, tiles, vector_loads != 0};
-    T* z_xi = z + (long long)blockIdx.z * rows * tiles;
-    gemm::implicit_gemm_tile<T, Tile>(
-        problem, rows, tiles, 0, red,
-        [&](int m, long long col, T value) { z_xi[m * tiles + col] = value; });
+    for (int r = 0; r < N; ++r)
+#pragma unroll
+        for (int s = 0; s < N; ++s) {
+            const int h = h0 + r, w = w0 + s;
+            out[r][s] = h >= 0 && h < H && w >= 0 && w < W ? plane[(long long)h * W + w] : T(0);
+        }
 }
 
-// Backward-filter's GEMM of one Winograd index and split: A = V[xi] (C x T), B = D[xi] (T x K);
-// blockIdx.z = split * 16 + xi.
+// The 16 GEMMs out[xi] = a[xi] b[xi], each operand row-major: a (M x red), b (red x cols).
+// The forward's are U V (M = rows, red = channels in, cols = T); backward-filter's V D (M = C,
+// red = T, cols = K), with the reduction split. blockIdx.z = split * 16 + xi.
 template <typename T>
-struct FilterProduct {
-    const T* v;
-    const T* d;
-    int C, K;
-    long long tiles;
-    bool vector_a;  // T a multiple of 4: four along a row of V are one aligned vector
+struct Batched {
+    const T* lhs;  // a
+    const T* rhs;  // b
+    int M;
+    long long red, cols;
+    bool vector_a;  // red a multiple of 4: four along a row of a are one aligned vector
     __device__ long long xi() const { return blockIdx.z % 16; }
-    __device__ T a(int m, long long kk) const { return v[(xi() * C + m) * tiles + kk]; }
+    __device__ T a(int m, long long kk) const { return lhs[(xi() * M + m) * red + kk]; }
     __device__ const T* a_vector(int m, long long kk) const {
-        return vector_a ? &v[(xi() * C + m) * tiles + kk] : nullptr;
+        return vector_a ? &lhs[(xi() * M + m) * red + kk] : nullptr;
     }
     __device__ long long column(long long col) const { return col; }
     __device__ void b4(long long kk, long long col, long long end, T (&out)[4]) const {
 #pragma unroll
         for (int i = 0; i < 4; ++i)
-            out[i] = kk + i < end ? d[(xi() * tiles + kk + i) * K + col] : T(0);
+            out[i] = kk + i < end ? rhs[(xi() * red + kk + i) * cols + col] : T(0);
     }
 };
 
-// Split blockIdx.z / 16 reduces over tiles [split * chunk, (split + 1) * chunk) into its own
-// (16, C, K) slice of `partial`; chunk is a multiple of the reduction step.
+// Split blockIdx.z / 16 reduces over [split * chunk, (split + 1) * chunk) into its own
+// (M, cols) slice blockIdx.z of `out`; chunk is a multiple of the reduction step (or all of
+// it: one split).
 template <typename T, class Tile>
-__device__ void filter_product(const T* v, const T* d, T* partial, int C, int K, long long tiles,
-                               long long chunk, int vector_loads) {
-    const FilterProduct<T> problem{v, d, C, K, tiles, vector_loads != 0};
-    const long long begin = blockIdx.z / 16 * chunk, end = min(begin + chunk, tiles);
-    T* slice = partial + (long long)blockIdx.z * C * K;  // (split * 16 + xi) * C * K
-    gemm::implicit_gemm_tile<T, Tile>(problem, C, K, begin, end, [&](int c, long long k, T value) {
-        slice[(long long)c * K + k] = value;
-    });
+__device__ void batched_gemm(const T* a, const T* b, T* out, int M, long long red, long long cols,
+                             long long chunk, int vector_loads) {
+    const Batched<T> problem{a, b, M, red, cols, vector_loads != 0};
+    const long long begin = blockIdx.z / 16 * chunk, end = min(begin + chunk, red);
+    T* slice = out + (long long)blockIdx.z * M * cols;
+    gemm::implicit_gemm_tile<T, Tile>(
+        problem, M, cols, begin, end,
+        [&](int m, long long col, T value) { slice[(long long)m * cols + col] = value; });
 }
 
 }  // namespace winograd
@@ -160,17 +144,9 @@ __global__ void winograd_input_transform(const T* __restrict__ x, T* __restrict_
         const int c = (int)(index / tiles);
         const long long t = index % tiles;
         const winograd::TileIndex tile(t, n0, TH, TW);
-        const int h0 = 2 * tile.i - ph, w0 = 2 * tile.j - pw;
         const T* plane = x + ((long long)tile.n * C + c) * H * W;
         T d[4][4];
-#pragma unroll
-        for (int r = 0; r < 4; ++r)
-#pragma unroll
-            for (int s = 0; s < 4; ++s) {
-                const int h = h0 + r, wi = w0 + s;
-                d[r][s] =
-                    h >= 0 && h < H && wi >= 0 && wi < W ? plane[(long long)h * W + wi] : T(0);
-            }
+        winograd::load_patch(plane, H, W, 2 * tile.i - ph, 2 * tile.j - pw, d);
         T left[4][4];  // B^T d
 #pragma unroll
         for (int s = 0; s < 4; ++s) {
@@ -190,19 +166,21 @@ __global__ void winograd_input_transform(const T* __restrict__ x, T* __restrict_
     }
 }
 
-// Z[xi] = U[xi] V[xi] for the 16 xi (blockIdx.z). vector_loads: red is a multiple of 4.
+// out[split * 16 + xi] = a[xi] b[xi] over the split's part of the reduction (see
+// winograd::batched_gemm): the forward's Z = U V (one split) and backward-filter's partial
+// E = V D. vector_loads: red is a multiple of 4.
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
-    winograd_gemm(const T* __restrict__ u, const T* __restrict__ v, T* __restrict__ z, int rows,
-                  int red, long long tiles, int vector_loads) {
-    winograd::product<T, gemm::Wide>(u, v, z, rows, red, tiles, vector_loads);
+    winograd_gemm(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out, int M,
+                  long long red, long long cols, long long chunk, int vector_loads) {
+    winograd::batched_gemm<T, gemm::Wide>(a, b, out, M, red, cols, chunk, vector_loads);
 }
 
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
-    winograd_gemm_narrow(const T* __restrict__ u, const T* __restrict__ v, T* __restrict__ z,
-                         int rows, int red, long long tiles, int vector_loads) {
-    winograd::product<T, gemm::Narrow>(u, v, z, rows, red, tiles, vector_loads);
+    winograd_gemm_narrow(const T* __restrict__ a, const T* __restrict__ b, T* __restrict__ out,
+                         int M, long long red, long long cols, long long chunk, int vector_loads) {
+    winograd::batched_gemm<T, gemm::Narrow>(a, b, out, M, red, cols, chunk, vector_loads);
 }
 
 // The 2x2 outputs of tile t in channel k: A^T Z[.][k][t] A (+ b[k] when has_bias), the parts
@@ -258,13 +236,7 @@ __global__ void winograd_output_gradient_transform(const T* __restrict__ dy, T* 
         const winograd::TileIndex tile(t, n0, TH, TW);
         const T* plane = dy + ((long long)tile.n * K + k) * P * Q;
         T g[2][2];
-#pragma unroll
-        for (int a = 0; a < 2; ++a)
-#pragma unroll
-            for (int e = 0; e < 2; ++e) {
-                const int p = 2 * tile.i + a, q = 2 * tile.j + e;
-                g[a][e] = p < P && q < Q ? plane[(long long)p * Q + q] : T(0);
-            }
+        winograd::load_patch(plane, P, Q, 2 * tile.i, 2 * tile.j, g);
         T left[4][2];  // A g
 #pragma unroll
         for (int e = 0; e < 2; ++e) {
@@ -282,23 +254,6 @@ __global__ void winograd_output_gradient_transform(const T* __restrict__ dy, T* 
                 d[((long long)(4 * a + b) * tiles + t) * K + k] = row[b];
         }
     }
-}
-
-// partial's slices (split * 16 + xi) of E for every split, into E. vector_loads: T is a
-// multiple of 4.
-template <typename T>
-__global__ void __launch_bounds__(gemm::kThreads)
-    winograd_filter_gemm(const T* __restrict__ v, const T* __restrict__ d, T* __restrict__ partial,
-                         int C, int K, long long tiles, long long chunk, int vector_loads) {
-    winograd::filter_product<T, gemm::Wide>(v, d, partial, C, K, tiles, chunk, vector_loads);
-}
-
-template <typename T>
-__global__ void __launch_bounds__(gemm::kThreads)
-    winograd_filter_gemm_narrow(const T* __restrict__ v, const T* __restrict__ d,
-                                T* __restrict__ partial, int C, int K, long long tiles,
-                                long long chunk, int vector_loads) {
-    winograd::filter_product<T, gemm::Narrow>(v, d, partial, C, K, tiles, chunk, vector_loads);
 }
 
 // E = (accumulate ? E : 0) + the splits' slices in split order: called once per pass over the

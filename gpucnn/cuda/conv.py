@@ -65,12 +65,12 @@ def _shape(x_shape, w_shape, window: Window, out_hw):
     )
 
 
-def _tiled(name: str, rows: int, like, narrow_up_to: int = NARROW_UP_TO):
+def _tiled(name: str, rows: int, like, narrow_up_to: int = NARROW_UP_TO, source: str = SOURCE):
     """The kernel ``name`` (or its ``_narrow`` twin for GEMMs of few rows, where a 128-row
     tile would mostly multiply zeros) and its tile's row count."""
     if rows <= narrow_up_to:
-        return get_kernel(SOURCE, f"{name}_narrow", like), NARROW_ROWS
-    return get_kernel(SOURCE, name, like), WIDE_ROWS
+        return get_kernel(source, f"{name}_narrow", like), NARROW_ROWS
+    return get_kernel(source, name, like), WIDE_ROWS
 
 
 def _grid(columns: int, rows: int, tile_rows: int, splits: int = 1):
@@ -124,10 +124,7 @@ def _winograd(inp, w, b, out, padding, flip: bool):
         THREADS,
         (w, u, rows, red, int(flip)),
     )
-    if rows <= NARROW_UP_TO:
-        gemm, tile_rows = get_kernel(WINOGRAD_SOURCE, "winograd_gemm_narrow", inp), NARROW_ROWS
-    else:
-        gemm, tile_rows = get_kernel(WINOGRAD_SOURCE, "winograd_gemm", inp), WIDE_ROWS
+    gemm, tile_rows = _tiled("winograd_gemm", rows, inp, source=WINOGRAD_SOURCE)
     transform_in = get_kernel(WINOGRAD_SOURCE, "winograd_input_transform", inp)
     transform_out = get_kernel(WINOGRAD_SOURCE, "winograd_output_transform", inp)
     for first in range(0, n, images):
@@ -144,7 +141,7 @@ def _winograd(inp, w, b, out, padding, flip: bool):
             gemm,
             _grid(tiles, rows, tile_rows, 16),
             THREADS,
-            (u, v, z, rows, red, tiles, int(red % 4 == 0)),
+            (u, v, z, rows, red, tiles, red, int(red % 4 == 0)),
         )
         launch(
             transform_out,
@@ -276,10 +273,7 @@ def _winograd_backward_filter(dy, x, w, window: Window):
     d = empty(x, (16, images * per_image, k), x.dtype)
     e = empty(x, (16, c, k), x.dtype)
     dw = empty(x, w.shape, x.dtype)
-    if c <= NARROW_UP_TO_FILTER:
-        gemm, tile_rows = get_kernel(WINOGRAD_SOURCE, "winograd_filter_gemm_narrow", x), NARROW_ROWS
-    else:
-        gemm, tile_rows = get_kernel(WINOGRAD_SOURCE, "winograd_filter_gemm", x), WIDE_ROWS
+    gemm, tile_rows = _tiled("winograd_gemm", c, x, NARROW_UP_TO_FILTER, WINOGRAD_SOURCE)
     column_tiles, row_tiles, _ = _grid(k, c, tile_rows)
     transform_in = get_kernel(WINOGRAD_SOURCE, "winograd_input_transform", x)
     transform_dy = get_kernel(WINOGRAD_SOURCE, "winograd_output_gradient_transform", x)
@@ -308,7 +302,7 @@ def _winograd_backward_filter(dy, x, w, window: Window):
             gemm,
             (column_tiles, row_tiles, 16 * splits),
             THREADS,
-            (v, d, partial, c, k, tiles, chunk, int(tiles % 4 == 0)),
+            (v, d, partial, c, tiles, k, chunk, int(tiles % 4 == 0)),
         )
         launch(
             sum_splits,
