@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 import numbers
 
+from . import ops
+from ._device import array_module
+
 
 def _number(value, name: str, low: float, high: float = math.inf, low_open=False) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -107,15 +110,19 @@ class SGD:
         if missing:
             raise RuntimeError(f"no gradient for {missing}: call model.backward() first")
         for name, p in params.items():
-            g = grads[name]
-            if self.weight_decay:
-                g = g + self.weight_decay * p
+            v = None
             if self.momentum:
                 v = self._velocity.get(name)
-                if v is None or v.shape != p.shape or type(v) is not type(p):
-                    v = self._velocity[name] = g.copy()  # v starts at g (PyTorch's rule)
-                else:
-                    v *= self.momentum
-                    v += g
-                g = g + self.momentum * v if self.nesterov else v
-            p -= self.lr * g
+                stale = v is None or v.shape != p.shape or v.dtype != p.dtype
+                if stale or type(v) is not type(p):
+                    # zeros make the first velocity the gradient itself (PyTorch's rule)
+                    v = self._velocity[name] = array_module(p).zeros_like(p)
+            ops.sgd_update(
+                p,
+                grads[name],
+                v,
+                lr=self.lr,
+                momentum=self.momentum,
+                weight_decay=self.weight_decay,
+                nesterov=self.nesterov,
+            )

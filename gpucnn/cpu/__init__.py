@@ -1,5 +1,5 @@
 """NumPy implementations of the ops that have CUDA kernels: the reference semantics."""
 
-from . import conv, hopfield, pool
+from . import conv, hopfield, optim, pool
 
-__all__ = ["conv", "hopfield", "pool"]
+__all__ = ["conv", "hopfield", "optim", "pool"]

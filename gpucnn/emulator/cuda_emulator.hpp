@@ -336,6 +336,26 @@ inline float __logf(float x) {
 inline float __fdividef(float a, float b) {
     return a / b;
 }
+// The round-to-nearest arithmetic intrinsics: plain IEEE operations here (the emulator is
+// built without FMA contraction).
+inline float __fmul_rn(float a, float b) {
+    return a * b;
+}
+inline double __dmul_rn(double a, double b) {
+    return a * b;
+}
+inline float __fadd_rn(float a, float b) {
+    return a + b;
+}
+inline double __dadd_rn(double a, double b) {
+    return a + b;
+}
+inline float __fsub_rn(float a, float b) {
+    return a - b;
+}
+inline double __dsub_rn(double a, double b) {
+    return a - b;
+}
 inline float __fmaf_rn(float a, float b, float c) {
     return std::fma(a, b, c);
 }

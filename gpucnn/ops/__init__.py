@@ -25,6 +25,7 @@ from .loss import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
+from .optim import sgd_update
 from .pool import (
     avg_pool2d_backward,
     avg_pool2d_forward,
@@ -57,6 +58,7 @@ __all__ = [
     "mse_forward",
     "relu_backward",
     "relu_forward",
+    "sgd_update",
     "sigmoid_backward",
     "sigmoid_forward",
     "softmax_cross_entropy_backward",

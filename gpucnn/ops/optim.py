@@ -1,0 +1,36 @@
+"""The optimiser's update as an op: validated once, then NumPy or the CUDA kernel."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._checks import check_float_array, check_same_kind, check_shape
+from ._dispatch import backend
+
+
+def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0, nesterov=False):
+    """One SGD step on ``param``, in place (PyTorch's formulation)::
+
+        g = grad + weight_decay * param
+        velocity = momentum * velocity + g                  (when momentum > 0)
+        g = g + momentum * velocity if nesterov else velocity
+        param -= lr * g
+
+    ``velocity`` (updated in place) is needed when momentum > 0; start it at zeros, which
+    makes the first step's velocity ``g``, as in PyTorch. The rates are rounded to param's
+    dtype. The same bits on the NumPy path and the CUDA kernel.
+    """
+    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
+            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    check_float_array(param, "param")
+    check_same_kind(param, "param", grad=grad, velocity=velocity)
+    check_shape(grad, "grad", param.shape)
+    if momentum:
+        if velocity is None:
+            raise ValueError("velocity is needed when momentum > 0")
+        check_shape(velocity, "velocity", param.shape)
+    for name, array in (("param", param), ("velocity", velocity)):
+        if array is not None and not array.flags.c_contiguous:
+            raise ValueError(f"{name} must be C-contiguous: it is updated in place")
+    backend(param).optim.sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov)
