@@ -88,6 +88,62 @@ __device__ __forceinline__ TiledWindow tiled_window(long long i, int W, int P, i
     return TiledWindow{row * R * W + (long long)q * S, p * R, q * S};
 }
 
+// Max pooling's choice among a window's values, in row-major order: the first maximum, or
+// the first NaN. Branch-free, so the loads that feed it need not wait for one another.
+template <typename T>
+__device__ __forceinline__ void consider(T value, int offset, T& best, int& best_offset,
+                                         bool& nan_seen) {
+    const bool take = !nan_seen && (value > best || isnan(value));
+    best = take ? value : best;
+    best_offset = take ? offset : best_offset;
+    nan_seen = nan_seen || isnan(value);
+}
+
+// Max pooling's choice over a kR x kS window whose every element is in bounds (the tiled
+// kernels), as the offset r * W + s: every load is issued before the first comparison, so a
+// thread has all of its window's reads in flight at once.
+template <int kR, int kS, typename T>
+__device__ __forceinline__ void window_max(const T* top, int W, T& best, int& best_offset) {
+    T values[kR * kS];
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+        for (int s = 0; s < kS; ++s)
+            values[r * kS + s] = top[r * W + s];
+    best = values[0];
+    best_offset = 0;
+    bool nan_seen = isnan(best);
+#pragma unroll
+    for (int k = 1; k < kR * kS; ++k)
+        consider(values[k], k / kS * W + k % kS, best, best_offset, nan_seen);
+}
+
+// The same for window sizes known only at run time.
+template <typename T>
+__device__ __forceinline__ void window_max(const T* top, int W, int R, int S, T& best,
+                                           int& best_offset) {
+    best = top[0];
+    best_offset = 0;
+    bool nan_seen = isnan(best);
+    for (int r = 0; r < R; ++r)
+        for (int s = 0; s < S; ++s)
+            consider(top[r * W + s], r * W + s, best, best_offset, nan_seen);
+}
+
+// The sum over an R x S window whose every element is in bounds, in row-major order; kR, kS
+// > 0 fix the size at compile time (the loops unroll and the loads go out together).
+template <int kR, int kS, typename T>
+__device__ __forceinline__ T window_sum(const T* top, int W, int R, int S) {
+    const int rows = kR > 0 ? kR : R, cols = kS > 0 ? kS : S;
+    T sum = T(0);
+#pragma unroll
+    for (int r = 0; r < rows; ++r)
+#pragma unroll
+        for (int s = 0; s < cols; ++s)
+            sum += top[r * W + s];
+    return sum;
+}
+
 }  // namespace pool
 
 // Max pooling. Semantics (those of gpucnn.cpu.pool): start from the first in-bounds element
@@ -128,18 +184,14 @@ __global__ void maxpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__
                                         int Q, int R, int S) {
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const pool::TiledWindow o = pool::tiled_window(i, W, P, Q, R, S);
-        int best_offset = 0;  // r * W + s inside the window
-        T best = x[o.top];
-        for (int r = 0; r < R && !isnan(best); ++r) {
-            for (int s = 0; s < S; ++s) {
-                const T value = x[o.top + r * W + s];
-                if (value > best || isnan(value)) {
-                    best = value;
-                    best_offset = r * W + s;
-                    if (isnan(value)) break;
-                }
-            }
-        }
+        T best;
+        int best_offset;       // r * W + s inside the window
+        if (R == 2 && S == 2)  // the same branch for every thread of the launch
+            pool::window_max<2, 2>(x + o.top, W, best, best_offset);
+        else if (R == 3 && S == 3)
+            pool::window_max<3, 3>(x + o.top, W, best, best_offset);
+        else
+            pool::window_max(x + o.top, W, R, S, best, best_offset);
         y[i] = best;
         argmax[i] = o.h0 * W + o.w0 + best_offset;
     }
@@ -167,10 +219,9 @@ __global__ void avgpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__
                                         int W, int P, int Q, int R, int S) {
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const pool::TiledWindow o = pool::tiled_window(i, W, P, Q, R, S);
-        T sum = T(0);
-        for (int r = 0; r < R; ++r)
-            for (int s = 0; s < S; ++s)
-                sum += x[o.top + r * W + s];
+        const T sum = R == 2 && S == 2   ? pool::window_sum<2, 2>(x + o.top, W, R, S)
+                      : R == 3 && S == 3 ? pool::window_sum<3, 3>(x + o.top, W, R, S)
+                                         : pool::window_sum<0, 0>(x + o.top, W, R, S);
         y[i] = sum / T(R * S);
     }
 }

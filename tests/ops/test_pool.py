@@ -32,9 +32,11 @@ CASES = [
     ((1, 1, 6, 6), 4, 3, 2, True),
     ((1, 1, 5, 5), 2, 2, 1, True),
     ((1, 2, 10, 10), 3, 3, 1, True),
-    # windows that tile the image exactly (the CUDA path's _tiled kernels), rectangular
+    # windows that tile the image exactly (the CUDA path's _tiled kernels): 2x2 above, 3x3
+    # (both unrolled), rectangular (sizes read at run time)
     ((2, 3, 6, 9), (3, 1), None, 0, True),
     ((1, 2, 4, 6), (2, 3), None, 0, False),
+    ((2, 2, 9, 6), 3, None, 0, False),
 ]
 
 
