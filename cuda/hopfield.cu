@@ -12,8 +12,9 @@
 //   hopfield_product_gemm   batch > 8: the GEMM tile of gemm_tile.cuh (rows = states, columns
 //                           = neurons), grid (ceil(n / 128), ceil(batch / 128)), 256 threads.
 //   hopfield_product_small  batch <= 8: W is read once, a warp per row j (grid-stride over
-//                           rows), lanes stride along the row with 8- or 16-byte loads, a fixed
-//                           shuffle tree sums each state's dot product. 256 threads.
+//                           rows), lanes stride along the row with 16-byte loads (8 or 4 when n
+//                           is not a multiple of 4), a fixed shuffle tree sums each state's dot
+//                           product. 256 threads.
 //   Both end in the same epilogue: the fields (sync = 0) or the synchronous step (sync = 1).
 //   hopfield_energy         E[b] = -1/2 sum_j Y[b, j] F[b, j]; a block per state (grid-stride),
 //                           256 threads, a fixed-order tree in double.
@@ -82,6 +83,42 @@ __device__ double state_energy(const T* y, const T* h, int n, double* scratch) {
     return -0.5 * block_sum(partial, scratch);
 }
 
+// V consecutive elements from an address aligned to V elements, as one vector load.
+template <int V, typename T>
+__device__ __forceinline__ void load_vector(const T* address, T (&out)[V]) {
+    if constexpr (V == 4) {
+        gemm::load4(address, out);
+    } else if constexpr (V == 2) {
+        const gemm::Pair<T> pair = gemm::load_vector_pair(address);
+        out[0] = pair.first, out[1] = pair.second;
+    } else {
+        out[0] = *address;
+    }
+}
+
+// acc[b] += this lane's share of row . Y[b] for b < batch: lane reads elements
+// [V * (lane + 32 k), + V) of the row and of each state as V-wide vectors (both 4V-byte
+// aligned), two iterations at a time, so each lane has two vectors of W in flight. Constant
+// bounds on b keep acc in registers.
+template <int V, typename T>
+__device__ __forceinline__ void row_dot(const T* row, const T* Y, int n, int batch, int lane,
+                                        T (&acc)[kMaxSmallBatch]) {
+#pragma unroll 2
+    for (int i = V * lane; i < n; i += 32 * V) {
+        T w[V];
+        load_vector<V>(row + i, w);
+#pragma unroll
+        for (int b = 0; b < kMaxSmallBatch; ++b) {
+            if (b >= batch) break;
+            T y[V];
+            load_vector<V>(Y + (long long)b * n + i, y);
+#pragma unroll
+            for (int v = 0; v < V; ++v)
+                acc[b] += w[v] * y[v];
+        }
+    }
+}
+
 }  // namespace hopfield
 
 template <typename T>
@@ -101,30 +138,27 @@ __global__ void __launch_bounds__(hopfield::kThreads)
                            int n, int batch, int sync) {
     const int lane = threadIdx.x % 32;
     const long long warps = (long long)gridDim.x * blockDim.x / 32;
-    const bool pairs = n % 2 == 0;  // rows start 8- or 16-byte aligned: read them in pairs
     for (long long j = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; j < n; j += warps) {
-        const T* row = W + j * n;
         T acc[hopfield::kMaxSmallBatch];
+#pragma unroll
         for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
             acc[b] = T(0);
-        if (pairs) {
-            for (int i = 2 * lane; i < n; i += 64) {
-                const gemm::Pair<T> w = gemm::load_vector_pair(row + i);
-                for (int b = 0; b < batch; ++b)
-                    acc[b] +=
-                        w.first * Y[(long long)b * n + i] + w.second * Y[(long long)b * n + i + 1];
-            }
-        } else {
-            for (int i = lane; i < n; i += 32)
-                for (int b = 0; b < batch; ++b)
-                    acc[b] += row[i] * Y[(long long)b * n + i];
-        }
+        // Rows start 16-byte aligned when 4 divides n (8-byte when 2 does): each lane reads
+        // them as vectors of that width.
+        if (n % 4 == 0)
+            hopfield::row_dot<4>(W + j * n, Y, n, batch, lane, acc);
+        else if (n % 2 == 0)
+            hopfield::row_dot<2>(W + j * n, Y, n, batch, lane, acc);
+        else
+            hopfield::row_dot<1>(W + j * n, Y, n, batch, lane, acc);
+#pragma unroll
         for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
             for (int offset = 16; offset > 0; offset /= 2)
                 acc[b] += __shfl_down_sync(0xffffffffu, acc[b], offset);
         if (lane == 0)
-            for (int b = 0; b < batch; ++b)
-                hopfield::finish(out, Y, (long long)b * n + j, acc[b], sync);
+#pragma unroll
+            for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
+                if (b < batch) hopfield::finish(out, Y, (long long)b * n + j, acc[b], sync);
     }
 }
 

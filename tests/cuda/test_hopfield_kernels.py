@@ -56,11 +56,21 @@ def _compare(backend, n, p, batch, dtype=np.float32, **recall):
         assert np.array_equal(value, reference_value), name
 
 
-# (n, patterns, batch): batch <= 8 runs the warp-per-row product, more the GEMM tile; odd n
-# reads rows element by element, even n in pairs (warp per row), n a multiple of 4 as 4-wide
-# vectors (GEMM tile); n past the tile's 128 columns, batch past its 128 rows.
+# (n, patterns, batch): batch <= 8 runs the warp-per-row product, more the GEMM tile; the
+# warp per row reads rows (and states) element by element for odd n, in pairs for even n,
+# as 4-wide vectors for n a multiple of 4 (the GEMM tile too); n past the tile's 128
+# columns, batch past its 128 rows.
 @pytest.mark.parametrize(
-    "n, p, batch", [(37, 3, 3), (64, 4, 8), (100, 6, 9), (131, 5, 70), (66, 4, 130)]
+    "n, p, batch",
+    [
+        (37, 3, 3),
+        (66, 4, 1),
+        (64, 4, 8),
+        (100, 6, 2),
+        (100, 6, 9),
+        (131, 5, 70),
+        (66, 4, 130),
+    ],
 )
 @pytest.mark.parametrize(
     "mode, order", [("async", "cyclic"), ("async", "random"), ("sync", "cyclic")]
