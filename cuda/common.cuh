@@ -9,15 +9,21 @@
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < (n); \
          i += (long long)blockDim.x * gridDim.x)
 
-// out[i] = (accumulate ? out[i] : 0) + partial[0][i] + partial[1][i] + ... in split order, for
-// i < size: the second pass of a split reduction, the same bits on every run.
+// partial[0][i] + partial[1][i] + ... in split order, for slices of `size` elements: the second
+// pass of a split reduction, the same bits on every run.
+template <typename T>
+__device__ __forceinline__ T split_sum(const T* __restrict__ partial, int splits, long long size,
+                                       long long i, T sum = T(0)) {
+    for (int split = 0; split < splits; ++split)
+        sum += partial[split * size + i];
+    return sum;
+}
+
+// out[i] = (accumulate ? out[i] : 0) + the splits' partial[.][i], for i < size.
 template <typename T>
 __device__ void sum_splits(const T* __restrict__ partial, T* __restrict__ out, int splits,
                            long long size, bool accumulate) {
     GPUCNN_GRID_STRIDE_LOOP(i, size) {
-        T sum = accumulate ? out[i] : T(0);
-        for (int split = 0; split < splits; ++split)
-            sum += partial[split * size + i];
-        out[i] = sum;
+        out[i] = split_sum(partial, splits, size, i, accumulate ? out[i] : T(0));
     }
 }

@@ -10,7 +10,9 @@
 //
 // Kernels and launches:
 //   hopfield_product_gemm   batch > 8: the GEMM tile of gemm_tile.cuh (rows = states, columns
-//                           = neurons), grid (ceil(n / 128), ceil(batch / 128)), 256 threads.
+//                           = neurons), grid (ceil(n / 128), ceil(batch / 128), splits), 256
+//                           threads; with too few tiles to fill the GPU the reduction over
+//                           neurons is split and hopfield_finish_splits sums the splits.
 //   hopfield_product_small  batch <= 8: W is read once, a warp per row j (grid-stride over
 //                           rows), lanes stride along the row with 16-byte loads (8 or 4 when n
 //                           is not a multiple of 4), a fixed shuffle tree sums each state's dot
@@ -121,15 +123,36 @@ __device__ __forceinline__ void row_dot(const T* row, const T* Y, int n, int bat
 
 }  // namespace hopfield
 
+// Split blockIdx.z reduces over neurons [z * chunk, (z + 1) * chunk) (chunk a multiple of
+// the reduction step). With one split the epilogue writes the fields or the step into out;
+// with more, each split writes its partial fields into slice z of out (splits, batch, n)
+// and hopfield_finish_splits adds them up.
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
     hopfield_product_gemm(const T* __restrict__ W, const T* __restrict__ Y, T* __restrict__ out,
-                          int n, int batch, int sync) {
+                          int n, int batch, int sync, long long chunk) {
     const hopfield::Product<T> problem{W, Y, n, n % 4 == 0};
-    gemm::implicit_gemm_tile<T, gemm::Wide>(
-        problem, batch, n, 0, n, [&](int b, long long j, T field) {
-            hopfield::finish(out, Y, (long long)b * n + j, field, sync);
-        });
+    const long long begin = blockIdx.z * chunk, end = min(begin + chunk, (long long)n);
+    const bool split = gridDim.z > 1;
+    T* slice = out + (long long)blockIdx.z * batch * n;
+    gemm::implicit_gemm_tile<T, gemm::Wide>(problem, batch, n, begin, end,
+                                            [&](int b, long long j, T field) {
+                                                const long long index = (long long)b * n + j;
+                                                if (split)
+                                                    slice[index] = field;
+                                                else
+                                                    hopfield::finish(out, Y, index, field, sync);
+                                            });
+}
+
+// The fields (sync = 0) or the step (sync = 1) from the splits' partial fields, summed in
+// split order: exact integers with Hebbian weights, so the same bits as one split.
+template <typename T>
+__global__ void hopfield_finish_splits(const T* __restrict__ partial, const T* __restrict__ Y,
+                                       T* __restrict__ out, int splits, long long size, int sync) {
+    GPUCNN_GRID_STRIDE_LOOP(i, size) {
+        hopfield::finish(out, Y, i, split_sum(partial, splits, size, i), sync);
+    }
 }
 
 template <typename T>

@@ -9,26 +9,16 @@ from __future__ import annotations
 import os
 
 from .._shapes import Window
+from ._gemm import NARROW_ROWS, THREADS, WIDE_ROWS, grid, split_reduction
 from ._launch import contiguous, empty, grid_stride_blocks, launch
 from ._loader import get_kernel
 
 SOURCE = "conv2d.cu"
-TILE_COLUMNS = 128  # columns of the GEMM each block computes (gemm::kCols)
-WIDE_ROWS, NARROW_ROWS = 128, 32  # its rows: gemm::Wide and gemm::Narrow
 # GEMMs of at most this many rows (channels) use the narrow tile. Measured on an H100
 # (benchmarks/NOTES.md): at 64 channels the narrow tile wins forward and backward-data, but
 # backward-filter, whose few columns (C*R*S) leave it few tiles, is faster wide.
 NARROW_UP_TO = 64
 NARROW_UP_TO_FILTER = 32
-THREADS = 256
-STEP = 8  # the reduction step (gemm::kStep): backward-filter's splits start on one
-# Backward-filter splits its reduction until the grid has about this many blocks (four per SM
-# on the largest GPUs we target), but keeps at least MIN_SPLIT reduction indices per split.
-# Swept on an H100 over the benchmark's 15 layers (benchmarks/NOTES.md): against 264 / 2048,
-# these cut backward-filter's time by a third (geometric mean), up to 2.9x on LeNet/CIFAR.
-# The splits' workspace holds about TARGET_BLOCKS tiles' worth of dw: at most ~35 MB in float32.
-TARGET_BLOCKS = 528
-MIN_SPLIT = 128
 
 # Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu) for all three directions of 3x3, stride-1,
 # undilated layers: 2.25x fewer multiplications than the implicit GEMM, for a workspace and
@@ -71,10 +61,6 @@ def _tiled(name: str, rows: int, like, narrow_up_to: int = NARROW_UP_TO, source:
     if rows <= narrow_up_to:
         return get_kernel(source, f"{name}_narrow", like), NARROW_ROWS
     return get_kernel(source, name, like), WIDE_ROWS
-
-
-def _grid(columns: int, rows: int, tile_rows: int, splits: int = 1):
-    return (-(-columns // TILE_COLUMNS), -(-rows // tile_rows), splits)
 
 
 def conv_algorithm() -> str:
@@ -139,7 +125,7 @@ def _winograd(inp, w, b, out, padding, flip: bool):
         # U's rows hold red elements: four are one aligned vector when 4 divides red
         launch(
             gemm,
-            _grid(tiles, rows, tile_rows, 16),
+            grid(tiles, rows, tile_rows, 16),
             THREADS,
             (u, v, z, rows, red, tiles, red, int(red % 4 == 0)),
         )
@@ -165,7 +151,7 @@ def conv2d_forward(x, w, b, window: Window):
     kernel, tile_rows = _tiled("conv2d_forward", k, x)
     launch(
         kernel,
-        _grid(n * out_hw[0] * out_hw[1], k, tile_rows),
+        grid(n * out_hw[0] * out_hw[1], k, tile_rows),
         THREADS,
         (
             x,
@@ -196,7 +182,7 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
             kernel, tile_rows = _tiled("conv2d_backward_data", c, x)
             launch(
                 kernel,
-                _grid(n * height * width, c, tile_rows),
+                grid(n * height * width, c, tile_rows),
                 THREADS,
                 (dy, w, dx, *shape),
             )
@@ -219,16 +205,6 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     return dx, dw, db
 
 
-def _splits(reduction: int, blocks: int) -> tuple[int, int]:
-    """(splits, indices per split) for a GEMM of ``blocks`` tiles reducing over ``reduction``
-    indices: split until the grid has about TARGET_BLOCKS blocks, keeping at least MIN_SPLIT
-    indices per split, each split a whole number of reduction steps."""
-    splits = max(1, min(-(-TARGET_BLOCKS // blocks), reduction // MIN_SPLIT))
-    chunk = max(1, -(-reduction // splits))
-    chunk = -(-chunk // STEP) * STEP  # whole steps: each split starts on a vector boundary
-    return max(1, -(-reduction // chunk)), chunk
-
-
 def _backward_filter(dy, x, w, shape):
     """dw through the split-K implicit GEMM: the reduction over N*P*Q is split only as far as
     the tiles alone cannot fill the GPU, and the splits are summed in a fixed order."""
@@ -238,13 +214,13 @@ def _backward_filter(dy, x, w, shape):
     plane = dy.shape[2] * dy.shape[3]
     reduction, taps = n * plane, c * r * s
     kernel, tile_rows = _tiled("conv2d_backward_filter", k, x, NARROW_UP_TO_FILTER)
-    column_tiles, row_tiles, _ = _grid(taps, k, tile_rows)
-    splits, chunk = _splits(reduction, column_tiles * row_tiles)
+    column_tiles, row_tiles, _ = grid(taps, k, tile_rows)
+    splits, chunk = split_reduction(reduction, column_tiles * row_tiles)
     out = dw if splits == 1 else empty(x, (splits, k, taps), x.dtype)
     # dy's rows are images of P*Q: four along one are an aligned vector when 4 divides P*Q
     launch(
         kernel,
-        _grid(taps, k, tile_rows, splits),
+        grid(taps, k, tile_rows, splits),
         THREADS,
         (dy, x, out, *shape, chunk, int(plane % 4 == 0)),
     )
@@ -274,7 +250,7 @@ def _winograd_backward_filter(dy, x, w, window: Window):
     e = empty(x, (16, c, k), x.dtype)
     dw = empty(x, w.shape, x.dtype)
     gemm, tile_rows = _tiled("winograd_gemm", c, x, NARROW_UP_TO_FILTER, WINOGRAD_SOURCE)
-    column_tiles, row_tiles, _ = _grid(k, c, tile_rows)
+    column_tiles, row_tiles, _ = grid(k, c, tile_rows)
     transform_in = get_kernel(WINOGRAD_SOURCE, "winograd_input_transform", x)
     transform_dy = get_kernel(WINOGRAD_SOURCE, "winograd_output_gradient_transform", x)
     sum_splits = get_kernel(WINOGRAD_SOURCE, "winograd_sum_splits", x)
@@ -282,7 +258,7 @@ def _winograd_backward_filter(dy, x, w, window: Window):
     for first in range(0, n, images):
         count = min(images, n - first)
         tiles = count * per_image
-        splits, chunk = _splits(tiles, 16 * column_tiles * row_tiles)
+        splits, chunk = split_reduction(tiles, 16 * column_tiles * row_tiles)
         if partial is None:  # the first pass is the largest
             partial = empty(x, (splits, 16, c, k), x.dtype)
         launch(

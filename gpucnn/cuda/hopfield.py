@@ -10,12 +10,12 @@ import numpy as np
 
 from .._device import array_module
 from ..cpu.hopfield import next_states as next_states  # elementwise: one version for both
+from ._gemm import WIDE_ROWS, grid, split_reduction
 from ._launch import contiguous, empty, grid_stride_blocks, launch
 from ._loader import get_kernel
 
 SOURCE = "hopfield.cu"
 THREADS = 256
-TILE_COLUMNS, TILE_ROWS = 128, 128  # gemm::kCols, gemm::Wide::kRows
 SMALL_BATCH = 8  # up to this many states, a warp per row of W reads W exactly once
 SHARED_BYTES = 48 * 1024  # dynamic shared memory available without an opt-in
 
@@ -32,12 +32,23 @@ def _product(w, y, sync: bool):
             (w, y, out, n, batch, int(sync)),
         )
     else:
+        # too few tiles to fill the GPU (e.g. n = 4096, batch 256: 64): split over neurons
+        column_tiles, row_tiles, _ = grid(n, batch, WIDE_ROWS)
+        splits, chunk = split_reduction(n, column_tiles * row_tiles)
+        partial = out if splits == 1 else empty(y, (splits, batch, n), y.dtype)
         launch(
             get_kernel(SOURCE, "hopfield_product_gemm", y),
-            (-(-n // TILE_COLUMNS), -(-batch // TILE_ROWS)),
+            grid(n, batch, WIDE_ROWS, splits),
             THREADS,
-            (w, y, out, n, batch, int(sync)),
+            (w, y, partial, n, batch, int(sync), chunk),
         )
+        if splits > 1:
+            launch(
+                get_kernel(SOURCE, "hopfield_finish_splits", y),
+                grid_stride_blocks(batch * n, THREADS),
+                THREADS,
+                (partial, y, out, splits, batch * n, int(sync)),
+            )
     return out
 
 

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import gpucnn
 from gpucnn import ops
+from gpucnn.cuda import _gemm as cuda_gemm
 from gpucnn.cuda import conv as cuda_conv
 from tests.helpers import draw_conv_case, misaligned, rel_error
 
@@ -76,7 +77,7 @@ def test_backward_matches_numpy(backend, case, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, monkeypatch, dtype):
     # N*P*Q = 4 * 32 * 32 = 4096 = 4 * MIN_SPLIT: the reduction is split in four
-    monkeypatch.setattr(cuda_conv, "MIN_SPLIT", 1024)
+    monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", 1024)
     x, w, _ = _inputs((4, 2, 32, 32, 3, 3, 3, 1, 1, 1))
     dy = np.random.default_rng(2).standard_normal((4, 3, 32, 32))
     expected = ops.conv2d_backward(dy, x, w, padding=1)[1]

@@ -8,6 +8,7 @@ import pytest
 
 from gpucnn import ops
 from gpucnn.cuda import conv as cuda_conv
+from gpucnn.cuda._gemm import split_reduction
 from tests.helpers import rel_error
 
 # (N, C, H, W, K, padding): output sizes odd and even (partial 2x2 tiles at the bottom and
@@ -106,7 +107,7 @@ def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, win
     first = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
     again = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
     assert rel_error(first, expected) < TOLERANCE[dtype] and np.array_equal(first, again)
-    assert cuda_conv._splits(1024, 16)[0] == 8
+    assert split_reduction(1024, 16)[0] == 8
 
 
 def test_an_empty_batch_gives_zero_filter_gradient(backend, winograd):

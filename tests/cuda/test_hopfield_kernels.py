@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import gpucnn
+from gpucnn.cuda import _gemm as cuda_gemm
 from gpucnn.cuda import hopfield as cuda_hopfield
+from gpucnn.cuda._gemm import split_reduction
 from gpucnn.hopfield import HopfieldNetwork, random_patterns
 
 
@@ -98,8 +100,26 @@ def test_fields_in_global_memory_when_shared_memory_is_too_small(backend, monkey
     _compare(backend, 40, 3, 5, mode="async", max_sweeps=10)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_product_split_over_neurons_gives_the_same_bits(backend, monkeypatch, dtype):
+    # 66 neurons, 130 states: 2 tiles, so with 8 neurons at least per split the reduction is
+    # split in five (chunks of 16), summed by hopfield_finish_splits.
+    monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", 8)
+    assert split_reduction(66, 2) == (5, 16)
+    launched = []
+    real = cuda_hopfield.launch
+
+    def recording(kernel, *args, **kwargs):
+        launched.append(kernel.name.split("<")[0])
+        return real(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(cuda_hopfield, "launch", recording)
+    _compare(backend, 66, 4, 130, dtype=dtype, mode="sync", max_sweeps=10)
+    assert "hopfield_finish_splits" in launched
+
+
 @pytest.mark.gpu
-@pytest.mark.parametrize("n, batch", [(4096, 1), (4096, 300), (2048, 64)])
+@pytest.mark.parametrize("n, batch", [(4096, 1), (4096, 300), (2048, 64), (4096, 256)])
 def test_realistic_sizes_on_the_gpu(gpu_backend, n, batch):
     _compare(gpu_backend, n, n // 100, batch, mode="async", max_sweeps=30)
     _compare(gpu_backend, n, n // 100, batch, mode="sync", max_sweeps=30)
