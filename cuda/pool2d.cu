@@ -21,6 +21,23 @@ struct Geometry {
     int H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w;
 };
 
+// a / b for a >= 0: in 32 bits when a fits (the usual case; a 64-bit division costs several
+// times as many instructions, which the gather kernels would spend per element).
+__device__ __forceinline__ long long quotient(long long a, int b) {
+    return a <= 0xffffffffLL ? (long long)((unsigned)a / (unsigned)b) : a / b;
+}
+
+// Element i of a stack of planes of rows x cols, as (plane, row, column): two divisions.
+struct PlaneIndex {
+    long long plane;
+    int row, col;
+};
+
+__device__ __forceinline__ PlaneIndex plane_index(long long i, int rows, int cols) {
+    const long long line = quotient(i, cols), plane = quotient(line, rows);
+    return PlaneIndex{plane, (int)(line - plane * rows), (int)(i - line * cols)};
+}
+
 // Output element i (of N*C*P*Q) and its window, clipped to the image.
 struct OutputWindow {
     long long plane;                     // the (n, c) plane
@@ -29,11 +46,14 @@ struct OutputWindow {
 };
 
 __device__ __forceinline__ OutputWindow output_window(long long i, const Geometry& g) {
-    const int q = (int)(i % g.Q), p = (int)(i / g.Q % g.P);
-    const int h0 = p * g.stride_h - g.pad_h, w0 = q * g.stride_w - g.pad_w;
-    return OutputWindow{
-        i / ((long long)g.P * g.Q), h0, w0, max(h0, 0), min(h0 + g.R, g.H), max(w0, 0),
-        min(w0 + g.S, g.W)};
+    const PlaneIndex o = plane_index(i, g.P, g.Q);
+    OutputWindow window;
+    window.plane = o.plane;
+    window.h0 = o.row * g.stride_h - g.pad_h;
+    window.w0 = o.col * g.stride_w - g.pad_w;
+    window.h_begin = max(window.h0, 0), window.h_end = min(window.h0 + g.R, g.H);
+    window.w_begin = max(window.w0, 0), window.w_end = min(window.w0 + g.S, g.W);
+    return window;
 }
 
 // Input element i (of N*C*H*W) and the windows [p_begin, p_end) x [q_begin, q_end) that hold
@@ -49,8 +69,9 @@ __device__ __forceinline__ int first_window(int c, int size, int stride, int pad
 }
 
 __device__ __forceinline__ InputWindows input_windows(long long i, const Geometry& g) {
-    const int w = (int)(i % g.W), h = (int)(i / g.W % g.H);
-    return InputWindows{i / ((long long)g.H * g.W),
+    const PlaneIndex in = plane_index(i, g.H, g.W);
+    const int h = in.row, w = in.col;
+    return InputWindows{in.plane,
                         h,
                         w,
                         first_window(h, g.R, g.stride_h, g.pad_h),
@@ -70,22 +91,17 @@ __device__ __forceinline__ int avg_divisor(int h0, int w0, const Geometry& g,
 
 // Windows that tile the image exactly (stride = window, no padding, P * R = H, Q * S = W: the
 // common 2x2/2 pooling): output i = (row, q) with row = plane * P + p, and its window's top
-// row is row * R of the (N*C*H, W) image stack, so one division locates it. Dividends below
-// 2^32 (the usual case) divide in 32 bits.
+// row is row * R of the (N*C*H, W) image stack.
 struct TiledWindow {
     long long top;  // offset of the window's top-left element in x
     int h0, w0;     // its top-left corner inside the plane
 };
 
-__device__ __forceinline__ long long quotient(long long a, int b) {
-    return a <= 0xffffffffLL ? (long long)((unsigned)a / (unsigned)b) : a / b;
-}
-
 __device__ __forceinline__ TiledWindow tiled_window(long long i, int W, int P, int Q, int R,
                                                     int S) {
-    const long long row = quotient(i, Q);
-    const int q = (int)(i - row * Q), p = (int)(row - quotient(row, P) * P);
-    return TiledWindow{row * R * W + (long long)q * S, p * R, q * S};
+    const PlaneIndex o = plane_index(i, P, Q);
+    const long long row = o.plane * P + o.row;  // of the (N*C*P, Q) output stack
+    return TiledWindow{row * R * W + (long long)o.col * S, o.row * R, o.col * S};
 }
 
 // Max pooling's choice among a window's values, in row-major order: the first maximum, or
