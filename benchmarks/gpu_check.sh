@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Everything that needs a real GPU, from the source tree (no install, no network):
 #   benchmarks/gpu_check.sh OUT [steps...]     steps: info tests memcheck racecheck bench
-#                                               bench-quick resources (default: all but bench)
+#                                               bench-quick compare resources (default: all
+#                                               but bench)
+# compare sets the newest benchmark run in OUT against the committed results for the same
+# GPU (benchmarks/compare.py): which rows a change made faster or slower, beyond the noise.
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
@@ -13,7 +16,7 @@
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
 shift
-steps=${*:-info tests memcheck racecheck bench-quick resources}
+steps=${*:-info tests memcheck racecheck bench-quick compare resources}
 python=${PYTHON:-python3}
 # GPUCNN_REQUIRE_GPU: the GPU tests fail, rather than skip, where CuPy finds no usable GPU.
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 GPUCNN_REQUIRE_GPU=1
@@ -45,6 +48,7 @@ for step in $steps; do
             "$python" "${sanitized[@]}" ;;
         bench) run bench "$python" -m benchmarks --out "$out" ;;
         bench-quick) run bench-quick "$python" -m benchmarks --quick --out "$out" ;;
+        compare) run compare "$python" -m benchmarks.compare --latest "$out" ;;
         resources) run resources "$python" benchmarks/kernel_resources.py --out "$out" ;;
         *) echo "unknown step $step"; failed+=("$step") ;;
     esac

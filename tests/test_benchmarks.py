@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks.harness import Timing, record, table_rows, time_cpu, time_cpu_alternating
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,3 +141,76 @@ def test_ptxas_reports_are_read_in_both_layouts():
         spill_load_bytes=12,
     )
     assert report["b<float>"]["registers"] == 26 and report["b<float>"]["static_smem_bytes"] == 1024
+
+
+def _run(records, **extra):
+    """A result payload of (family, name, direction, median, p10, p90) records."""
+    return {
+        "records": [
+            {
+                "family": family,
+                "name": name,
+                "direction": direction,
+                "ours": {"median_ms": median, "p10_ms": p10, "p90_ms": p90},
+            }
+            for family, name, direction, median, p10, p90 in records
+        ],
+        **extra,
+    }
+
+
+def test_compare_calls_a_change_only_where_the_spreads_part():
+    from benchmarks.compare import compare
+
+    before = _run(
+        [
+            ("pool2d", "big", "forward", 1.0, 0.95, 1.05),
+            ("pool2d", "big", "backward", 1.0, 0.95, 1.05),
+            ("pool2d", "big", "avg", 1.0, 0.95, 1.05),
+        ]
+    )
+    older = _run([("hopfield", "n=4096", "sync", 2.0, 1.9, 2.1)])
+    after = _run(
+        [
+            ("pool2d", "big", "forward", 0.5, 0.48, 0.52),
+            ("pool2d", "big", "backward", 1.5, 1.4, 1.6),
+            ("pool2d", "big", "avg", 1.02, 0.97, 1.07),
+            ("hopfield", "n=4096", "sync", 1.0, 0.99, 1.01),
+            ("conv2d", "vgg", "forward", 4.0, 3.9, 4.1),
+            ("conv2d", "vgg", "forward (winograd)", 2.0, 1.9, 2.1),
+        ]
+    )
+    rows, variants = compare(after, [before, older])
+    verdicts = {(row[0], row[2]): (row[5], row[6]) for row in rows}
+    assert verdicts[("pool2d", "forward")] == ("2.00x", "faster")
+    assert verdicts[("pool2d", "backward")] == ("0.67x", "slower")
+    assert verdicts[("pool2d", "avg")][1] == "within noise"
+    assert verdicts[("hopfield", "sync")] == ("2.00x", "faster")  # from the older run
+    assert verdicts[("conv2d", "forward")] == ("-", "new")
+    assert variants == [
+        ["conv2d", "vgg", "forward (winograd)", "2.000", "forward", "4.000", "2.00x", "faster"]
+    ]
+
+
+def test_compare_finds_the_newest_run_and_the_committed_ones_of_its_device(tmp_path):
+    from benchmarks.compare import latest, main
+
+    out, committed = tmp_path / "out", tmp_path / "committed"
+    out.mkdir(), committed.mkdir()
+    run = json.dumps(_run([("pool2d", "big", "forward", 1.0, 0.9, 1.1)]))
+    for name in (
+        "2026-11-20_gpu-a.json",
+        "2026-11-21_gpu-a_quick.json",
+        "2026-11-21_gpu-b.json",
+        "kernel_resources.json",
+    ):
+        (committed / name).write_text(run)
+    (out / "2026-11-23_gpu-a_quick.json").write_text(run)
+    after, befores = latest(out, committed)
+    assert after.name == "2026-11-23_gpu-a_quick.json"
+    assert [p.name for p in befores] == ["2026-11-21_gpu-a_quick.json", "2026-11-20_gpu-a.json"]
+    assert main([str(after), str(befores[0])]) == 0
+    with pytest.raises(SystemExit, match="not a benchmark result"):
+        main([str(after), str(committed / "missing.json")])
+    with pytest.raises(SystemExit, match="no benchmark results"):
+        latest(tmp_path / "committed" / "..", tmp_path / "none")
