@@ -204,3 +204,17 @@ def misaligned(a):
     view = flat[1:].reshape(a.shape)
     view[...] = a
     return view
+
+
+def record_launches(monkeypatch, module) -> list[str]:
+    """The names (without template arguments) of the kernels ``module`` launches from now
+    on, in order: ``module`` is a gpucnn.cuda wrapper that calls ``launch``."""
+    launched = []
+    real = module.launch
+
+    def recording(kernel, *args, **kwargs):
+        launched.append(kernel.name.split("<")[0])
+        return real(kernel, *args, **kwargs)
+
+    monkeypatch.setattr(module, "launch", recording)
+    return launched

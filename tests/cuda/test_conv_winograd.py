@@ -9,7 +9,7 @@ import pytest
 from gpucnn import ops
 from gpucnn.cuda import conv as cuda_conv
 from gpucnn.cuda._gemm import split_reduction
-from tests.helpers import rel_error
+from tests.helpers import record_launches, rel_error
 
 # (N, C, H, W, K, padding): output sizes odd and even (partial 2x2 tiles at the bottom and
 # right), padding 0, 1, 2 and an asymmetric pair, C a multiple of 4 or not (U's vector loads),
@@ -33,15 +33,7 @@ def winograd(monkeypatch):
     """The Winograd algorithm on, and the names of the kernels launched (without their
     template arguments), in order."""
     monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, "winograd")
-    launched = []
-    real = cuda_conv.launch
-
-    def recording(kernel, *args, **kwargs):
-        launched.append(kernel.name.split("<")[0])
-        return real(kernel, *args, **kwargs)
-
-    monkeypatch.setattr(cuda_conv, "launch", recording)
-    return launched
+    return record_launches(monkeypatch, cuda_conv)
 
 
 def _inputs(case, seed=0):

@@ -10,6 +10,7 @@ from gpucnn.cuda import _gemm as cuda_gemm
 from gpucnn.cuda import hopfield as cuda_hopfield
 from gpucnn.cuda._gemm import split_reduction
 from gpucnn.hopfield import HopfieldNetwork, random_patterns
+from tests.helpers import record_launches
 
 
 def _network(n, patterns, dtype=np.float32, rule="hebb"):
@@ -106,14 +107,7 @@ def test_a_product_split_over_neurons_gives_the_same_bits(backend, monkeypatch, 
     # split in five (chunks of 16), summed by hopfield_finish_splits.
     monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", 8)
     assert split_reduction(66, 2) == (5, 16)
-    launched = []
-    real = cuda_hopfield.launch
-
-    def recording(kernel, *args, **kwargs):
-        launched.append(kernel.name.split("<")[0])
-        return real(kernel, *args, **kwargs)
-
-    monkeypatch.setattr(cuda_hopfield, "launch", recording)
+    launched = record_launches(monkeypatch, cuda_hopfield)
     _compare(backend, 66, 4, 130, dtype=dtype, mode="sync", max_sweeps=10)
     assert "hopfield_finish_splits" in launched
 
