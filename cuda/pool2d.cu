@@ -27,6 +27,9 @@ __device__ __forceinline__ long long quotient(long long a, int b) {
     return a <= 0xffffffffLL ? (long long)((unsigned)a / (unsigned)b) : a / b;
 }
 
+// Inputs per thread in the max-pool backward gather (the host's SEGMENT).
+constexpr int kSegment = 4;
+
 // Element i of a stack of planes of rows x cols, as (plane, row, column): two divisions.
 struct PlaneIndex {
     long long plane;
@@ -242,21 +245,44 @@ __global__ void avgpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__
     }
 }
 
-// dx[h, w] = sum of dy over the windows that contain (h, w) and chose it.
+// dx[h, w] = sum of dy over the windows that contain (h, w) and chose it, in window order
+// (p, then q). A thread owns kSegment consecutive inputs of one row (the host launches one
+// per segment, ceil(W / kSegment) a row): their windows' rows are the same and their columns
+// overlap, so each window's argmax and dy are read once for the segment, and the window
+// ranges cost six divisions a segment instead of six an element.
 template <typename T>
 __global__ void maxpool2d_backward(const T* __restrict__ dy, const int* __restrict__ argmax,
-                                   T* __restrict__ dx, long long total, int H, int W, int P, int Q,
-                                   int R, int S, int stride_h, int stride_w, int pad_h, int pad_w) {
-    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
-    GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const pool::InputWindows in = pool::input_windows(i, g);
-        const long long offset = in.plane * P * Q;
-        const int self = in.h * W + in.w;
-        T sum = T(0);
-        for (int p = in.p_begin; p < in.p_end; ++p)
-            for (int q = in.q_begin; q < in.q_end; ++q)
-                if (argmax[offset + p * Q + q] == self) sum += dy[offset + p * Q + q];
-        dx[i] = sum;
+                                   T* __restrict__ dx, long long segments, int H, int W, int P,
+                                   int Q, int R, int S, int stride_h, int stride_w, int pad_h,
+                                   int pad_w) {
+    constexpr int kSegment = pool::kSegment;
+    const int per_row = (W + kSegment - 1) / kSegment;
+    GPUCNN_GRID_STRIDE_LOOP(segment, segments) {
+        const pool::PlaneIndex at = pool::plane_index(segment, H, per_row);
+        const int h = at.row, w0 = at.col * kSegment, count = min(kSegment, W - w0);
+        const int p_begin = pool::first_window(h, R, stride_h, pad_h);
+        const int p_end = min((h + pad_h) / stride_h + 1, P);
+        const int q_begin = pool::first_window(w0, S, stride_w, pad_w);
+        const int q_end = min((w0 + count - 1 + pad_w) / stride_w + 1, Q);
+        const long long outputs = at.plane * P * Q;
+        const int self0 = h * W + w0;  // argmax value that points at input e: self0 + e
+        T sum[kSegment];
+#pragma unroll
+        for (int e = 0; e < kSegment; ++e)
+            sum[e] = T(0);
+        for (int p = p_begin; p < p_end; ++p)
+            for (int q = q_begin; q < q_end; ++q) {
+                const long long o = outputs + p * Q + q;
+                const int chosen = argmax[o] - self0;        // e when the window chose input e
+                const int left = q * stride_w - pad_w - w0;  // the window covers [left, left + S)
+#pragma unroll
+                for (int e = 0; e < kSegment; ++e)
+                    if (e == chosen && e >= left && e < left + S) sum[e] += dy[o];
+            }
+        T* out = dx + (at.plane * H + h) * (long long)W + w0;
+#pragma unroll
+        for (int e = 0; e < kSegment; ++e)
+            if (e < count) out[e] = sum[e];
     }
 }
 

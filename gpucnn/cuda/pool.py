@@ -14,6 +14,7 @@ from ._loader import get_kernel
 
 SOURCE = "pool2d.cu"
 THREADS = 256
+SEGMENT = 4  # inputs per thread in the max-pool backward gather (pool::kSegment)
 
 
 def _run(name: str, like, total: int, args) -> None:
@@ -82,7 +83,14 @@ def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
         )
         return dx
     if window is not None:
-        return _backward("maxpool2d_backward", (dy, argmax), x_shape, dy.shape[2:], window)
+        # one thread per SEGMENT consecutive inputs of a row
+        dy, argmax = contiguous(dy), contiguous(argmax)
+        dx = empty(dy, x_shape, dy.dtype)
+        n, c, height, width = x_shape
+        segments = n * c * height * -(-width // SEGMENT)
+        geometry = (height, width, *dy.shape[2:], *_geometry(window))
+        _run("maxpool2d_backward", dy, segments, (dy, argmax, dx, segments, *geometry))
+        return dx
     dy, argmax = contiguous(dy), contiguous(argmax)
     dx = empty(dy, x_shape, dy.dtype)
     planes = x_shape[0] * x_shape[1]
