@@ -149,6 +149,44 @@ __device__ __forceinline__ void window_max(const T* top, int W, int R, int S, T&
             consider(top[r * W + s], r * W + s, best, best_offset, nan_seen);
 }
 
+// Max pooling's choice over output window o, clipped to the image: its in-bounds elements in
+// row-major order from the first (so an all -inf window still points inside the image), as
+// the index h * W + w in the plane. With the window's size known at compile time the loads
+// are predicated rather than branched around, so they go out together.
+template <int kR, int kS, typename T>
+__device__ __forceinline__ void clipped_window_max(const T* image, int W, const OutputWindow& o,
+                                                   T& best, int& best_index) {
+    T values[kR * kS];
+    bool inside[kR * kS];
+#pragma unroll
+    for (int r = 0; r < kR; ++r)
+#pragma unroll
+        for (int s = 0; s < kS; ++s) {
+            const int h = o.h0 + r, w = o.w0 + s, k = r * kS + s;
+            inside[k] = h >= o.h_begin && h < o.h_end && w >= o.w_begin && w < o.w_end;
+            values[k] = inside[k] ? image[h * W + w] : T(0);
+        }
+    best_index = o.h_begin * W + o.w_begin;
+    best = image[best_index];
+    bool nan_seen = isnan(best);
+#pragma unroll
+    for (int k = 0; k < kR * kS; ++k)
+        if (inside[k])
+            consider(values[k], (o.h0 + k / kS) * W + o.w0 + k % kS, best, best_index, nan_seen);
+}
+
+// The same for window sizes known only at run time.
+template <typename T>
+__device__ __forceinline__ void clipped_window_max(const T* image, int W, const OutputWindow& o,
+                                                   T& best, int& best_index) {
+    best_index = o.h_begin * W + o.w_begin;
+    best = image[best_index];
+    bool nan_seen = isnan(best);
+    for (int h = o.h_begin; h < o.h_end; ++h)
+        for (int w = o.w_begin; w < o.w_end; ++w)
+            consider(image[h * W + w], h * W + w, best, best_index, nan_seen);
+}
+
 // The sum over an R x S window whose every element is in bounds, in row-major order; kR, kS
 // > 0 fix the size at compile time (the loops unroll and the loads go out together).
 template <int kR, int kS, typename T>
@@ -167,7 +205,7 @@ __device__ __forceinline__ T window_sum(const T* top, int W, int R, int S) {
 
 // Max pooling. Semantics (those of gpucnn.cpu.pool): start from the first in-bounds element
 // (so an all -inf window still points inside the image), move on a strictly greater value
-// (ties keep the first), and stop at the first NaN (which propagates). argmax holds
+// (ties keep the first), and keep the first NaN (which propagates). argmax holds
 // h * W + w inside the plane.
 template <typename T>
 __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
@@ -178,18 +216,14 @@ __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const pool::OutputWindow o = pool::output_window(i, g);
         const T* image = x + o.plane * H * W;
-        int best_index = o.h_begin * W + o.w_begin;
-        T best = image[best_index];
-        for (int h = o.h_begin; h < o.h_end && !isnan(best); ++h) {
-            for (int w = o.w_begin; w < o.w_end; ++w) {
-                const T value = image[h * W + w];
-                if (value > best || isnan(value)) {
-                    best = value;
-                    best_index = h * W + w;
-                    if (isnan(value)) break;
-                }
-            }
-        }
+        T best;
+        int best_index;
+        if (R == 3 && S == 3)  // the same branch for every thread of the launch
+            pool::clipped_window_max<3, 3>(image, W, o, best, best_index);
+        else if (R == 2 && S == 2)
+            pool::clipped_window_max<2, 2>(image, W, o, best, best_index);
+        else
+            pool::clipped_window_max(image, W, o, best, best_index);
         y[i] = best;
         argmax[i] = best_index;
     }
