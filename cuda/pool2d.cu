@@ -187,6 +187,33 @@ __device__ __forceinline__ void clipped_window_max(const T* image, int W, const 
             consider(image[h * W + w], h * W + w, best, best_index, nan_seen);
 }
 
+// The sum of output window o's in-bounds elements in row-major order; with kR, kS > 0 the
+// loads are predicated (the rest read as 0, which leaves the sum's bits unchanged) and go
+// out together, else the bounds are read at run time.
+template <int kR, int kS, typename T>
+__device__ __forceinline__ T clipped_window_sum(const T* image, int W, const OutputWindow& o) {
+    T sum = T(0);
+    if constexpr (kR > 0 && kS > 0) {
+        T values[kR * kS];
+#pragma unroll
+        for (int r = 0; r < kR; ++r)
+#pragma unroll
+            for (int s = 0; s < kS; ++s) {
+                const int h = o.h0 + r, w = o.w0 + s;
+                const bool inside = h >= o.h_begin && h < o.h_end && w >= o.w_begin && w < o.w_end;
+                values[r * kS + s] = inside ? image[h * W + w] : T(0);
+            }
+#pragma unroll
+        for (int k = 0; k < kR * kS; ++k)
+            sum += values[k];
+    } else {
+        for (int h = o.h_begin; h < o.h_end; ++h)
+            for (int w = o.w_begin; w < o.w_end; ++w)
+                sum += image[h * W + w];
+    }
+    return sum;
+}
+
 // The sum over an R x S window whose every element is in bounds, in row-major order; kR, kS
 // > 0 fix the size at compile time (the loops unroll and the loads go out together).
 template <int kR, int kS, typename T>
@@ -346,10 +373,9 @@ __global__ void avgpool2d_forward(const T* __restrict__ x, T* __restrict__ y, lo
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const pool::OutputWindow o = pool::output_window(i, g);
         const T* image = x + o.plane * H * W;
-        T sum = T(0);
-        for (int h = o.h_begin; h < o.h_end; ++h)
-            for (int w = o.w_begin; w < o.w_end; ++w)
-                sum += image[h * W + w];
+        const T sum = R == 3 && S == 3   ? pool::clipped_window_sum<3, 3>(image, W, o)
+                      : R == 2 && S == 2 ? pool::clipped_window_sum<2, 2>(image, W, o)
+                                         : pool::clipped_window_sum<0, 0>(image, W, o);
         y[i] = sum / T(pool::avg_divisor(o.h0, o.w0, g, count_include_pad));
     }
 }
