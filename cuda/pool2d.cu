@@ -10,9 +10,13 @@
 // indices), 256 threads a block; the host caps the grid, so any grid size is correct.
 //
 // Ownership: forward kernels own one output element per loop step; backward kernels own one
-// input element and gather from the windows that contain it, so each dx element is written
-// exactly once: no zero-fill, no atomics, bit-for-bit reproducible. When windows do not
-// overlap the gather visits a single window: it is then a direct write.
+// input element (max pooling's: a segment of kSegment inputs of a row) and gather from the
+// windows that contain it, so each dx element is written exactly once: no zero-fill, no
+// atomics, bit-for-bit reproducible. Where the windows tile the image, the _tiled kernels
+// own one window each instead (forward and backward: a direct write).
+//
+// Max pooling reads a 2x2 or 3x3 window's elements before comparing any (compile-time
+// sizes, predicated loads), so a thread's loads are in flight together.
 #include "common.cuh"
 
 namespace pool {
