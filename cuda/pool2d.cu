@@ -97,18 +97,11 @@ __device__ __forceinline__ int avg_divisor(int h0, int w0, const Geometry& g,
 }
 
 // Windows that tile the image exactly (stride = window, no padding, P * R = H, Q * S = W: the
-// common 2x2/2 pooling): output i = (row, q) with row = plane * P + p, and its window's top
-// row is row * R of the (N*C*H, W) image stack.
-struct TiledWindow {
-    long long top;  // offset of the window's top-left element in x
-    int h0, w0;     // its top-left corner inside the plane
-};
-
-__device__ __forceinline__ TiledWindow tiled_window(long long i, int W, int P, int Q, int R,
-                                                    int S) {
+// common 2x2/2 pooling): output i's window, whole and inside the image.
+__device__ __forceinline__ OutputWindow tiled_window(long long i, int P, int Q, int R, int S) {
     const PlaneIndex o = plane_index(i, P, Q);
-    const long long row = o.plane * P + o.row;  // of the (N*C*P, Q) output stack
-    return TiledWindow{row * R * W + (long long)o.col * S, o.row * R, o.col * S};
+    const int h0 = o.row * R, w0 = o.col * S;
+    return OutputWindow{o.plane, h0, w0, h0, h0 + R, w0, w0 + S};
 }
 
 // Max pooling's choice among a window's values, in row-major order: the first maximum, or
@@ -120,37 +113,6 @@ __device__ __forceinline__ void consider(T value, int offset, T& best, int& best
     best = take ? value : best;
     best_offset = take ? offset : best_offset;
     nan_seen = nan_seen || isnan(value);
-}
-
-// Max pooling's choice over a kR x kS window whose every element is in bounds (the tiled
-// kernels), as the offset r * W + s: every load is issued before the first comparison, so a
-// thread has all of its window's reads in flight at once.
-template <int kR, int kS, typename T>
-__device__ __forceinline__ void window_max(const T* top, int W, T& best, int& best_offset) {
-    T values[kR * kS];
-#pragma unroll
-    for (int r = 0; r < kR; ++r)
-#pragma unroll
-        for (int s = 0; s < kS; ++s)
-            values[r * kS + s] = top[r * W + s];
-    best = values[0];
-    best_offset = 0;
-    bool nan_seen = isnan(best);
-#pragma unroll
-    for (int k = 1; k < kR * kS; ++k)
-        consider(values[k], k / kS * W + k % kS, best, best_offset, nan_seen);
-}
-
-// The same for window sizes known only at run time.
-template <typename T>
-__device__ __forceinline__ void window_max(const T* top, int W, int R, int S, T& best,
-                                           int& best_offset) {
-    best = top[0];
-    best_offset = 0;
-    bool nan_seen = isnan(best);
-    for (int r = 0; r < R; ++r)
-        for (int s = 0; s < S; ++s)
-            consider(top[r * W + s], r * W + s, best, best_offset, nan_seen);
 }
 
 // Max pooling's choice over output window o, clipped to the image: its in-bounds elements in
@@ -218,18 +180,25 @@ __device__ __forceinline__ T clipped_window_sum(const T* image, int W, const Out
     return sum;
 }
 
-// The sum over an R x S window whose every element is in bounds, in row-major order; kR, kS
-// > 0 fix the size at compile time (the loops unroll and the loads go out together).
-template <int kR, int kS, typename T>
-__device__ __forceinline__ T window_sum(const T* top, int W, int R, int S) {
-    const int rows = kR > 0 ? kR : R, cols = kS > 0 ? kS : S;
-    T sum = T(0);
-#pragma unroll
-    for (int r = 0; r < rows; ++r)
-#pragma unroll
-        for (int s = 0; s < cols; ++s)
-            sum += top[r * W + s];
-    return sum;
+// Max pooling's choice and the sum over output window o of an R x S pooling: 2x2 and 3x3
+// windows at compile time (the same branch for every thread of a launch), others at run time.
+template <typename T>
+__device__ __forceinline__ void window_max(const T* image, int W, const OutputWindow& o, int R,
+                                           int S, T& best, int& best_index) {
+    if (R == 3 && S == 3)
+        clipped_window_max<3, 3>(image, W, o, best, best_index);
+    else if (R == 2 && S == 2)
+        clipped_window_max<2, 2>(image, W, o, best, best_index);
+    else
+        clipped_window_max(image, W, o, best, best_index);
+}
+
+template <typename T>
+__device__ __forceinline__ T window_sum(const T* image, int W, const OutputWindow& o, int R,
+                                        int S) {
+    if (R == 3 && S == 3) return clipped_window_sum<3, 3>(image, W, o);
+    if (R == 2 && S == 2) return clipped_window_sum<2, 2>(image, W, o);
+    return clipped_window_sum<0, 0>(image, W, o);
 }
 
 }  // namespace pool
@@ -249,35 +218,25 @@ __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
         const T* image = x + o.plane * H * W;
         T best;
         int best_index;
-        if (R == 3 && S == 3)  // the same branch for every thread of the launch
-            pool::clipped_window_max<3, 3>(image, W, o, best, best_index);
-        else if (R == 2 && S == 2)
-            pool::clipped_window_max<2, 2>(image, W, o, best, best_index);
-        else
-            pool::clipped_window_max(image, W, o, best, best_index);
+        pool::window_max(image, W, o, R, S, best, best_index);
         y[i] = best;
         argmax[i] = best_index;
     }
 }
 
-// maxpool2d_forward where the windows tile the image (pool::TiledWindow): same semantics.
+// maxpool2d_forward where the windows tile the image (pool::tiled_window): same semantics.
 // (Rows read as 2-wide vectors measured no faster on an H100: see benchmarks/NOTES.md.)
 template <typename T>
 __global__ void maxpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__ y,
                                         int* __restrict__ argmax, long long total, int W, int P,
                                         int Q, int R, int S) {
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const pool::TiledWindow o = pool::tiled_window(i, W, P, Q, R, S);
+        const pool::OutputWindow o = pool::tiled_window(i, P, Q, R, S);
         T best;
-        int best_offset;       // r * W + s inside the window
-        if (R == 2 && S == 2)  // the same branch for every thread of the launch
-            pool::window_max<2, 2>(x + o.top, W, best, best_offset);
-        else if (R == 3 && S == 3)
-            pool::window_max<3, 3>(x + o.top, W, best, best_offset);
-        else
-            pool::window_max(x + o.top, W, R, S, best, best_offset);
+        int best_index;
+        pool::window_max(x + o.plane * P * R * W, W, o, R, S, best, best_index);
         y[i] = best;
-        argmax[i] = o.h0 * W + o.w0 + best_offset;
+        argmax[i] = best_index;
     }
 }
 
@@ -288,12 +247,14 @@ __global__ void maxpool2d_backward_tiled(const T* __restrict__ dy, const int* __
                                          T* __restrict__ dx, long long total, int W, int P, int Q,
                                          int R, int S) {
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const pool::TiledWindow o = pool::tiled_window(i, W, P, Q, R, S);
-        const int chosen = argmax[i] - (o.h0 * W + o.w0);  // r * W + s when inside the window
-        const T gradient = T(0) + dy[i];                   // + 0 as in the gather: -0 becomes 0
+        const pool::OutputWindow o = pool::tiled_window(i, P, Q, R, S);
+        const int corner = o.h0 * W + o.w0;
+        const int chosen = argmax[i] - corner;  // r * W + s when inside the window
+        const T gradient = T(0) + dy[i];        // + 0 as in the gather: -0 becomes 0
+        T* window = dx + o.plane * P * R * W + corner;
         for (int r = 0; r < R; ++r)
             for (int s = 0; s < S; ++s)
-                dx[o.top + r * W + s] = r * W + s == chosen ? gradient : T(0);
+                window[r * W + s] = r * W + s == chosen ? gradient : T(0);
     }
 }
 
@@ -302,11 +263,8 @@ template <typename T>
 __global__ void avgpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__ y, long long total,
                                         int W, int P, int Q, int R, int S) {
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
-        const pool::TiledWindow o = pool::tiled_window(i, W, P, Q, R, S);
-        const T sum = R == 2 && S == 2   ? pool::window_sum<2, 2>(x + o.top, W, R, S)
-                      : R == 3 && S == 3 ? pool::window_sum<3, 3>(x + o.top, W, R, S)
-                                         : pool::window_sum<0, 0>(x + o.top, W, R, S);
-        y[i] = sum / T(R * S);
+        const pool::OutputWindow o = pool::tiled_window(i, P, Q, R, S);
+        y[i] = pool::window_sum(x + o.plane * P * R * W, W, o, R, S) / T(R * S);
     }
 }
 
@@ -377,10 +335,8 @@ __global__ void avgpool2d_forward(const T* __restrict__ x, T* __restrict__ y, lo
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const pool::OutputWindow o = pool::output_window(i, g);
         const T* image = x + o.plane * H * W;
-        const T sum = R == 3 && S == 3   ? pool::clipped_window_sum<3, 3>(image, W, o)
-                      : R == 2 && S == 2 ? pool::clipped_window_sum<2, 2>(image, W, o)
-                                         : pool::clipped_window_sum<0, 0>(image, W, o);
-        y[i] = sum / T(pool::avg_divisor(o.h0, o.w0, g, count_include_pad));
+        y[i] = pool::window_sum(image, W, o, R, S) /
+               T(pool::avg_divisor(o.h0, o.w0, g, count_include_pad));
     }
 }
 
