@@ -84,12 +84,12 @@ def _winograd_applies(w_shape, window: Window) -> bool:
 
 
 def _winograd_passes(n: int, channels: int, out_hw, itemsize: int):
-    """(tiles per image, images per pass): the 2x2 output tiles of one image, and as many
-    images as keep the two (16, channels, tiles) workspaces, ``channels`` being the input's
-    plus the output's, within WINOGRAD_WORKSPACE_BYTES (at least one)."""
-    tiles = -(-out_hw[0] // 2) * -(-out_hw[1] // 2)
-    per_image = max(1, 16 * channels * tiles * itemsize)
-    return tiles, max(1, min(n, WINOGRAD_WORKSPACE_BYTES // per_image))
+    """(tile rows, tile columns, images per pass): the 2x2 output tiles of one image, and as
+    many images as keep the two (16, channels, tiles) workspaces, ``channels`` being the
+    input's plus the output's, within WINOGRAD_WORKSPACE_BYTES (at least one)."""
+    tiles_h, tiles_w = -(-out_hw[0] // 2), -(-out_hw[1] // 2)
+    per_image = max(1, 16 * channels * tiles_h * tiles_w * itemsize)
+    return tiles_h, tiles_w, max(1, min(n, WINOGRAD_WORKSPACE_BYTES // per_image))
 
 
 def _winograd(inp, w, b, out, padding, flip: bool):
@@ -99,8 +99,7 @@ def _winograd(inp, w, b, out, padding, flip: bool):
     the workspace allows."""
     n, red, in_h, in_w = inp.shape
     rows, out_h, out_w = out.shape[1:]
-    tiles_h, tiles_w = -(-out_h // 2), -(-out_w // 2)
-    _, images = _winograd_passes(n, red + rows, (out_h, out_w), inp.dtype.itemsize)
+    tiles_h, tiles_w, images = _winograd_passes(n, red + rows, (out_h, out_w), inp.dtype.itemsize)
     u = empty(inp, (16, rows, red), inp.dtype)
     v = empty(inp, (16, red, images * tiles_h * tiles_w), inp.dtype)
     z = empty(inp, (16, rows, images * tiles_h * tiles_w), inp.dtype)
@@ -243,8 +242,8 @@ def _winograd_backward_filter(dy, x, w, window: Window):
     n, c, height, width = x.shape
     k = w.shape[0]
     out_hw = dy.shape[2:]
-    tiles_h, tiles_w = -(-out_hw[0] // 2), -(-out_hw[1] // 2)
-    per_image, images = _winograd_passes(n, c + k, out_hw, x.dtype.itemsize)
+    tiles_h, tiles_w, images = _winograd_passes(n, c + k, out_hw, x.dtype.itemsize)
+    per_image = tiles_h * tiles_w
     v = empty(x, (16, c, images * per_image), x.dtype)
     d = empty(x, (16, images * per_image, k), x.dtype)
     e = empty(x, (16, c, k), x.dtype)
