@@ -229,15 +229,10 @@ class PowerSampler:
         try:
             import pynvml
 
-            from gpucnn.gpuinfo import cupy_device_uuid
+            from gpucnn.gpuinfo import nvml_handle
 
             pynvml.nvmlInit()
-            uuid = cupy_device_uuid()
-            self._handle = (
-                pynvml.nvmlDeviceGetHandleByUUID(uuid)
-                if uuid
-                else pynvml.nvmlDeviceGetHandleByIndex(0)
-            )
+            self._handle, _ = nvml_handle(pynvml)
             self._pynvml = pynvml
         except Exception as exc:
             self.error = f"{type(exc).__name__}: {exc}"

@@ -14,7 +14,11 @@ def _text(value) -> str:
 
 
 def cupy_device_uuid() -> str | None:
-    """The current CuPy device's UUID as NVML spells it ("GPU-xxxxxxxx-..."), if known."""
+    """The current CuPy device's UUID as NVML spells it ("GPU-xxxxxxxx-..."), if known.
+
+    CuPy hands the UUID's 16 raw bytes over as a C string, so it stops at the first zero
+    byte (seen on an H100 whose UUID has one in its third byte); a UUID cut short is not
+    known, and the caller finds the device by its PCI bus id instead."""
     try:
         import cupy
 
@@ -24,7 +28,35 @@ def cupy_device_uuid() -> str | None:
     if not raw:
         return None
     hexed = bytes(raw).hex() if not isinstance(raw, str) else raw.replace("-", "")
+    if len(hexed) != 32:
+        return None
     return f"GPU-{hexed[:8]}-{hexed[8:12]}-{hexed[12:16]}-{hexed[16:20]}-{hexed[20:32]}"
+
+
+def _cupy_pci_bus_id() -> str | None:
+    try:
+        import cupy
+
+        return cupy.cuda.Device().pci_bus_id
+    except Exception:
+        return None
+
+
+def nvml_handle(pynvml, uuid: str | None = None):
+    """(NVML handle, how it was found) for the device CuPy uses: by ``uuid`` or CuPy's UUID,
+    else by CuPy's PCI bus id, else NVML's device 0 (no CuPy device). Raises the NVML error,
+    naming what was looked up, when that device is not NVML's."""
+    uuid = uuid or cupy_device_uuid()
+    if uuid:
+        lookup, key = pynvml.nvmlDeviceGetHandleByUUID, uuid
+    elif bus_id := _cupy_pci_bus_id():
+        lookup, key = pynvml.nvmlDeviceGetHandleByPciBusId, bus_id
+    else:
+        lookup, key = pynvml.nvmlDeviceGetHandleByIndex, 0
+    try:
+        return lookup(key), key
+    except Exception as exc:
+        raise LookupError(f"NVML has no device {key!r}: {exc}") from exc
 
 
 def nvml_facts(uuid: str | None = None) -> dict:
@@ -41,17 +73,11 @@ def nvml_facts(uuid: str | None = None) -> dict:
         facts["unavailable"]["nvml"] = f"NVML failed to initialise: {exc}"
         return facts
     try:
-        uuid = uuid or cupy_device_uuid()
         try:
-            handle = (
-                pynvml.nvmlDeviceGetHandleByUUID(uuid)
-                if uuid
-                else pynvml.nvmlDeviceGetHandleByIndex(0)
-            )
-        except Exception as exc:
-            facts["unavailable"]["device"] = f"NVML has no device {uuid or 'at index 0'}: {exc}"
+            handle, facts["nvml_id"] = nvml_handle(pynvml, uuid)
+        except LookupError as exc:
+            facts["unavailable"]["device"] = str(exc)
             return facts
-        facts["uuid"] = uuid
 
         def read(name, query, convert=lambda v: v):
             try:
@@ -60,6 +86,7 @@ def nvml_facts(uuid: str | None = None) -> dict:
                 facts["unavailable"][name] = f"{type(exc).__name__}: {exc}"
 
         read("name", lambda: pynvml.nvmlDeviceGetName(handle), _text)
+        read("uuid", lambda: pynvml.nvmlDeviceGetUUID(handle), _text)
         read("driver_version", pynvml.nvmlSystemGetDriverVersion, _text)
         read(
             "cuda_driver_version",
