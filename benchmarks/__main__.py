@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", choices=["gpu", "cpu"], default="gpu")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
-    families = [f.strip() for f in args.only.split(",") if f.strip()]
+    families = list(dict.fromkeys(f.strip() for f in args.only.split(",") if f.strip()))
     unknown = set(families) - set(FAMILIES)
     if unknown:
         parser.error(f"--only: unknown families {sorted(unknown)}")
@@ -138,7 +138,10 @@ def main(argv=None) -> int:
     resources, resources_table = _resources(target)
 
     table = markdown_table(TABLE_HEADER, table_rows(records))
-    stem = result_stem(target, facts_before.get("name")) + ("_quick" if args.quick else "")
+    # A run of some families only is named after them, so that runs of different families
+    # on one day (e.g. --only conv2d, then --only hopfield) keep each other's files.
+    subset = "" if families == list(FAMILIES) else "_" + "-".join(families)
+    stem = result_stem(target, facts_before.get("name")) + subset + ("_quick" * args.quick)
     payload = {
         "device": args.device,
         "quick": args.quick,

@@ -76,6 +76,21 @@ def test_the_runner_on_the_cpu(tmp_path):
     assert "| conv2d |" in result.stdout
 
 
+def test_a_run_of_some_families_is_named_after_them(tmp_path):
+    command = [sys.executable, "-m", "benchmarks", "--device", "cpu", "--quick"]
+    result = subprocess.run(
+        [*command, "--only", "pool2d", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    (path,) = tmp_path.glob("*.json")
+    assert path.name.endswith("_pool2d_quick.json")
+    assert {r["family"] for r in json.loads(path.read_text())["records"]} == {"pool2d"}
+
+
 def test_the_runner_refuses_unknown_families(tmp_path):
     result = subprocess.run(
         [
