@@ -22,12 +22,18 @@ NARROW_UP_TO_FILTER = 32
 
 # Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu) for all three directions of 3x3, stride-1,
 # undilated layers: 2.25x fewer multiplications than the implicit GEMM, for a workspace and
-# three to five launches in place of one. Chosen with GPUCNN_CONV_ALGORITHM=winograd; the
-# default stays the implicit GEMM until a GPU has measured where Winograd wins
-# (benchmarks/NOTES.md).
+# three to five launches in place of one. GPUCNN_CONV_ALGORITHM: "gemm", "winograd" (wherever
+# it applies) or "auto" (the default), which takes Winograd where an H100 measured it faster
+# (benchmarks/NOTES.md, 2026-11-22): 1.2-2.5x in every direction on every 3x3 layer of
+# ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15 GFLOP each), but 0.6-1.0x on
+# ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra launches and transform traffic cost
+# more than the multiplications saved. The same rule holds for all three directions, so a
+# layer runs one algorithm throughout.
 WINOGRAD_SOURCE = "conv2d_winograd.cu"
 ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
-ALGORITHMS = ("gemm", "winograd")
+ALGORITHMS = ("auto", "gemm", "winograd")
+AUTO_WINOGRAD_MIN_CHANNELS = 64  # input and output channels both
+AUTO_WINOGRAD_MIN_FLOPS = 2e9  # of the direct convolution, 2 N K C R S P Q
 # Images per Winograd pass are limited so that its transformed input and product (16 values
 # per 2x2 tile and channel each) stay under this many bytes; at least one image per pass.
 WINOGRAD_WORKSPACE_BYTES = 256 << 20
@@ -64,23 +70,32 @@ def _tiled(name: str, rows: int, like, narrow_up_to: int = NARROW_UP_TO, source:
 
 
 def conv_algorithm() -> str:
-    """``GPUCNN_CONV_ALGORITHM``: "gemm" (the default) or "winograd"."""
-    value = os.environ.get(ALGORITHM_VARIABLE, "gemm").strip().lower() or "gemm"
+    """``GPUCNN_CONV_ALGORITHM``: "auto" (the default), "gemm" or "winograd"."""
+    value = os.environ.get(ALGORITHM_VARIABLE, "auto").strip().lower() or "auto"
     if value not in ALGORITHMS:
         raise ValueError(f"{ALGORITHM_VARIABLE} must be one of {ALGORITHMS}, got {value!r}")
     return value
 
 
-def _winograd_applies(w_shape, window: Window) -> bool:
-    """F(2x2, 3x3) covers 3x3 kernels at stride 1 without dilation; padding up to 2, so that
-    backward-data's transposed padding (2 - p) is one too."""
-    return (
-        tuple(w_shape[2:]) == (3, 3)
-        and window.stride == (1, 1)
-        and window.dilation == (1, 1)
-        and max(window.padding) <= 2
-        and conv_algorithm() == "winograd"
-    )
+def winograd_applies(x_shape, w_shape, window: Window, out_hw) -> bool:
+    """Whether this layer runs through Winograd F(2x2, 3x3). It covers 3x3 kernels at stride
+    1 without dilation, padding up to 2 (so that backward-data's transposed padding, 2 - p,
+    is one too); "auto" also asks for the channels and work where it was measured faster."""
+    algorithm = conv_algorithm()  # checked on every layer, so a misspelling never hides
+    n, c = x_shape[:2]
+    k, _, r, s = w_shape
+    if (
+        algorithm == "gemm"
+        or (r, s) != (3, 3)
+        or window.stride != (1, 1)
+        or window.dilation != (1, 1)
+        or max(window.padding) > 2
+    ):
+        return False
+    if algorithm == "winograd":
+        return True
+    flops = 2 * n * k * c * r * s * out_hw[0] * out_hw[1]
+    return min(c, k) >= AUTO_WINOGRAD_MIN_CHANNELS and flops >= AUTO_WINOGRAD_MIN_FLOPS
 
 
 def _winograd_passes(n: int, channels: int, out_hw, itemsize: int):
@@ -143,7 +158,7 @@ def conv2d_forward(x, w, b, window: Window):
     k, _, r, s = w.shape
     out_hw = window.output_shape(height, width)
     y = empty(x, (n, k, *out_hw), x.dtype)
-    if _winograd_applies(w.shape, window):
+    if winograd_applies(x.shape, w.shape, window, out_hw):
         return _winograd(x, w, None if b is None else contiguous(b), y, window.padding, False)
     # w's rows hold C*R*S elements: four along a row are one aligned vector when 4 divides it
     vector_loads = int((c * r * s) % 4 == 0)
@@ -170,7 +185,7 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     n, c, height, width = x.shape
     k = w.shape[0]
     shape = _shape(x.shape, w.shape, window, dy.shape[2:])
-    winograd = _winograd_applies(w.shape, window)
+    winograd = winograd_applies(x.shape, w.shape, window, dy.shape[2:])
     dx = None
     if need_dx:
         dx = empty(x, x.shape, x.dtype)

@@ -1,5 +1,5 @@
-"""cuda/conv2d_winograd.cu (GPUCNN_CONV_ALGORITHM=winograd) against the NumPy path in float64,
-on the emulator (and on a GPU)."""
+"""cuda/conv2d_winograd.cu (GPUCNN_CONV_ALGORITHM=winograd, or "auto" on large layers)
+against the NumPy path in float64, on the emulator (and on a GPU)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from gpucnn import ops
+from gpucnn._shapes import conv_window
 from gpucnn.cuda import conv as cuda_conv
 from gpucnn.cuda._gemm import split_reduction
 from tests.helpers import record_launches, rel_error
@@ -134,12 +135,40 @@ def test_other_layers_keep_the_implicit_gemm(backend, winograd, w_shape, geometr
     assert "conv2d_forward" in winograd or "conv2d_forward_narrow" in winograd
 
 
-def test_the_default_is_the_implicit_gemm(backend, winograd, monkeypatch):
+def test_the_default_keeps_small_layers_on_the_implicit_gemm(backend, winograd, monkeypatch):
     monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE)
     x, w, b = _inputs(CASES[0])
     y = ops.conv2d_forward(x, w, b, padding=1)
     assert rel_error(backend.run(ops.conv2d_forward, x, w, b, padding=1), y) < 1e-13
     assert not [name for name in winograd if name.startswith("winograd")]
+
+
+# (x shape, K, padding, stride, what "auto" picks): the ResNet-20 and ResNet-50 / VGG-16 layers
+# the rule was measured on, and each of its bounds crossed by one step.
+AUTO_CASES = [
+    ((128, 16, 32, 32), 16, 1, 1, False),  # ResNet-20: few channels, 0.6 GFLOP
+    ((128, 64, 8, 8), 64, 1, 1, False),  # enough channels, too little work
+    ((32, 64, 56, 56), 64, 1, 1, True),  # ResNet-50's first 3x3 stage
+    ((32, 512, 7, 7), 512, 1, 1, True),
+    ((32, 63, 56, 56), 64, 1, 1, False),  # one input channel short
+    ((32, 64, 56, 56), 63, 1, 1, False),  # one output channel short
+    ((32, 64, 56, 56), 64, 1, 2, False),  # strided: Winograd does not apply
+    ((32, 64, 56, 56), 64, 3, 1, False),  # padding past 2
+]
+
+
+@pytest.mark.parametrize(("x_shape", "k", "padding", "stride", "expected"), AUTO_CASES)
+def test_auto_picks_winograd_where_it_was_measured_faster(
+    monkeypatch, x_shape, k, padding, stride, expected
+):
+    monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE, raising=False)
+    window = conv_window((3, 3), stride, padding, 1)
+    out_hw = window.output_shape(*x_shape[2:])
+    w_shape = (k, x_shape[1], 3, 3)
+    assert cuda_conv.winograd_applies(x_shape, w_shape, window, out_hw) is expected
+    for forced, picks in (("gemm", False), ("winograd", stride == 1 and padding <= 2)):
+        monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, forced)
+        assert cuda_conv.winograd_applies(x_shape, w_shape, window, out_hw) is picks
 
 
 @pytest.mark.parametrize("value", ["fft", "1", "winograd2"])
@@ -149,6 +178,8 @@ def test_an_unknown_algorithm_is_named(value, monkeypatch):
         cuda_conv.conv_algorithm()
     monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, " Winograd ")
     assert cuda_conv.conv_algorithm() == "winograd"
+    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, "")
+    assert cuda_conv.conv_algorithm() == "auto"
 
 
 @pytest.mark.gpu
