@@ -8,11 +8,14 @@
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
-# take the other steps' logs with it. On an H100 (2026-11-22) the default steps took about
-# 4.5 minutes: tests 75 s, memcheck 30 s, racecheck 90-110 s, bench-quick 35 s, resources
-# 10 s. On this project's device machines (10 minutes per command, 8 files back) that is one
-# call, with the 10 files packed into one:
-#   STEP_TIMEOUT=240 benchmarks/gpu_check.sh /tmp/gc; tar czf $OUT/gpu-check.tgz -C /tmp gc
+# take the other steps' logs with it. On an H100 (2026-11-22, session 5): info 3 s, tests
+# 100 s, memcheck 89 s and racecheck 132 s (beside the tests), bench-quick 53 s, resources
+# 29 s. On this project's device machines (10 minutes per command, 8 files back) run
+# the sanitizers beside the tests, then the benchmarks alone, and pack the logs into one:
+#   for s in memcheck racecheck; do STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/$s $s & done
+#   STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/t info tests; wait
+#   benchmarks/gpu_check.sh /tmp/gc/b bench-quick compare resources
+#   tar czf $OUT/gpu-check.tgz -C /tmp gc
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
 shift
