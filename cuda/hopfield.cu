@@ -18,6 +18,8 @@
 //                           is not a multiple of 4), a fixed shuffle tree sums each state's dot
 //                           product. 256 threads.
 //   Both end in the same epilogue: the fields (sync = 0) or the synchronous step (sync = 1).
+//   hopfield_check_states   sets a flag when any state value is neither +1 nor -1 (the
+//                           host's input check, in one launch); grid-stride, 256 threads.
 //   hopfield_energy         E[b] = -1/2 sum_j Y[b, j] F[b, j]; a block per state (grid-stride),
 //                           256 threads, a fixed-order tree in double.
 //   hopfield_recall_async   a block per state (grid-stride), 256 threads: sequential sweeps,
@@ -152,6 +154,18 @@ __global__ void hopfield_finish_splits(const T* __restrict__ partial, const T* _
                                        T* __restrict__ out, int splits, long long size, int sync) {
     GPUCNN_GRID_STRIDE_LOOP(i, size) {
         hopfield::finish(out, Y, i, split_sum(partial, splits, size, i), sync);
+    }
+}
+
+// invalid[0] = 1 when any of the size values of Y is neither +1 nor -1 (NaN included), left
+// as it was otherwise. Every thread that finds one stores the same 1, so the order of the
+// stores does not matter.
+template <typename T>
+__global__ void hopfield_check_states(const T* __restrict__ Y, long long size,
+                                      int* __restrict__ invalid) {
+    GPUCNN_GRID_STRIDE_LOOP(i, size) {
+        const T y = Y[i];
+        if (y != T(1) && y != T(-1)) *invalid = 1;
     }
 }
 

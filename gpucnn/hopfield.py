@@ -111,7 +111,10 @@ class HopfieldNetwork:
                 f"{name} must have shape ({self.n},) or (batch, {self.n}), got "
                 f"{tuple(states.shape)}"
             )
-        if states.size and not bool(self.xp.all((states == 1) | (states == -1))):
+        # Checked before any rounding to the network's dtype (1 + 1e-12 is not a state), in
+        # float64 unless already in that dtype: exact for every integer that could be +-1.
+        checked = states if states.dtype == self.dtype else states.astype(np.float64)
+        if checked.size and not backend(checked).hopfield.states_valid(checked):
             raise ValueError(f"{name} must hold only +1 and -1 (found other values or NaN)")
         matrix = states.reshape(-1, self.n).astype(self.dtype)
         return self.xp.ascontiguousarray(matrix), single

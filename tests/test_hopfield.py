@@ -198,6 +198,9 @@ def test_float32_exactness_is_checked(monkeypatch):
     [
         (lambda net: net.store([1, 0, 1, -1]), ValueError, "only \\+1 and -1"),
         (lambda net: net.store([1, np.nan, 1, -1]), ValueError, "only \\+1 and -1"),
+        # not rounded to float32's 1.0 before the check
+        (lambda net: net.energy(np.array([1 + 1e-12, 1, 1, -1])), ValueError, "only \\+1"),
+        (lambda net: net.step_sync(np.array([1, 3, 1, -1])), ValueError, "only \\+1"),
         (lambda net: net.store([1, -1, 1]), ValueError, r"shape \(4,\)"),
         (lambda net: net.store(np.ones((2, 2, 4))), ValueError, "shape"),
         (lambda net: net.store("1111"), TypeError, "patterns must be"),

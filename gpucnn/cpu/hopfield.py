@@ -11,6 +11,11 @@ import numpy as np
 from .._device import array_module
 
 
+def states_valid(y) -> bool:
+    """Whether every value of ``y`` is exactly +1 or -1 (NaN is not)."""
+    return bool(np.all((y == 1) | (y == -1)))
+
+
 def fields(w, y):
     """F[b, j] = sum_i W[j, i] Y[b, i] (W is symmetric)."""
     return y @ w

@@ -138,3 +138,25 @@ def test_the_plain_recomputing_sweep_agrees_with_the_incremental_one(backend, or
 
     plain, incremental = backend.run(on_device)
     assert np.array_equal(plain, incremental)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_states_are_checked_by_the_kernel(backend, dtype, monkeypatch):
+    launched = record_launches(monkeypatch, cuda_hopfield)
+    n, batch = 37, 5  # 185 values: the grid-stride loop passes each block more than once
+    states = random_patterns(batch, n, seed=3).astype(dtype)
+
+    def check(values):
+        net = HopfieldNetwork(n, dtype=dtype)
+        return net.energy(gpucnn.to_device(values) if backend.name == "gpu" else values)
+
+    backend.run(check, states)  # valid: no error
+    assert "hopfield_check_states" in launched
+    for bad in (0.0, 2.0, -0.5, np.nan, np.inf):
+        for where in ((0, 0), (batch - 1, n - 1), (2, 17)):
+            wrong = states.copy()
+            wrong[where] = bad
+            with pytest.raises(ValueError, match=r"only \+1 and -1"):
+                backend.run(check, wrong)
+    # Integer states are checked exactly (in float64), then converted.
+    assert backend.run(check, states.astype(np.int8)).shape == (batch,)
