@@ -12,6 +12,7 @@ PyTorch's CPU ops. Set ``GPUCNN_NVTX=1`` to name every kernel launch in Nsight t
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # python benchm
 
 from benchmarks import conv2d, hopfield, pool2d, train_step  # noqa: E402
 from benchmarks.harness import (  # noqa: E402
+    FAMILY_NAMES,
     RESULTS,
     TABLE_HEADER,
     PowerSampler,
@@ -31,7 +33,7 @@ from benchmarks.harness import (  # noqa: E402
     write_results,
 )
 
-FAMILIES = {"conv2d": conv2d, "pool2d": pool2d, "hopfield": hopfield, "train_step": train_step}
+FAMILIES = dict(zip(FAMILY_NAMES, (conv2d, pool2d, hopfield, train_step), strict=True))
 
 
 def _gpu_facts(target: Target) -> dict:
@@ -143,6 +145,8 @@ def main(argv=None) -> int:
     subset = "" if families == list(FAMILIES) else "_" + "-".join(families)
     stem = result_stem(target, facts_before.get("name")) + subset + ("_quick" * args.quick)
     payload = {
+        # orders runs of one day (benchmarks/compare.py): their names carry only the date
+        "finished_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "device": args.device,
         "quick": args.quick,
         "seconds": time.perf_counter() - started,

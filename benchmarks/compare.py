@@ -5,7 +5,8 @@
 
 Rows are matched by (family, case, direction); each AFTER row takes the first BEFORE file
 that has it (list them newest first). ``--latest DIR`` compares the newest result in DIR
-with every committed result in ``benchmarks/results`` for the same device, newest first.
+with every committed result in ``benchmarks/results`` for the same device, newest first
+(by the time each run finished where its file records it).
 A row is "faster" or "slower" only when the two runs' p10-p90 spreads do not overlap.
 A direction "X (variant)", such as "forward (winograd)", is also set against "X" of the
 same run: which algorithm wins, measured in one sitting.
@@ -18,6 +19,8 @@ import json
 import re
 import sys
 from pathlib import Path
+
+from benchmarks.harness import FAMILY_NAMES
 
 RESULTS = Path(__file__).resolve().parent / "results"
 HEADER = ["family", "case", "direction", "before ms", "after ms", "speed-up", "verdict"]
@@ -84,9 +87,24 @@ def _load(path: Path) -> dict:
     return payload
 
 
+_FAMILY = "|".join(FAMILY_NAMES)
+_SUFFIXES = re.compile(rf"(_({_FAMILY})(-({_FAMILY}))*)?(_quick)?$")
+
+
 def _device_of(path: Path) -> str:
-    """The device part of a result's name: 2026-11-22_nvidia-h100_quick -> nvidia-h100."""
-    return re.sub(r"_quick$", "", path.stem.split("_", 1)[-1])
+    """The device part of a result's name, without the families and ``_quick`` the runner
+    may add: 2026-11-22_nvidia-h100_hopfield_quick -> nvidia-h100."""
+    return _SUFFIXES.sub("", path.stem.split("_", 1)[-1])
+
+
+def _finished(path: Path) -> str:
+    """When the run finished, for ordering: the payload's time where it has one (runs of
+    one day share a date), else its name's date."""
+    try:
+        stamp = json.loads(path.read_text()).get("finished_utc")
+    except (OSError, ValueError, AttributeError):
+        stamp = None
+    return stamp if isinstance(stamp, str) else path.name[:10]
 
 
 def latest(out: Path, committed: Path = RESULTS) -> tuple[Path, list[Path]]:
@@ -105,8 +123,9 @@ def latest(out: Path, committed: Path = RESULTS) -> tuple[Path, list[Path]]:
 
 
 def _dated(folder: Path) -> list[Path]:
-    """The runner's results in ``folder`` (YYYY-MM-DD_<device>[_quick].json), oldest first."""
-    return sorted(p for p in folder.glob("*.json") if re.match(r"\d{4}-\d\d-\d\d_", p.name))
+    """The runner's results in ``folder`` (YYYY-MM-DD_<device>[...].json), oldest first."""
+    found = [p for p in folder.glob("*.json") if re.match(r"\d{4}-\d\d-\d\d_", p.name)]
+    return sorted(found, key=lambda p: (_finished(p), p.name))
 
 
 def main(argv=None) -> int:

@@ -307,6 +307,11 @@ def host_facts() -> dict:
     return facts
 
 
+# The families the runner knows, in its order; a run of some of them only names them in its
+# result files (see result_stem), which benchmarks/compare.py reads back.
+FAMILY_NAMES = ("conv2d", "pool2d", "hopfield", "train_step")
+
+
 def result_stem(target: Target, gpu_name: str | None) -> str:
     """``<date>_<gpu or cpu>``: e.g. 2026-11-22_nvidia-h100-80gb-hbm3."""
     stamp = datetime.date.today().isoformat()

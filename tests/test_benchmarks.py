@@ -229,3 +229,28 @@ def test_compare_finds_the_newest_run_and_the_committed_ones_of_its_device(tmp_p
         main([str(after), str(committed / "missing.json")])
     with pytest.raises(SystemExit, match="no benchmark results"):
         latest(tmp_path / "committed" / "..", tmp_path / "none")
+
+
+def test_compare_orders_runs_of_one_day_by_when_they_finished(tmp_path):
+    from benchmarks.compare import latest
+
+    out, committed = tmp_path / "out", tmp_path / "committed"
+    out.mkdir(), committed.mkdir()
+    records = [("pool2d", "big", "forward", 1.0, 0.9, 1.1)]
+    for name, finished in (
+        ("2026-11-22_gpu-a.json", "2026-11-22T19:40:00+00:00"),  # the newest, first by name
+        ("2026-11-22_gpu-a_conv2d-pool2d-train_step.json", "2026-11-22T19:05:00+00:00"),
+        ("2026-11-22_gpu-a_hopfield_quick.json", "2026-11-22T19:20:00+00:00"),
+        ("2026-11-22_gpu-a_quick.json", None),  # from before runs recorded the time
+        ("2026-11-22_gpu-ab.json", "2026-11-22T19:50:00+00:00"),  # another device
+    ):
+        extra = {"finished_utc": finished} if finished else {}
+        (committed / name).write_text(json.dumps(_run(records, **extra)))
+    (out / "2026-11-23_gpu-a_pool2d.json").write_text(json.dumps(_run(records)))
+    after, befores = latest(out, committed)
+    assert [p.name for p in befores] == [
+        "2026-11-22_gpu-a.json",
+        "2026-11-22_gpu-a_hopfield_quick.json",
+        "2026-11-22_gpu-a_conv2d-pool2d-train_step.json",
+        "2026-11-22_gpu-a_quick.json",
+    ]
