@@ -53,14 +53,14 @@ def test_alternating_timer_runs_blocks_in_turn_with_a_warm_up_each():
     assert "".join(calls) == "cc" + "cccc"  # one contender: no extra warm-up, no pause
 
 
+def _runner(*args):
+    """``python -m benchmarks --device cpu ARGS`` from the project's root."""
+    command = [sys.executable, "-m", "benchmarks", "--device", "cpu", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
 def test_the_runner_on_the_cpu(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--device", "cpu", "--quick", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
+    result = _runner("--quick", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (path,) = tmp_path.glob("*_cpu-*_quick.json")
     payload = json.loads(path.read_text())
@@ -77,14 +77,7 @@ def test_the_runner_on_the_cpu(tmp_path):
 
 
 def test_a_run_of_some_families_is_named_after_them(tmp_path):
-    command = [sys.executable, "-m", "benchmarks", "--device", "cpu", "--quick"]
-    result = subprocess.run(
-        [*command, "--only", "pool2d", "--out", str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
+    result = _runner("--quick", "--only", "pool2d", "--out", str(tmp_path))
     assert result.returncode == 0, result.stderr
     (path,) = tmp_path.glob("*.json")
     assert path.name.endswith("_pool2d_quick.json")
@@ -92,22 +85,7 @@ def test_a_run_of_some_families_is_named_after_them(tmp_path):
 
 
 def test_the_runner_refuses_unknown_families(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmarks",
-            "--device",
-            "cpu",
-            "--only",
-            "fft",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    result = _runner("--only", "fft", "--out", str(tmp_path))
     assert result.returncode == 2 and "unknown families" in result.stderr
 
 
