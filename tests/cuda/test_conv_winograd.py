@@ -176,6 +176,9 @@ def test_an_unknown_algorithm_is_named(value, monkeypatch):
     monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, value)
     with pytest.raises(ValueError, match=cuda_conv.ALGORITHM_VARIABLE):
         cuda_conv.conv_algorithm()
+    # named on every layer, also where Winograd could not apply (5x5)
+    with pytest.raises(ValueError, match=cuda_conv.ALGORITHM_VARIABLE):
+        cuda_conv.winograd_applies((1, 1, 9, 9), (1, 1, 5, 5), conv_window(5, 1, 0, 1), (5, 5))
     monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, " Winograd ")
     assert cuda_conv.conv_algorithm() == "winograd"
     monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, "")
