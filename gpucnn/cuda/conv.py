@@ -20,10 +20,12 @@ SOURCE = "conv2d.cu"
 NARROW_UP_TO = 64
 NARROW_UP_TO_FILTER = 32
 
-# Winograd F(2x2, 3x3) (cuda/conv2d_winograd.cu) for all three directions of 3x3, stride-1,
-# undilated layers: 2.25x fewer multiplications than the implicit GEMM, for a workspace and
-# three to five launches in place of one. GPUCNN_CONV_ALGORITHM: "gemm", "winograd" (wherever
-# it applies) or "auto" (the default), which takes Winograd where an H100 measured it faster
+# Winograd F(m x m, 3x3) (cuda/conv2d_winograd.cu) for all three directions of 3x3, stride-1,
+# undilated layers: m = 2 does 2.25x fewer multiplications than the implicit GEMM, m = 4 4x
+# fewer, for a workspace and three to five launches in place of one. GPUCNN_CONV_ALGORITHM:
+# "gemm", "winograd" (F(2x2, 3x3) wherever it applies), "winograd4" (F(4x4, 3x3) likewise;
+# not yet timed on a GPU) or "auto" (the default), which takes F(2x2, 3x3) where an H100
+# measured it faster
 # (benchmarks/NOTES.md, 2026-11-22): 1.2-2.5x in every direction on every 3x3 layer of
 # ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15 GFLOP each), but 0.6-1.0x on
 # ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra launches and transform traffic cost
@@ -31,11 +33,12 @@ NARROW_UP_TO_FILTER = 32
 # layer runs one algorithm throughout.
 WINOGRAD_SOURCE = "conv2d_winograd.cu"
 ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
-ALGORITHMS = ("auto", "gemm", "winograd")
+ALGORITHMS = ("auto", "gemm", "winograd", "winograd4")
+WINOGRAD_TILES = {"winograd": 2, "winograd4": 4}  # output tile side m of each algorithm
 AUTO_WINOGRAD_MIN_CHANNELS = 64  # input and output channels both
 AUTO_WINOGRAD_MIN_FLOPS = 2e9  # of the direct convolution, 2 N K C R S P Q
-# Images per Winograd pass are limited so that its transformed input and product (16 values
-# per 2x2 tile and channel each) stay under this many bytes; at least one image per pass.
+# Images per Winograd pass are limited so that its transformed input and product ((m + 2)^2
+# values per m x m tile and channel each) stay under this many bytes; at least one image.
 WINOGRAD_WORKSPACE_BYTES = 256 << 20
 
 
@@ -77,10 +80,11 @@ def conv_algorithm() -> str:
     return value
 
 
-def winograd_applies(x_shape, w_shape, window: Window, out_hw) -> bool:
-    """Whether this layer runs through Winograd F(2x2, 3x3). It covers 3x3 kernels at stride
-    1 without dilation, padding up to 2 (so that backward-data's transposed padding, 2 - p,
-    is one too); "auto" also asks for the channels and work where it was measured faster."""
+def winograd_tile(x_shape, w_shape, window: Window, out_hw) -> int:
+    """The output tile side m of the Winograd F(m x m, 3x3) this layer runs through, or 0 for
+    the implicit GEMM. Winograd covers 3x3 kernels at stride 1 without dilation, padding up
+    to 2 (so that backward-data's transposed padding, 2 - p, is one too); "auto" also asks
+    for the channels and work where F(2x2, 3x3) was measured faster."""
     algorithm = conv_algorithm()  # checked on every layer, so a misspelling never hides
     n, c = x_shape[:2]
     k, _, r, s = w_shape
@@ -91,42 +95,52 @@ def winograd_applies(x_shape, w_shape, window: Window, out_hw) -> bool:
         or window.dilation != (1, 1)
         or max(window.padding) > 2
     ):
-        return False
-    if algorithm == "winograd":
-        return True
+        return 0
+    if algorithm != "auto":
+        return WINOGRAD_TILES[algorithm]
     flops = 2 * n * k * c * r * s * out_hw[0] * out_hw[1]
-    return min(c, k) >= AUTO_WINOGRAD_MIN_CHANNELS and flops >= AUTO_WINOGRAD_MIN_FLOPS
+    wins = min(c, k) >= AUTO_WINOGRAD_MIN_CHANNELS and flops >= AUTO_WINOGRAD_MIN_FLOPS
+    return WINOGRAD_TILES["winograd"] if wins else 0
 
 
-def _winograd_passes(n: int, channels: int, out_hw, itemsize: int):
-    """(tile rows, tile columns, images per pass): the 2x2 output tiles of one image, and as
-    many images as keep the two (16, channels, tiles) workspaces, ``channels`` being the
-    input's plus the output's, within WINOGRAD_WORKSPACE_BYTES (at least one)."""
-    tiles_h, tiles_w = -(-out_hw[0] // 2), -(-out_hw[1] // 2)
-    per_image = max(1, 16 * channels * tiles_h * tiles_w * itemsize)
+def _winograd_passes(n: int, channels: int, out_hw, itemsize: int, m: int):
+    """(tile rows, tile columns, images per pass): the m x m output tiles of one image, and
+    as many images as keep the two ((m + 2)^2, channels, tiles) workspaces, ``channels``
+    being the input's plus the output's, within WINOGRAD_WORKSPACE_BYTES (at least one)."""
+    tiles_h, tiles_w = -(-out_hw[0] // m), -(-out_hw[1] // m)
+    per_image = max(1, (m + 2) ** 2 * channels * tiles_h * tiles_w * itemsize)
     return tiles_h, tiles_w, max(1, min(n, WINOGRAD_WORKSPACE_BYTES // per_image))
 
 
-def _winograd(inp, w, b, out, padding, flip: bool):
+def _transform(name: str, m: int, like):
+    """The F(m x m, 3x3) transform kernel ``name``: winograd_* for m = 2, winograd4_* for 4
+    (one kernel per tile size, each with the registers its own transform needs)."""
+    return get_kernel(WINOGRAD_SOURCE, f"winograd{'' if m == 2 else m}_{name}", like)
+
+
+def _winograd(inp, w, b, out, padding, flip: bool, m: int):
     """out (N, rows, P, Q) = the 3x3 stride-1 convolution of inp (N, red, Hi, Wi) padded by
-    ``padding``, plus b: the forward (w as given, rows = K) or backward-data (inp = dy, w
-    flipped and transposed by the filter transform, rows = C). In passes of as many images as
-    the workspace allows."""
+    ``padding``, plus b, through F(m x m, 3x3): the forward (w as given, rows = K) or
+    backward-data (inp = dy, w flipped and transposed by the filter transform, rows = C). In
+    passes of as many images as the workspace allows."""
     n, red, in_h, in_w = inp.shape
     rows, out_h, out_w = out.shape[1:]
-    tiles_h, tiles_w, images = _winograd_passes(n, red + rows, (out_h, out_w), inp.dtype.itemsize)
-    u = empty(inp, (16, rows, red), inp.dtype)
-    v = empty(inp, (16, red, images * tiles_h * tiles_w), inp.dtype)
-    z = empty(inp, (16, rows, images * tiles_h * tiles_w), inp.dtype)
+    points = (m + 2) ** 2
+    tiles_h, tiles_w, images = _winograd_passes(
+        n, red + rows, (out_h, out_w), inp.dtype.itemsize, m
+    )
+    u = empty(inp, (points, rows, red), inp.dtype)
+    v = empty(inp, (points, red, images * tiles_h * tiles_w), inp.dtype)
+    z = empty(inp, (points, rows, images * tiles_h * tiles_w), inp.dtype)
     launch(
-        get_kernel(WINOGRAD_SOURCE, "winograd_filter_transform", inp),
+        _transform("filter_transform", m, inp),
         grid_stride_blocks(rows * red, THREADS),
         THREADS,
         (w, u, rows, red, int(flip)),
     )
     gemm, tile_rows = _tiled("winograd_gemm", rows, inp, source=WINOGRAD_SOURCE)
-    transform_in = get_kernel(WINOGRAD_SOURCE, "winograd_input_transform", inp)
-    transform_out = get_kernel(WINOGRAD_SOURCE, "winograd_output_transform", inp)
+    transform_in = _transform("input_transform", m, inp)
+    transform_out = _transform("output_transform", m, inp)
     for first in range(0, n, images):
         count = min(images, n - first)
         tiles = count * tiles_h * tiles_w
@@ -139,9 +153,9 @@ def _winograd(inp, w, b, out, padding, flip: bool):
         # U's rows hold red elements: four are one aligned vector when 4 divides red
         launch(
             gemm,
-            grid(tiles, rows, tile_rows, 16),
+            grid(tiles, rows, tile_rows, points),
             THREADS,
-            (u, v, z, rows, red, tiles, red, int(red % 4 == 0)),
+            (u, v, z, rows, red, tiles, red, points, int(red % 4 == 0)),
         )
         launch(
             transform_out,
@@ -158,8 +172,10 @@ def conv2d_forward(x, w, b, window: Window):
     k, _, r, s = w.shape
     out_hw = window.output_shape(height, width)
     y = empty(x, (n, k, *out_hw), x.dtype)
-    if winograd_applies(x.shape, w.shape, window, out_hw):
-        return _winograd(x, w, None if b is None else contiguous(b), y, window.padding, False)
+    tile = winograd_tile(x.shape, w.shape, window, out_hw)
+    if tile:
+        bias = None if b is None else contiguous(b)
+        return _winograd(x, w, bias, y, window.padding, False, tile)
     # w's rows hold C*R*S elements: four along a row are one aligned vector when 4 divides it
     vector_loads = int((c * r * s) % 4 == 0)
     kernel, tile_rows = _tiled("conv2d_forward", k, x)
@@ -185,13 +201,13 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     n, c, height, width = x.shape
     k = w.shape[0]
     shape = _shape(x.shape, w.shape, window, dy.shape[2:])
-    winograd = winograd_applies(x.shape, w.shape, window, dy.shape[2:])
+    tile = winograd_tile(x.shape, w.shape, window, dy.shape[2:])
     dx = None
     if need_dx:
         dx = empty(x, x.shape, x.dtype)
-        if winograd:
+        if tile:
             transposed_padding = (2 - window.padding[0], 2 - window.padding[1])
-            _winograd(dy, w, None, dx, transposed_padding, True)
+            _winograd(dy, w, None, dx, transposed_padding, True, tile)
         else:
             kernel, tile_rows = _tiled("conv2d_backward_data", c, x)
             launch(
@@ -203,8 +219,8 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     dw = None
     if need_dw:
         dw = (
-            _winograd_backward_filter(dy, x, w, window)
-            if winograd
+            _winograd_backward_filter(dy, x, w, window, tile)
+            if tile
             else _backward_filter(dy, x, w, shape)
         )
     db = None
@@ -249,32 +265,33 @@ def _backward_filter(dy, x, w, shape):
     return dw
 
 
-def _winograd_backward_filter(dy, x, w, window: Window):
-    """dw of a 3x3 stride-1 layer through Winograd: per pass over the batch, the input and
-    output-gradient transforms, then 16 GEMMs whose reduction over the tiles is split as in
-    ``_backward_filter`` and summed in split and pass order; then the filter transform's
-    adjoint."""
+def _winograd_backward_filter(dy, x, w, window: Window, m: int):
+    """dw of a 3x3 stride-1 layer through Winograd F(m x m, 3x3): per pass over the batch,
+    the input and output-gradient transforms, then (m + 2)^2 GEMMs whose reduction over the
+    tiles is split as in ``_backward_filter`` and summed in split and pass order; then the
+    filter transform's adjoint."""
     n, c, height, width = x.shape
     k = w.shape[0]
     out_hw = dy.shape[2:]
-    tiles_h, tiles_w, images = _winograd_passes(n, c + k, out_hw, x.dtype.itemsize)
+    points = (m + 2) ** 2
+    tiles_h, tiles_w, images = _winograd_passes(n, c + k, out_hw, x.dtype.itemsize, m)
     per_image = tiles_h * tiles_w
-    v = empty(x, (16, c, images * per_image), x.dtype)
-    d = empty(x, (16, images * per_image, k), x.dtype)
-    e = empty(x, (16, c, k), x.dtype)
+    v = empty(x, (points, c, images * per_image), x.dtype)
+    d = empty(x, (points, images * per_image, k), x.dtype)
+    e = empty(x, (points, c, k), x.dtype)
     dw = empty(x, w.shape, x.dtype)
     gemm, tile_rows = _tiled("winograd_gemm", c, x, NARROW_UP_TO_FILTER, WINOGRAD_SOURCE)
     column_tiles, row_tiles, _ = grid(k, c, tile_rows)
-    transform_in = get_kernel(WINOGRAD_SOURCE, "winograd_input_transform", x)
-    transform_dy = get_kernel(WINOGRAD_SOURCE, "winograd_output_gradient_transform", x)
+    transform_in = _transform("input_transform", m, x)
+    transform_dy = _transform("output_gradient_transform", m, x)
     sum_splits = get_kernel(WINOGRAD_SOURCE, "winograd_sum_splits", x)
     partial = None
     for first in range(0, n, images):
         count = min(images, n - first)
         tiles = count * per_image
-        splits, chunk = split_reduction(tiles, 16 * column_tiles * row_tiles)
+        splits, chunk = split_reduction(tiles, points * column_tiles * row_tiles)
         if partial is None:  # the first pass is the largest
-            partial = empty(x, (splits, 16, c, k), x.dtype)
+            partial = empty(x, (splits, points, c, k), x.dtype)
         launch(
             transform_in,
             grid_stride_blocks(c * tiles, THREADS),
@@ -290,20 +307,20 @@ def _winograd_backward_filter(dy, x, w, window: Window):
         # V's rows hold `tiles` elements: four are one aligned vector when 4 divides it
         launch(
             gemm,
-            (column_tiles, row_tiles, 16 * splits),
+            (column_tiles, row_tiles, points * splits),
             THREADS,
-            (v, d, partial, c, tiles, k, chunk, int(tiles % 4 == 0)),
+            (v, d, partial, c, tiles, k, chunk, points, int(tiles % 4 == 0)),
         )
         launch(
             sum_splits,
-            grid_stride_blocks(16 * c * k, THREADS),
+            grid_stride_blocks(points * c * k, THREADS),
             THREADS,
-            (partial, e, splits, 16 * c * k, int(first > 0)),
+            (partial, e, splits, points * c * k, int(first > 0)),
         )
     if n == 0:  # no pass ran: nothing to sum
         e.fill(0)
     launch(
-        get_kernel(WINOGRAD_SOURCE, "winograd_filter_gradient", x),
+        _transform("filter_gradient", m, x),
         grid_stride_blocks(k * c, THREADS),
         THREADS,
         (e, dw, k, c),

@@ -1,5 +1,6 @@
-"""cuda/conv2d_winograd.cu (GPUCNN_CONV_ALGORITHM=winograd, or "auto" on large layers)
-against the NumPy path in float64, on the emulator (and on a GPU)."""
+"""cuda/conv2d_winograd.cu, F(2x2, 3x3) (GPUCNN_CONV_ALGORITHM=winograd, or "auto" on large
+layers) and F(4x4, 3x3) (winograd4), against the NumPy path in float64, on the emulator (and
+on a GPU)."""
 
 from __future__ import annotations
 
@@ -24,17 +25,30 @@ CASES = [
     (1, 70, 5, 6, 130, 1),
     (3, 2, 17, 13, 5, 1),
 ]
-# Winograd's transforms round a little more than a direct sum (measured on these cases:
-# float32 up to 4e-7 relative, float64 1e-15).
-TOLERANCE = {np.float32: 2e-6, np.float64: 1e-13}
+# Winograd's transforms round a little more than a direct sum, F(4x4, 3x3)'s larger
+# coefficients more than F(2x2, 3x3)'s (measured on these cases, float32: up to 4e-7 and
+# 2e-6 relative; float64: 1e-15 and 4e-15).
+TOLERANCE = {2: {np.float32: 2e-6, np.float64: 1e-13}, 4: {np.float32: 1e-5, np.float64: 1e-13}}
+
+
+@pytest.fixture(params=[2, 4], ids=["F2x2", "F4x4"])
+def tile(request):
+    """The output tile side m of F(m x m, 3x3)."""
+    return request.param
 
 
 @pytest.fixture
-def winograd(monkeypatch):
-    """The Winograd algorithm on, and the names of the kernels launched (without their
+def winograd(monkeypatch, tile):
+    """Winograd F(tile x tile, 3x3) on, and the names of the kernels launched (without their
     template arguments), in order."""
-    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, "winograd")
+    algorithm = {m: name for name, m in cuda_conv.WINOGRAD_TILES.items()}[tile]
+    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, algorithm)
     return record_launches(monkeypatch, cuda_conv)
+
+
+def _transform(kind: str, tile: int) -> str:
+    """The name of F(tile x tile, 3x3)'s transform kernel ``kind``."""
+    return f"winograd{'' if tile == 2 else tile}_{kind}"
 
 
 def _inputs(case, seed=0):
@@ -49,7 +63,7 @@ def _inputs(case, seed=0):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_forward_and_backward_data_match_numpy(backend, winograd, case, dtype):
+def test_forward_and_backward_data_match_numpy(backend, winograd, tile, case, dtype):
     x, w, b = _inputs(case)
     padding = case[-1]
     y = ops.conv2d_forward(x, w, b, padding=padding)  # float64 NumPy reference
@@ -58,17 +72,19 @@ def test_forward_and_backward_data_match_numpy(backend, winograd, case, dtype):
     x, w, b, dy = (a.astype(dtype) for a in (x, w, b, dy))
     got_y = backend.run(ops.conv2d_forward, x, w, b, padding=padding)
     got = backend.run(ops.conv2d_backward, dy, x, w, padding=padding)
-    assert got_y.dtype == dtype and rel_error(got_y, y) < TOLERANCE[dtype]
+    assert got_y.dtype == dtype and rel_error(got_y, y) < TOLERANCE[tile][dtype]
     for name, value, reference in zip(("dx", "dw", "db"), got, expected, strict=True):
-        assert value.dtype == dtype and rel_error(value, reference) < TOLERANCE[dtype], name
-    # all three directions went through Winograd
-    assert winograd.count("winograd_output_transform") == 2  # forward and backward-data
-    assert winograd.count("winograd_filter_gradient") == 1
+        assert value.dtype == dtype and rel_error(value, reference) < TOLERANCE[tile][dtype], name
+    # all three directions went through F(tile x tile, 3x3)'s own transforms
+    assert winograd.count(_transform("output_transform", tile)) == 2  # forward, backward-data
+    assert winograd.count(_transform("filter_gradient", tile)) == 1
     assert not [name for name in winograd if name.startswith("conv2d_") and "bias" not in name]
 
 
 @pytest.mark.parametrize("images_per_pass", [1, 2])
-def test_passes_over_the_batch_match_one_pass(backend, winograd, monkeypatch, images_per_pass):
+def test_passes_over_the_batch_match_one_pass(
+    backend, winograd, tile, monkeypatch, images_per_pass
+):
     # The workspace cap splits the batch into passes (the last one shorter): no seams, and
     # backward-filter sums the passes.
     case = (5, 3, 6, 7, 4, 1)
@@ -76,31 +92,31 @@ def test_passes_over_the_batch_match_one_pass(backend, winograd, monkeypatch, im
     expected = ops.conv2d_forward(x, w, b, padding=1)
     dy = np.random.default_rng(1).standard_normal(expected.shape)
     expected_grads = ops.conv2d_backward(dy, x, w, padding=1)
-    tiles = 3 * 4  # ceil(6 / 2) * ceil(7 / 2) per image
-    per_image = 16 * (3 + 4) * tiles * 8
+    tiles = -(-6 // tile) * -(-7 // tile)  # per image
+    per_image = (tile + 2) ** 2 * (3 + 4) * tiles * 8
     monkeypatch.setattr(cuda_conv, "WINOGRAD_WORKSPACE_BYTES", images_per_pass * per_image)
     assert rel_error(backend.run(ops.conv2d_forward, x, w, b, padding=1), expected) < 1e-13
     grads = backend.run(ops.conv2d_backward, dy, x, w, padding=1)
     for name, value, reference in zip(("dx", "dw", "db"), grads, expected_grads, strict=True):
         assert rel_error(value, reference) < 1e-13, name
     passes = -(-5 // images_per_pass)
-    assert winograd.count("winograd_input_transform") == 3 * passes  # all three directions
+    assert winograd.count(_transform("input_transform", tile)) == 3 * passes  # each direction
     assert winograd.count("winograd_gemm_narrow") == 3 * passes
     assert winograd.count("winograd_sum_splits") == passes
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, winograd, dtype):
-    # 4 images of 16 x 16 tiles: 1024 tiles, split in eight over MIN_SPLIT = 128, with the
-    # GEMM's grid far below TARGET_BLOCKS.
+def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, winograd, tile, dtype):
+    # 4 images of 32 x 32 outputs: 1024 tiles of 2x2 (split in eight over MIN_SPLIT = 128)
+    # or 256 of 4x4 (split in two), with the GEMM's grid far below TARGET_BLOCKS.
     x, w, _ = _inputs((4, 2, 32, 32, 3, 1))
     dy = np.random.default_rng(2).standard_normal((4, 3, 32, 32))
     expected = ops.conv2d_backward(dy, x, w, padding=1)[1]
     x, w, dy = x.astype(dtype), w.astype(dtype), dy.astype(dtype)
     first = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
     again = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
-    assert rel_error(first, expected) < TOLERANCE[dtype] and np.array_equal(first, again)
-    assert split_reduction(1024, 16)[0] == 8
+    assert rel_error(first, expected) < TOLERANCE[tile][dtype] and np.array_equal(first, again)
+    assert split_reduction(4 * (32 // tile) ** 2, (tile + 2) ** 2)[0] == {2: 8, 4: 2}[tile]
 
 
 def test_an_empty_batch_gives_zero_filter_gradient(backend, winograd):
@@ -135,16 +151,17 @@ def test_other_layers_keep_the_implicit_gemm(backend, winograd, w_shape, geometr
     assert "conv2d_forward" in winograd or "conv2d_forward_narrow" in winograd
 
 
-def test_the_default_keeps_small_layers_on_the_implicit_gemm(backend, winograd, monkeypatch):
-    monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE)
+def test_the_default_keeps_small_layers_on_the_implicit_gemm(backend, monkeypatch):
+    monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE, raising=False)
+    launched = record_launches(monkeypatch, cuda_conv)
     x, w, b = _inputs(CASES[0])
     y = ops.conv2d_forward(x, w, b, padding=1)
     assert rel_error(backend.run(ops.conv2d_forward, x, w, b, padding=1), y) < 1e-13
-    assert not [name for name in winograd if name.startswith("winograd")]
+    assert launched and not [name for name in launched if name.startswith("winograd")]
 
 
-# (x shape, K, padding, stride, what "auto" picks): the ResNet-20 and ResNet-50 / VGG-16 layers
-# the rule was measured on, and each of its bounds crossed by one step.
+# (x shape, K, padding, stride, whether "auto" picks F(2x2, 3x3)): the ResNet-20 and ResNet-50
+# / VGG-16 layers the rule was measured on, and each of its bounds crossed by one step.
 AUTO_CASES = [
     ((128, 16, 32, 32), 16, 1, 1, False),  # ResNet-20: few channels, 0.6 GFLOP
     ((128, 64, 8, 8), 64, 1, 1, False),  # enough channels, too little work
@@ -165,20 +182,21 @@ def test_auto_picks_winograd_where_it_was_measured_faster(
     window = conv_window((3, 3), stride, padding, 1)
     out_hw = window.output_shape(*x_shape[2:])
     w_shape = (k, x_shape[1], 3, 3)
-    assert cuda_conv.winograd_applies(x_shape, w_shape, window, out_hw) is expected
-    for forced, picks in (("gemm", False), ("winograd", stride == 1 and padding <= 2)):
+    assert cuda_conv.winograd_tile(x_shape, w_shape, window, out_hw) == (2 if expected else 0)
+    applies = stride == 1 and padding <= 2
+    for forced, tile in (("gemm", 0), ("winograd", 2 * applies), ("winograd4", 4 * applies)):
         monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, forced)
-        assert cuda_conv.winograd_applies(x_shape, w_shape, window, out_hw) is picks
+        assert cuda_conv.winograd_tile(x_shape, w_shape, window, out_hw) == tile
 
 
-@pytest.mark.parametrize("value", ["fft", "1", "winograd2"])
+@pytest.mark.parametrize("value", ["fft", "1", "winograd2", "winograd6"])
 def test_an_unknown_algorithm_is_named(value, monkeypatch):
     monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, value)
     with pytest.raises(ValueError, match=cuda_conv.ALGORITHM_VARIABLE):
         cuda_conv.conv_algorithm()
     # named on every layer, also where Winograd could not apply (5x5)
     with pytest.raises(ValueError, match=cuda_conv.ALGORITHM_VARIABLE):
-        cuda_conv.winograd_applies((1, 1, 9, 9), (1, 1, 5, 5), conv_window(5, 1, 0, 1), (5, 5))
+        cuda_conv.winograd_tile((1, 1, 9, 9), (1, 1, 5, 5), conv_window(5, 1, 0, 1), (5, 5))
     monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, " Winograd ")
     assert cuda_conv.conv_algorithm() == "winograd"
     monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, "")
