@@ -6,7 +6,7 @@ the float32 matrix-product rate measured in the same run, and against cuDNN thro
 (TF32 off, benchmark mode) on the same shapes. Targets (issue #4): at least 0.7x cuDNN on the
 ResNet-50/VGG layers, at least 1.0x on LeNet and CIFAR. The plain rows are what a user gets
 (GPUCNN_CONV_ALGORITHM, "auto" by default); on 3x3 stride-1 layers a "(gemm)" or
-"(winograd)" row times the algorithm that was not picked.
+"(winograd)" row times the algorithm that was not picked, and "(winograd4)" F(4x4, 3x3).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import os
 
 from gpucnn import ops
 from gpucnn._shapes import conv_window
-from gpucnn.cuda.conv import ALGORITHM_VARIABLE, winograd_applies
+from gpucnn.cuda.conv import ALGORITHM_VARIABLE, winograd_tile
 
 from .harness import Target, record
 
@@ -83,21 +83,23 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
         "backward-filter": target.time(lambda dy, x: backward(dy, x, False, True), pairs),
     }
     if target.name == "gpu" and (r, s, stride) == (3, 3, 1):
-        # The algorithm "auto" did not pick, beside the one it did (same flop count for the
-        # fraction of peak: the rate of useful work), so each run shows whether the rule holds.
+        # Beside the algorithm "auto" picked, the one of gemm / winograd it did not, so each
+        # run shows whether the rule holds, and F(4x4, 3x3) (same flop count for the fraction
+        # of peak: the rate of useful work).
         window = conv_window((r, s), stride, padding, 1)
-        chosen = winograd_applies(xs[0].shape, weight.shape, window, (p, q))
-        other = "gemm" if chosen else "winograd"
-        with _algorithm(other):
-            ours[f"forward ({other})"] = target.time(
-                lambda x: ops.conv2d_forward(x, weight, None, stride, padding), [(x,) for x in xs]
-            )
-            ours[f"backward-data ({other})"] = target.time(
-                lambda dy, x: backward(dy, x, True, False), pairs
-            )
-            ours[f"backward-filter ({other})"] = target.time(
-                lambda dy, x: backward(dy, x, False, True), pairs
-            )
+        chosen = winograd_tile(xs[0].shape, weight.shape, window, (p, q))
+        for other in ("gemm" if chosen else "winograd", "winograd4"):
+            with _algorithm(other):
+                ours[f"forward ({other})"] = target.time(
+                    lambda x: ops.conv2d_forward(x, weight, None, stride, padding),
+                    [(x,) for x in xs],
+                )
+                ours[f"backward-data ({other})"] = target.time(
+                    lambda dy, x: backward(dy, x, True, False), pairs
+                )
+                ours[f"backward-filter ({other})"] = target.time(
+                    lambda dy, x: backward(dy, x, False, True), pairs
+                )
     theirs = _torch(target, xs, weight, dys, stride, padding)
     shape = {
         "N": batch,
