@@ -153,6 +153,8 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
         if not param.pointer:
             if type(value) is int and bounds is not None and bounds[0] <= value <= bounds[1]:
                 append(scalar_type(value))  # the common case, inline
+            elif type(value) is float and bounds is None and scalar_type is not np.bool_:
+                append(scalar_type(value))  # a float to a float parameter (SGD's rates)
             else:
                 append(_scalar(value, param.dtype, bounds, param.name, kernel))
             continue
