@@ -25,12 +25,11 @@ NARROW_UP_TO_FILTER = 32
 # fewer, for a workspace and three to five launches in place of one. GPUCNN_CONV_ALGORITHM:
 # "gemm", "winograd" (F(2x2, 3x3) wherever it applies), "winograd4" (F(4x4, 3x3) likewise;
 # not yet timed on a GPU) or "auto" (the default), which takes F(2x2, 3x3) where an H100
-# measured it faster
-# (benchmarks/NOTES.md, 2026-11-22): 1.2-2.5x in every direction on every 3x3 layer of
-# ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15 GFLOP each), but 0.6-1.0x on
-# ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra launches and transform traffic cost
-# more than the multiplications saved. The same rule holds for all three directions, so a
-# layer runs one algorithm throughout.
+# measured it faster (benchmarks/NOTES.md, 2026-11-22): 1.2-4.6x in every direction on every
+# 3x3 layer of ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15 GFLOP each), but
+# 0.5-1.0x on ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra launches and transform
+# traffic cost more than the multiplications saved. The same rule holds for all three
+# directions, so a layer runs one algorithm throughout.
 WINOGRAD_SOURCE = "conv2d_winograd.cu"
 ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
 ALGORITHMS = ("auto", "gemm", "winograd", "winograd4")
