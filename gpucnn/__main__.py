@@ -30,6 +30,10 @@ def _info(args) -> int:
         print(f"device   {_device.device_reason()}")
     except Exception as exc:
         print(f"device   {args.device or 'auto'} unavailable: {exc}")
+    from .cpu import _malloc, _parallel
+
+    malloc = "tuned" if _malloc.tune_malloc() else "untouched (turned off, or not glibc)"
+    print(f"cpu      {_parallel.worker_count()} worker threads; malloc {malloc}")
     facts = nvml_facts()
     for key, value in facts.items():
         if key != "unavailable":

@@ -72,6 +72,7 @@ def test_info_names_versions_and_the_device():
     assert result.returncode == 0, result.stderr
     assert "gpucnn   0." in result.stdout and "numpy" in result.stdout
     assert "device   " in result.stdout
+    assert "worker threads; malloc " in result.stdout
     assert "gpu.nvml" in result.stdout or "gpu.name" in result.stdout  # a fact or why not
 
 
