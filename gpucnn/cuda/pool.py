@@ -71,35 +71,30 @@ def max_pool2d_forward(x, window: Window):
 
 
 def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
-    if window is not None and _tiles(window, *x_shape[2:]):
+    dy, argmax = contiguous(dy), contiguous(argmax)
+    dx = empty(dy, x_shape, dy.dtype)
+    n, c, height, width = x_shape
+    if window is not None and _tiles(window, height, width):
         # one thread per output writes its window: each input lies in exactly one
-        dy, argmax = contiguous(dy), contiguous(argmax)
-        dx = empty(dy, x_shape, dy.dtype)
         _run(
             "maxpool2d_backward_tiled",
             dy,
             dy.size,
-            (dy, argmax, dx, dy.size, x_shape[3], *dy.shape[2:], *window.size),
+            (dy, argmax, dx, dy.size, width, *dy.shape[2:], *window.size),
         )
-        return dx
-    if window is not None:
+    elif window is not None:
         # one thread per SEGMENT consecutive inputs of a row
-        dy, argmax = contiguous(dy), contiguous(argmax)
-        dx = empty(dy, x_shape, dy.dtype)
-        n, c, height, width = x_shape
         segments = n * c * height * -(-width // SEGMENT)
         geometry = (height, width, *dy.shape[2:], *_geometry(window))
         _run("maxpool2d_backward", dy, segments, (dy, argmax, dx, segments, *geometry))
-        return dx
-    dy, argmax = contiguous(dy), contiguous(argmax)
-    dx = empty(dy, x_shape, dy.dtype)
-    planes = x_shape[0] * x_shape[1]
-    _run(
-        "maxpool2d_backward_planes",
-        dy,
-        planes,
-        (dy, argmax, dx, planes, x_shape[2] * x_shape[3], dy.shape[2] * dy.shape[3]),
-    )
+    else:
+        planes = n * c
+        _run(
+            "maxpool2d_backward_planes",
+            dy,
+            planes,
+            (dy, argmax, dx, planes, height * width, dy.shape[2] * dy.shape[3]),
+        )
     return dx
 
 
