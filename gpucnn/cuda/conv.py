@@ -72,7 +72,7 @@ def _tiled(name: str, rows: int, like, narrow_up_to: int = NARROW_UP_TO, source:
 
 
 def conv_algorithm() -> str:
-    """``GPUCNN_CONV_ALGORITHM``: "auto" (the default), "gemm" or "winograd"."""
+    """``GPUCNN_CONV_ALGORITHM``: "auto" (the default), "gemm", "winograd" or "winograd4"."""
     value = os.environ.get(ALGORITHM_VARIABLE, "auto").strip().lower() or "auto"
     if value not in ALGORITHMS:
         raise ValueError(f"{ALGORITHM_VARIABLE} must be one of {ALGORITHMS}, got {value!r}")
