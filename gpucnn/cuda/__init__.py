@@ -4,7 +4,7 @@ Each wrapper runs on a GPU (CuPy arrays, kernels compiled by NVRTC through ``Raw
 or on the emulator (NumPy arrays, the same kernels compiled for the CPU): one code path.
 """
 
-from . import conv, hopfield, optim, pool
+from . import conv, hopfield, loss, optim, pool
 from ._launch import KernelError, launch, limit_grid_stride_blocks, poison_outputs
 from ._loader import get_kernel, warmup
 
@@ -14,6 +14,7 @@ __all__ = [
     "hopfield",
     "get_kernel",
     "launch",
+    "loss",
     "limit_grid_stride_blocks",
     "optim",
     "poison_outputs",

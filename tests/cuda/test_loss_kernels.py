@@ -1,0 +1,88 @@
+"""cuda/loss.cu against the NumPy path, on the emulator (and on a GPU when there is one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn import ops
+from tests.helpers import rel_error, shuffled_linspace
+
+TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
+
+
+def _case(n: int, classes: int, dtype, label_dtype=np.int64, seed: int = 0):
+    logits = shuffled_linspace((n, classes), dtype, low=-8, high=8, seed=seed)
+    target = np.random.default_rng(seed).integers(0, classes, n).astype(label_dtype)
+    return logits, target
+
+
+# Rows: one, and more than the emulator's three-block grid covers at eight rows per block (so
+# the row loop loops), and more than the mean's 256 threads. Classes: one, a few, a warp and
+# one more (lanes loop), many.
+@pytest.mark.parametrize("n, classes", [(1, 1), (1, 10), (5, 3), (70, 33), (300, 10), (9, 100)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_matches_numpy(backend, n, classes, dtype):
+    logits, target = _case(n, classes, dtype)
+    loss_ref, prob_ref = ops.softmax_cross_entropy_forward(logits, target)
+    loss, prob = backend.run(ops.softmax_cross_entropy_forward, logits, target)
+    assert loss.shape == () and loss.dtype == dtype and prob.dtype == dtype
+    assert rel_error(loss, loss_ref) < TOLERANCE[dtype]
+    assert rel_error(prob, prob_ref) < TOLERANCE[dtype]
+    # backward from the same probabilities: the same two roundings, the same bits
+    grad_ref = ops.softmax_cross_entropy_backward(prob_ref, target)
+    grad = backend.run(ops.softmax_cross_entropy_backward, prob_ref, target)
+    assert np.array_equal(grad, grad_ref)
+
+
+@pytest.mark.parametrize("label_dtype", [np.int32, np.uint8, np.int16])
+def test_any_integer_labels(backend, label_dtype):
+    logits, target = _case(12, 7, np.float32, label_dtype)
+    loss_ref, _ = ops.softmax_cross_entropy_forward(logits, target.astype(np.int64))
+    loss, _ = backend.run(ops.softmax_cross_entropy_forward, logits, target)
+    assert rel_error(loss, loss_ref) < 1e-6
+    grad = backend.run(
+        lambda x, t: ops.softmax_cross_entropy_backward(
+            ops.softmax_cross_entropy_forward(x, t)[1], t
+        ),
+        logits,
+        target,
+    )
+    assert np.all(grad[np.arange(12), target] < 0)  # the target's column lost its 1 / N
+
+
+def test_huge_logits_nan_and_determinism(backend):
+    logits = np.array(
+        [[1000.0, 0.0, -1000.0], [-1e4, 1e4, 0.0], [1.0, np.nan, 2.0], [0.0, 0.0, 0.0]],
+        np.float32,
+    )
+    target = np.array([0, 0, 2, 1])
+    loss_ref, prob_ref = ops.softmax_cross_entropy_forward(logits, target)
+    loss, prob = backend.run(ops.softmax_cross_entropy_forward, logits, target)
+    assert np.isnan(loss_ref) and np.isnan(loss)  # a NaN row makes the batch's loss NaN
+    assert rel_error(prob, prob_ref) < 1e-6  # NaN in the same places, the rest finite
+    assert np.all(np.isfinite(prob[[0, 1, 3]]))
+    clean = logits[[0, 1, 3]]
+    first = backend.run(ops.softmax_cross_entropy_forward, clean, target[[0, 1, 3]])
+    again = backend.run(ops.softmax_cross_entropy_forward, clean, target[[0, 1, 3]])
+    assert abs(float(first[0]) - (2e4 + np.log(3)) / 3) < 1e-2  # rows: 0, 2e4, log 3
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+def test_unchecked_bad_label_gives_nan_not_a_stray_read(backend):
+    # With check_targets=False the caller promises valid labels; a broken promise yields a
+    # NaN loss on the CUDA path, and the sanitized emulator proves nothing is read out of
+    # bounds.
+    logits, _ = _case(4, 5, np.float32)
+    target = np.array([0, 5, -1, 2])
+    loss, _ = backend.run(ops.softmax_cross_entropy_forward, logits, target, check_targets=False)
+    assert np.isnan(loss)
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="at least one class"):
+        ops.softmax_cross_entropy_forward(np.zeros((3, 0), np.float32), np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match="integer class labels"):
+        ops.softmax_cross_entropy_backward(np.zeros((2, 3)), np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="target must have shape"):
+        ops.softmax_cross_entropy_backward(np.zeros((2, 3)), np.array([0, 1, 2]))
