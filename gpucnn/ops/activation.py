@@ -1,51 +1,53 @@
 """Activations, dense (fully connected) and dropout.
 
-Written once against the array API that NumPy and CuPy share (Chainer's way): on the GPU
-these run as CuPy's elementwise kernels and cuBLAS, which is the right tool for them.
+The activations and dropout dispatch like the other ops: NumPy (``gpucnn.cpu.activation``) or
+one kernel each (``gpucnn.cuda.activation``: on a GPU, one launch where CuPy array code takes
+two to sixteen). Dense is written once against the array API NumPy and CuPy share (Chainer's
+way): on the GPU it runs on cuBLAS, which is the right tool for it.
 """
 
 from __future__ import annotations
 
-import numpy as np
+import numbers
 
 from .._checks import check_float_array, check_probability, check_same_kind, check_shape
-from .._device import array_module
+from .._random import dropout_key
+from ._dispatch import backend
 
 
 def relu_forward(x):
+    """max(x, 0), NaN kept."""
     check_float_array(x, "x")
-    return array_module(x).maximum(x, 0)
+    return backend(x).activation.relu_forward(x)
 
 
 def relu_backward(dy, x):
     """dy where x > 0, else 0 (the subgradient at 0 is taken as 0)."""
     _check_pair(dy, x, "x")
-    return dy * (x > 0)
+    return backend(x).activation.relu_backward(dy, x)
 
 
 def sigmoid_forward(x):
     """1 / (1 + exp(-x)), evaluated without overflow for large |x|."""
     check_float_array(x, "x")
-    xp = array_module(x)
-    e = xp.exp(-xp.abs(x))  # in (0, 1]: never overflows
-    return xp.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+    return backend(x).activation.sigmoid_forward(x)
 
 
 def sigmoid_backward(dy, y):
     """Gradient through the sigmoid given its output y: dy * y * (1 - y)."""
     _check_pair(dy, y, "y")
-    return dy * y * (1 - y)
+    return backend(y).activation.sigmoid_backward(dy, y)
 
 
 def tanh_forward(x):
     check_float_array(x, "x")
-    return array_module(x).tanh(x)
+    return backend(x).activation.tanh_forward(x)
 
 
 def tanh_backward(dy, y):
     """Gradient through tanh given its output y: dy * (1 - y^2)."""
     _check_pair(dy, y, "y")
-    return dy * (1 - y * y)
+    return backend(y).activation.tanh_backward(dy, y)
 
 
 def dense_forward(x, w, b=None):
@@ -76,40 +78,20 @@ def dense_backward(dy, x, w, with_bias=True):
 
 
 # ----------------------------------------------------------------------------- dropout
-#
-# The mask is a pure function of (seed, step, element index): a counter-based generator
-# (SplitMix64's finaliser over the counter), so a step is reproducible, and NumPy and CuPy
-# draw the very same mask from the same seed.
-
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
-
-
-def _splitmix64(z):
-    z = (z ^ (z >> np.uint64(30))) * _MIX1
-    z = (z ^ (z >> np.uint64(27))) * _MIX2
-    return z ^ (z >> np.uint64(31))
-
-
-def dropout_uniform(xp, shape, seed: int, step: int):
-    """Uniform [0, 1) numbers of ``shape`` (float64), a pure function of (seed, step, index)."""
-    with np.errstate(over="ignore"):
-        key = _splitmix64(np.uint64(seed % 2**64) * _GOLDEN + np.uint64(step % 2**64))
-        counter = xp.arange(int(np.prod(shape)), dtype=np.uint64)
-        bits = _splitmix64(counter * _GOLDEN + key)
-    return ((bits >> np.uint64(11)).astype(np.float64) * 2.0**-53).reshape(shape)
 
 
 def dropout_forward(x, p, seed: int, step: int):
     """Inverted dropout: zero each element with probability p and scale the rest by
-    1 / (1 - p). Returns (y, mask), mask holding 0 or 1 / (1 - p) in x's dtype."""
+    1 / (1 - p). Returns (y, mask), mask holding 0 or 1 / (1 - p) in x's dtype.
+
+    The mask is a pure function of (seed, step, element index) (``gpucnn._random``), so a step
+    is reproducible and NumPy and the kernel draw the very same mask."""
     check_float_array(x, "x")
     p = check_probability(p, "p")
-    xp = array_module(x)
-    keep = dropout_uniform(xp, x.shape, seed, step) >= p
-    mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
-    return x * mask, mask
+    for name, value in (("seed", seed), ("step", step)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    return backend(x).activation.dropout_forward(x, p, dropout_key(int(seed), int(step)))
 
 
 def dropout_backward(dy, mask):

@@ -76,9 +76,10 @@ def test_dropout_masks_scale_and_reproduce():
 
 
 def test_dropout_uniform_is_uniform():
-    from gpucnn.ops.activation import dropout_uniform
+    from gpucnn._random import dropout_key
+    from gpucnn.cpu.activation import dropout_uniform
 
-    u = dropout_uniform(np, (200_000,), seed=0, step=0)
+    u = dropout_uniform((200_000,), dropout_key(seed=0, step=0))
     assert u.min() >= 0 and u.max() < 1
     counts, _ = np.histogram(u, bins=10, range=(0, 1))
     expected = len(u) / 10

@@ -1,0 +1,84 @@
+"""cuda/activation.cu against the NumPy path, on the emulator (and on a GPU when there is one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from gpucnn import ops
+from tests.helpers import rel_error, shuffled_linspace
+
+# More elements than the emulator's three 256-thread blocks cover, so every loop loops; an odd
+# count; and the values where the functions change branch or are undefined.
+SHAPE = (7, 11, 13)
+SPECIAL = [0.0, -0.0, np.nan, np.inf, -np.inf, 1e-30, -1e-30, 60.0, -60.0, 800.0, -800.0]
+
+
+def _inputs(dtype, seed=0):
+    x = shuffled_linspace(SHAPE, dtype, low=-6, high=6, seed=seed)
+    x.flat[: len(SPECIAL)] = SPECIAL
+    dy = shuffled_linspace(SHAPE, dtype, low=-2, high=1, seed=seed + 1)
+    dy.flat[-3:] = [np.nan, -0.0, np.inf]
+    return x, dy
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_and_every_backward_give_numpys_values(backend, dtype):
+    x, dy = _inputs(dtype)
+    y = np.tanh(x)  # an output in [-1, 1] for the backward passes that read it
+    for op, args in [
+        (ops.relu_forward, (x,)),
+        (ops.relu_backward, (dy, x)),
+        (ops.sigmoid_backward, (dy, y)),
+        (ops.tanh_backward, (dy, y)),
+    ]:
+        expected = op(*args)
+        got = backend.run(op, *args)
+        assert got.dtype == dtype and got.shape == SHAPE
+        assert np.array_equal(got, expected, equal_nan=True), op.__name__
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_and_tanh_within_the_last_bit(backend, dtype):
+    x, _ = _inputs(dtype)
+    for op in (ops.sigmoid_forward, ops.tanh_forward):
+        expected = op(x)
+        got = backend.run(op, x)
+        assert got.dtype == dtype
+        assert rel_error(got, expected) < 4 * np.finfo(dtype).eps, op.__name__
+        assert np.all((got >= -1) & (got <= 1) | np.isnan(got))
+
+
+@pytest.mark.filterwarnings("ignore:invalid value")  # NumPy: inf * 0 where an inf is dropped
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize(
+    "p, seed, step", [(0.5, 0, 0), (0.25, 7, 3), (0.9, -5, 2**40), (0.0, 1, 1)]
+)
+def test_dropout_draws_numpys_mask(backend, dtype, p, seed, step):
+    x, _ = _inputs(dtype)
+    y_ref, mask_ref = ops.dropout_forward(x, p, seed, step)
+    y, mask = backend.run(ops.dropout_forward, x, p, seed, step)
+    assert np.array_equal(mask, mask_ref)
+    assert np.array_equal(y, y_ref, equal_nan=True)
+    kept = np.count_nonzero(mask) / mask.size
+    assert abs(kept - (1 - p)) < 0.08  # 1001 draws: a wrong generator would miss this
+
+
+def test_dropout_steps_draw_different_masks(backend):
+    x = np.ones(SHAPE, np.float32)
+    first = backend.run(ops.dropout_forward, x, 0.5, 3, 0)[1]
+    second = backend.run(ops.dropout_forward, x, 0.5, 3, 1)[1]
+    assert not np.array_equal(first, second)
+
+
+def test_empty_arrays_launch_nothing(backend):
+    x = np.zeros((0, 4), np.float32)
+    assert backend.run(ops.relu_forward, x).shape == (0, 4)
+    assert backend.run(ops.dropout_forward, x, 0.5, 0, 0)[1].shape == (0, 4)
+
+
+def test_dropout_seed_and_step_must_be_integers():
+    with pytest.raises(TypeError, match="seed must be an integer"):
+        ops.dropout_forward(np.ones(3, np.float32), 0.5, 1.5, 0)
+    with pytest.raises(TypeError, match="step must be an integer"):
+        ops.dropout_forward(np.ones(3, np.float32), 0.5, 0, None)
