@@ -112,7 +112,7 @@ def _dims(value, what: str, kernel: Kernel) -> tuple[int, int, int]:
 def _scalar(value, dtype: np.dtype, bounds, name: str, kernel: Kernel):
     """``value`` as the exact NumPy type of its parameter, or a clear error; ``bounds`` is
     the parameter's (min, max) for integers (``Kernel.int_bounds``). (``launch`` converts
-    in-range plain ints itself: this is the slow, general path.)"""
+    floats and cached ints itself: this is the slow, general path.)"""
     if bounds is not None:
         if type(value) is not int and (
             isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral)
@@ -132,6 +132,10 @@ def _scalar(value, dtype: np.dtype, bounds, name: str, kernel: Kernel):
     return dtype.type(value)
 
 
+# Entries per integer type in the launch's scalar cache (the values are the caller's).
+_CACHED_INTS_PER_TYPE = 4096
+
+
 def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
     """Check and launch ``kernel`` with ``grid`` x ``block`` threads on ``args``; ``None``
     passes a null pointer."""
@@ -147,12 +151,23 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
     converted = []
     append = converted.append  # (this loop runs for every argument of every launch)
     largest_array = 0
-    for value, param, scalar_type, bounds in zip(
-        args, kernel.params, kernel.scalar_types, kernel.int_bounds, strict=True
+    for value, param, pointer, scalar_type, bounds, cache in zip(
+        args,
+        kernel.params,
+        kernel.pointers,
+        kernel.scalar_types,
+        kernel.int_bounds,
+        kernel.int_caches,
+        strict=True,
     ):
-        if not param.pointer:
-            if type(value) is int and bounds is not None and bounds[0] <= value <= bounds[1]:
-                append(scalar_type(value))  # the common case, inline
+        if not pointer:
+            if type(value) is int and cache is not None:
+                scalar = cache.get(value)  # converted and range-checked before
+                if scalar is None:
+                    scalar = _scalar(value, param.dtype, bounds, param.name, kernel)
+                    if len(cache) < _CACHED_INTS_PER_TYPE:
+                        cache[value] = scalar
+                append(scalar)
             elif type(value) is float and bounds is None and scalar_type is not np.bool_:
                 append(scalar_type(value))  # a float to a float parameter (SGD's rates)
             else:
@@ -176,9 +191,7 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
         if value.size > largest_array:
             largest_array = value.size
         append(value)
-    if largest_array > 2**31 - 1 and not any(
-        p.dtype.itemsize == 8 and p.dtype.kind in "iu" for p in kernel.params
-    ):
+    if largest_array > kernel.max_array_size:
         raise ValueError(
             f"{kernel.name}: an argument has {largest_array} elements but the "
             "kernel takes only 32-bit sizes (it needs 64-bit offsets)"

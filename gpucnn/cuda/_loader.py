@@ -42,14 +42,39 @@ class Kernel:
     # NumPy scalar type and, for integer scalars, the (min, max) a value must fit.
     scalar_types: tuple = field(init=False, repr=False, compare=False)
     int_bounds: tuple = field(init=False, repr=False, compare=False)
+    # Whether each parameter is a pointer, and the largest array (in elements) the kernel may
+    # take: 2^31 - 1 unless it has a 64-bit integer parameter (a size or offset).
+    pointers: tuple = field(init=False, repr=False, compare=False)
+    max_array_size: int = field(init=False, repr=False, compare=False)
+    # For each integer scalar parameter, the cache of converted values of its type
+    # (``int_scalar_cache``), else None.
+    int_caches: tuple = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         bounds = []
         for param in self.params:
             info = np.iinfo(param.dtype) if param.dtype.kind in "iu" else None
             bounds.append(None if param.pointer or info is None else (info.min, info.max))
+        wide = any(p.dtype.itemsize == 8 and p.dtype.kind in "iu" for p in self.params)
         object.__setattr__(self, "scalar_types", tuple(p.dtype.type for p in self.params))
         object.__setattr__(self, "int_bounds", tuple(bounds))
+        object.__setattr__(self, "pointers", tuple(p.pointer for p in self.params))
+        object.__setattr__(self, "max_array_size", 2**63 - 1 if wide else 2**31 - 1)
+        caches = tuple(
+            None if b is None else int_scalar_cache(p.dtype.type)
+            for p, b in zip(self.params, bounds, strict=True)
+        )
+        object.__setattr__(self, "int_caches", caches)
+
+
+# Integer scalars already converted to their parameter's NumPy type, by type and value: a
+# launch passes the same sizes over and over, and a dict lookup costs a sixth of making a
+# NumPy scalar (0.03 against 0.16 us; a convolution passes 17). Filled by the launch helper.
+_int_scalar_caches: dict[type, dict[int, np.generic]] = {}
+
+
+def int_scalar_cache(scalar_type: type) -> dict[int, np.generic]:
+    return _int_scalar_caches.setdefault(scalar_type, {})
 
 
 def _device_key(on_gpu: bool) -> str:

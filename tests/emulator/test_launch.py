@@ -41,6 +41,21 @@ def test_scalars_are_converted_to_the_parameter_type(kernels):
     assert np.array_equal(y, x[:, ::-1])
 
 
+def test_cached_scalars_keep_their_type_and_checks(kernels):
+    # Converted ints are cached by value: True (== 1) and an out-of-range value must still be
+    # refused after 1 and 4 were converted, and a cached value must still be an int32.
+    from gpucnn.cuda._loader import int_scalar_cache
+
+    x, y = np.zeros(4, np.float32), np.zeros(4, np.float32)
+    for n in (1, 4, 4):
+        launch(kernels("reverse_rows"), 1, 4, (x, y, n))
+    assert type(int_scalar_cache(np.int32)[4]) is np.int32
+    with pytest.raises(TypeError, match="int32, got True"):
+        launch(kernels("reverse_rows"), 1, 4, (x, y, True))
+    with pytest.raises(ValueError, match="does not fit int32"):
+        launch(kernels("reverse_rows"), 1, 4, (x, y, -(2**31) - 1))
+
+
 @pytest.mark.parametrize(
     "args, error, words",
     [
