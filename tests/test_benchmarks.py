@@ -232,3 +232,15 @@ def test_compare_orders_runs_of_one_day_by_when_they_finished(tmp_path):
         "2026-11-22_gpu-a_conv2d-pool2d-train_step.json",
         "2026-11-22_gpu-a_quick.json",
     ]
+
+
+def test_host_profile_reports_step_time_and_the_profile(capsys):
+    from benchmarks import host_profile
+
+    host_profile.main(
+        ["--device", "emulator", "--steps", "1", "--top", "3", "--batch-divisor", "64"]
+    )
+    report = capsys.readouterr().out
+    for model in ("lenet5 batch=4", "cifar-cnn batch=2"):
+        assert f"== {model} on emulator:" in report
+    assert report.count("ms per step, issued in") == 2 and report.count("ncalls") == 2

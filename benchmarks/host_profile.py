@@ -1,0 +1,107 @@
+"""Where a training step's host time goes: the floor the small models' steps stand on.
+
+    python benchmarks/host_profile.py [--device gpu|emulator] [--steps N] [--top K]
+                                      [--batch-divisor D]
+
+At LeNet / CIFAR sizes a step is ~40 launches of kernels that take a few microseconds each,
+so on a GPU the step costs what the host spends issuing them (benchmarks/NOTES.md). For each
+of the training-step benchmark's models this prints: the step's wall time with one
+synchronisation after N steps (what a training loop sees); the time to issue those N steps
+(the host's share: when it is close to the wall time, the step is host-bound); then a
+cProfile of N steps, the functions with the most time of their own, which names the Python
+(ours or CuPy's) to cut next. ``--device emulator`` runs the same Python with the kernels
+on the CPU (slow, but the profile of our own code is the same).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import pstats
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script
+
+import gpucnn  # noqa: E402
+from benchmarks.train_step import CASES  # noqa: E402
+from gpucnn.losses import SoftmaxCrossEntropyLoss  # noqa: E402
+from gpucnn.models import cifar_cnn, lenet5  # noqa: E402
+from gpucnn.optim import SGD  # noqa: E402
+
+
+def _synchronize(device: str) -> None:
+    if device == "gpu":
+        import cupy
+
+        cupy.cuda.get_current_stream().synchronize()
+
+
+def profile_case(name: str, batch: int, shape, device: str, steps: int, top: int) -> str:
+    """The report for one model (see the module docstring)."""
+    model = lenet5(shape[0], 10, shape[1]) if name == "lenet5" else cifar_cnn(shape[0])
+    model.to(device)
+    optimizer, loss = SGD(model, 0.01, momentum=0.9), SoftmaxCrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    x = gpucnn.to_device(rng.standard_normal((batch, *shape)).astype(np.float32), device)
+    y = gpucnn.to_device(rng.integers(0, 10, batch), device)
+
+    def step():
+        loss.forward(model.forward(x), y, check_targets=False)
+        model.backward(loss.backward())
+        optimizer.step()
+
+    for _ in range(3):  # compile and warm the allocator
+        step()
+    _synchronize(device)
+    begin = time.perf_counter()
+    for _ in range(steps):
+        step()
+    issued = time.perf_counter() - begin
+    _synchronize(device)
+    wall = time.perf_counter() - begin
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    _synchronize(device)
+    profiler.disable()
+    text = io.StringIO()
+    pstats.Stats(profiler, stream=text).sort_stats("tottime").print_stats(top)
+    lines = [line for line in text.getvalue().splitlines() if line.strip()]
+    return "\n".join(
+        [
+            f"== {name} batch={batch} on {device}: {wall / steps * 1e3:.3f} ms per step, "
+            f"issued in {issued / steps * 1e3:.3f} ms per step ({issued / wall:.0%} of it)",
+            *lines[lines.index(next(line for line in lines if "ncalls" in line)) :],
+        ]
+    )
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=["gpu", "emulator"], default="gpu")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--top", type=int, default=25, help="functions listed per model")
+    parser.add_argument(
+        "--batch-divisor", type=int, default=1, help="divide the batch sizes (a quick run)"
+    )
+    args = parser.parse_args(argv)
+    if args.steps < 1 or args.top < 1 or args.batch_divisor < 1:
+        parser.error("--steps, --top and --batch-divisor must be positive")
+    gpucnn.set_device(args.device)
+    for name, batch, shape in CASES:
+        print(
+            profile_case(
+                name, batch // args.batch_divisor, shape, args.device, args.steps, args.top
+            )
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
