@@ -50,6 +50,17 @@ def _check_dataset(x, y, name: str) -> None:
         raise ValueError(f"{name}: the data set is empty")
 
 
+def _on_model(model, array):
+    """``array`` on the model's device, in the model's float dtype if it holds floats: NumPy
+    makes float64 by default, and a float32 model would refuse it op by op. Converted once,
+    up front (labels and other integers are left as they are)."""
+    array = to_device(array, model.device)
+    params = list(model.params.values())
+    if params and array.dtype.kind == "f" and array.dtype != params[0].dtype:
+        array = array.astype(params[0].dtype)
+    return array
+
+
 def _labels_checked(model, x, y, name: str) -> bool:
     """Check every integer class label against the model's number of outputs, once (on a GPU,
     one host sync instead of one per step). True when the per-step checks can be skipped."""
@@ -84,7 +95,7 @@ def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
     """Mean loss and accuracy of ``model`` on (x, y), in eval mode (dropout off)."""
     batch_size = positive_int(batch_size, "batch_size")
     _check_dataset(x, y, "evaluate")
-    x, y = to_device(x, model.device), to_device(y, model.device)
+    x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "evaluate")
     was_training = model.training
     model.eval()
@@ -118,10 +129,11 @@ def fit(
 ) -> History:
     """Train ``model`` on (x, y) with minibatch SGD; returns a ``History``.
 
-    x and y are copied to the model's device once, up front. Each epoch reshuffles with a
-    generator seeded by ``seed`` (so a run is reproducible), calls ``optimizer.set_epoch``
-    (the learning-rate schedule), runs forward, loss, backward and step per minibatch (the
-    last one may be smaller), then evaluates on ``validation_data=(x_val, y_val)``.
+    x and y are copied to the model's device once, up front, floats in the model's dtype (a
+    float64 array trains a float32 model). Each epoch reshuffles with a generator seeded by
+    ``seed`` (so a run is reproducible), calls ``optimizer.set_epoch`` (the learning-rate
+    schedule), runs forward, loss, backward and step per minibatch (the last one may be
+    smaller), then evaluates on ``validation_data=(x_val, y_val)``.
     ``verbose`` prints one line per epoch; ``progress`` shows a tqdm bar whose running loss
     and accuracy refresh every ``refresh_every`` steps (the only host syncs on a GPU).
     """
@@ -133,7 +145,7 @@ def fit(
         if len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
         _check_dataset(*validation_data, "validation_data")
-    x, y = to_device(x, model.device), to_device(y, model.device)
+    x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "fit")
     xp = array_module(x)
     rng = np.random.default_rng(seed)
@@ -190,7 +202,7 @@ def fit(
 def predict(model, x, batch_size: int = 256):
     """Model outputs for x in eval mode, as a NumPy array."""
     batch_size = positive_int(batch_size, "batch_size")
-    x = to_device(x, model.device)
+    x = _on_model(model, x)
     was_training = model.training
     model.eval()
     try:

@@ -71,6 +71,32 @@ def test_other_losses_train_a_linear_classifier(digits, loss):
     assert evaluate(model, loss, flat_test, y_test)["accuracy"] > 0.85
 
 
+def test_float64_data_trains_a_float32_model_as_float32_data_does(digits):
+    # NumPy makes float64 by default: fit, evaluate and predict convert floats (data and
+    # float targets) to the model's dtype once, and train exactly as on float32 data.
+    x_train, y_train, x_test, y_test = digits
+    flat = x_train[:200].reshape(200, -1)
+    onehot = np.eye(10)[y_train[:200]]  # float64 MSE targets
+    results = []
+    for dtype in (np.float32, np.float64):
+        model = Sequential([Dense(64, 10, init="glorot", seed=0)])
+        fit(
+            model,
+            MSELoss(),
+            SGD(model, 0.05),
+            flat.astype(dtype),
+            onehot.astype(dtype),
+            epochs=2,
+            progress=False,
+        )
+        scores = evaluate(model, MSELoss(), x_test.reshape(len(x_test), -1).astype(dtype), y_test)
+        out = predict(model, flat.astype(dtype))
+        assert model.params["0.weight"].dtype == np.float32 and out.dtype == np.float32
+        results.append((model.params["0.weight"], scores, out))
+    assert np.array_equal(results[0][0], results[1][0]) and results[0][1] == results[1][1]
+    assert np.array_equal(results[0][2], results[1][2])
+
+
 def test_progress_bar_and_verbose_lines(digits, capsys):
     x_train, y_train, x_test, y_test = digits
     model = digits_cnn(seed=0)
