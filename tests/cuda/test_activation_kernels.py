@@ -82,3 +82,23 @@ def test_dropout_seed_and_step_must_be_integers():
         ops.dropout_forward(np.ones(3, np.float32), 0.5, 1.5, 0)
     with pytest.raises(TypeError, match="step must be an integer"):
         ops.dropout_forward(np.ones(3, np.float32), 0.5, 0, None)
+
+
+@pytest.mark.gpu
+def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend):
+    # 64 x 256 x 56 x 56: a ResNet-50 activation, 51 million elements
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((64, 256, 56, 56), dtype=np.float32)
+    dy = rng.standard_normal(x.shape, dtype=np.float32)
+    for op, args in [
+        (ops.relu_forward, (x,)),
+        (ops.relu_backward, (dy, x)),
+        (ops.tanh_backward, (dy, np.tanh(x))),
+    ]:
+        assert np.array_equal(gpu_backend.run(op, *args), op(*args)), op.__name__
+    y_ref, mask_ref = ops.dropout_forward(x, 0.3, 11, 5)
+    first = gpu_backend.run(ops.dropout_forward, x, 0.3, 11, 5)
+    assert np.array_equal(first[1], mask_ref) and np.array_equal(first[0], y_ref)
+    sigmoid = gpu_backend.run(ops.sigmoid_forward, x)
+    assert rel_error(sigmoid, ops.sigmoid_forward(x.astype(np.float64))) < 1e-6
+    assert np.array_equal(sigmoid, gpu_backend.run(ops.sigmoid_forward, x))

@@ -86,3 +86,16 @@ def test_bad_input_is_named():
         ops.softmax_cross_entropy_backward(np.zeros((2, 3)), np.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="target must have shape"):
         ops.softmax_cross_entropy_backward(np.zeros((2, 3)), np.array([0, 1, 2]))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n, classes", [(256, 10), (4096, 1000), (100_000, 3)])
+def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend, n, classes):
+    logits, target = _case(n, classes, np.float32)
+    loss_ref, prob_ref = ops.softmax_cross_entropy_forward(logits.astype(np.float64), target)
+    first = gpu_backend.run(ops.softmax_cross_entropy_forward, logits, target)
+    again = gpu_backend.run(ops.softmax_cross_entropy_forward, logits, target)
+    assert rel_error(first[0], loss_ref) < 1e-6 and rel_error(first[1], prob_ref) < 1e-6
+    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    grad = gpu_backend.run(ops.softmax_cross_entropy_backward, first[1], target)
+    assert np.array_equal(grad, ops.softmax_cross_entropy_backward(first[1], target))
