@@ -116,7 +116,9 @@ class HopfieldNetwork:
         checked = states if states.dtype == self.dtype else states.astype(np.float64)
         if checked.size and not backend(checked).hopfield.states_valid(checked):
             raise ValueError(f"{name} must hold only +1 and -1 (found other values or NaN)")
-        matrix = states.reshape(-1, self.n).astype(self.dtype)
+        # No copy when the states already are the network's dtype and C-contiguous (on a GPU a
+        # copy is another launch per call): nothing downstream writes to them.
+        matrix = states.reshape(-1, self.n).astype(self.dtype, copy=False)
         return self.xp.ascontiguousarray(matrix), single
 
     def _shaped(self, matrix, single: bool):

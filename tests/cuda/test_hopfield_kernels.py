@@ -160,3 +160,27 @@ def test_states_are_checked_by_the_kernel(backend, dtype, monkeypatch):
                 backend.run(check, wrong)
     # Integer states are checked exactly (in float64), then converted.
     assert backend.run(check, states.astype(np.int8)).shape == (batch,)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_callers_states_are_never_written(backend, dtype):
+    # States already in the network's dtype reach the kernels without a copy: every method
+    # must leave the caller's array as it was.
+    patterns = random_patterns(3, 24, seed=5).astype(dtype)
+    states = _noisy(patterns, 0.3, seed=6)
+
+    def run_everything(patterns, states):
+        kept = states.copy()
+        net = _network(24, patterns, dtype)
+        net.step_sync(states)
+        net.energy(states)
+        net.recall(states, mode="sync")
+        net.recall(states, mode="async", order="random", seed=1)
+        net.sweep_async(states[0])
+        net.unlearn(states[:1])
+        return states, kept
+
+    after, before = backend.run(run_everything, patterns, states)
+    assert np.array_equal(after, before) and np.array_equal(after, states)
+    after, before = run_everything(patterns, states.copy())  # and the NumPy path
+    assert np.array_equal(after, before)
