@@ -52,7 +52,7 @@ def profile_case(name: str, batch: int, shape, device: str, steps: int, top: int
 
     def step():
         loss.forward(model.forward(x), y, check_targets=False)
-        model.backward(loss.backward())
+        model.backward(loss.backward(), need_input_grad=False)  # as PyTorch: no input grad
         optimizer.step()
 
     for _ in range(3):  # compile and warm the allocator

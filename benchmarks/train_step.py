@@ -42,7 +42,7 @@ def _case(target: Target, name: str, batch: int, shape) -> dict:
 
     def step(x, y):
         forward(x, y)
-        model.backward(loss.backward())
+        model.backward(loss.backward(), need_input_grad=False)  # as PyTorch: no input grad
         optimizer.step()
 
     ours = {

@@ -171,7 +171,7 @@ def fit(
             xb, yb = x[batch], y[batch]
             pred = model.forward(xb)
             loss = loss_fn.forward(pred, yb, check_targets=check_targets)
-            model.backward(loss_fn.backward())
+            model.backward(loss_fn.backward(), need_input_grad=False)
             optimizer.step()
             total_loss = total_loss + loss * len(batch)
             total_correct = total_correct + _correct(pred, yb)

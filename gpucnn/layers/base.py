@@ -29,7 +29,12 @@ class Layer:
     def forward(self, x):
         raise NotImplementedError
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
+        """The gradient with respect to the input, after storing the parameters' gradients in
+        ``grads``. With ``need_input_grad=False`` the layer computes only the latter and
+        returns None: a model's first layer, whose input gradient nobody uses (the most
+        expensive backward-data of a network: for LeNet's first convolution on a GPU, as
+        long as its backward-filter)."""
         raise NotImplementedError
 
     def output_shape(self, input_shape: tuple[int, ...]) -> tuple[int, ...]:

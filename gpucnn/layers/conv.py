@@ -63,11 +63,16 @@ class Conv2D(Layer):
         self._save(x)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         (x,) = self._restore()
         dx, dw, db = ops.conv2d_backward(
-            grad_out, x, self.params["weight"], with_bias="bias" in self.params, **self._geometry()
+            grad_out,
+            x,
+            self.params["weight"],
+            with_bias="bias" in self.params,
+            need_input_grad=need_input_grad,
+            **self._geometry(),
         )
         self.grads["weight"] = dw
         if db is not None:
@@ -160,9 +165,11 @@ class MaxPool2D(_Pool2D):
         self._save(argmax, x.shape)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         argmax, x_shape = self._restore()
+        if not need_input_grad:
+            return None
         return ops.max_pool2d_backward(grad_out, argmax, x_shape, **self._geometry())
 
 
@@ -185,9 +192,11 @@ class AvgPool2D(_Pool2D):
         self._save(x.shape)
         return ops.avg_pool2d_forward(x, **self._geometry())
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         (x_shape,) = self._restore()
+        if not need_input_grad:
+            return None
         return ops.avg_pool2d_backward(grad_out, x_shape, **self._geometry())
 
 
@@ -200,9 +209,11 @@ class L2Pool2D(_Pool2D):
         self._save(x, y)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         x, y = self._restore()
+        if not need_input_grad:
+            return None
         return ops.l2_pool2d_backward(grad_out, x, y, **self._geometry())
 
 
@@ -214,9 +225,11 @@ class GlobalAvgPool2D(Layer):
         self._save(x.shape)
         return ops.global_avg_pool2d_forward(x)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         (x_shape,) = self._restore()
+        if not need_input_grad:
+            return None
         return ops.global_avg_pool2d_backward(grad_out, x_shape)
 
     def output_shape(self, input_shape):

@@ -44,11 +44,15 @@ class Dense(Layer):
         self._save(x)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         (x,) = self._restore()
         dx, dw, db = ops.dense_backward(
-            grad_out, x, self.params["weight"], with_bias="bias" in self.params
+            grad_out,
+            x,
+            self.params["weight"],
+            with_bias="bias" in self.params,
+            need_input_grad=need_input_grad,
         )
         self.grads["weight"] = dw
         if db is not None:
@@ -81,10 +85,10 @@ class _Activation(Layer):
         self._save(y if self._saves_output else x)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         (saved,) = self._restore()
-        return self._backward(grad_out, saved)
+        return self._backward(grad_out, saved) if need_input_grad else None
 
 
 class ReLU(_Activation):
@@ -130,9 +134,11 @@ class Dropout(Layer):
         self._save(mask)
         return y
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         (mask,) = self._restore()
+        if not need_input_grad:
+            return None
         return grad_out if mask is None else ops.dropout_backward(grad_out, mask)
 
     def __repr__(self):
@@ -149,10 +155,10 @@ class Flatten(Layer):
         self._save(x.shape)
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
         (shape,) = self._restore()
-        return grad_out.reshape(shape)
+        return grad_out.reshape(shape) if need_input_grad else None
 
     def output_shape(self, input_shape):
         return (math.prod(input_shape),)

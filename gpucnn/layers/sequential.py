@@ -48,10 +48,20 @@ class Sequential(Layer):
             x = layer.forward(x)
         return x
 
-    def backward(self, grad_out):
+    def backward(self, grad_out, need_input_grad: bool = True):
+        """Backward through every layer, last to first. With ``need_input_grad=False`` (what
+        ``fit`` asks) the first layer with parameters skips its input gradient and the layers
+        before it are not run: returns None."""
         self._check_input(grad_out, "grad_out")
-        for layer in reversed(self.layers):
-            grad_out = layer.backward(grad_out)
+        first = 0
+        if not need_input_grad:
+            with_params = [i for i, layer in enumerate(self.layers) if layer.params]
+            if not with_params:
+                return None  # no parameter needs a gradient
+            first = with_params[0]
+        for index in range(len(self.layers) - 1, first - 1, -1):
+            wanted = need_input_grad or index > first
+            grad_out = self.layers[index].backward(grad_out, need_input_grad=wanted)
         return grad_out
 
     def output_shape(self, input_shape):

@@ -64,8 +64,9 @@ def dense_forward(x, w, b=None):
     return y
 
 
-def dense_backward(dy, x, w, with_bias=True):
-    """Gradients of ``dense_forward``: (dx, dw, db); db is None unless with_bias."""
+def dense_backward(dy, x, w, with_bias=True, need_input_grad=True):
+    """Gradients of ``dense_forward``: (dx, dw, db); db is None unless with_bias, dx None
+    unless need_input_grad."""
     check_float_array(x, "x", ndim=2)
     check_float_array(w, "w", ndim=2)
     check_float_array(dy, "dy", ndim=2)
@@ -73,8 +74,11 @@ def dense_backward(dy, x, w, with_bias=True):
     check_shape(dy, "dy", (x.shape[0], w.shape[0]))
     if x.shape[1] != w.shape[1]:
         raise ValueError(f"x has {x.shape[1]} features but w expects {w.shape[1]}")
+    for name, flag in (("with_bias", with_bias), ("need_input_grad", need_input_grad)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
     db = dy.sum(axis=0) if with_bias else None
-    return dy @ w, dy.T @ x, db
+    return dy @ w if need_input_grad else None, dy.T @ x, db
 
 
 # ----------------------------------------------------------------------------- dropout

@@ -63,6 +63,51 @@ def test_sequential_gradients_match_finite_differences():
         assert rel_error(analytic, numeric) < 1e-7, name
 
 
+def test_without_the_input_gradient_the_parameter_gradients_are_the_same():
+    # fit asks for no input gradient: the first layer with parameters skips its backward-data
+    # and the layers before it do not run; every parameter gradient is the same bits.
+    x = shuffled_linspace((2, 2, 9, 9), np.float64)
+    dy = shuffled_linspace((2, 5), np.float64, seed=3)
+    for prefix in ([], [ReLU()], [Flatten()]):
+        grads = []
+        for need in (True, False):
+            layers = [*prefix, *_model().layers]
+            if prefix and isinstance(prefix[0], Flatten):
+                layers = [Flatten(), Dense(162, 5, seed=2, dtype=np.float64)]
+            model = Sequential(layers)
+            model.forward(x)
+            dx = model.backward(dy, need_input_grad=need)
+            assert (dx is None) == (not need) and (dx is None or dx.shape == x.shape)
+            grads.append({k: v.copy() for k, v in model.grads.items()})
+        assert grads[0].keys() == grads[1].keys()
+        assert all(np.array_equal(grads[0][k], grads[1][k]) for k in grads[0])
+    no_params = Sequential([ReLU(), Flatten()])
+    no_params.forward(x)
+    assert no_params.backward(x, need_input_grad=False) is None
+
+
+def test_every_layer_returns_none_when_no_input_gradient_is_wanted():
+    x = shuffled_linspace((2, 3, 6, 6), np.float64)
+    for layer in [
+        Conv2D(3, 2, 3, seed=0, dtype=np.float64),
+        Tanh(),
+        MaxPool2D(2),
+        AvgPool2D(2),
+        L2Pool2D(2),
+        GlobalAvgPool2D(),
+        Flatten(),
+        Dropout(0.5, seed=0),
+    ]:
+        y = layer.forward(x)
+        assert layer.backward(np.ones_like(y), need_input_grad=False) is None, layer
+    dense = Dense(4, 3, seed=0, dtype=np.float64)
+    dense.forward(np.ones((2, 4)))
+    assert dense.backward(np.ones((2, 3)), need_input_grad=False) is None
+    assert dense.grads["weight"].shape == (3, 4)
+    with pytest.raises(TypeError, match="need_input_grad must be a bool"):
+        ops.dense_backward(np.ones((2, 3)), np.ones((2, 4)), np.ones((3, 4)), need_input_grad=1)
+
+
 def test_layers_hold_their_arrays_by_name():
     conv = Conv2D(3, 8, (3, 5), bias=False, seed=0)
     assert set(conv.params) == {"weight"} and conv.params["weight"].shape == (8, 3, 3, 5)
