@@ -255,6 +255,70 @@ __global__ void __launch_bounds__(gemm::kThreads)
         dy, x, out, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw}, chunk, vector_loads);
 }
 
+// dw for layers with few filter taps (K*C*R*S <= blockDim.x, e.g. a first layer on one
+// channel: LeNet's 6 x 1 x 5 x 5), where the GEMM tiles above would be almost all padding
+// (6 of 32 rows, 25 of 128 columns) and a split's 8-deep steps run one after another. A
+// direct reduction instead: thread o owns tap o = (k, c, r, s) and block z sums its tap's
+// products over the output rows (n, p) in [z * rows, (z + 1) * rows) into slice z of `out`
+// (dw itself when there is one split). Each thread works out once which rows and columns
+// its tap keeps inside the image, so the inner loop over q is two loads and a multiply-add,
+// unrolled into four accumulators combined in a fixed order (the same bits every run). A
+// warp's taps read one or two dy values (broadcast) and neighbouring x values.
+template <typename T>
+__global__ void __launch_bounds__(gemm::kThreads)
+    conv2d_backward_filter_direct(const T* __restrict__ dy, const T* __restrict__ x,
+                                  T* __restrict__ out, int N, int C, int H, int W, int K, int R,
+                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh,
+                                  int dw, int rows) {
+    const int taps = K * C * R * S;  // at most blockDim.x (checked on the host)
+    const int o = threadIdx.x;
+    if (o >= taps) return;  // no barrier below
+    const int s = o % S, r = o / S % R, c = o / (R * S) % C, k = o / (C * R * S);
+    // Columns q whose input column q*sw - pw + s*dw lies in [0, W).
+    const int column0 = s * dw - pw;
+    const int q_begin = column0 >= 0 ? 0 : (-column0 + sw - 1) / sw;
+    const int q_end = column0 > W - 1 ? 0 : min(Q, (W - 1 - column0) / sw + 1);
+    T acc0 = T(0), acc1 = T(0), acc2 = T(0), acc3 = T(0);
+    const long long first = (long long)blockIdx.x * rows;
+    const long long last = min(first + rows, (long long)N * P);
+    for (long long row = first; row < last; ++row) {
+        const long long n = row / P;
+        const int p = (int)(row - n * P), h = p * sh - ph + r * dh;
+        if (h < 0 || h >= H) continue;
+        const T* dy_row = dy + ((n * K + k) * P + p) * (long long)Q;
+        const T* x_row = x + ((n * C + c) * H + h) * (long long)W + column0;
+        int q = q_begin;
+        for (; q + 4 <= q_end; q += 4) {
+            acc0 += dy_row[q] * x_row[q * sw];
+            acc1 += dy_row[q + 1] * x_row[(q + 1) * sw];
+            acc2 += dy_row[q + 2] * x_row[(q + 2) * sw];
+            acc3 += dy_row[q + 3] * x_row[(q + 3) * sw];
+        }
+        for (; q < q_end; ++q)
+            acc0 += dy_row[q] * x_row[q * sw];
+    }
+    out[(long long)blockIdx.x * taps + o] = (acc0 + acc1) + (acc2 + acc3);
+}
+
+// dw[i] = sum over splits of partial[split][i], one warp per element: lane l sums splits
+// l, l + 32, ... in order, then a fixed shuffle tree: the same bits every run, and 32 times
+// shorter chains than conv2d_sum_splits where there are hundreds of splits and few elements.
+template <typename T>
+__global__ void conv2d_sum_splits_by_warp(const T* __restrict__ partial, T* __restrict__ dw,
+                                          int splits, long long size) {
+    const int lane = threadIdx.x % 32;
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;
+    for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; i < size;
+         i += warps) {
+        T sum = T(0);
+        for (int split = lane; split < splits; split += 32)
+            sum += partial[split * size + i];
+        for (int offset = 16; offset > 0; offset /= 2)
+            sum += __shfl_down_sync(0xffffffffu, sum, offset);
+        if (lane == 0) dw[i] = sum;
+    }
+}
+
 // dw[i] = sum over splits, in split order, of partial[split][i]: the same bits every run.
 template <typename T>
 __global__ void conv2d_sum_splits(const T* __restrict__ partial, T* __restrict__ dw, int splits,

@@ -58,9 +58,18 @@ def test_forward_matches_numpy(backend, case, dtype, with_bias):
     assert y.dtype == dtype and rel_error(y, expected) < TOLERANCE[dtype]
 
 
+@pytest.fixture(params=["direct", "gemm"])
+def filter_path(request, monkeypatch):
+    """Backward-filter of few taps through its direct kernel (the default) or, with the
+    threshold at 0, through the implicit GEMM every larger filter takes."""
+    if request.param == "gemm":
+        monkeypatch.setattr(cuda_conv, "DIRECT_FILTER_TAPS", 0)
+    return request.param
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_backward_matches_numpy(backend, case, dtype):
+def test_backward_matches_numpy(backend, case, dtype, filter_path):
     x, w, _ = _inputs(case)
     y = ops.conv2d_forward(x, w, **_geometry(case))
     dy = np.random.default_rng(1).standard_normal(y.shape)
@@ -75,8 +84,11 @@ def test_backward_matches_numpy(backend, case, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_backward_filter_split_reduction_is_exact_and_deterministic(backend, monkeypatch, dtype):
-    # N*P*Q = 4 * 32 * 32 = 4096 = 4 * MIN_SPLIT: the reduction is split in four
+def test_backward_filter_split_reduction_is_exact_and_deterministic(
+    backend, monkeypatch, dtype, filter_path
+):
+    # N*P*Q = 4 * 32 * 32 = 4096 = 4 * MIN_SPLIT: the reduction is split in four (the direct
+    # kernel's four splits are summed by a warp per tap)
     monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", 1024)
     x, w, _ = _inputs((4, 2, 32, 32, 3, 3, 3, 1, 1, 1))
     dy = np.random.default_rng(2).standard_normal((4, 3, 32, 32))
