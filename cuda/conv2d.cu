@@ -286,16 +286,18 @@ __global__ void __launch_bounds__(gemm::kThreads)
         const int p = (int)(row - n * P), h = p * sh - ph + r * dh;
         if (h < 0 || h >= H) continue;
         const T* dy_row = dy + ((n * K + k) * P + p) * (long long)Q;
-        const T* x_row = x + ((n * C + c) * H + h) * (long long)W + column0;
+        // x's row, offset to this tap's first column (which may lie left of the row: only
+        // the columns in [q_begin, q_end) are read)
+        const long long x_row = ((n * C + c) * H + h) * (long long)W + column0;
         int q = q_begin;
         for (; q + 4 <= q_end; q += 4) {
-            acc0 += dy_row[q] * x_row[q * sw];
-            acc1 += dy_row[q + 1] * x_row[(q + 1) * sw];
-            acc2 += dy_row[q + 2] * x_row[(q + 2) * sw];
-            acc3 += dy_row[q + 3] * x_row[(q + 3) * sw];
+            acc0 += dy_row[q] * x[x_row + q * sw];
+            acc1 += dy_row[q + 1] * x[x_row + (q + 1) * sw];
+            acc2 += dy_row[q + 2] * x[x_row + (q + 2) * sw];
+            acc3 += dy_row[q + 3] * x[x_row + (q + 3) * sw];
         }
         for (; q < q_end; ++q)
-            acc0 += dy_row[q] * x_row[q * sw];
+            acc0 += dy_row[q] * x[x_row + q * sw];
     }
     out[(long long)blockIdx.x * taps + o] = (acc0 + acc1) + (acc2 + acc3);
 }
