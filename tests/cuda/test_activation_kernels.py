@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpucnn import ops
-from tests.helpers import rel_error, shuffled_linspace
+from tests.helpers import misaligned, rel_error, shuffled_linspace
 
 # More elements than the emulator's three 256-thread blocks cover, so every loop loops; an odd
 # count; and the values where the functions change branch or are undefined.
@@ -102,3 +102,17 @@ def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend):
     sigmoid = gpu_backend.run(ops.sigmoid_forward, x)
     assert rel_error(sigmoid, ops.sigmoid_forward(x.astype(np.float64))) < 1e-6
     assert np.array_equal(sigmoid, gpu_backend.run(ops.sigmoid_forward, x))
+
+
+def test_strided_and_misaligned_inputs_give_the_same_result(backend):
+    # The kernels read flat arrays: views are copied to contiguous, aligned ones first.
+    x, dy = _inputs(np.float64)
+    y = np.tanh(x)
+    expected = (ops.relu_backward(dy, x), ops.sigmoid_backward(dy, y))
+
+    def from_views(x, dy, y):
+        strided = x.repeat(2, axis=-1)[..., ::2]  # every value twice: [..., ::2] is x
+        return ops.relu_backward(misaligned(dy), strided), ops.sigmoid_backward(dy, misaligned(y))
+
+    got = backend.run(from_views, x, dy, y)
+    assert all(np.array_equal(g, e, equal_nan=True) for g, e in zip(got, expected, strict=True))

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpucnn import ops
-from tests.helpers import rel_error, shuffled_linspace
+from tests.helpers import misaligned, rel_error, shuffled_linspace
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
 
@@ -99,3 +99,15 @@ def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend, n, classes):
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     grad = gpu_backend.run(ops.softmax_cross_entropy_backward, first[1], target)
     assert np.array_equal(grad, ops.softmax_cross_entropy_backward(first[1], target))
+
+
+def test_strided_and_misaligned_inputs_give_the_same_result(backend):
+    logits, target = _case(9, 6, np.float64)
+    expected = ops.softmax_cross_entropy_forward(logits, target)
+
+    def from_views(logits, target):
+        wide = misaligned(logits.repeat(2, axis=1))  # every value twice: [:, ::2] is logits
+        return ops.softmax_cross_entropy_forward(wide[:, ::2], misaligned(target))
+
+    got = backend.run(from_views, logits, target)
+    assert rel_error(got[0], expected[0]) < 1e-13 and rel_error(got[1], expected[1]) < 1e-13
