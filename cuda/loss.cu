@@ -98,3 +98,57 @@ __global__ void softmax_cross_entropy_backward(const T* __restrict__ probabiliti
         grad[i] = (i % C == target[i / C] ? p - T(1) : p) / T(N);
     }
 }
+
+namespace loss {
+
+// Whether (value, index) comes before (best, best_index) in NumPy's argmax order: NaN first,
+// then the larger value, then the smaller index; best_index == end means "nothing yet".
+template <typename T>
+__device__ __forceinline__ bool argmax_before(T value, int index, T best, int best_index, int end) {
+    if (index == end) return false;
+    if (best_index == end) return true;
+    const bool value_nan = value != value, best_nan = best != best;
+    if (value_nan != best_nan) return value_nan;
+    if (!value_nan && value != best) return value > best;
+    return index < best_index;
+}
+
+}  // namespace loss
+
+// A training loop's running scores, in place: totals[0] += loss[0] * N and totals[1] += the
+// number of rows of pred (N, C) whose argmax (the first largest value, NaN counting as the
+// largest, as NumPy's) is labels[row]. One block of loss::kMeanThreads threads, a warp per
+// row (lanes scan a stride of the row, then a shuffle tree); integer counts, so the order of
+// the sum cannot change it. In double: counts are exact up to 2^53.
+template <typename T>
+__global__ void accumulate_scores(const T* __restrict__ loss, const T* __restrict__ pred,
+                                  const long long* __restrict__ labels, double* __restrict__ totals,
+                                  int N, int C) {
+    constexpr int kWarps = loss::kMeanThreads / 32;
+    __shared__ int counts[kWarps];
+    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    int count = 0;
+    for (int i = warp; i < N; i += kWarps) {
+        const T* row = pred + (long long)i * C;
+        T best = T(0);
+        int best_index = C;  // none yet
+        for (int j = lane; j < C; j += 32)
+            if (loss::argmax_before(row[j], j, best, best_index, C)) best = row[j], best_index = j;
+        for (int offset = 16; offset > 0; offset /= 2) {
+            const T other = __shfl_xor_sync(0xffffffffu, best, offset);
+            const int other_index = __shfl_xor_sync(0xffffffffu, best_index, offset);
+            if (loss::argmax_before(other, other_index, best, best_index, C))
+                best = other, best_index = other_index;
+        }
+        count += best_index == labels[i];
+    }
+    if (lane == 0) counts[warp] = count;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        int total = 0;
+        for (int w = 0; w < kWarps; ++w)
+            total += counts[w];
+        totals[0] += (double)loss[0] * N;
+        totals[1] += total;
+    }
+}

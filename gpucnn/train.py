@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import ops
 from ._device import array_module, to_device, to_numpy
 from .layers.base import positive_int
 
@@ -79,12 +80,6 @@ def _labels_checked(model, x, y, name: str) -> bool:
     return True
 
 
-def _correct(pred, target):
-    """Number of examples whose largest output is the target class (a device scalar)."""
-    labels = target if target.ndim == 1 else target.argmax(axis=1)
-    return (pred.argmax(axis=1) == labels).sum()
-
-
 def _batches(count: int, batch_size: int, order=None):
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
@@ -100,16 +95,15 @@ def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
     was_training = model.training
     model.eval()
     try:
-        total_loss = total_correct = 0
+        totals = array_module(x).zeros(2, np.float64)  # loss sum, correct count
         for batch in _batches(len(x), batch_size):
             pred = model.forward(x[batch])
-            count = pred.shape[0]
             loss = loss_fn.forward(pred, y[batch], check_targets=check_targets)
-            total_loss = total_loss + loss * count
-            total_correct = total_correct + _correct(pred, y[batch])
+            ops.accumulate_scores(totals, loss, pred, y[batch])
     finally:
         model.train(was_training)
-    return {"loss": float(total_loss) / len(x), "accuracy": float(total_correct) / len(x)}
+    loss_sum, correct = to_numpy(totals)
+    return {"loss": float(loss_sum) / len(x), "accuracy": float(correct) / len(x)}
 
 
 def fit(
@@ -159,7 +153,7 @@ def fit(
         lr = optimizer.set_epoch(epoch)
         model.train()
         order = xp.asarray(rng.permutation(len(x)))
-        total_loss = total_correct = seen = 0
+        totals, seen = xp.zeros(2, np.float64), 0  # loss sum, correct count: on the device
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{epochs}",
@@ -173,19 +167,18 @@ def fit(
             loss = loss_fn.forward(pred, yb, check_targets=check_targets)
             model.backward(loss_fn.backward(), need_input_grad=False)
             optimizer.step()
-            total_loss = total_loss + loss * len(batch)
-            total_correct = total_correct + _correct(pred, yb)
+            ops.accumulate_scores(totals, loss, pred, yb)
             seen += len(batch)
             bar.update(1)
             if progress and (step % refresh_every == 0 or step == steps_per_epoch):
-                bar.set_postfix(
-                    loss=f"{float(total_loss) / seen:.4f}", acc=f"{float(total_correct) / seen:.4f}"
-                )
+                loss_sum, correct = to_numpy(totals)  # the only host sync
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         bar.close()
+        loss_sum, correct = to_numpy(totals)
         history.epoch.append(epoch + 1)
         history.lr.append(lr)
-        history.loss.append(float(total_loss) / seen)
-        history.accuracy.append(float(total_correct) / seen)
+        history.loss.append(float(loss_sum) / seen)
+        history.accuracy.append(float(correct) / seen)
         if validation_data is not None:
             scores = evaluate(model, loss_fn, *validation_data)
             history.val_loss.append(scores["loss"])

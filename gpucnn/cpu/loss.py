@@ -22,3 +22,8 @@ def softmax_cross_entropy_backward(probabilities, target):
     grad = probabilities.copy()
     grad[np.arange(grad.shape[0]), target] -= 1
     return grad / grad.dtype.type(grad.shape[0])
+
+
+def accumulate_scores(totals, loss, pred, labels) -> None:
+    totals[0] += float(loss) * pred.shape[0]
+    totals[1] += np.count_nonzero(pred.argmax(axis=1) == labels)

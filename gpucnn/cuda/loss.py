@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._device import array_module
 from ._launch import contiguous, empty, grid_stride_blocks, launch
 from ._loader import get_kernel
 
@@ -57,3 +58,21 @@ def softmax_cross_entropy_backward(probabilities, target):
         (probabilities, target, grad, grad.size, n, classes),
     )
     return grad
+
+
+def accumulate_scores(totals, loss, pred, labels) -> None:
+    if not hasattr(loss, "dtype"):  # a number (the emulator's losses are host floats)
+        loss = array_module(pred).asarray(loss, pred.dtype)
+    launch(
+        get_kernel(SOURCE, "accumulate_scores", pred),
+        1,
+        MEAN_THREADS,
+        (
+            contiguous(loss.astype(pred.dtype, copy=False)),
+            contiguous(pred),
+            _targets(labels),
+            totals,
+            pred.shape[0],
+            pred.shape[1],
+        ),
+    )

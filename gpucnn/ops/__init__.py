@@ -18,6 +18,7 @@ from .activation import (
 )
 from .conv import conv2d_backward, conv2d_forward
 from .loss import (
+    accumulate_scores,
     hinge_backward,
     hinge_forward,
     mse_backward,
@@ -38,6 +39,7 @@ from .pool import (
 )
 
 __all__ = [
+    "accumulate_scores",
     "avg_pool2d_backward",
     "avg_pool2d_forward",
     "conv2d_backward",

@@ -9,6 +9,8 @@ device, so that on the GPU reading the value (a host sync) is the caller's choic
 
 from __future__ import annotations
 
+import numpy as np
+
 from .._checks import check_float_array, check_same_kind, check_shape
 from .._device import array_device, array_module
 from ._dispatch import backend
@@ -118,3 +120,30 @@ def hinge_backward(violations, target):
     rows = xp.arange(violations.shape[0])
     active[rows, target] = -active.sum(axis=1)
     return active / active.dtype.type(violations.shape[0])
+
+
+def accumulate_scores(totals, loss, pred, target) -> None:
+    """A training loop's running scores, in place: ``totals`` (float64, shape (2,), pred's
+    device) += (loss * N, the number of rows of ``pred`` (N, C) whose argmax is the target
+    class). ``target`` is (N,) integer classes or (N, C), whose argmax is the class; ``loss``
+    the batch's mean loss (a number, or a 0-d array of pred's device). On a GPU one launch and
+    no host sync, where the array code took six operations."""
+    _check_pred(pred)
+    _check_target_array(target, pred)
+    check_float_array(totals, "totals", ndim=1)
+    if totals.dtype != np.float64 or totals.shape != (2,):
+        raise ValueError(f"totals must be float64 of shape (2,), got {totals.dtype} {totals.shape}")
+    if array_device(totals) != array_device(pred):
+        raise TypeError("totals and pred must be on the same device (see gpucnn.to_device)")
+    if target.ndim == 2:
+        check_shape(target, "target", pred.shape)
+        labels = target.argmax(axis=1)
+    elif target.dtype.kind in "iu":
+        check_shape(target, "target", (pred.shape[0],))
+        labels = target
+    else:
+        raise TypeError(
+            f"target must hold integer classes (N,) or be shaped like pred, got {target.dtype} "
+            f"{tuple(target.shape)}"
+        )
+    backend(pred).loss.accumulate_scores(totals, loss, pred, labels)

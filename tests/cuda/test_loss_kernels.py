@@ -111,3 +111,59 @@ def test_strided_and_misaligned_inputs_give_the_same_result(backend):
 
     got = backend.run(from_views, logits, target)
     assert rel_error(got[0], expected[0]) < 1e-13 and rel_error(got[1], expected[1]) < 1e-13
+
+
+def _scores_case(n: int, classes: int, dtype):
+    # few distinct values, so rows tie; some rows with NaN, one all -inf
+    rng = np.random.default_rng(n)
+    pred = rng.integers(-2, 3, (n, classes)).astype(dtype)
+    pred[rng.random(n) < 0.2, rng.integers(0, classes)] = np.nan
+    pred[n // 2] = -np.inf
+    target = rng.integers(0, classes, n)
+    target[: n // 3] = pred[: n // 3].argmax(axis=1)  # some rows right, ties and NaN included
+    return pred, target
+
+
+@pytest.mark.parametrize("n, classes", [(1, 1), (7, 3), (70, 33), (300, 10)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_accumulated_scores_match_numpy(backend, n, classes, dtype):
+    pred, target = _scores_case(n, classes, dtype)
+    dense = np.eye(classes)[target].astype(dtype)  # one-hot targets take their argmax
+    expected = np.zeros(2)
+    for t in (target, target.astype(np.uint8) if classes < 256 else target, dense):
+        ops.accumulate_scores(expected, 0.25, pred, t)
+
+    def on_device(pred, target, dense, totals):
+        for t in (target, target.astype(np.uint8) if classes < 256 else target, dense):
+            ops.accumulate_scores(totals, 0.25, pred, t)
+        return totals
+
+    got = backend.run(on_device, pred, target, dense, np.zeros(2))
+    assert np.array_equal(got, expected)
+    assert expected[0] == 3 * 0.25 * n and expected[1] == 3 * np.count_nonzero(
+        pred.argmax(axis=1) == target
+    )
+
+
+def test_accumulated_scores_take_a_device_loss_and_ignore_out_of_range_labels(backend):
+    pred, target = _scores_case(12, 4, np.float32)
+    target[0] = 7  # no row's argmax: counted wrong (fit refuses such labels up front)
+
+    def on_device(pred, target, zeros, totals):
+        loss = ops.softmax_cross_entropy_forward(zeros, target % 4)[0]  # log 4, on the device
+        ops.accumulate_scores(totals, loss, pred, target)
+        return totals
+
+    got = backend.run(on_device, pred, target, np.zeros((12, 4), np.float32), np.zeros(2))
+    assert abs(got[0] - 12 * np.log(4)) < 1e-5
+    assert got[1] == np.count_nonzero(pred.argmax(axis=1) == target)
+
+
+def test_accumulate_scores_bad_input_is_named():
+    pred = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match="totals must be float64 of shape"):
+        ops.accumulate_scores(np.zeros(3), 0.0, pred, np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match="target must hold integer classes"):
+        ops.accumulate_scores(np.zeros(2), 0.0, pred, np.zeros(3))
+    with pytest.raises(ValueError, match="target must have shape"):
+        ops.accumulate_scores(np.zeros(2), 0.0, pred, np.zeros((3, 3)))
