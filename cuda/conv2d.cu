@@ -329,15 +329,29 @@ __global__ void conv2d_sum_splits(const T* __restrict__ partial, T* __restrict__
 }
 
 // db[k] = sum over n, p, q of dy[n, k, p, q]: one block per channel, a fixed-order tree.
+// Thread t sums elements t, t + blockDim.x, ... of the channel's N*plane values in order; it
+// walks their (n, j) position by a fixed step instead of dividing each index (a division
+// and a remainder by a run-time value, 40-50 instructions an element even on NVRTC's 32-bit
+// path, about 0.05 ms for LeNet's first layer at batch 256, one block per channel).
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
     conv2d_backward_bias(const T* __restrict__ dy, T* __restrict__ db, int N, int K,
                          long long plane) {
     __shared__ T partial[256];
+    const long long total = N * plane;
+    // One step of blockDim.x elements moves step_n images and step_j positions on.
+    const long long step_n = blockDim.x / plane, step_j = blockDim.x % plane;
+    const long long image = (long long)K * plane;  // from (n, k, j) to (n + 1, k, j)
     for (long long k = blockIdx.x; k < K; k += gridDim.x) {
         T sum = T(0);
-        for (long long i = threadIdx.x; i < N * plane; i += blockDim.x)
-            sum += dy[(i / plane * K + k) * plane + i % plane];
+        long long j = threadIdx.x % plane;
+        long long offset = threadIdx.x / plane * image + k * plane + j;
+        for (long long i = threadIdx.x; i < total; i += blockDim.x) {
+            sum += dy[offset];
+            offset += step_n * image + step_j;
+            j += step_j;
+            if (j >= plane) j -= plane, offset += image - plane;
+        }
         partial[threadIdx.x] = sum;
         __syncthreads();
         for (int stride = blockDim.x / 2; stride > 0; stride /= 2) {

@@ -99,6 +99,18 @@ def test_backward_filter_split_reduction_is_exact_and_deterministic(
     assert rel_error(first, expected) < TOLERANCE[dtype] and np.array_equal(first, again)
 
 
+@pytest.mark.parametrize("shape", [(5, 2, 13, 11), (2, 1, 20, 20), (300, 1, 3, 3)])
+def test_bias_gradient_walks_many_images_and_planes(backend, shape):
+    # N*P*Q past the block's 256 threads, so each thread steps through (image, position):
+    # planes of 99 (not dividing 256), of 324 (larger than the block) and of 1.
+    x = np.random.default_rng(4).standard_normal(shape)
+    w = np.random.default_rng(5).standard_normal((3, shape[1], 3, 3))
+    dy = np.random.default_rng(6).standard_normal(ops.conv2d_forward(x, w).shape)
+    expected = ops.conv2d_backward(dy, x, w)[2]
+    got = backend.run(ops.conv2d_backward, dy, x, w, need_input_grad=False)[2]
+    assert rel_error(got, expected) < 1e-13
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_views_off_the_vector_boundary_give_the_same_result(backend, dtype):
     # C*R*S = 8 and P*Q = 16: w and dy qualify for vector loads, but these views start one
