@@ -15,7 +15,7 @@ import numpy as np
 
 from . import ops
 from ._device import array_module, to_device, to_numpy
-from .layers.base import positive_int
+from .layers.base import backward_of, positive_int
 
 
 @dataclass
@@ -165,7 +165,7 @@ def fit(
             xb, yb = x[batch], y[batch]
             pred = model.forward(xb)
             loss = loss_fn.forward(pred, yb, check_targets=check_targets)
-            model.backward(loss_fn.backward(), need_input_grad=False)
+            backward_of(model, loss_fn.backward(), need_input_grad=False)
             optimizer.step()
             ops.accumulate_scores(totals, loss, pred, yb)
             seen += len(batch)

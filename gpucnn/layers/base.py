@@ -7,6 +7,8 @@ one device; ``forward`` refuses an array of another device instead of copying it
 
 from __future__ import annotations
 
+import functools
+import inspect
 import numbers
 
 import numpy as np
@@ -94,6 +96,23 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def backward_of(layer, grad_out, need_input_grad: bool = True):
+    """``layer.backward(grad_out)``, telling the layer when its input gradient is not needed
+    (then None is returned). A layer written against the one-argument ``backward(grad_out)``
+    (a user's own) still works: it is called as such and its input gradient dropped."""
+    if need_input_grad:
+        return layer.backward(grad_out)
+    if _takes_need_input_grad(type(layer)):
+        return layer.backward(grad_out, need_input_grad=False)
+    layer.backward(grad_out)
+    return None
+
+
+@functools.cache
+def _takes_need_input_grad(cls: type) -> bool:
+    return "need_input_grad" in inspect.signature(cls.backward).parameters
 
 
 def positive_int(value, name: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .._device import get_device
-from .base import Layer
+from .base import Layer, backward_of
 
 
 class Sequential(Layer):
@@ -61,7 +61,7 @@ class Sequential(Layer):
             first = with_params[0]
         for index in range(len(self.layers) - 1, first - 1, -1):
             wanted = need_input_grad or index > first
-            grad_out = self.layers[index].backward(grad_out, need_input_grad=wanted)
+            grad_out = backward_of(self.layers[index], grad_out, wanted)
         return grad_out
 
     def output_shape(self, input_shape):

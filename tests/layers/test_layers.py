@@ -86,6 +86,43 @@ def test_without_the_input_gradient_the_parameter_gradients_are_the_same():
     assert no_params.backward(x, need_input_grad=False) is None
 
 
+def test_a_users_layer_with_the_one_argument_backward_still_trains():
+    # Written against backward(grad_out) only: Sequential and fit call it that way and drop
+    # the input gradient it returns when none is wanted.
+    from gpucnn.layers import Layer
+
+    class Scale(Layer):
+        def __init__(self):
+            super().__init__()
+            self.params["weight"] = np.array([2.0])
+
+        def forward(self, x):
+            self._save(x)
+            return x * self.params["weight"]
+
+        def backward(self, grad_out):
+            (x,) = self._restore()
+            self.grads["weight"] = np.array([(grad_out * x).sum()])
+            return grad_out * self.params["weight"]
+
+    model = Sequential([Scale(), Dense(3, 2, seed=0, dtype=np.float64)])
+    x = shuffled_linspace((4, 3), np.float64)
+    model.forward(x)
+    dx = model.backward(np.ones((4, 2)))
+    weight_grad = model.grads["0.weight"].copy()
+    model.forward(x)
+    assert model.backward(np.ones((4, 2)), need_input_grad=False) is None
+    assert dx.shape == x.shape and np.array_equal(model.grads["0.weight"], weight_grad)
+    from gpucnn.losses import MSELoss
+    from gpucnn.optim import SGD
+    from gpucnn.train import fit
+
+    fit(model, MSELoss(), SGD(model, 0.01), x, np.zeros((4, 2)), epochs=1, progress=False)
+    alone = Scale()
+    fit(alone, MSELoss(), SGD(alone, 0.01), x, np.zeros((4, 3)), epochs=1, progress=False)
+    assert alone.params["weight"][0] < 2.0  # it trained towards the zero targets
+
+
 def test_every_layer_returns_none_when_no_input_gradient_is_wanted():
     x = shuffled_linspace((2, 3, 6, 6), np.float64)
     for layer in [
