@@ -1,5 +1,6 @@
 """Convolution: forward, backward-data and backward-filter on the layers of LeNet-5 (batch
-256), CIFAR ResNet-20 (batch 128), and the 3x3 layers of ResNet-50 and VGG-16 (batch 32).
+256), CIFAR ResNet-20 and the training-step benchmark's CIFAR CNN (batch 128), and the 3x3
+layers of ResNet-50 and VGG-16 (batch 32).
 
 Each direction costs 2 N K C R S P Q flops; the result is given in TFLOP/s, as a fraction of
 the float32 matrix-product rate measured in the same run, and against cuDNN through PyTorch
@@ -28,6 +29,10 @@ LAYERS = [
     ("resnet20 32@16 s2", 128, (16, 32, 32), (32, 3, 3, 2, 1)),
     ("resnet20 32@16", 128, (32, 16, 16), (32, 3, 3, 1, 1)),
     ("resnet20 64@8", 128, (64, 8, 8), (64, 3, 3, 1, 1)),
+    # the training-step benchmark's CIFAR CNN: its two largest layers (2.4 GFLOP each); the
+    # second sits between the sizes "auto"'s Winograd rule was measured on
+    ("cifar-cnn 32@32", 128, (32, 32, 32), (32, 3, 3, 1, 1)),
+    ("cifar-cnn 64@16", 128, (64, 16, 16), (64, 3, 3, 1, 1)),
     ("resnet50 64@56", 32, (64, 56, 56), (64, 3, 3, 1, 1)),
     ("resnet50 128@28", 32, (128, 28, 28), (128, 3, 3, 1, 1)),
     ("resnet50 256@14", 32, (256, 14, 14), (256, 3, 3, 1, 1)),
