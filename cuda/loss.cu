@@ -42,7 +42,7 @@ template <typename T>
 __global__ void softmax_cross_entropy_forward(const T* __restrict__ logits,
                                               const long long* __restrict__ target,
                                               T* __restrict__ probabilities,
-                                              T* __restrict__ row_loss, int N, int C) {
+                                              T* __restrict__ row_loss, long long N, int C) {
     const int lane = threadIdx.x % 32;
     const long long warps = (long long)gridDim.x * blockDim.x / 32;
     for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; i < N; i += warps) {

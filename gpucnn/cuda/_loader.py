@@ -43,7 +43,8 @@ class Kernel:
     scalar_types: tuple = field(init=False, repr=False, compare=False)
     int_bounds: tuple = field(init=False, repr=False, compare=False)
     # Whether each parameter is a pointer, and the largest array (in elements) the kernel may
-    # take: 2^31 - 1 unless it has a 64-bit integer parameter (a size or offset).
+    # take: 2^31 - 1 unless it has a 64-bit integer scalar parameter (a size or offset; a
+    # pointer to int64 data says nothing about how the kernel indexes).
     pointers: tuple = field(init=False, repr=False, compare=False)
     max_array_size: int = field(init=False, repr=False, compare=False)
     # For each integer scalar parameter, the cache of converted values of its type
@@ -55,7 +56,9 @@ class Kernel:
         for param in self.params:
             info = np.iinfo(param.dtype) if param.dtype.kind in "iu" else None
             bounds.append(None if param.pointer or info is None else (info.min, info.max))
-        wide = any(p.dtype.itemsize == 8 and p.dtype.kind in "iu" for p in self.params)
+        wide = any(
+            not p.pointer and p.dtype.itemsize == 8 and p.dtype.kind in "iu" for p in self.params
+        )
         object.__setattr__(self, "scalar_types", tuple(p.dtype.type for p in self.params))
         object.__setattr__(self, "int_bounds", tuple(bounds))
         object.__setattr__(self, "pointers", tuple(p.pointer for p in self.params))

@@ -115,3 +115,17 @@ def test_contiguous_copies_views_that_start_off_the_vector_boundary():
     assert view.flags.c_contiguous and view.ctypes.data % 16 != 0
     copy = contiguous(view)
     assert copy is not view and copy.ctypes.data % 16 == 0 and np.array_equal(copy, fresh)
+
+
+def test_only_a_64_bit_scalar_lets_a_kernel_take_arrays_past_2_to_the_31():
+    from gpucnn.cuda._source import Param
+
+    def kernel(*params):
+        return Kernel("x.cu", "k", tuple(params), function=None, on_gpu=False)
+
+    data = Param("data", np.dtype(np.float32), pointer=True, const=True)
+    labels = Param("labels", np.dtype(np.int64), pointer=True, const=True)  # int64 *data*
+    n32 = Param("n", np.dtype(np.int32), pointer=False, const=False)
+    n64 = Param("n", np.dtype(np.int64), pointer=False, const=False)
+    assert kernel(data, labels, n32).max_array_size == 2**31 - 1
+    assert kernel(data, labels, n64).max_array_size == 2**63 - 1
