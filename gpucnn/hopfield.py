@@ -87,9 +87,12 @@ class HopfieldNetwork:
 
     # ------------------------------------------------------------------------- checks
 
-    def _as_states(self, states, name: str):
+    def _as_states(self, states, name: str, defer_check: bool = False):
         """``states`` as a 2-D (batch, n) array of the network's dtype and device, plus
-        whether the caller passed a single (n,) state. Values must be exactly +1 or -1."""
+        whether the caller passed a single (n,) state. Values must be exactly +1 or -1: checked
+        here, or with ``defer_check`` by ``_check_states`` on the flag returned third, once
+        the caller has launched its own kernels (on a GPU reading the flag waits for the
+        check; launched first, a product runs while the host waits, instead of after)."""
         if isinstance(states, (list, tuple)):
             states = to_device(np.asarray(states), self.device)
         try:
@@ -114,12 +117,22 @@ class HopfieldNetwork:
         # Checked before any rounding to the network's dtype (1 + 1e-12 is not a state), in
         # float64 unless already in that dtype: exact for every integer that could be +-1.
         checked = states if states.dtype == self.dtype else states.astype(np.float64)
-        if checked.size and not backend(checked).hopfield.states_valid(checked):
-            raise ValueError(f"{name} must hold only +1 and -1 (found other values or NaN)")
+        invalid = backend(checked).hopfield.invalid_states(checked) if checked.size else None
         # No copy when the states already are the network's dtype and C-contiguous (on a GPU a
         # copy is another launch per call): nothing downstream writes to them.
-        matrix = states.reshape(-1, self.n).astype(self.dtype, copy=False)
-        return self.xp.ascontiguousarray(matrix), single
+        matrix = self.xp.ascontiguousarray(
+            states.reshape(-1, self.n).astype(self.dtype, copy=False)
+        )
+        if defer_check:
+            return matrix, single, invalid
+        self._check_states(invalid, name)
+        return matrix, single
+
+    @staticmethod
+    def _check_states(invalid, name: str) -> None:
+        """Raise if ``_as_states``'s flag says some value was not +1 or -1."""
+        if invalid is not None and int(invalid[0]):
+            raise ValueError(f"{name} must hold only +1 and -1 (found other values or NaN)")
 
     def _shaped(self, matrix, single: bool):
         return matrix[0] if single else matrix
@@ -178,15 +191,18 @@ class HopfieldNetwork:
 
     def energy(self, states):
         """E(y) = -1/2 sum_j sum_i w_ji y_j y_i per state (float64): (batch,) or a scalar."""
-        y, single = self._as_states(states, "states")
+        y, single, invalid = self._as_states(states, "states", defer_check=True)
         impl = backend(y).hopfield
         energy = impl.energy_from_fields(y, impl.fields(self._w, y))
+        self._check_states(invalid, "states")  # after the launches: they run meanwhile
         return energy[0] if single else energy
 
     def step_sync(self, states):
         """One synchronous (parallel) step: every neuron from the same old state."""
-        y, single = self._as_states(states, "states")
-        return self._shaped(backend(y).hopfield.step_sync(self._w, y), single)
+        y, single, invalid = self._as_states(states, "states", defer_check=True)
+        new = backend(y).hopfield.step_sync(self._w, y)
+        self._check_states(invalid, "states")  # after the launch: the product runs meanwhile
+        return self._shaped(new, single)
 
     def sweep_async(self, states, order: str = "cyclic", seed=None):
         """One asynchronous sweep: n single-neuron updates in ``order`` ("cyclic": 1..n,

@@ -11,9 +11,10 @@ import numpy as np
 from .._device import array_module
 
 
-def states_valid(y) -> bool:
-    """Whether every value of ``y`` is exactly +1 or -1 (NaN is not)."""
-    return bool(np.all((y == 1) | (y == -1)))
+def invalid_states(y):
+    """A one-element int32 array: nonzero if some value of ``y`` is not exactly +1 or -1
+    (NaN is not). An array, like the CUDA path's flag, so callers read both the same way."""
+    return np.array([not np.all((y == 1) | (y == -1))], np.int32)
 
 
 def fields(w, y):

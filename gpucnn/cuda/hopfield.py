@@ -52,10 +52,11 @@ def _product(w, y, sync: bool):
     return out
 
 
-def states_valid(y) -> bool:
-    """Whether every value of ``y`` is exactly +1 or -1: one kernel raises a flag, read back
-    once (the NumPy path's four array operations cost about 0.1 ms of host time per call on
-    a GPU, more than a batch-1 product at n = 4096 takes)."""
+def invalid_states(y):
+    """A one-element int32 flag on the device, raised by one kernel if some value of ``y`` is
+    not exactly +1 or -1 (the NumPy path's four array operations cost about 0.1 ms of host
+    time per call on a GPU, more than a batch-1 product at n = 4096 takes). Not read here:
+    the caller may launch its own work first and read the flag after."""
     y = contiguous(y)
     invalid = array_module(y).zeros(1, np.int32)
     launch(
@@ -64,7 +65,7 @@ def states_valid(y) -> bool:
         THREADS,
         (y, y.size, invalid),
     )
-    return not int(invalid[0])
+    return invalid
 
 
 def fields(w, y):

@@ -146,18 +146,21 @@ def test_states_are_checked_by_the_kernel(backend, dtype, monkeypatch):
     n, batch = 37, 5  # 185 values: the grid-stride loop passes each block more than once
     states = random_patterns(batch, n, seed=3).astype(dtype)
 
-    def check(values):
+    def check(values, method="energy"):
+        # energy and step_sync read the check's flag after launching their own kernels
         net = HopfieldNetwork(n, dtype=dtype)
-        return net.energy(gpucnn.to_device(values) if backend.name == "gpu" else values)
+        return getattr(net, method)(gpucnn.to_device(values) if backend.name == "gpu" else values)
 
     backend.run(check, states)  # valid: no error
+    assert backend.run(check, states, method="step_sync").shape == states.shape
     assert "hopfield_check_states" in launched
-    for bad in (0.0, 2.0, -0.5, np.nan, np.inf):
-        for where in ((0, 0), (batch - 1, n - 1), (2, 17)):
-            wrong = states.copy()
-            wrong[where] = bad
-            with pytest.raises(ValueError, match=r"only \+1 and -1"):
-                backend.run(check, wrong)
+    for method in ("energy", "step_sync", "recall"):
+        for bad in (0.0, 2.0, -0.5, np.nan, np.inf):
+            for where in ((0, 0), (batch - 1, n - 1), (2, 17)):
+                wrong = states.copy()
+                wrong[where] = bad
+                with pytest.raises(ValueError, match=r"only \+1 and -1"):
+                    backend.run(check, wrong, method=method)
     # Integer states are checked exactly (in float64), then converted.
     assert backend.run(check, states.astype(np.int8)).shape == (batch,)
 
