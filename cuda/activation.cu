@@ -2,9 +2,10 @@
 //
 // Every array is flat, C-contiguous, n elements; one thread per element (a 1-D grid-stride
 // loop, 64-bit indices). Each kernel performs the NumPy path's operations in its order, in T,
-// so that those without a transcendental function give the same values (relu, and every
-// backward: the same roundings); sigmoid and tanh differ from NumPy's by the last bit of exp
-// and tanh at most. On the GPU each replaces two to sixteen CuPy operations (a launch each).
+// each rounded on its own (common.cuh's ieee::, never a fused multiply-add), so that those
+// without a transcendental function give the same values (relu, dropout and every backward);
+// sigmoid and tanh differ from NumPy's by the last bit of exp and tanh at most. On the GPU each
+// replaces two to sixteen CuPy operations (a launch each).
 //
 //     relu_forward      y = x > 0 ? x : 0, NaN kept               (NumPy: maximum(x, 0))
 //     relu_backward     dx = dy * (x > 0)                          (0 * NaN and -0 as NumPy)
@@ -41,7 +42,7 @@ template <typename T>
 __global__ void relu_backward(const T* __restrict__ dy, const T* __restrict__ x, T* __restrict__ dx,
                               long long n) {
     GPUCNN_GRID_STRIDE_LOOP(i, n) {
-        dx[i] = dy[i] * T(x[i] > T(0));
+        dx[i] = ieee::mul(dy[i], T(x[i] > T(0)));
     }
 }
 
@@ -58,7 +59,7 @@ template <typename T>
 __global__ void sigmoid_backward(const T* __restrict__ dy, const T* __restrict__ y,
                                  T* __restrict__ dx, long long n) {
     GPUCNN_GRID_STRIDE_LOOP(i, n) {
-        dx[i] = dy[i] * y[i] * (T(1) - y[i]);
+        dx[i] = ieee::mul(ieee::mul(dy[i], y[i]), ieee::sub(T(1), y[i]));
     }
 }
 
@@ -73,7 +74,7 @@ template <typename T>
 __global__ void tanh_backward(const T* __restrict__ dy, const T* __restrict__ y, T* __restrict__ dx,
                               long long n) {
     GPUCNN_GRID_STRIDE_LOOP(i, n) {
-        dx[i] = dy[i] * (T(1) - y[i] * y[i]);
+        dx[i] = ieee::mul(dy[i], ieee::sub(T(1), ieee::mul(y[i], y[i])));
     }
 }
 
@@ -88,6 +89,6 @@ __global__ void dropout_forward(const T* __restrict__ x, T* __restrict__ y, T* _
         const double u = (double)(bits >> 11) * 0x1.0p-53;
         const T keep = u >= p ? scale : T(0);
         mask[i] = keep;
-        y[i] = x[i] * keep;
+        y[i] = ieee::mul(x[i], keep);
     }
 }

@@ -27,3 +27,30 @@ __device__ void sum_splits(const T* __restrict__ partial, T* __restrict__ out, i
         out[i] = split_sum(partial, splits, size, i, accumulate ? out[i] : T(0));
     }
 }
+
+// Round-to-nearest products, sums and differences that the compiler may not contract into a
+// fused multiply-add (nvcc and NVRTC contract a * b + c by default; the emulator is built with
+// -ffp-contract=off, so it would not show the difference): for kernels that promise the NumPy
+// path's exact bits, where NumPy rounds the product before the sum.
+namespace ieee {
+
+__device__ __forceinline__ float mul(float a, float b) {
+    return __fmul_rn(a, b);
+}
+__device__ __forceinline__ double mul(double a, double b) {
+    return __dmul_rn(a, b);
+}
+__device__ __forceinline__ float add(float a, float b) {
+    return __fadd_rn(a, b);
+}
+__device__ __forceinline__ double add(double a, double b) {
+    return __dadd_rn(a, b);
+}
+__device__ __forceinline__ float sub(float a, float b) {
+    return __fsub_rn(a, b);
+}
+__device__ __forceinline__ double sub(double a, double b) {
+    return __dsub_rn(a, b);
+}
+
+}  // namespace ieee

@@ -16,6 +16,10 @@
 // shared-memory tree): the same bits on every run. The backward, a 1-D grid-stride loop.
 // A target outside [0, C) gives its row a NaN loss (the host checks targets unless told that
 // the caller has); it is never used as an index.
+//
+// Also here, for training loops: accumulate_scores adds a batch's loss * N and its number of
+// rows whose argmax is the label into a float64 pair on the device (one block, a warp per
+// row), so that fit reads its running scores back only when it shows them.
 #include "common.cuh"
 
 namespace loss {
@@ -148,7 +152,7 @@ __global__ void accumulate_scores(const T* __restrict__ loss, const T* __restric
         int total = 0;
         for (int w = 0; w < kWarps; ++w)
             total += counts[w];
-        totals[0] += (double)loss[0] * N;
+        totals[0] = ieee::add(totals[0], ieee::mul((double)loss[0], (double)N));  // as NumPy
         totals[1] += total;
     }
 }

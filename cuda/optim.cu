@@ -8,30 +8,6 @@
 // NumPy path's order, so both give the same bits. T is float or double.
 #include "common.cuh"
 
-namespace optim {
-
-// Round-to-nearest products and sums that the compiler may not contract into an FMA.
-__device__ __forceinline__ float mul(float a, float b) {
-    return __fmul_rn(a, b);
-}
-__device__ __forceinline__ double mul(double a, double b) {
-    return __dmul_rn(a, b);
-}
-__device__ __forceinline__ float add(float a, float b) {
-    return __fadd_rn(a, b);
-}
-__device__ __forceinline__ double add(double a, double b) {
-    return __dadd_rn(a, b);
-}
-__device__ __forceinline__ float sub(float a, float b) {
-    return __fsub_rn(a, b);
-}
-__device__ __forceinline__ double sub(double a, double b) {
-    return __dsub_rn(a, b);
-}
-
-}  // namespace optim
-
 template <typename T>
 __global__ void sgd_update(T* __restrict__ param, const T* __restrict__ grad,
                            T* __restrict__ velocity, long long n, T lr, T momentum, T weight_decay,
@@ -39,12 +15,12 @@ __global__ void sgd_update(T* __restrict__ param, const T* __restrict__ grad,
     GPUCNN_GRID_STRIDE_LOOP(i, n) {
         const T p = param[i];
         T g = grad[i];
-        if (weight_decay != T(0)) g = optim::add(g, optim::mul(weight_decay, p));
+        if (weight_decay != T(0)) g = ieee::add(g, ieee::mul(weight_decay, p));
         if (momentum != T(0)) {
-            const T v = optim::add(optim::mul(momentum, velocity[i]), g);
+            const T v = ieee::add(ieee::mul(momentum, velocity[i]), g);
             velocity[i] = v;
-            g = nesterov ? optim::add(g, optim::mul(momentum, v)) : v;
+            g = nesterov ? ieee::add(g, ieee::mul(momentum, v)) : v;
         }
-        param[i] = optim::sub(p, optim::mul(lr, g));
+        param[i] = ieee::sub(p, ieee::mul(lr, g));
     }
 }
