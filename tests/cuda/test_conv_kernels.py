@@ -183,6 +183,7 @@ def test_layers_train_through_the_cuda_path(backend):
         (32, 64, 56, 56, 64, 3, 3, 1, 1, 1),
         (32, 128, 28, 28, 256, 3, 3, 2, 1, 1),
         (256, 6, 14, 14, 16, 5, 5, 1, 0, 1),
+        (256, 1, 28, 28, 6, 5, 5, 1, 2, 1),  # LeNet conv1: the direct backward-filter
     ],
 )
 def test_realistic_sizes_on_the_gpu(gpu_backend, case):
