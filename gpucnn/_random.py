@@ -9,13 +9,14 @@ in ``cuda/activation.cu``.
 from __future__ import annotations
 
 GOLDEN = 0x9E3779B97F4A7C15
+MIX1, MIX2 = 0xBF58476D1CE4E5B9, 0x94D049BB133111EB  # SplitMix64's finaliser multipliers
 _MASK64 = 2**64 - 1
 
 
 def splitmix64(z: int) -> int:
     """SplitMix64's finaliser of one 64-bit value."""
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    z = ((z ^ (z >> 30)) * MIX1) & _MASK64
+    z = ((z ^ (z >> 27)) * MIX2) & _MASK64
     return z ^ (z >> 31)
 
 

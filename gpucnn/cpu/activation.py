@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._random import GOLDEN
+from .._random import GOLDEN, MIX1, MIX2
 
 
 def relu_forward(x):
@@ -34,8 +34,9 @@ def tanh_backward(dy, y):
 
 
 def _splitmix64(z):
-    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    """gpucnn._random.splitmix64 over a uint64 array (NumPy's uint64 wraps by itself)."""
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(MIX1)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(MIX2)
     return z ^ (z >> np.uint64(31))
 
 
