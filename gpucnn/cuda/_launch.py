@@ -30,6 +30,8 @@ _grid_stride_blocks = 65535
 emulator_launches: set[tuple[str, str]] = set()
 # Tests fill every output with garbage before the kernel runs, so an unwritten element fails.
 _poison_outputs = False
+# While an emulator graph captures (gpucnn.cuda.graph): the launches, recorded instead of run.
+_recorded: list | None = None
 
 
 class KernelError(RuntimeError):
@@ -58,6 +60,27 @@ def poison_outputs():
         yield
     finally:
         _poison_outputs = saved
+
+
+@contextlib.contextmanager
+def recording():
+    """Within this block, emulator launches are recorded, not run: yields the list they go
+    to, as (kernel, grid, block, converted arguments, shared memory), for ``run_recorded``.
+    (An emulator graph's capture; on a GPU, CuPy's stream capture records them.)"""
+    global _recorded
+    if _recorded is not None:
+        raise RuntimeError("an emulator graph is already capturing")
+    _recorded = []
+    try:
+        yield _recorded
+    finally:
+        _recorded = None
+
+
+def run_recorded(launches: list) -> None:
+    """Run launches recorded by ``recording``, in order, with the arguments they had."""
+    for kernel, grid, block, args, shared_mem in launches:
+        kernel.function(grid, block, args, shared_mem=shared_mem)
 
 
 def empty(like, shape, dtype):
@@ -197,8 +220,11 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
             "kernel takes only 32-bit sizes (it needs 64-bit offsets)"
         )
     if not kernel.on_gpu:
-        kernel.function(grid, block, tuple(converted), shared_mem=shared_mem)
         emulator_launches.add((kernel.source, kernel.name))
+        if _recorded is not None:
+            _recorded.append((kernel, grid, block, tuple(converted), shared_mem))
+            return
+        kernel.function(grid, block, tuple(converted), shared_mem=shared_mem)
         return
     import cupy
 
@@ -210,7 +236,7 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
     finally:
         if named:
             cupy.cuda.nvtx.RangePop()
-    if _flag("GPUCNN_SYNC_LAUNCHES"):
+    if _flag("GPUCNN_SYNC_LAUNCHES") and not cupy.cuda.get_current_stream().is_capturing():
         try:
             cupy.cuda.get_current_stream().synchronize()
         except Exception as exc:
