@@ -4,7 +4,7 @@ Each wrapper runs on a GPU (CuPy arrays, kernels compiled by NVRTC through ``Raw
 or on the emulator (NumPy arrays, the same kernels compiled for the CPU): one code path.
 """
 
-from . import activation, conv, hopfield, loss, optim, pool
+from . import activation, conv, dense, graph, hopfield, loss, optim, pool
 from ._launch import KernelError, launch, limit_grid_stride_blocks, poison_outputs
 from ._loader import get_kernel, warmup
 
@@ -12,6 +12,8 @@ __all__ = [
     "KernelError",
     "activation",
     "conv",
+    "dense",
+    "graph",
     "hopfield",
     "get_kernel",
     "launch",

@@ -203,7 +203,6 @@ def conv2d_forward(x, w, b, window: Window):
 def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, need_dw: bool):
     dy, x, w = contiguous(dy), contiguous(x), contiguous(w)
     n, c, height, width = x.shape
-    k = w.shape[0]
     shape = _shape(x.shape, w.shape, window, dy.shape[2:])
     tile = winograd_tile(x.shape, w.shape, window, dy.shape[2:])
     dx = None
@@ -227,16 +226,22 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
             if tile
             else _backward_filter(dy, x, w, shape)
         )
-    db = None
-    if with_bias:
-        db = empty(x, (k,), x.dtype)
-        launch(
-            get_kernel(SOURCE, "conv2d_backward_bias", x),
-            min(k, 65535),
-            THREADS,
-            (dy, db, n, k, dy.shape[2] * dy.shape[3]),
-        )
+    db = backward_bias(dy) if with_bias else None
     return dx, dw, db
+
+
+def backward_bias(dy):
+    """db[k] = the sum of dy (N, K, P, Q) over n, p and q, a fixed-order reduction per channel
+    (also the dense layer's, on dy as (N, K, 1, 1))."""
+    n, k, out_h, out_w = dy.shape
+    db = empty(dy, (k,), dy.dtype)
+    launch(
+        get_kernel(SOURCE, "conv2d_backward_bias", dy),
+        min(k, 65535),
+        THREADS,
+        (dy, db, n, k, out_h * out_w),
+    )
+    return db
 
 
 def _backward_filter(dy, x, w, shape):

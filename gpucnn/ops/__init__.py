@@ -5,8 +5,6 @@ CUDA kernels for CuPy arrays (and for NumPy arrays on the ``emulator`` device).
 """
 
 from .activation import (
-    dense_backward,
-    dense_forward,
     dropout_backward,
     dropout_forward,
     relu_backward,
@@ -17,6 +15,7 @@ from .activation import (
     tanh_forward,
 )
 from .conv import conv2d_backward, conv2d_forward
+from .dense import dense_backward, dense_forward
 from .loss import (
     accumulate_scores,
     hinge_backward,

@@ -8,7 +8,7 @@ from .._device import uses_cuda_kernels
 def backend(x):
     """The backend package for ``x``: ``gpucnn.cuda`` (CUDA kernels, on a GPU or the
     emulator) or ``gpucnn.cpu`` (NumPy). Each has the modules ``activation``,
-    ``conv``, ``pool``, ``hopfield``, ``loss`` and ``optim``."""
+    ``conv``, ``dense``, ``pool``, ``hopfield``, ``loss`` and ``optim``."""
     if uses_cuda_kernels(x):
         from .. import cuda
 

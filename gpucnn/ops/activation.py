@@ -1,9 +1,5 @@
-"""Activations, dense (fully connected) and dropout.
-
-The activations and dropout dispatch like the other ops: NumPy (``gpucnn.cpu.activation``) or
-one kernel each (``gpucnn.cuda.activation``: on a GPU, one launch where CuPy array code takes
-two to sixteen). Dense is written once against the array API NumPy and CuPy share (Chainer's
-way): on the GPU it runs on cuBLAS, which is the right tool for it.
+"""Activations and dropout: NumPy (``gpucnn.cpu.activation``) or one kernel each
+(``gpucnn.cuda.activation``: on a GPU, one launch where CuPy array code takes two to sixteen).
 """
 
 from __future__ import annotations
@@ -48,37 +44,6 @@ def tanh_backward(dy, y):
     """Gradient through tanh given its output y: dy * (1 - y^2)."""
     _check_pair(dy, y, "y")
     return backend(y).activation.tanh_backward(dy, y)
-
-
-def dense_forward(x, w, b=None):
-    """y = x w^T + b: x (N, in), w (out, in), b (out,) -> y (N, out)."""
-    check_float_array(x, "x", ndim=2)
-    check_float_array(w, "w", ndim=2)
-    check_same_kind(x, "x", w=w, b=b)
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} features but w expects {w.shape[1]}")
-    y = x @ w.T
-    if b is not None:
-        check_shape(b, "b", (w.shape[0],))
-        y += b
-    return y
-
-
-def dense_backward(dy, x, w, with_bias=True, need_input_grad=True):
-    """Gradients of ``dense_forward``: (dx, dw, db); db is None unless with_bias, dx None
-    unless need_input_grad."""
-    check_float_array(x, "x", ndim=2)
-    check_float_array(w, "w", ndim=2)
-    check_float_array(dy, "dy", ndim=2)
-    check_same_kind(x, "x", w=w, dy=dy)
-    check_shape(dy, "dy", (x.shape[0], w.shape[0]))
-    if x.shape[1] != w.shape[1]:
-        raise ValueError(f"x has {x.shape[1]} features but w expects {w.shape[1]}")
-    for name, flag in (("with_bias", with_bias), ("need_input_grad", need_input_grad)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
-    db = dy.sum(axis=0) if with_bias else None
-    return dy @ w if need_input_grad else None, dy.T @ x, db
 
 
 # ----------------------------------------------------------------------------- dropout
