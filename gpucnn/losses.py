@@ -15,8 +15,19 @@ from ._device import array_device
 
 
 class _Loss:
+    # Whether a training step ending in this loss can be recorded as a CUDA graph (see
+    # gpucnn.layers.Layer.graph_safe): only losses whose CUDA path is all kernel launches.
+    graph_safe = False
+
     def __init__(self):
         self._saved = None
+        self.value = None  # the last forward's loss as a 0-d array on pred's device
+
+    def _result(self, loss, pred):
+        """What ``forward`` returns: a Python float on the host, a 0-d array (no host sync)
+        on the GPU; ``value`` keeps the array either way."""
+        self.value = loss
+        return float(loss) if array_device(pred) == "host" else loss
 
     def __call__(self, pred, target, *, check_targets: bool = True):
         return self.forward(pred, target, check_targets=check_targets)
@@ -31,10 +42,12 @@ class SoftmaxCrossEntropyLoss(_Loss):
     """Softmax over classes then the negative log-likelihood of the integer targets, computed
     with log-sum-exp so large logits never overflow. pred (N, C), target (N,) integers."""
 
+    graph_safe = True
+
     def forward(self, pred, target, *, check_targets: bool = True):
         loss, probabilities = ops.softmax_cross_entropy_forward(pred, target, check_targets)
         self._saved = (probabilities, target)
-        return _as_result(loss, pred)
+        return self._result(loss, pred)
 
     def backward(self):
         probabilities, target = self._restore()
@@ -49,7 +62,7 @@ class MSELoss(_Loss):
     def forward(self, pred, target, *, check_targets: bool = True):
         loss, diff = ops.mse_forward(pred, target, check_targets)
         self._saved = diff
-        return _as_result(loss, pred)
+        return self._result(loss, pred)
 
     def backward(self):
         return ops.mse_backward(self._restore())
@@ -68,13 +81,8 @@ class HingeLoss(_Loss):
     def forward(self, pred, target, *, check_targets: bool = True):
         loss, violations = ops.hinge_forward(pred, target, self.margin, check_targets)
         self._saved = (violations, target)
-        return _as_result(loss, pred)
+        return self._result(loss, pred)
 
     def backward(self):
         violations, target = self._restore()
         return ops.hinge_backward(violations, target)
-
-
-def _as_result(loss, pred):
-    """A Python float on the host; a 0-d array (no host sync) on the GPU."""
-    return float(loss) if array_device(pred) == "host" else loss

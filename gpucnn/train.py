@@ -8,6 +8,7 @@ are accumulated on the model's device and read back only when the bar refreshes.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -80,6 +81,163 @@ def _labels_checked(model, x, y, name: str) -> bool:
     return True
 
 
+def _layers(model):
+    """The layers of ``model``, nested ``Sequential`` models opened up."""
+    inner = getattr(model, "layers", None)
+    if inner is None:
+        yield model
+    else:
+        for layer in inner:
+            yield from _layers(layer)
+
+
+class TrainStep:
+    """One training step on a batch: forward, loss, backward (no input gradient), the
+    optimizer's update, and the running loss sum and correct count in ``totals`` (float64,
+    on the model's device, read back only by ``scores``).
+
+    With ``cuda_graph=True`` (GPU or emulator) the step is recorded as a CUDA graph and
+    replayed (``gpucnn.cuda.graph``): the host issues a step in a few calls instead of ~40
+    launches. The first step of a batch size runs eagerly (it creates what the step keeps,
+    e.g. the momentum buffers, and loads every kernel), the second is captured, the rest
+    replay it, reading their batch from arrays the capture saw. A change of the optimizer's
+    settings (a learning-rate schedule) records the step again, after one eager step; a
+    batch of another size (an epoch's last) runs eagerly. It needs every layer and the loss
+    to be ``graph_safe`` (gpucnn's layers except Dropout with p > 0 in training, and
+    SoftmaxCrossEntropyLoss) and integer class labels checked beforehand
+    (``check_targets=False``). Run eager work that touches the step's arrays inside
+    ``ordered()``: on a GPU the graph has a stream of its own.
+    """
+
+    def __init__(self, model, loss_fn, optimizer, *, cuda_graph=False, check_targets=True):
+        if not isinstance(cuda_graph, bool):
+            raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")
+        self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
+        self.check_targets = check_targets
+        self.cuda_graph = cuda_graph
+        self._graph = None
+        if cuda_graph:
+            self._check_graph_safe()
+            from .cuda.graph import Graph
+
+            like = next(iter(model.params.values()), None)
+            if like is None:
+                raise ValueError("cuda_graph needs a model with parameters")
+            self._graph = Graph(like)
+        self._xp = array_module(next(iter(model.params.values()), np.zeros(0)))
+        self.totals = self._xp.zeros(2, np.float64)  # loss sum, correct count
+        self._settings = None  # the optimizer settings the recording holds
+        self._warm = None  # the settings of the last eager step of the graph's batch size
+        self._inputs = None  # (x, labels): the arrays the recording reads its batch from
+        self._attributes = None  # the layers' and loss's state as the capture left it
+        self._bound = False  # whether that state is the layers' now
+
+    def _check_graph_safe(self) -> None:
+        if self.model.device not in ("gpu", "emulator"):
+            raise ValueError(
+                "cuda_graph needs the model on the gpu or emulator device, not "
+                f"{self.model.device!r}"
+            )
+        unsafe = [repr(layer) for layer in _layers(self.model) if not layer.graph_safe]
+        if unsafe:
+            raise ValueError(
+                f"cuda_graph: {', '.join(unsafe)} cannot be recorded as a CUDA graph (Dropout "
+                "with p > 0 draws each step's mask from a host-side counter)"
+            )
+        if not getattr(self.loss_fn, "graph_safe", False):
+            raise ValueError(
+                f"cuda_graph: {type(self.loss_fn).__name__} cannot be recorded as a CUDA graph "
+                "(SoftmaxCrossEntropyLoss can)"
+            )
+        if self.check_targets:
+            raise ValueError(
+                "cuda_graph needs check_targets=False: checking labels reads them back every "
+                "step (check them once beforehand, as fit does)"
+            )
+
+    def ordered(self):
+        """A context for eager work on the step's arrays: on the graph's stream (a GPU with
+        cuda_graph=True), so that it stays in order with the replays."""
+        return self._graph.ordered() if self._graph is not None else contextlib.nullcontext()
+
+    def reset_scores(self) -> None:
+        with self.ordered():
+            self.totals.fill(0)
+
+    def scores(self) -> tuple[float, float]:
+        """(loss sum, correct count) since ``reset_scores``: reads them back (a host sync)."""
+        with self.ordered():
+            loss_sum, correct = to_numpy(self.totals)
+        return float(loss_sum), float(correct)
+
+    def _eager(self, xb, yb) -> None:
+        pred = self.model.forward(xb)
+        loss = self.loss_fn.forward(pred, yb, check_targets=self.check_targets)
+        backward_of(self.model, self.loss_fn.backward(), need_input_grad=False)
+        self.optimizer.step()
+        value = getattr(self.loss_fn, "value", None)
+        ops.accumulate_scores(self.totals, loss if value is None else value, pred, yb)
+
+    def __call__(self, x, y, index=None) -> None:
+        """One step on ``x[index], y[index]`` (all of x and y when index is None)."""
+        if self._graph is None:
+            self._eager(*((x, y) if index is None else (x[index], y[index])))
+            return
+        with self.ordered():
+            self._step_graphed(x, y, index)
+
+    def _step_graphed(self, x, y, index) -> None:
+        if y.dtype != np.int64:
+            raise TypeError(
+                f"cuda_graph: class labels must be int64 (the kernels' type), got {y.dtype}; "
+                "convert them once with y.astype(numpy.int64)"
+            )
+        size = len(x) if index is None else len(index)
+        settings = (
+            size,
+            self.optimizer.lr,
+            self.optimizer.momentum,
+            self.optimizer.weight_decay,
+            self.optimizer.nesterov,
+        )
+        if settings != self._settings:
+            if settings != self._warm:  # a first step of this batch size and these settings
+                self._bound = False
+                with self._graph.warming_up():
+                    self._eager(*((x, y) if index is None else (x[index], y[index])))
+                if self._settings is None or size == self._settings[0]:
+                    self._warm = settings  # (an epoch's last, smaller batch stays eager)
+                return
+            self._record(x, y, size)
+            self._settings = settings
+        xs, ys = self._inputs
+        if index is None:
+            xs[...], ys[...] = x, y
+        else:
+            self._xp.take(x, index, axis=0, out=xs)
+            self._xp.take(y, index, axis=0, out=ys)
+        self._graph.replay()
+        if not self._bound:
+            for layer, grads, saved in self._attributes[0]:
+                layer.grads.clear()
+                layer.grads.update(grads)
+                layer._saved = saved
+            self.loss_fn._saved, self.loss_fn.value = self._attributes[1]
+            self._bound = True
+
+    def _record(self, x, y, size: int) -> None:
+        xs = self._xp.empty((size, *x.shape[1:]), x.dtype)
+        ys = self._xp.empty(size, y.dtype)
+        self._inputs = (xs, ys)
+        with self._graph.capture():
+            self._eager(xs, ys)
+        self._attributes = (
+            [(layer, dict(layer.grads), layer._saved) for layer in _layers(self.model)],
+            (self.loss_fn._saved, self.loss_fn.value),
+        )
+        self._bound = True
+
+
 def _batches(count: int, batch_size: int, order=None):
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
@@ -120,6 +278,7 @@ def fit(
     progress: bool = True,
     verbose: bool = False,
     refresh_every: int = 10,
+    cuda_graph: bool = False,
 ) -> History:
     """Train ``model`` on (x, y) with minibatch SGD; returns a ``History``.
 
@@ -130,6 +289,10 @@ def fit(
     smaller), then evaluates on ``validation_data=(x_val, y_val)``.
     ``verbose`` prints one line per epoch; ``progress`` shows a tqdm bar whose running loss
     and accuracy refresh every ``refresh_every`` steps (the only host syncs on a GPU).
+    ``cuda_graph=True`` (GPU or emulator) records the step as a CUDA graph and replays it
+    (``TrainStep``): the same updates, issued by the host in a few calls instead of ~40
+    launches; the model and loss must allow it (``graph_safe``) and y must hold integer class
+    labels.
     """
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
@@ -141,6 +304,15 @@ def fit(
         _check_dataset(*validation_data, "validation_data")
     x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "fit")
+    if cuda_graph is True:
+        if check_targets:
+            raise ValueError(
+                "fit(cuda_graph=True) needs y to hold integer class labels (1-D) for a model "
+                "whose output shape is known: they are checked once, before the graph"
+            )
+        y = y.astype(np.int64, copy=False)  # the kernels' type, converted once
+    model.train()  # (before TrainStep checks the layers: Dropout is graph-safe only in eval)
+    step = TrainStep(model, loss_fn, optimizer, cuda_graph=cuda_graph, check_targets=check_targets)
     xp = array_module(x)
     rng = np.random.default_rng(seed)
     history = History()
@@ -152,8 +324,10 @@ def fit(
         started = time.perf_counter()
         lr = optimizer.set_epoch(epoch)
         model.train()
-        order = xp.asarray(rng.permutation(len(x)))
-        totals, seen = xp.zeros(2, np.float64), 0  # loss sum, correct count: on the device
+        with step.ordered():
+            order = xp.asarray(rng.permutation(len(x)))
+        step.reset_scores()
+        seen = 0
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"epoch {epoch + 1}/{epochs}",
@@ -161,20 +335,15 @@ def fit(
             disable=not progress,
             unit="step",
         )
-        for step, batch in enumerate(_batches(len(x), batch_size, order), start=1):
-            xb, yb = x[batch], y[batch]
-            pred = model.forward(xb)
-            loss = loss_fn.forward(pred, yb, check_targets=check_targets)
-            backward_of(model, loss_fn.backward(), need_input_grad=False)
-            optimizer.step()
-            ops.accumulate_scores(totals, loss, pred, yb)
+        for number, batch in enumerate(_batches(len(x), batch_size, order), start=1):
+            step(x, y, batch)
             seen += len(batch)
             bar.update(1)
-            if progress and (step % refresh_every == 0 or step == steps_per_epoch):
-                loss_sum, correct = to_numpy(totals)  # the only host sync
+            if progress and (number % refresh_every == 0 or number == steps_per_epoch):
+                loss_sum, correct = step.scores()  # the only host sync
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         bar.close()
-        loss_sum, correct = to_numpy(totals)
+        loss_sum, correct = step.scores()
         history.epoch.append(epoch + 1)
         history.lr.append(lr)
         history.loss.append(float(loss_sum) / seen)

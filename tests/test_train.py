@@ -143,3 +143,18 @@ def test_bad_arguments_are_named(kwargs, error, words):
     x, y = arguments.pop("x"), arguments.pop("y")
     with pytest.raises(error, match=words):
         fit(model, SoftmaxCrossEntropyLoss(), SGD(model, 0.1), x, y, **arguments)
+
+
+def test_a_cuda_graph_needs_the_gpu_or_the_emulator(digits):
+    x_train, y_train = digits[:2]
+    model = digits_cnn(dropout=0.0, seed=0)
+    with pytest.raises(ValueError, match="gpu or emulator device, not 'cpu'"):
+        fit(
+            model,
+            SoftmaxCrossEntropyLoss(),
+            SGD(model, 0.05),
+            x_train,
+            y_train,
+            progress=False,
+            cuda_graph=True,
+        )

@@ -19,6 +19,12 @@ from .._device import array_device, get_device, resolve_device, to_device
 class Layer:
     """Base class: ``forward(x) -> y``, ``backward(grad_out) -> grad_in``."""
 
+    # Whether a training step through this layer can be recorded as a CUDA graph and
+    # replayed (``fit(cuda_graph=True)``): on the CUDA path its forward and backward are
+    # kernel launches fixed by the input's shape, reading no value back and keeping no host
+    # state that changes from step to step. A subclass says so only when that holds.
+    graph_safe = False
+
     def __init__(self) -> None:
         self.params: dict[str, object] = {}
         self.grads: dict[str, object] = {}

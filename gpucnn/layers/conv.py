@@ -17,6 +17,8 @@ class Conv2D(Layer):
     ``seed`` (int or numpy Generator) makes the initial weights reproducible.
     """
 
+    graph_safe = True
+
     def __init__(
         self,
         in_channels,
@@ -126,6 +128,8 @@ def _chw(input_shape, layer: str):
 class _Pool2D(Layer):
     """Shared constructor and shape logic of the windowed pooling layers."""
 
+    graph_safe = True
+
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
         self._window = pool_window(kernel_size, stride, padding, ceil_mode)
@@ -219,6 +223,8 @@ class L2Pool2D(_Pool2D):
 
 class GlobalAvgPool2D(Layer):
     """Mean of each channel's plane: (N, C, H, W) -> (N, C)."""
+
+    graph_safe = True
 
     def forward(self, x):
         self._check_input(x)

@@ -19,6 +19,8 @@ class Dense(Layer):
     ``init`` is ``"he"`` (default) or ``"glorot"``; the bias starts at 0.
     """
 
+    graph_safe = True
+
     def __init__(
         self, in_features, out_features, bias=True, *, init="he", seed=None, dtype=np.float32
     ):
@@ -75,6 +77,8 @@ class Dense(Layer):
 class _Activation(Layer):
     """y = f(x); the backward needs only what ``_saved_for_backward`` keeps."""
 
+    graph_safe = True
+
     _forward = staticmethod(ops.relu_forward)
     _backward = staticmethod(ops.relu_backward)
     _saves_output = False  # sigmoid and tanh differentiate from y, ReLU from x
@@ -124,6 +128,12 @@ class Dropout(Layer):
             self.seed = int(make_rng(seed).integers(2**63))
         self.step = 0
 
+    @property
+    def graph_safe(self) -> bool:
+        # each training forward draws a new mask from a host-side step counter, which a
+        # recorded graph would freeze
+        return self.p == 0.0 or not self.training
+
     def forward(self, x):
         self._check_input(x)
         if not self.training or self.p == 0.0:
@@ -147,6 +157,8 @@ class Dropout(Layer):
 
 class Flatten(Layer):
     """(N, d1, d2, ...) -> (N, d1 * d2 * ...)."""
+
+    graph_safe = True
 
     def forward(self, x):
         self._check_input(x)

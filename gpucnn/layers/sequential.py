@@ -29,6 +29,10 @@ class Sequential(Layer):
         self.layers = layers
         self.device = layers[0].device if layers else get_device()
 
+    @property
+    def graph_safe(self) -> bool:
+        return all(layer.graph_safe for layer in self.layers)
+
     # Rebuilt on access, so they always hold the layers' current arrays.
     @property
     def params(self):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_float_array, check_same_kind, check_shape, check_shape4
-from .._device import array_device
+from .._device import array_device, uses_cuda_kernels
 from .._shapes import Window, pool_window
 from ._dispatch import backend
 
@@ -77,11 +77,12 @@ def max_pool2d_backward(
         raise TypeError(f"argmax must be int32, got {argmax.dtype}")
     check_shape(argmax, "argmax", dy.shape)
     plane = x_shape[2] * x_shape[3]
-    # On the host the range check is one cheap pass; on the GPU it would cost a host sync, and
-    # the kernels never index with argmax (they compare against it), so a bad value cannot
-    # write out of bounds there.
+    # The NumPy path indexes with argmax, so it checks the range (one cheap pass). The kernels
+    # never index with it (they compare against it), so a bad value cannot write out of
+    # bounds there, and they skip the check: on a GPU it would cost a host sync, and inside a
+    # CUDA graph's capture (gpucnn.cuda.graph) argmax holds no values yet.
     if (
-        isinstance(argmax, np.ndarray)
+        not uses_cuda_kernels(argmax)
         and argmax.size
         and (argmax.min() < 0 or argmax.max() >= plane)
     ):

@@ -7,9 +7,10 @@ import pytest
 
 import gpucnn
 from gpucnn.data import load_digits, train_test_split
-from gpucnn.losses import SoftmaxCrossEntropyLoss
+from gpucnn.emulator import set_sanitize
+from gpucnn.losses import MSELoss, SoftmaxCrossEntropyLoss
 from gpucnn.models import digits_cnn
-from gpucnn.optim import SGD, CosineLR
+from gpucnn.optim import SGD, CosineLR, StepLR
 from gpucnn.train import evaluate, fit
 
 
@@ -134,3 +135,129 @@ def test_a_training_step_never_waits_for_the_gpu(model_name):
     busy.synchronize()
     assert still_busy, "the training step waited for the GPU"
     assert np.isfinite(float(loss))
+
+
+@pytest.mark.parametrize("examples", [40, 48], ids=["a smaller last batch", "whole batches"])
+def test_a_cuda_graph_trains_as_the_eager_steps_do(backend, examples):
+    # Three epochs, the learning rate halved for the third (which records the step again);
+    # the second replays the first's recording, after the first's last, smaller batch ran
+    # eagerly (40 = 2 * 16 + 8). On the emulator, whose replays run exactly the recorded
+    # launches, any work the step did outside a kernel would be missing from the replays.
+    # The gradients left behind are the last step's, replayed (48) or eager (40).
+    set_sanitize(False)  # (the kernels' own tests run sanitized; here, 500 launches would take
+    # half a minute, each in a process of its own)
+    x, y = load_digits()
+    x, y = x[:examples], y[:examples]
+
+    def train(cuda_graph):
+        model = digits_cnn(dropout=0.0, seed=0)
+        optimizer = SGD(model, 0.05, momentum=0.9, weight_decay=1e-4, schedule=StepLR(2, 0.5))
+        history = fit(
+            model,
+            SoftmaxCrossEntropyLoss(),
+            optimizer,
+            x,
+            y,
+            epochs=3,
+            batch_size=16,
+            seed=0,
+            progress=False,
+            cuda_graph=cuda_graph,
+        )
+        host = {
+            f"{kind} {k}": gpucnn.to_numpy(v)
+            for kind, store in (("param", model.params), ("grad", model.grads))
+            for k, v in store.items()
+        }
+        return history.loss + history.accuracy, host
+
+    eager_scores, eager = backend.run(train, False)
+    graph_scores, graph = backend.run(train, True)
+    if backend.name == "emulator":  # the very same kernels, replayed
+        assert graph_scores == eager_scores
+        for name, value in eager.items():
+            assert np.array_equal(graph[name], value), name
+    else:  # the eager dense layers ran on cuBLAS, the captured ones on our kernels
+        assert np.allclose(graph_scores, eager_scores, rtol=1e-5, atol=0)
+        for name, value in eager.items():
+            assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name
+
+
+def test_a_cuda_graph_refuses_what_it_cannot_replay(backend):
+    x, y = load_digits()
+    x, y = x[:64], y[:64]
+
+    def attempt(labels, dropout=0.0, loss=None, cuda_graph=True):
+        gpucnn.set_device(backend.name)
+        try:
+            model = digits_cnn(dropout=dropout, seed=0)
+            loss = SoftmaxCrossEntropyLoss() if loss is None else loss
+            fit(model, loss, SGD(model, 0.05), x, labels, progress=False, cuda_graph=cuda_graph)
+        finally:
+            gpucnn.set_device("cpu")
+
+    with pytest.raises(ValueError, match=r"Dropout\(p=0.25\) cannot be recorded"):
+        attempt(y, dropout=0.25)
+    with pytest.raises(ValueError, match="MSELoss cannot be recorded"):
+        attempt(y, loss=MSELoss())
+    with pytest.raises(ValueError, match="integer class labels"):
+        attempt(y.astype(np.float32))
+    with pytest.raises(TypeError, match="cuda_graph must be a bool"):
+        attempt(y, cuda_graph=1)
+
+
+def test_a_graphed_train_step_wants_int64_labels(backend):
+    from gpucnn.train import TrainStep
+
+    x, y = load_digits()
+
+    def step():
+        model = digits_cnn(dropout=0.0, seed=0)
+        train_step = TrainStep(
+            model,
+            SoftmaxCrossEntropyLoss(),
+            SGD(model, 0.05),
+            cuda_graph=True,
+            check_targets=False,
+        )
+        put = gpucnn.to_device
+        train_step(put(x[:16]), put(y[:16].astype(np.int32)))
+
+    with pytest.raises(TypeError, match="int64"):
+        backend.run(step)
+
+
+def test_after_a_graph_replay_the_layers_hold_its_gradients(backend):
+    # A replay writes the arrays its capture made; an eager step in between (a batch of
+    # another size) points the layers at new ones: after the next replay they must hold the
+    # replay's gradients again, as after an eager step.
+    from gpucnn.train import TrainStep
+
+    set_sanitize(False)
+    x, y = load_digits()
+    sizes = [16, 16, 8, 16]  # warm-up, capture and replay, eager, replay
+
+    def train(cuda_graph):
+        model = digits_cnn(dropout=0.0, seed=0)
+        step = TrainStep(
+            model,
+            SoftmaxCrossEntropyLoss(),
+            SGD(model, 0.05, momentum=0.9),
+            cuda_graph=cuda_graph,
+            check_targets=False,
+        )
+        start = 0
+        for size in sizes:
+            xb = gpucnn.to_device(x[start : start + size])
+            yb = gpucnn.to_device(y[start : start + size].astype(np.int64))
+            step(xb, yb)
+            start += size
+        with step.ordered():
+            return {k: gpucnn.to_numpy(v) for k, v in model.grads.items()}
+
+    eager, graph = backend.run(train, False), backend.run(train, True)
+    for name, value in eager.items():
+        if backend.name == "emulator":
+            assert np.array_equal(graph[name], value), name
+        else:
+            assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name
