@@ -11,8 +11,8 @@ arrays the capture read, and whatever the captured work allocated stays alive wi
 graph. Work that needs the host inside (a synchronisation, a value read back) cannot be
 captured.
 
-- On a GPU: CuPy's stream capture, on a stream of the graph's own (``Graph.stream``: run the
-  eager work that feeds a replay on it, so the two stay in order), and allocations inside
+- On a GPU: CuPy's stream capture, on a stream of the graph's own (``Graph.stream``: eager
+  work that feeds a replay best runs on it, ``ordered()``), and allocations inside
   come from a memory pool of the graph's own. Memory the captured work frees (its
   temporaries) thus goes back to that pool, never to other work that a replay would then
   overwrite. CuPy refuses cuBLAS calls during a capture, which is why the dense layer runs
@@ -57,7 +57,9 @@ class Graph:
         if self.on_gpu:
             import cupy
 
-            self.stream = cupy.cuda.Stream(non_blocking=True)
+            # A blocking stream: CUDA orders its work with the legacy default stream's, so
+            # eager work that is not inside ordered() still never races a replay.
+            self.stream = cupy.cuda.Stream()
             self._pool = cupy.cuda.MemoryPool()
 
     @property
