@@ -5,15 +5,20 @@ PyTorch eager on the same device (TF32 off). Target (issue #5): at least 1.0x Py
 Beside each step, two of its parts timed alone, for both libraries: the forward pass with the
 loss, and the SGD update (one more backward is the rest). At these sizes a step is many small
 launches, so the parts show where host time goes, e.g. whether a fused optimizer would pay.
+On a GPU, "step (CUDA graph)" is our step recorded once as a CUDA graph and replayed
+(``fit(cuda_graph=True)``), against PyTorch's eager step.
 """
 
 from __future__ import annotations
+
+import sys
 
 import numpy as np
 
 from gpucnn.losses import SoftmaxCrossEntropyLoss
 from gpucnn.models import cifar_cnn, lenet5
 from gpucnn.optim import SGD
+from gpucnn.train import TrainStep
 
 from .harness import Target, record
 
@@ -50,7 +55,19 @@ def _case(target: Target, name: str, batch: int, shape) -> dict:
         "forward + loss": target.time(forward, inputs),
         "SGD update": target.time(optimizer.step),
     }
+    if target.name == "gpu":
+        # The same step recorded as a CUDA graph (gpucnn.train.TrainStep), each call copying
+        # its batch in and replaying; set beside PyTorch's eager step. Timed on the graph's
+        # stream, which the CUDA events then bracket.
+        # (Not yet run on a GPU when written: a failure is reported and the other rows kept.)
+        try:
+            graphed = TrainStep(model, loss, optimizer, cuda_graph=True, check_targets=False)
+            with graphed.ordered():
+                ours["step (CUDA graph)"] = target.time(graphed, inputs)
+        except Exception as exc:  # noqa: BLE001 - reported, not hidden
+            print(f"train_step {name}: the CUDA graph step failed: {exc!r}", file=sys.stderr)
     theirs = _torch(target, name, batch, shape) or {}
+    theirs["step (CUDA graph)"] = theirs.get("step")
     return [
         record("train_step", f"{name} batch={batch}", part, timing, torch_timing=theirs.get(part))
         for part, timing in ours.items()
