@@ -101,7 +101,8 @@ class TrainStep:
     launches. The first step of a batch size runs eagerly (it creates what the step keeps,
     e.g. the momentum buffers, and loads every kernel), the second is captured, the rest
     replay it, reading their batch from arrays the capture saw. A change of the optimizer's
-    settings (a learning-rate schedule) records the step again, after one eager step; a
+    settings (a learning-rate schedule) or of the model's mode records the step again,
+    after one eager step; a
     batch of another size (an epoch's last) runs eagerly. It needs every layer and the loss
     to be ``graph_safe`` (gpucnn's layers except Dropout with p > 0 in training, and
     SoftmaxCrossEntropyLoss) and integer class labels checked beforehand
@@ -193,8 +194,9 @@ class TrainStep:
                 "convert them once with y.astype(numpy.int64)"
             )
         size = len(x) if index is None else len(index)
-        settings = (
+        settings = (  # what a recording freezes; a change records again
             size,
+            self.model.training,
             self.optimizer.lr,
             self.optimizer.momentum,
             self.optimizer.weight_decay,
@@ -226,6 +228,7 @@ class TrainStep:
             self._bound = True
 
     def _record(self, x, y, size: int) -> None:
+        self._check_graph_safe()  # again: a layer's mode may have changed (Dropout in eval)
         xs = self._xp.empty((size, *x.shape[1:]), x.dtype)
         ys = self._xp.empty(size, y.dtype)
         self._inputs = (xs, ys)

@@ -261,3 +261,30 @@ def test_after_a_graph_replay_the_layers_hold_its_gradients(backend):
             assert np.array_equal(graph[name], value), name
         else:
             assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name
+
+
+def test_a_graph_records_again_when_the_model_changes_mode(backend):
+    # Recorded with Dropout in eval mode (the identity), then put in training mode: the next
+    # recording must see a Dropout that draws masks, and refuse it.
+    from gpucnn.train import TrainStep
+
+    x, y = load_digits()
+
+    def steps():
+        model = digits_cnn(dropout=0.25, seed=0).eval()
+        step = TrainStep(
+            model,
+            SoftmaxCrossEntropyLoss(),
+            SGD(model, 0.05),
+            cuda_graph=True,
+            check_targets=False,
+        )
+        xb, yb = gpucnn.to_device(x[:8]), gpucnn.to_device(y[:8].astype(np.int64))
+        for _ in range(3):  # warm-up, record, replay
+            step(xb, yb)
+        model.train()
+        for _ in range(2):  # an eager step in the new mode, then its recording
+            step(xb, yb)
+
+    with pytest.raises(ValueError, match=r"Dropout\(p=0.25\) cannot be recorded"):
+        backend.run(steps)
