@@ -13,9 +13,13 @@
 //     sigmoid_backward  dx = dy * y * (1 - y)
 //     tanh_backward     dx = dy * (1 - y * y)
 //     dropout_forward   keep element i when u_i >= p, u_i uniform in [0, 1) from a counter-based
-//                       generator (SplitMix64's finaliser of i * golden + key; key from the
-//                       seed and step, on the host): mask = keep ? scale : 0, y = x * mask,
-//                       scale = 1 / (1 - p) rounded to T. The same mask as the NumPy path.
+//                       generator (SplitMix64's finaliser of i * golden + key, key the
+//                       finaliser of seed * golden + step): mask = keep ? scale : 0,
+//                       y = x * mask, scale = 1 / (1 - p) rounded to T. The same mask as the
+//                       NumPy path. The step is read from a counter on the device, which the
+//                       launch advances (see the kernel), so a CUDA graph that replays it
+//                       draws a new mask each time.
+//     dropout_backward  dx = dy * mask
 #include "common.cuh"
 
 namespace activation {
@@ -79,10 +83,19 @@ __global__ void tanh_backward(const T* __restrict__ dy, const T* __restrict__ y,
 }
 
 // p in [0, 1) as a double (the NumPy path compares float64 uniforms with it); scale is
-// 1 / (1 - p) already rounded to T.
+// 1 / (1 - p) already rounded to T. counter[0] is the step; counter[1] counts the blocks that
+// are done with it (0 between launches). Each block reads the step, draws its elements, then
+// counts itself in; the last block in, which every other block's read precedes, advances the
+// step and resets the count (the threadfence-reduction pattern; integer atomics, so the
+// result is the same every run). Launch at least one block, even for n = 0, so the step
+// always advances.
 template <typename T>
 __global__ void dropout_forward(const T* __restrict__ x, T* __restrict__ y, T* __restrict__ mask,
-                                long long n, unsigned long long key, double p, T scale) {
+                                long long n, unsigned long long seed, unsigned long long* counter,
+                                double p, T scale) {
+    __shared__ unsigned long long key;
+    if (threadIdx.x == 0) key = activation::splitmix64(seed * activation::kGolden + counter[0]);
+    __syncthreads();
     GPUCNN_GRID_STRIDE_LOOP(i, n) {
         const unsigned long long bits =
             activation::splitmix64((unsigned long long)i * activation::kGolden + key);
@@ -90,5 +103,20 @@ __global__ void dropout_forward(const T* __restrict__ x, T* __restrict__ y, T* _
         const T keep = u >= p ? scale : T(0);
         mask[i] = keep;
         y[i] = ieee::mul(x[i], keep);
+    }
+    if (threadIdx.x == 0) {
+        __threadfence();
+        if (atomicAdd(&counter[1], 1ull) == gridDim.x - 1ull) {
+            counter[0] += 1;
+            counter[1] = 0;
+        }
+    }
+}
+
+template <typename T>
+__global__ void dropout_backward(const T* __restrict__ dy, const T* __restrict__ mask,
+                                 T* __restrict__ dx, long long n) {
+    GPUCNN_GRID_STRIDE_LOOP(i, n) {
+        dx[i] = ieee::mul(dy[i], mask[i]);
     }
 }

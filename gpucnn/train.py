@@ -104,8 +104,8 @@ class TrainStep:
     settings (a learning-rate schedule) or of the model's mode records the step again,
     after one eager step; a
     batch of another size (an epoch's last) runs eagerly. It needs every layer and the loss
-    to be ``graph_safe`` (gpucnn's layers except Dropout with p > 0 in training, and
-    SoftmaxCrossEntropyLoss) and integer class labels checked beforehand
+    to be ``graph_safe`` (gpucnn's layers and SoftmaxCrossEntropyLoss; a layer of your own
+    says so when it holds) and integer class labels checked beforehand
     (``check_targets=False``). Run eager work that touches the step's arrays inside
     ``ordered()``: on a GPU the graph has a stream of its own.
     """
@@ -142,8 +142,9 @@ class TrainStep:
         unsafe = [repr(layer) for layer in _layers(self.model) if not layer.graph_safe]
         if unsafe:
             raise ValueError(
-                f"cuda_graph: {', '.join(unsafe)} cannot be recorded as a CUDA graph (Dropout "
-                "with p > 0 draws each step's mask from a host-side counter)"
+                f"cuda_graph: {', '.join(unsafe)} cannot be recorded as a CUDA graph (a layer "
+                "says it can with graph_safe = True: its forward and backward only launch "
+                "kernels, read nothing back and keep no host state that changes per step)"
             )
         if not getattr(self.loss_fn, "graph_safe", False):
             raise ValueError(
@@ -228,7 +229,7 @@ class TrainStep:
             self._bound = True
 
     def _record(self, x, y, size: int) -> None:
-        self._check_graph_safe()  # again: a layer's mode may have changed (Dropout in eval)
+        self._check_graph_safe()  # again: a layer of the user's may answer otherwise now
         xs = self._xp.empty((size, *x.shape[1:]), x.dtype)
         ys = self._xp.empty(size, y.dtype)
         self._inputs = (xs, ys)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._random import GOLDEN, MIX1, MIX2
+from .._random import GOLDEN, MIX1, MIX2, dropout_key
 
 
 def relu_forward(x):
@@ -49,7 +49,14 @@ def dropout_uniform(shape, key: int):
     return ((bits >> np.uint64(11)).astype(np.float64) * 2.0**-53).reshape(shape)
 
 
-def dropout_forward(x, p: float, key: int):
+def dropout_forward(x, p: float, seed: int, counter):
+    """The step is ``counter[0]``, advanced by one (what the kernel does on the device)."""
+    key = dropout_key(seed, int(counter[0]))
+    counter[0] += np.uint64(1)
     keep = dropout_uniform(x.shape, key) >= p
     mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
     return x * mask, mask
+
+
+def dropout_backward(dy, mask):
+    return dy * mask

@@ -13,7 +13,7 @@ SOURCE = "activation.cu"
 THREADS = 256
 
 
-def _map(name: str, inputs, outputs: int = 1, extra=()):
+def _map(name: str, inputs, outputs: int = 1, extra=(), min_blocks: int = 0):
     """Run the element-wise kernel ``name`` over ``inputs`` (same shape); returns its fresh
     outputs, shaped like the first input."""
     inputs = [contiguous(a) for a in inputs]
@@ -21,7 +21,7 @@ def _map(name: str, inputs, outputs: int = 1, extra=()):
     results = [empty(like, like.shape, like.dtype) for _ in range(outputs)]
     launch(
         get_kernel(SOURCE, name, like),
-        grid_stride_blocks(like.size, THREADS),
+        max(min_blocks, grid_stride_blocks(like.size, THREADS)),
         THREADS,
         (*inputs, *results, like.size, *extra),
     )
@@ -52,6 +52,11 @@ def tanh_backward(dy, y):
     return _map("tanh_backward", (dy, y))
 
 
-def dropout_forward(x, p: float, key: int):
+def dropout_forward(x, p: float, seed: int, counter):
     scale = x.dtype.type(1.0 / (1.0 - p))  # rounded to x's dtype, as the NumPy path's
-    return _map("dropout_forward", (x,), outputs=2, extra=(key, p, scale))
+    # (one block at least: the launch advances the step even with no elements)
+    return _map("dropout_forward", (x,), 2, (seed, counter, p, scale), min_blocks=1)
+
+
+def dropout_backward(dy, mask):
+    return _map("dropout_backward", (dy, mask))

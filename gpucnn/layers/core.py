@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import ops
 from .._checks import check_probability
-from .._device import to_device
+from .._device import to_device, to_numpy
 from .base import Layer, float_dtype, init_weight, make_rng, positive_int
 
 
@@ -116,8 +116,12 @@ class Dropout(Layer):
     rest by 1/(1-p); in eval mode, the identity.
 
     The mask is a function of (seed, step, element), the step counting training forwards, so
-    a run is reproducible and NumPy and the GPU draw the same masks.
+    a run is reproducible and NumPy and the GPU draw the same masks. The step lives in a
+    counter on the layer's device that each training forward advances there, so a CUDA graph
+    that replays the forward draws a new mask each time.
     """
+
+    graph_safe = True
 
     def __init__(self, p=0.5, *, seed=None):
         super().__init__()
@@ -126,21 +130,24 @@ class Dropout(Layer):
             self.seed = int(seed)
         else:  # None or a Generator: draw one; make_rng rejects anything else
             self.seed = int(make_rng(seed).integers(2**63))
-        self.step = 0
+        self._counter = to_device(np.zeros(2, np.uint64), self.device)  # [step, 0]
 
     @property
-    def graph_safe(self) -> bool:
-        # each training forward draws a new mask from a host-side step counter, which a
-        # recorded graph would freeze
-        return self.p == 0.0 or not self.training
+    def step(self) -> int:
+        """Training forwards so far (on a GPU, reading it waits for them)."""
+        return int(to_numpy(self._counter)[0])
+
+    def to(self, device: str):
+        super().to(device)
+        self._counter = to_device(self._counter, self.device)
+        return self
 
     def forward(self, x):
         self._check_input(x)
         if not self.training or self.p == 0.0:
             self._save(None)
             return x
-        y, mask = ops.dropout_forward(x, self.p, self.seed, self.step)
-        self.step += 1
+        y, mask = ops.dropout_forward(x, self.p, self.seed, self._counter)
         self._save(mask)
         return y
 

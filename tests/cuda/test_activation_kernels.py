@@ -26,11 +26,13 @@ def _inputs(dtype, seed=0):
 def test_relu_and_every_backward_give_numpys_values(backend, dtype):
     x, dy = _inputs(dtype)
     y = np.tanh(x)  # an output in [-1, 1] for the backward passes that read it
+    mask = np.where(x > 0, dtype(4 / 3), dtype(0))
     for op, args in [
         (ops.relu_forward, (x,)),
         (ops.relu_backward, (dy, x)),
         (ops.sigmoid_backward, (dy, y)),
         (ops.tanh_backward, (dy, y)),
+        (ops.dropout_backward, (dy, mask)),
     ]:
         expected = op(*args)
         got = backend.run(op, *args)
@@ -71,7 +73,37 @@ def test_dropout_steps_draw_different_masks(backend):
     assert not np.array_equal(first, second)
 
 
-def test_empty_arrays_launch_nothing(backend):
+@pytest.mark.filterwarnings("ignore:invalid value")  # NumPy: inf * 0 where an inf is dropped
+def test_a_step_counter_draws_the_steps_masks_and_advances_on_the_device(backend):
+    # Three draws through one counter: the masks of steps 5, 6 and 7, the step advanced by
+    # the launch's last block (the emulator's grid is three blocks) and the block count back
+    # at 0; an empty array advances it too, as on the NumPy path.
+    x, _ = _inputs(np.float32)
+
+    def draws(x, counter):
+        masks = [ops.dropout_forward(x, 0.5, 9, counter)[1] for _ in range(3)]
+        ops.dropout_forward(x[:0], 0.5, 9, counter)
+        return (*masks, counter)
+
+    *masks, counter = backend.run(draws, x, np.array([5, 0], np.uint64))
+    for step, mask in zip((5, 6, 7), masks, strict=True):
+        assert np.array_equal(mask, ops.dropout_forward(x, 0.5, 9, step)[1]), step
+    assert counter.tolist() == [9, 0]
+    reference = np.array([5, 0], np.uint64)
+    draws(x, reference)
+    assert reference.tolist() == [9, 0]
+
+
+def test_a_step_counter_must_be_a_pair_of_uint64():
+    x = np.ones(3, np.float32)
+    for counter in (np.zeros(2, np.int64), np.zeros(3, np.uint64)):
+        with pytest.raises(ValueError, match="step counter"):
+            ops.dropout_forward(x, 0.5, 0, counter)
+    with pytest.raises(TypeError, match="step must be an integer or a step counter"):
+        ops.dropout_forward(x, 0.5, 0, [0, 0])
+
+
+def test_empty_arrays_give_empty_results(backend):
     x = np.zeros((0, 4), np.float32)
     assert backend.run(ops.relu_forward, x).shape == (0, 4)
     assert backend.run(ops.dropout_forward, x, 0.5, 0, 0)[1].shape == (0, 4)

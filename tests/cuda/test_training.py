@@ -8,6 +8,7 @@ import pytest
 import gpucnn
 from gpucnn.data import load_digits, train_test_split
 from gpucnn.emulator import set_sanitize
+from gpucnn.layers import Layer, Sequential
 from gpucnn.losses import MSELoss, SoftmaxCrossEntropyLoss
 from gpucnn.models import digits_cnn
 from gpucnn.optim import SGD, CosineLR, StepLR
@@ -137,20 +138,25 @@ def test_a_training_step_never_waits_for_the_gpu(model_name):
     assert np.isfinite(float(loss))
 
 
-@pytest.mark.parametrize("examples", [40, 48], ids=["a smaller last batch", "whole batches"])
-def test_a_cuda_graph_trains_as_the_eager_steps_do(backend, examples):
+@pytest.mark.parametrize(
+    "examples, dropout",
+    [(40, 0.25), (48, 0.0)],
+    ids=["a smaller last batch, dropout", "whole batches"],
+)
+def test_a_cuda_graph_trains_as_the_eager_steps_do(backend, examples, dropout):
     # Three epochs, the learning rate halved for the third (which records the step again);
     # the second replays the first's recording, after the first's last, smaller batch ran
     # eagerly (40 = 2 * 16 + 8). On the emulator, whose replays run exactly the recorded
     # launches, any work the step did outside a kernel would be missing from the replays.
-    # The gradients left behind are the last step's, replayed (48) or eager (40).
+    # The gradients left behind are the last step's, replayed (48) or eager (40). Dropout
+    # draws a new mask at each replay from its counter on the device.
     set_sanitize(False)  # (the kernels' own tests run sanitized; here, 500 launches would take
     # half a minute, each in a process of its own)
     x, y = load_digits()
     x, y = x[:examples], y[:examples]
 
     def train(cuda_graph):
-        model = digits_cnn(dropout=0.0, seed=0)
+        model = digits_cnn(dropout=dropout, seed=0)
         optimizer = SGD(model, 0.05, momentum=0.9, weight_decay=1e-4, schedule=StepLR(2, 0.5))
         history = fit(
             model,
@@ -183,21 +189,33 @@ def test_a_cuda_graph_trains_as_the_eager_steps_do(backend, examples):
             assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name
 
 
+class _Doubling(Layer):
+    """A user's layer, in CuPy / NumPy array code: not graph-safe unless it says so."""
+
+    def forward(self, x):
+        return x * 2
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out * 2
+
+
 def test_a_cuda_graph_refuses_what_it_cannot_replay(backend):
     x, y = load_digits()
     x, y = x[:64], y[:64]
 
-    def attempt(labels, dropout=0.0, loss=None, cuda_graph=True):
+    def attempt(labels, extra_layer=False, loss=None, cuda_graph=True):
         gpucnn.set_device(backend.name)
         try:
-            model = digits_cnn(dropout=dropout, seed=0)
+            model = digits_cnn(seed=0)
+            if extra_layer:
+                model = Sequential([_Doubling(), model])
             loss = SoftmaxCrossEntropyLoss() if loss is None else loss
             fit(model, loss, SGD(model, 0.05), x, labels, progress=False, cuda_graph=cuda_graph)
         finally:
             gpucnn.set_device("cpu")
 
-    with pytest.raises(ValueError, match=r"Dropout\(p=0.25\) cannot be recorded"):
-        attempt(y, dropout=0.25)
+    with pytest.raises(ValueError, match=r"_Doubling\(\) cannot be recorded"):
+        attempt(y, extra_layer=True)
     with pytest.raises(ValueError, match="MSELoss cannot be recorded"):
         attempt(y, loss=MSELoss())
     with pytest.raises(ValueError, match="integer class labels"):
@@ -265,26 +283,33 @@ def test_after_a_graph_replay_the_layers_hold_its_gradients(backend):
 
 def test_a_graph_records_again_when_the_model_changes_mode(backend):
     # Recorded with Dropout in eval mode (the identity), then put in training mode: the next
-    # recording must see a Dropout that draws masks, and refuse it.
+    # recording must draw masks, as the eager steps do.
     from gpucnn.train import TrainStep
 
+    set_sanitize(False)
     x, y = load_digits()
 
-    def steps():
+    def steps(cuda_graph):
         model = digits_cnn(dropout=0.25, seed=0).eval()
         step = TrainStep(
             model,
             SoftmaxCrossEntropyLoss(),
             SGD(model, 0.05),
-            cuda_graph=True,
+            cuda_graph=cuda_graph,
             check_targets=False,
         )
         xb, yb = gpucnn.to_device(x[:8]), gpucnn.to_device(y[:8].astype(np.int64))
         for _ in range(3):  # warm-up, record, replay
             step(xb, yb)
         model.train()
-        for _ in range(2):  # an eager step in the new mode, then its recording
+        for _ in range(3):  # an eager step in the new mode, its recording, a replay
             step(xb, yb)
+        with step.ordered():
+            return {k: gpucnn.to_numpy(v) for k, v in model.params.items()}
 
-    with pytest.raises(ValueError, match=r"Dropout\(p=0.25\) cannot be recorded"):
-        backend.run(steps)
+    eager, graph = backend.run(steps, False), backend.run(steps, True)
+    for name, value in eager.items():
+        if backend.name == "emulator":
+            assert np.array_equal(graph[name], value), name
+        else:
+            assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name

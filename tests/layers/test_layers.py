@@ -176,10 +176,14 @@ def test_dropout_train_and_eval():
     assert not np.array_equal(y1, y2)  # a new mask every step
     grad = layer.backward(np.ones_like(x))
     assert np.array_equal(grad, y2)  # the gradient goes through the last mask
+    assert layer.step == 2  # training forwards so far
     layer.eval()
     assert layer.forward(x) is x and np.array_equal(layer.backward(x), x)
+    assert layer.step == 2
     again = Dropout(0.5, seed=1)
     assert np.array_equal(again.forward(x), y1)  # same seed, same first mask
+    moved = again.to("emulator")  # the step counter travels with the layer
+    assert moved.step == 1 and np.array_equal(moved.forward(x), y2)
 
 
 def test_train_and_eval_propagate_through_sequential():
