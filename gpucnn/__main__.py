@@ -98,6 +98,7 @@ def _train(args) -> int:
         seed=args.seed,
         progress=not args.no_progress,
         verbose=True,
+        cuda_graph=args.cuda_graph,
     )
     scores = evaluate(model, loss, x_test, y_test)
     print(
@@ -163,6 +164,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--save", metavar="PATH", help="save the trained weights (.npz)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
+    train.add_argument(
+        "--cuda-graph",
+        action="store_true",
+        help="record each training step as a CUDA graph and replay it (gpu or emulator)",
+    )
     train.set_defaults(run=_train)
 
     demo = commands.add_parser(

@@ -56,6 +56,16 @@ def test_errors_are_reported_not_raised(tmp_path):
     assert result.returncode == 2 and "--data must be" in result.stderr
 
 
+def test_cuda_graph_training_on_the_emulator_and_its_refusal_on_the_cpu(tmp_path):
+    folder = _mnist_folder(tmp_path, n_train=20, n_test=10)
+    args = ("train", "--data", f"mnist:{folder}", "--epochs", "1", "--no-progress")
+    result = run(*args, "--batch-size", "8", "--device", "emulator", "--cuda-graph")
+    assert result.returncode == 0, result.stderr
+    assert "test accuracy" in result.stdout
+    result = run(*args, "--device", "cpu", "--cuda-graph")
+    assert result.returncode == 2 and "gpu or emulator device" in result.stderr
+
+
 def test_an_unwritable_save_path_fails_before_training(tmp_path):
     result = run("train", "--save", str(tmp_path / "missing" / "w.npz"), "--no-progress")
     assert (
