@@ -12,7 +12,7 @@ from gpucnn.layers import Layer, Sequential
 from gpucnn.losses import MSELoss, SoftmaxCrossEntropyLoss
 from gpucnn.models import digits_cnn
 from gpucnn.optim import SGD, CosineLR, StepLR
-from gpucnn.train import evaluate, fit
+from gpucnn.train import TrainStep, evaluate, fit
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
@@ -179,14 +179,11 @@ def test_a_cuda_graph_trains_as_the_eager_steps_do(backend, examples, dropout):
 
     eager_scores, eager = backend.run(train, False)
     graph_scores, graph = backend.run(train, True)
-    if backend.name == "emulator":  # the very same kernels, replayed
-        assert graph_scores == eager_scores
-        for name, value in eager.items():
-            assert np.array_equal(graph[name], value), name
-    else:  # the eager dense layers ran on cuBLAS, the captured ones on our kernels
-        assert np.allclose(graph_scores, eager_scores, rtol=1e-5, atol=0)
-        for name, value in eager.items():
-            assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name
+    _assert_graph_matches_eager(
+        backend,
+        {"scores": np.array(graph_scores), **graph},
+        {"scores": np.array(eager_scores), **eager},
+    )
 
 
 class _Doubling(Layer):
@@ -224,20 +221,27 @@ def test_a_cuda_graph_refuses_what_it_cannot_replay(backend):
         attempt(y, cuda_graph=1)
 
 
-def test_a_graphed_train_step_wants_int64_labels(backend):
-    from gpucnn.train import TrainStep
+def _digits_step(cuda_graph, dropout=0.0, momentum=0.0):
+    """The digits model and a TrainStep for it (its labels checked by the caller)."""
+    model = digits_cnn(dropout=dropout, seed=0)
+    optimizer = SGD(model, 0.05, momentum=momentum)
+    loss = SoftmaxCrossEntropyLoss()
+    return model, TrainStep(model, loss, optimizer, cuda_graph=cuda_graph, check_targets=False)
 
+
+def _assert_graph_matches_eager(backend, graph: dict, eager: dict):
+    for name, value in eager.items():
+        if backend.name == "emulator":  # the very same kernels, replayed
+            assert np.array_equal(graph[name], value), name
+        else:  # the eager dense layers ran on cuBLAS, the captured ones on our kernels
+            assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name
+
+
+def test_a_graphed_train_step_wants_int64_labels(backend):
     x, y = load_digits()
 
     def step():
-        model = digits_cnn(dropout=0.0, seed=0)
-        train_step = TrainStep(
-            model,
-            SoftmaxCrossEntropyLoss(),
-            SGD(model, 0.05),
-            cuda_graph=True,
-            check_targets=False,
-        )
+        _, train_step = _digits_step(cuda_graph=True)
         put = gpucnn.to_device
         train_step(put(x[:16]), put(y[:16].astype(np.int32)))
 
@@ -249,21 +253,12 @@ def test_after_a_graph_replay_the_layers_hold_its_gradients(backend):
     # A replay writes the arrays its capture made; an eager step in between (a batch of
     # another size) points the layers at new ones: after the next replay they must hold the
     # replay's gradients again, as after an eager step.
-    from gpucnn.train import TrainStep
-
     set_sanitize(False)
     x, y = load_digits()
     sizes = [16, 16, 8, 16]  # warm-up, capture and replay, eager, replay
 
     def train(cuda_graph):
-        model = digits_cnn(dropout=0.0, seed=0)
-        step = TrainStep(
-            model,
-            SoftmaxCrossEntropyLoss(),
-            SGD(model, 0.05, momentum=0.9),
-            cuda_graph=cuda_graph,
-            check_targets=False,
-        )
+        model, step = _digits_step(cuda_graph, momentum=0.9)
         start = 0
         for size in sizes:
             xb = gpucnn.to_device(x[start : start + size])
@@ -273,31 +268,18 @@ def test_after_a_graph_replay_the_layers_hold_its_gradients(backend):
         with step.ordered():
             return {k: gpucnn.to_numpy(v) for k, v in model.grads.items()}
 
-    eager, graph = backend.run(train, False), backend.run(train, True)
-    for name, value in eager.items():
-        if backend.name == "emulator":
-            assert np.array_equal(graph[name], value), name
-        else:
-            assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name
+    _assert_graph_matches_eager(backend, backend.run(train, True), backend.run(train, False))
 
 
 def test_a_graph_records_again_when_the_model_changes_mode(backend):
     # Recorded with Dropout in eval mode (the identity), then put in training mode: the next
     # recording must draw masks, as the eager steps do.
-    from gpucnn.train import TrainStep
-
     set_sanitize(False)
     x, y = load_digits()
 
     def steps(cuda_graph):
-        model = digits_cnn(dropout=0.25, seed=0).eval()
-        step = TrainStep(
-            model,
-            SoftmaxCrossEntropyLoss(),
-            SGD(model, 0.05),
-            cuda_graph=cuda_graph,
-            check_targets=False,
-        )
+        model, step = _digits_step(cuda_graph, dropout=0.25)
+        model.eval()
         xb, yb = gpucnn.to_device(x[:8]), gpucnn.to_device(y[:8].astype(np.int64))
         for _ in range(3):  # warm-up, record, replay
             step(xb, yb)
@@ -307,9 +289,4 @@ def test_a_graph_records_again_when_the_model_changes_mode(backend):
         with step.ordered():
             return {k: gpucnn.to_numpy(v) for k, v in model.params.items()}
 
-    eager, graph = backend.run(steps, False), backend.run(steps, True)
-    for name, value in eager.items():
-        if backend.name == "emulator":
-            assert np.array_equal(graph[name], value), name
-        else:
-            assert np.allclose(graph[name], value, rtol=1e-4, atol=1e-6), name
+    _assert_graph_matches_eager(backend, backend.run(steps, True), backend.run(steps, False))
