@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Everything that needs a real GPU, from the source tree (no install, no network):
 #   benchmarks/gpu_check.sh OUT [steps...]     steps: info tests memcheck racecheck bench
-#                                               bench-quick compare resources host (default:
-#                                               all but bench)
+#                                               bench-quick compare resources host host-graph
+#                                               (default: all but bench)
 # compare sets the newest benchmark run in OUT against the committed results for the same
 # GPU (benchmarks/compare.py): which rows a change made faster or slower, beyond the noise.
-# host profiles the training steps' host time (benchmarks/host_profile.py).
+# host profiles the training steps' host time (benchmarks/host_profile.py); host-graph the
+# same steps recorded as CUDA graphs.
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
@@ -15,12 +16,12 @@
 # the sanitizers beside the tests, then the benchmarks alone, and pack the logs into one:
 #   for s in memcheck racecheck; do STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/$s $s & done
 #   STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/t info tests; wait
-#   benchmarks/gpu_check.sh /tmp/gc/b bench-quick compare resources host
+#   benchmarks/gpu_check.sh /tmp/gc/b bench-quick compare resources host host-graph
 #   tar czf $OUT/gpu-check.tgz -C /tmp gc
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
 shift
-steps=${*:-info tests memcheck racecheck bench-quick compare resources host}
+steps=${*:-info tests memcheck racecheck bench-quick compare resources host host-graph}
 python=${PYTHON:-python3}
 # GPUCNN_REQUIRE_GPU: the GPU tests fail, rather than skip, where CuPy finds no usable GPU.
 export PYTHONPATH=.${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1 GPUCNN_REQUIRE_GPU=1
@@ -60,6 +61,7 @@ for step in $steps; do
         compare) run compare "$python" -m benchmarks.compare --latest "$out" ;;
         resources) run resources "$python" benchmarks/kernel_resources.py --out "$out" ;;
         host) run host "$python" benchmarks/host_profile.py ;;
+        host-graph) run host-graph "$python" benchmarks/host_profile.py --cuda-graph ;;
         *) echo "unknown step $step"; failed+=("$step") ;;
     esac
 done

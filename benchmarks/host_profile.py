@@ -1,7 +1,7 @@
 """Where a training step's host time goes: the floor the small models' steps stand on.
 
     python benchmarks/host_profile.py [--device gpu|emulator] [--steps N] [--top K]
-                                      [--batch-divisor D]
+                                      [--batch-divisor D] [--cuda-graph]
 
 At LeNet / CIFAR sizes a step is ~40 launches of kernels that take a few microseconds each,
 so on a GPU the step costs what the host spends issuing them (benchmarks/NOTES.md). For each
@@ -10,7 +10,8 @@ synchronisation after N steps (what a training loop sees); the time to issue tho
 (the host's share: when it is close to the wall time, the step is host-bound); then a
 cProfile of N steps, the functions with the most time of their own, which names the Python
 (ours or CuPy's) to cut next. ``--device emulator`` runs the same Python with the kernels
-on the CPU (slow, but the profile of our own code is the same).
+on the CPU (slow, but the profile of our own code is the same). The step is fit's
+(``gpucnn.train.TrainStep``); ``--cuda-graph`` records it once and replays it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from benchmarks.train_step import CASES  # noqa: E402
 from gpucnn.losses import SoftmaxCrossEntropyLoss  # noqa: E402
 from gpucnn.models import cifar_cnn, lenet5  # noqa: E402
 from gpucnn.optim import SGD  # noqa: E402
+from gpucnn.train import TrainStep  # noqa: E402
 
 
 def _synchronize(device: str) -> None:
@@ -41,7 +43,9 @@ def _synchronize(device: str) -> None:
         cupy.cuda.get_current_stream().synchronize()
 
 
-def profile_case(name: str, batch: int, shape, device: str, steps: int, top: int) -> str:
+def profile_case(
+    name: str, batch: int, shape, device: str, steps: int, top: int, cuda_graph: bool
+) -> str:
     """The report for one model (see the module docstring)."""
     model = lenet5(shape[0], 10, shape[1]) if name == "lenet5" else cifar_cnn(shape[0])
     model.to(device)
@@ -49,13 +53,14 @@ def profile_case(name: str, batch: int, shape, device: str, steps: int, top: int
     rng = np.random.default_rng(0)
     x = gpucnn.to_device(rng.standard_normal((batch, *shape)).astype(np.float32), device)
     y = gpucnn.to_device(rng.integers(0, 10, batch), device)
+    # fit's step: no input gradient (as PyTorch), the running scores, optionally replayed
+    train_step = TrainStep(model, loss, optimizer, cuda_graph=cuda_graph, check_targets=False)
+    with train_step.ordered():  # (synchronising the stream a graph replays on)
+        return _report(name, batch, device, steps, top, lambda: train_step(x, y), cuda_graph)
 
-    def step():
-        loss.forward(model.forward(x), y, check_targets=False)
-        model.backward(loss.backward(), need_input_grad=False)  # as PyTorch: no input grad
-        optimizer.step()
 
-    for _ in range(3):  # compile and warm the allocator
+def _report(name, batch, device, steps, top, step, cuda_graph) -> str:
+    for _ in range(3):  # compile and warm the allocator (and record the graph)
         step()
     _synchronize(device)
     begin = time.perf_counter()
@@ -75,7 +80,8 @@ def profile_case(name: str, batch: int, shape, device: str, steps: int, top: int
     lines = [line for line in text.getvalue().splitlines() if line.strip()]
     return "\n".join(
         [
-            f"== {name} batch={batch} on {device}: {wall / steps * 1e3:.3f} ms per step, "
+            f"== {name} batch={batch} on {device}{' (CUDA graph)' if cuda_graph else ''}: "
+            f"{wall / steps * 1e3:.3f} ms per step, "
             f"issued in {issued / steps * 1e3:.3f} ms per step ({issued / wall:.0%} of it)",
             *lines[lines.index(next(line for line in lines if "ncalls" in line)) :],
         ]
@@ -90,6 +96,9 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--batch-divisor", type=int, default=1, help="divide the batch sizes (a quick run)"
     )
+    parser.add_argument(
+        "--cuda-graph", action="store_true", help="the step recorded once and replayed"
+    )
     args = parser.parse_args(argv)
     if args.steps < 1 or args.top < 1 or args.batch_divisor < 1:
         parser.error("--steps, --top and --batch-divisor must be positive")
@@ -97,7 +106,13 @@ def main(argv=None) -> int:
     for name, batch, shape in CASES:
         print(
             profile_case(
-                name, batch // args.batch_divisor, shape, args.device, args.steps, args.top
+                name,
+                batch // args.batch_divisor,
+                shape,
+                args.device,
+                args.steps,
+                args.top,
+                args.cuda_graph,
             )
         )
     return 0

@@ -234,13 +234,15 @@ def test_compare_orders_runs_of_one_day_by_when_they_finished(tmp_path):
     ]
 
 
-def test_host_profile_reports_step_time_and_the_profile(capsys):
+@pytest.mark.parametrize("graph", [False, True])
+def test_host_profile_reports_step_time_and_the_profile(capsys, graph):
     from benchmarks import host_profile
 
     host_profile.main(
         ["--device", "emulator", "--steps", "1", "--top", "3", "--batch-divisor", "64"]
+        + ["--cuda-graph"] * graph
     )
     report = capsys.readouterr().out
     for model in ("lenet5 batch=4", "cifar-cnn batch=2"):
-        assert f"== {model} on emulator:" in report
+        assert f"== {model} on emulator{' (CUDA graph)' * graph}:" in report
     assert report.count("ms per step, issued in") == 2 and report.count("ncalls") == 2
