@@ -125,8 +125,8 @@ class TrainStep:
             if like is None:
                 raise ValueError("cuda_graph needs a model with parameters")
             self._graph = Graph(like)
-        self._xp = array_module(next(iter(model.params.values()), np.zeros(0)))
-        self.totals = self._xp.zeros(2, np.float64)  # loss sum, correct count
+        self.totals = to_device(np.zeros(2, np.float64), model.device)  # loss sum, correct
+        self._xp = array_module(self.totals)
         self._settings = None  # the optimizer settings the recording holds
         self._warm = None  # the settings of the last eager step of the graph's batch size
         self._inputs = None  # (x, labels): the arrays the recording reads its batch from
