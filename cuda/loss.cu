@@ -1,4 +1,5 @@
-// Softmax cross-entropy, forward and backward, fused: the loss every classifier trains with.
+// The losses, each a row kernel, the shared mean and a backward: softmax cross-entropy (the
+// loss every classifier trains with), the squared error and the multiclass hinge.
 //
 // logits and probabilities are (N, C), C-contiguous; target is (N,) class indices (int64).
 // Forward, per row i, in the NumPy path's order of operations:
@@ -16,6 +17,14 @@
 // shared-memory tree): the same bits on every run. The backward, a 1-D grid-stride loop.
 // A target outside [0, C) gives its row a NaN loss (the host checks targets unless told that
 // the caller has); it is never used as an index.
+//
+// The squared error (MSE), per row i, with d the target row (a float row, or onehot(t) when
+// labels are given): diff[i, j] = pred[i, j] - d[i, j], row_loss[i] = 1/2 sum_j diff^2, and
+// loss_mean's mean; backward grad = diff / N. The multiclass hinge (Weston-Watkins), per
+// row i with t = target[i]: violations[i, j] = max(0, pred[i, j] - pred[i, t] + margin) for
+// j != t (NaN kept), 0 at t, row_loss[i] = sum_j violations[i, j]; backward grad[i, j] =
+// [violations[i, j] > 0] / N, and minus the row's count of those at t. Same launch shapes as
+// softmax cross-entropy's; a label outside [0, C) gives its row NaNs, never an index.
 //
 // Also here, for training loops: accumulate_scores adds a batch's loss * N and its number of
 // rows whose argmax is the label into a float64 pair on the device (one block, a warp per
@@ -72,11 +81,10 @@ __global__ void softmax_cross_entropy_forward(const T* __restrict__ logits,
     }
 }
 
-// loss[0] = (row_loss[0] + ... + row_loss[N - 1]) / N, in a fixed order. One block of
-// loss::kMeanThreads threads.
+// loss[0] = (row_loss[0] + ... + row_loss[N - 1]) / N, in a fixed order, for every loss
+// here. One block of loss::kMeanThreads threads.
 template <typename T>
-__global__ void softmax_cross_entropy_mean(const T* __restrict__ row_loss, T* __restrict__ loss,
-                                           int N) {
+__global__ void loss_mean(const T* __restrict__ row_loss, T* __restrict__ loss, int N) {
     __shared__ T partial[loss::kMeanThreads];
     T sum = T(0);
     for (int i = threadIdx.x; i < N; i += loss::kMeanThreads)
@@ -100,6 +108,81 @@ __global__ void softmax_cross_entropy_backward(const T* __restrict__ probabiliti
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const T p = probabilities[i];
         grad[i] = (i % C == target[i / C] ? p - T(1) : p) / T(N);
+    }
+}
+
+// The squared error's rows: dense (N, C) targets, or labels (N,) when dense is null.
+template <typename T>
+__global__ void mse_forward(const T* __restrict__ pred, const T* __restrict__ dense,
+                            const long long* __restrict__ labels, T* __restrict__ diff,
+                            T* __restrict__ row_loss, long long N, int C) {
+    const int lane = threadIdx.x % 32;
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;
+    for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; i < N; i += warps) {
+        const long long t = dense == nullptr ? labels[i] : -1;
+        const bool valid = dense != nullptr || (t >= 0 && t < C);
+        T sum = T(0);
+        for (int j = lane; j < C; j += 32) {
+            const T d = dense != nullptr ? dense[i * C + j] : T(j == t);
+            const T value = valid ? pred[i * C + j] - d : loss::quiet_nan(T(0));
+            diff[i * C + j] = value;
+            sum += value * value;
+        }
+        for (int offset = 16; offset > 0; offset /= 2)
+            sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        if (lane == 0) row_loss[i] = T(0.5) * sum;
+    }
+}
+
+// out = in / N over n elements (the squared error's gradient from diff).
+template <typename T>
+__global__ void loss_divide(const T* __restrict__ in, T* __restrict__ out, long long n, int N) {
+    GPUCNN_GRID_STRIDE_LOOP(i, n) {
+        out[i] = in[i] / T(N);
+    }
+}
+
+template <typename T>
+__global__ void hinge_forward(const T* __restrict__ pred, const long long* __restrict__ target,
+                              T* __restrict__ violations, T* __restrict__ row_loss, long long N,
+                              int C, T margin) {
+    const int lane = threadIdx.x % 32;
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;
+    for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; i < N; i += warps) {
+        const long long t = target[i];
+        const bool valid = t >= 0 && t < C;
+        const T correct = valid ? pred[i * C + t] : loss::quiet_nan(T(0));
+        T sum = T(0);
+        for (int j = lane; j < C; j += 32) {
+            const T v = (pred[i * C + j] - correct) + margin;
+            const T violation = j == t ? T(0) : ((v != v || v > T(0)) ? v : T(0));
+            violations[i * C + j] = violation;
+            sum += violation;
+        }
+        for (int offset = 16; offset > 0; offset /= 2)
+            sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        if (lane == 0) row_loss[i] = valid ? sum : loss::quiet_nan(T(0));
+    }
+}
+
+// A warp per row: the active classes' count, then every gradient of the row.
+template <typename T>
+__global__ void hinge_backward(const T* __restrict__ violations,
+                               const long long* __restrict__ target, T* __restrict__ grad,
+                               long long N, int C) {
+    const int lane = threadIdx.x % 32;
+    const long long warps = (long long)gridDim.x * blockDim.x / 32;
+    for (long long i = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; i < N; i += warps) {
+        const long long t = target[i];
+        int count = 0;
+        for (int j = lane; j < C; j += 32)
+            count += violations[i * C + j] > T(0);
+        for (int offset = 16; offset > 0; offset /= 2)
+            count += __shfl_xor_sync(0xffffffffu, count, offset);
+        for (int j = lane; j < C; j += 32) {
+            const T active = j == t ? -T(count) : T(violations[i * C + j] > T(0));
+            grad[i * C + j] = active / T(N);
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-"""Softmax cross-entropy in NumPy: the reference the fused kernels (``cuda/loss.cu``) are
-judged against. Arguments arrive validated (gpucnn.ops.loss)."""
+"""The losses in NumPy: the reference the kernels of ``cuda/loss.cu`` are judged against.
+Arguments arrive validated (gpucnn.ops.loss)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,35 @@ def softmax_cross_entropy_backward(probabilities, target):
     grad = probabilities.copy()
     grad[np.arange(grad.shape[0]), target] -= 1
     return grad / grad.dtype.type(grad.shape[0])
+
+
+def mse_forward(pred, target):
+    if target.dtype.kind in "iu":  # class labels, one-hot encoded
+        dense = np.zeros(pred.shape, pred.dtype)
+        dense[np.arange(pred.shape[0]), target] = 1
+    else:
+        dense = target
+    diff = pred - dense
+    return 0.5 * (diff * diff).sum() / pred.shape[0], diff
+
+
+def mse_backward(diff):
+    return diff / diff.dtype.type(diff.shape[0])
+
+
+def hinge_forward(pred, target, margin):
+    rows = np.arange(pred.shape[0])
+    correct = pred[rows, target][:, None]
+    violations = np.maximum(pred - correct + margin, 0)
+    violations[rows, target] = 0
+    return violations.sum() / pred.shape[0], violations
+
+
+def hinge_backward(violations, target):
+    active = (violations > 0).astype(violations.dtype)
+    rows = np.arange(violations.shape[0])
+    active[rows, target] = -active.sum(axis=1)
+    return active / active.dtype.type(violations.shape[0])
 
 
 def accumulate_scores(totals, loss, pred, labels) -> None:

@@ -1,8 +1,9 @@
-"""Softmax cross-entropy on the CUDA path: launches of ``cuda/loss.cu``.
+"""The losses on the CUDA path: launches of ``cuda/loss.cu``.
 
 Same functions and semantics as ``gpucnn.cpu.loss``; arguments arrive validated by
-``gpucnn.ops.loss``. Three launches per training step where the array code took about
-seventeen CuPy operations (each a launch and 16-23 us of host time on an H100's host).
+``gpucnn.ops.loss``. Softmax cross-entropy takes three launches per training step where the
+array code took about seventeen CuPy operations (each a launch and 16-23 us of host time on
+an H100's host); every loss is kernels only, so a training step can be a CUDA graph.
 """
 
 from __future__ import annotations
@@ -26,25 +27,61 @@ def _targets(target):
     return contiguous(target)
 
 
-def softmax_cross_entropy_forward(logits, target):
-    n, classes = logits.shape
-    logits, target = contiguous(logits), _targets(target)
-    probabilities = empty(logits, logits.shape, logits.dtype)
-    row_loss = empty(logits, (n,), logits.dtype)
-    loss = empty(logits, (), logits.dtype)
+def _rows(name: str, pred, inputs, extra=()):
+    """A loss's row kernel ``name`` over pred (N, C), then the mean of its row losses:
+    returns (loss, the row kernel's (N, C) output)."""
+    n, classes = pred.shape
+    per_element = empty(pred, pred.shape, pred.dtype)
+    row_loss = empty(pred, (n,), pred.dtype)
+    loss = empty(pred, (), pred.dtype)
     launch(
-        get_kernel(SOURCE, "softmax_cross_entropy_forward", logits),
+        get_kernel(SOURCE, name, pred),
         grid_stride_blocks(n, ROWS_PER_BLOCK),
         THREADS,
-        (logits, target, probabilities, row_loss, n, classes),
+        (pred, *inputs, per_element, row_loss, n, classes, *extra),
     )
+    launch(get_kernel(SOURCE, "loss_mean", pred), 1, MEAN_THREADS, (row_loss, loss, n))
+    return loss, per_element
+
+
+def softmax_cross_entropy_forward(logits, target):
+    return _rows("softmax_cross_entropy_forward", contiguous(logits), (_targets(target),))
+
+
+def mse_forward(pred, target):
+    pred = contiguous(pred)
+    if target.dtype.kind in "iu":
+        return _rows("mse_forward", pred, (None, _targets(target)))
+    return _rows("mse_forward", pred, (contiguous(target), None))
+
+
+def mse_backward(diff):
+    diff = contiguous(diff)
+    grad = empty(diff, diff.shape, diff.dtype)
     launch(
-        get_kernel(SOURCE, "softmax_cross_entropy_mean", logits),
-        1,
-        MEAN_THREADS,
-        (row_loss, loss, n),
+        get_kernel(SOURCE, "loss_divide", diff),
+        grid_stride_blocks(diff.size, THREADS),
+        THREADS,
+        (diff, grad, diff.size, diff.shape[0]),
     )
-    return loss, probabilities
+    return grad
+
+
+def hinge_forward(pred, target, margin):
+    return _rows("hinge_forward", contiguous(pred), (_targets(target),), (margin,))
+
+
+def hinge_backward(violations, target):
+    violations = contiguous(violations)
+    grad = empty(violations, violations.shape, violations.dtype)
+    n, classes = violations.shape
+    launch(
+        get_kernel(SOURCE, "hinge_backward", violations),
+        grid_stride_blocks(n, ROWS_PER_BLOCK),
+        THREADS,
+        (violations, _targets(target), grad, n, classes),
+    )
+    return grad
 
 
 def softmax_cross_entropy_backward(probabilities, target):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._checks import check_float_array, check_same_kind, check_shape
-from .._device import array_device, array_module
+from .._device import array_device
 from ._dispatch import backend
 
 
@@ -70,56 +70,41 @@ def softmax_cross_entropy_backward(probabilities, target):
     return backend(probabilities).loss.softmax_cross_entropy_backward(probabilities, target)
 
 
-def as_dense_target(target, pred, check_targets: bool = True):
-    """MSE targets: a float array shaped like pred, or integer classes (one-hot encoded)."""
+def mse_forward(pred, target, check_targets: bool = True):
+    """The classic squared error 1/2 * sum_j (y_j - d_j)^2 per example, averaged over the
+    batch; returns (loss, diff = y - d). ``target`` is a float array shaped like pred, or
+    integer classes (one-hot)."""
+    _check_pred(pred)
     _check_target_array(target, pred)
     if target.dtype.kind in "iu":
         check_class_targets(target, pred, check_targets)
-        xp = array_module(pred)
-        onehot = xp.zeros(pred.shape, pred.dtype)
-        onehot[xp.arange(pred.shape[0]), target] = 1
-        return onehot
-    check_float_array(target, "target")
-    check_same_kind(pred, "pred", target=target)
-    check_shape(target, "target", pred.shape)
-    return target
-
-
-def mse_forward(pred, target, check_targets: bool = True):
-    """The classic squared error 1/2 * sum_j (y_j - d_j)^2 per example, averaged over the
-    batch. ``target`` is a float array shaped like pred, or integer classes (one-hot)."""
-    _check_pred(pred)
-    dense = as_dense_target(target, pred, check_targets)
-    diff = pred - dense
-    return 0.5 * (diff * diff).sum() / pred.shape[0], diff
+    else:
+        check_float_array(target, "target")
+        check_same_kind(pred, "pred", target=target)
+        check_shape(target, "target", pred.shape)
+    return backend(pred).loss.mse_forward(pred, target)
 
 
 def mse_backward(diff):
     """(y - d) / N."""
-    return diff / diff.dtype.type(diff.shape[0])
+    check_float_array(diff, "diff", ndim=2)
+    return backend(diff).loss.mse_backward(diff)
 
 
 def hinge_forward(pred, target, margin=1.0, check_targets: bool = True):
     """Multiclass hinge (Weston-Watkins, as in CS231n): per example
     sum over j != t of max(0, pred_j - pred_t + margin), averaged over the batch.
-    Returns (loss, margins) where margins are the active violations (saved for backward)."""
+    Returns (loss, violations): each class's violation, 0 at the target (saved for backward)."""
     _check_pred(pred)
     check_class_targets(target, pred, check_targets)
-    xp = array_module(pred)
-    rows = xp.arange(pred.shape[0])
-    correct = pred[rows, target][:, None]
-    violations = xp.maximum(pred - correct + pred.dtype.type(margin), 0)
-    violations[rows, target] = 0
-    return violations.sum() / pred.shape[0], violations
+    return backend(pred).loss.hinge_forward(pred, target, pred.dtype.type(margin))
 
 
 def hinge_backward(violations, target):
     """+1 for every violating class, minus their count at the target class; / N."""
-    xp = array_module(violations)
-    active = (violations > 0).astype(violations.dtype)
-    rows = xp.arange(violations.shape[0])
-    active[rows, target] = -active.sum(axis=1)
-    return active / active.dtype.type(violations.shape[0])
+    check_float_array(violations, "violations", ndim=2)
+    check_class_targets(target, violations, check_range=False)
+    return backend(violations).loss.hinge_backward(violations, target)
 
 
 def accumulate_scores(totals, loss, pred, target) -> None:

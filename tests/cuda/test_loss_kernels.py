@@ -35,6 +35,42 @@ def test_matches_numpy(backend, n, classes, dtype):
     assert np.array_equal(grad, grad_ref)
 
 
+@pytest.mark.parametrize("n, classes", [(1, 1), (5, 3), (70, 33), (300, 10), (9, 100)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_squared_error_and_hinge_match_numpy(backend, n, classes, dtype):
+    # The squared error against labels (one-hot) and against a dense target; the hinge; each
+    # forward within rounding of NumPy's sum, each saved array and backward the same bits.
+    pred, target = _case(n, classes, dtype)
+    dense = shuffled_linspace((n, classes), dtype, low=-1, high=1, seed=3)
+    for name, forward, backward, args in [
+        ("mse labels", ops.mse_forward, ops.mse_backward, (pred, target)),
+        ("mse dense", ops.mse_forward, ops.mse_backward, (pred, dense)),
+        ("hinge", ops.hinge_forward, None, (pred, target, 0.5)),
+    ]:
+        loss_ref, saved_ref = forward(*args)
+        loss, saved = backend.run(forward, *args)
+        assert loss.shape == () and loss.dtype == dtype, name
+        assert rel_error(loss, loss_ref) < 10 * TOLERANCE[dtype], name
+        assert np.array_equal(saved, saved_ref), name
+        if backward is None:  # the hinge's backward needs the labels too
+            grad_ref = ops.hinge_backward(saved_ref, target)
+            grad = backend.run(ops.hinge_backward, saved_ref, target)
+        else:
+            grad_ref, grad = backward(saved_ref), backend.run(backward, saved_ref)
+        assert np.array_equal(grad, grad_ref), name
+
+
+def test_hinge_keeps_nan_and_counts_only_violations(backend):
+    pred = np.array([[0.0, 2.0, -3.0, np.nan], [1.0, 1.0, 1.0, 1.0]], np.float32)
+    target = np.array([0, 3])
+    loss_ref, violations_ref = ops.hinge_forward(pred, target)
+    loss, violations = backend.run(ops.hinge_forward, pred, target)
+    assert np.array_equal(violations, violations_ref, equal_nan=True)
+    assert np.isnan(loss) and np.isnan(loss_ref)
+    grad = backend.run(ops.hinge_backward, violations_ref, target)
+    assert np.array_equal(grad, ops.hinge_backward(violations_ref, target))
+
+
 @pytest.mark.parametrize("label_dtype", [np.int32, np.uint8, np.int16])
 def test_any_integer_labels(backend, label_dtype):
     logits, target = _case(12, 7, np.float32, label_dtype)
