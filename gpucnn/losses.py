@@ -16,7 +16,8 @@ from ._device import array_device
 
 class _Loss:
     # Whether a training step ending in this loss can be recorded as a CUDA graph (see
-    # gpucnn.layers.Layer.graph_safe): only losses whose CUDA path is all kernel launches.
+    # gpucnn.layers.Layer.graph_safe and is_graph_safe): gpucnn's losses are all kernel
+    # launches on the CUDA path; a loss of the user's says so when that holds.
     graph_safe = False
 
     def __init__(self):
@@ -59,6 +60,8 @@ class MSELoss(_Loss):
     the batch (not over the elements). ``target`` is a float array shaped like pred, or
     integer class labels, which are one-hot encoded."""
 
+    graph_safe = True
+
     def forward(self, pred, target, *, check_targets: bool = True):
         loss, diff = ops.mse_forward(pred, target, check_targets)
         self._saved = diff
@@ -71,6 +74,8 @@ class MSELoss(_Loss):
 class HingeLoss(_Loss):
     """Multiclass hinge (Weston-Watkins): sum over wrong classes j of
     max(0, pred_j - pred_target + margin), averaged over the batch."""
+
+    graph_safe = True
 
     def __init__(self, margin: float = 1.0):
         super().__init__()

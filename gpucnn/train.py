@@ -16,7 +16,7 @@ import numpy as np
 
 from . import ops
 from ._device import array_module, to_device, to_numpy
-from .layers.base import backward_of, positive_int
+from .layers.base import backward_of, is_graph_safe, positive_int
 
 
 @dataclass
@@ -104,8 +104,8 @@ class TrainStep:
     settings (a learning-rate schedule) or of the model's mode records the step again,
     after one eager step; a
     batch of another size (an epoch's last) runs eagerly. It needs every layer and the loss
-    to be ``graph_safe`` (gpucnn's layers and SoftmaxCrossEntropyLoss; a layer of your own
-    says so when it holds) and integer class labels checked beforehand
+    to be ``graph_safe`` (gpucnn's layers and losses are; one of your own says so when it
+    holds) and integer class labels checked beforehand
     (``check_targets=False``). Run eager work that touches the step's arrays inside
     ``ordered()``: on a GPU the graph has a stream of its own.
     """
@@ -139,17 +139,17 @@ class TrainStep:
                 "cuda_graph needs the model on the gpu or emulator device, not "
                 f"{self.model.device!r}"
             )
-        unsafe = [repr(layer) for layer in _layers(self.model) if not layer.graph_safe]
+        unsafe = [repr(layer) for layer in _layers(self.model) if not is_graph_safe(layer)]
         if unsafe:
             raise ValueError(
                 f"cuda_graph: {', '.join(unsafe)} cannot be recorded as a CUDA graph (a layer "
                 "says it can with graph_safe = True: its forward and backward only launch "
                 "kernels, read nothing back and keep no host state that changes per step)"
             )
-        if not getattr(self.loss_fn, "graph_safe", False):
+        if not is_graph_safe(self.loss_fn):
             raise ValueError(
                 f"cuda_graph: {type(self.loss_fn).__name__} cannot be recorded as a CUDA graph "
-                "(SoftmaxCrossEntropyLoss can)"
+                "(gpucnn's losses can; a loss of your own says so with graph_safe = True)"
             )
         if self.check_targets:
             raise ValueError(

@@ -22,7 +22,8 @@ class Layer:
     # Whether a training step through this layer can be recorded as a CUDA graph and
     # replayed (``fit(cuda_graph=True)``): on the CUDA path its forward and backward are
     # kernel launches fixed by the input's shape, reading no value back and keeping no host
-    # state that changes from step to step. A subclass says so only when that holds.
+    # state that changes from step to step. A subclass says so only when that holds; one that
+    # overrides forward or backward says so again (``is_graph_safe``).
     graph_safe = False
 
     def __init__(self) -> None:
@@ -102,6 +103,21 @@ class Layer:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def is_graph_safe(obj) -> bool:
+    """``obj.graph_safe`` (a layer's or a loss's), trusted only where the class that declares
+    it is the one whose forward and backward run, or a subclass of it: a subclass that
+    overrides them (say, with array code) inherits no promise about its own code."""
+    mro = type(obj).__mro__
+
+    def defined_at(name: str) -> int:
+        return next((i for i, cls in enumerate(mro) if name in vars(cls)), len(mro))
+
+    declared = defined_at("graph_safe")
+    if declared > defined_at("forward") or declared > defined_at("backward"):
+        return False
+    return bool(getattr(obj, "graph_safe", False))
 
 
 def backward_of(layer, grad_out, need_input_grad: bool = True):

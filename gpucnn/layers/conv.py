@@ -128,8 +128,6 @@ def _chw(input_shape, layer: str):
 class _Pool2D(Layer):
     """Shared constructor and shape logic of the windowed pooling layers."""
 
-    graph_safe = True
-
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False):
         super().__init__()
         self._window = pool_window(kernel_size, stride, padding, ceil_mode)
@@ -163,6 +161,8 @@ class _Pool2D(Layer):
 class MaxPool2D(_Pool2D):
     """Max pooling; remembers each window's argmax and routes the gradient through it."""
 
+    graph_safe = True
+
     def forward(self, x):
         self._check_input(x)
         y, argmax = ops.max_pool2d_forward(x, **self._geometry())
@@ -179,6 +179,8 @@ class MaxPool2D(_Pool2D):
 
 class AvgPool2D(_Pool2D):
     """Average pooling; ``count_include_pad`` as in PyTorch (default True)."""
+
+    graph_safe = True
 
     def __init__(
         self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
@@ -206,6 +208,8 @@ class AvgPool2D(_Pool2D):
 
 class L2Pool2D(_Pool2D):
     """L2 pooling: the root of the sum of squares over each window."""
+
+    graph_safe = True
 
     def forward(self, x):
         self._check_input(x)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from .._device import get_device
-from .base import Layer, backward_of
+from .base import Layer, backward_of, is_graph_safe
 
 
 class Sequential(Layer):
@@ -31,7 +31,7 @@ class Sequential(Layer):
 
     @property
     def graph_safe(self) -> bool:
-        return all(layer.graph_safe for layer in self.layers)
+        return all(is_graph_safe(layer) for layer in self.layers)
 
     # Rebuilt on access, so they always hold the layers' current arrays.
     @property

@@ -267,3 +267,37 @@ def test_the_top_level_package_exposes_sequential_and_the_modules():
     assert gpucnn.Sequential is Sequential
     for module in ("ops", "layers", "losses", "optim", "train", "data", "models", "hopfield"):
         assert hasattr(gpucnn, module), module
+
+
+def test_graph_safety_is_declared_by_the_class_that_runs():
+    from gpucnn.layers.base import Layer, is_graph_safe
+    from gpucnn.losses import HingeLoss, MSELoss, SoftmaxCrossEntropyLoss
+
+    built_in = [
+        Conv2D(1, 2, 3),
+        Dense(3, 2),
+        MaxPool2D(2),
+        AvgPool2D(2),
+        L2Pool2D(2),
+        GlobalAvgPool2D(),
+        ReLU(),
+        Sigmoid(),
+        Tanh(),
+        Dropout(0.5),
+        Flatten(),
+        Sequential([Flatten(), Dense(3, 2)]),
+        SoftmaxCrossEntropyLoss(),
+        MSELoss(),
+        HingeLoss(),
+    ]
+    assert all(is_graph_safe(obj) for obj in built_in)
+
+    class Noisy(ReLU):  # overrides forward with array code: no promise inherited
+        def forward(self, x):
+            return super().forward(x) + 0
+
+    class Vouched(Noisy):
+        graph_safe = True
+
+    assert not is_graph_safe(Noisy()) and is_graph_safe(Vouched())
+    assert not is_graph_safe(Sequential([Noisy()])) and not is_graph_safe(Layer())
