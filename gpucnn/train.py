@@ -230,6 +230,8 @@ class TrainStep:
 
     def _record(self, x, y, size: int) -> None:
         self._check_graph_safe()  # again: a layer of the user's may answer otherwise now
+        # The last recording's arrays go back to the graph's pool for this one to reuse.
+        self._attributes = self._inputs = None
         xs = self._xp.empty((size, *x.shape[1:]), x.dtype)
         ys = self._xp.empty(size, y.dtype)
         self._inputs = (xs, ys)
