@@ -235,8 +235,15 @@ class TrainStep:
         xs = self._xp.empty((size, *x.shape[1:]), x.dtype)
         ys = self._xp.empty(size, y.dtype)
         self._inputs = (xs, ys)
-        with self._graph.capture():
-            self._eager(xs, ys)
+        try:
+            with self._graph.capture():
+                self._eager(xs, ys)
+        except Exception as exc:  # the model is as the last eager step left it: nothing ran
+            raise RuntimeError(
+                f"cuda_graph: recording the training step failed ({type(exc).__name__}: "
+                f"{exc}); the model holds the last completed step; train with "
+                "cuda_graph=False"
+            ) from exc
         self._attributes = (
             [(layer, dict(layer.grads), layer._saved) for layer in _layers(self.model)],
             (self.loss_fn._saved, self.loss_fn.value),

@@ -298,3 +298,48 @@ def test_a_graph_records_again_when_the_model_changes_mode(backend):
             return {k: gpucnn.to_numpy(v) for k, v in model.params.items()}
 
     _assert_graph_matches_eager(backend, backend.run(steps, True), backend.run(steps, False))
+
+
+class _FailsWhenRecorded(Layer):
+    """Says it is graph-safe, then does host work that a capture refuses (as a layer that
+    reads a value back would on a GPU)."""
+
+    graph_safe = True
+
+    def forward(self, x):
+        from gpucnn.cuda import _launch
+
+        if _launch._recorded is not None or _capturing_on_gpu(x):
+            raise RuntimeError("operation not permitted when stream is capturing")
+        return x
+
+    def backward(self, grad_out, need_input_grad=True):
+        return grad_out
+
+
+def _capturing_on_gpu(x) -> bool:
+    if not hasattr(x, "__cuda_array_interface__"):
+        return False
+    import cupy
+
+    return cupy.cuda.get_current_stream().is_capturing()
+
+
+def test_a_failed_recording_is_reported_and_the_model_kept(backend):
+    x, y = load_digits()
+
+    def steps():
+        model = Sequential([_FailsWhenRecorded(), digits_cnn(dropout=0.0, seed=0)])
+        step = TrainStep(
+            model, SoftmaxCrossEntropyLoss(), SGD(model, 0.05), cuda_graph=True, check_targets=False
+        )
+        xb, yb = gpucnn.to_device(x[:8]), gpucnn.to_device(y[:8].astype(np.int64))
+        step(xb, yb)  # the eager warm-up
+        before = {k: gpucnn.to_numpy(v) for k, v in model.params.items()}
+        with pytest.raises(RuntimeError, match="recording the training step failed") as caught:
+            step(xb, yb)
+        assert "not permitted when stream is capturing" in str(caught.value)
+        after = {k: gpucnn.to_numpy(v) for k, v in model.params.items()}
+        assert all(np.array_equal(before[k], after[k]) for k in before)
+
+    backend.run(steps)
