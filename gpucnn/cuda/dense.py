@@ -46,6 +46,8 @@ def _gemm(a, b, out_shape, reduction, strides, bias=None):
     if m > 2**31 - 1:
         raise ValueError(f"a dense product of {m} rows is too large: rows must stay below 2^31")
     out = empty(a, out_shape, a.dtype)
+    if m == 0 or cols == 0:
+        return out  # (a reduction over nothing still writes C: zeros, or the bias)
     tile_rows = NARROW_ROWS if m <= NARROW_UP_TO else WIDE_ROWS
     name = "dense_gemm_narrow" if m <= NARROW_UP_TO else "dense_gemm"
     column_tiles, row_tiles, _ = grid(cols, m, tile_rows)

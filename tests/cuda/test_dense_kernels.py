@@ -96,6 +96,21 @@ def test_no_input_gradient_when_not_needed(kernels):
     assert rel_error(db, dy.astype(np.float64).sum(axis=0)) < 1e-5
 
 
+@pytest.mark.parametrize("shape", [(3, 0, 2), (0, 4, 2), (2, 4, 0)], ids=str)
+def test_empty_sizes(kernels, shape):
+    # no features: y is the bias and dw empty; no rows or no outputs: empty results
+    n, features, outputs = shape
+    x, w = np.ones((n, features), np.float32), np.ones((outputs, features), np.float32)
+    b, dy = np.full(outputs, 2, np.float32), np.ones((n, outputs), np.float32)
+
+    def on_device(x, w, b, dy):
+        return (ops.dense_forward(x, w, b), *ops.dense_backward(dy, x, w))
+
+    y, dx, dw, db = kernels.run(on_device, x, w, b, dy)
+    assert np.array_equal(y, np.full((n, outputs), 2, np.float32))
+    assert dx.shape == x.shape and dw.shape == w.shape and np.array_equal(db, np.full(outputs, n))
+
+
 def test_unknown_algorithm_is_an_error_naming_the_variable(monkeypatch):
     monkeypatch.setenv(ALGORITHM_VARIABLE, "cudnn")
     with pytest.raises(ValueError, match=ALGORITHM_VARIABLE):
