@@ -5,7 +5,8 @@ PyTorch eager on the same device (TF32 off). Target (issue #5): at least 1.0x Py
 Beside each step, two of its parts timed alone, for both libraries: the forward pass with the
 loss, and the SGD update (one more backward is the rest). At these sizes a step is many small
 launches, so the parts show where host time goes, e.g. whether a fused optimizer would pay.
-On a GPU, "step (CUDA graph)" is our step recorded once as a CUDA graph and replayed
+On a GPU, "step (CUDA graph)" is fit's step (the running loss and accuracy included, one
+launch more than "step") recorded once as a CUDA graph and replayed
 (``fit(cuda_graph=True)``), against PyTorch's eager step.
 """
 
