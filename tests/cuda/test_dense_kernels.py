@@ -115,3 +115,22 @@ def test_unknown_algorithm_is_an_error_naming_the_variable(monkeypatch):
     monkeypatch.setenv(ALGORITHM_VARIABLE, "cudnn")
     with pytest.raises(ValueError, match=ALGORITHM_VARIABLE):
         dense_algorithm()
+
+
+@pytest.mark.gpu
+def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend, monkeypatch):
+    # LeNet's and the CIFAR CNN's dense layers at their benchmark batches, and a wide one
+    monkeypatch.setenv(ALGORITHM_VARIABLE, "gemm")
+    for shape in [(256, 400, 120), (128, 4096, 256), (1024, 2048, 1000)]:
+        x, w, b, dy = _inputs(*shape, np.float32)
+
+        def on_device(x, w, b, dy):
+            return (ops.dense_forward(x, w, b), *ops.dense_backward(dy, x, w))
+
+        got = gpu_backend.run(on_device, x, w, b, dy)
+        x64, w64, dy64 = (a.astype(np.float64) for a in (x, w, dy))
+        expected = (x64 @ w64.T + b, dy64 @ w64, dy64.T @ x64, dy64.sum(axis=0))
+        for name, value, reference in zip(("y", "dx", "dw", "db"), got, expected, strict=True):
+            assert rel_error(value, reference) < 1e-5, (shape, name)
+        again = gpu_backend.run(on_device, x, w, b, dy)
+        assert all(np.array_equal(a, c) for a, c in zip(got, again, strict=True)), shape
