@@ -135,6 +135,15 @@ def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend, n, classes):
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
     grad = gpu_backend.run(ops.softmax_cross_entropy_backward, first[1], target)
     assert np.array_equal(grad, ops.softmax_cross_entropy_backward(first[1], target))
+    for forward, args in [
+        (ops.mse_forward, (logits, target)),
+        (ops.hinge_forward, (logits, target)),
+    ]:
+        _, saved_ref = forward(*args)
+        loss, saved = gpu_backend.run(forward, *args)
+        assert rel_error(loss, forward(logits.astype(np.float64), target)[0]) < 1e-6
+        assert np.array_equal(saved, saved_ref), forward.__name__
+        assert np.array_equal(loss, gpu_backend.run(forward, *args)[0]), forward.__name__
 
 
 def test_strided_and_misaligned_inputs_give_the_same_result(backend):
