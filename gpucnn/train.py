@@ -91,6 +91,10 @@ def _layers(model):
             yield from _layers(layer)
 
 
+def _batch(x, y, index):
+    return (x, y) if index is None else (x[index], y[index])
+
+
 class TrainStep:
     """One training step on a batch: forward, loss, backward (no input gradient), the
     optimizer's update, and the running loss sum and correct count in ``totals`` (float64,
@@ -115,7 +119,6 @@ class TrainStep:
             raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.check_targets = check_targets
-        self.cuda_graph = cuda_graph
         self._graph = None
         if cuda_graph:
             self._check_graph_safe()
@@ -183,7 +186,7 @@ class TrainStep:
     def __call__(self, x, y, index=None) -> None:
         """One step on ``x[index], y[index]`` (all of x and y when index is None)."""
         if self._graph is None:
-            self._eager(*((x, y) if index is None else (x[index], y[index])))
+            self._eager(*_batch(x, y, index))
             return
         with self.ordered():
             self._step_graphed(x, y, index)
@@ -207,7 +210,7 @@ class TrainStep:
             if settings != self._warm:  # a first step of this batch size and these settings
                 self._bound = False
                 with self._graph.warming_up():
-                    self._eager(*((x, y) if index is None else (x[index], y[index])))
+                    self._eager(*_batch(x, y, index))
                 if self._settings is None or size == self._settings[0]:
                     self._warm = settings  # (an epoch's last, smaller batch stays eager)
                 return
@@ -317,14 +320,13 @@ def fit(
         _check_dataset(*validation_data, "validation_data")
     x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "fit")
-    if cuda_graph is True:
+    if cuda_graph:
         if check_targets:
             raise ValueError(
                 "fit(cuda_graph=True) needs y to hold integer class labels (1-D) for a model "
                 "whose output shape is known: they are checked once, before the graph"
             )
         y = y.astype(np.int64, copy=False)  # the kernels' type, converted once
-    model.train()  # (before TrainStep checks the layers: Dropout is graph-safe only in eval)
     step = TrainStep(model, loss_fn, optimizer, cuda_graph=cuda_graph, check_targets=check_targets)
     xp = array_module(x)
     rng = np.random.default_rng(seed)
