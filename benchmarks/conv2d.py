@@ -7,7 +7,9 @@ the float32 matrix-product rate measured in the same run, and against cuDNN thro
 (TF32 off, benchmark mode) on the same shapes. Targets (issue #4): at least 0.7x cuDNN on the
 ResNet-50/VGG layers, at least 1.0x on LeNet and CIFAR. The plain rows are what a user gets
 (GPUCNN_CONV_ALGORITHM, "auto" by default); on 3x3 stride-1 layers a "(gemm)" or
-"(winograd)" row times the algorithm that was not picked, and "(winograd4)" F(4x4, 3x3).
+"(winograd)" row times the algorithm that was not picked, and "(winograd4)" F(4x4, 3x3);
+"(direct)" rows time the direct kernel (forward, and backward-data at stride 1) wherever
+it applies.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 
 from gpucnn import ops
 from gpucnn._shapes import conv_window
-from gpucnn.cuda.conv import ALGORITHM_VARIABLE, winograd_tile
+from gpucnn.cuda.conv import ALGORITHM_VARIABLE, direct_plan, winograd_tile
 
 from .harness import Target, record
 
@@ -80,31 +82,18 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
             need_weight_grad=filter_,
         )
 
-    ours = {
-        "forward": target.time(
+    timers = {  # each direction's timing, under whatever algorithm is set
+        "forward": lambda: target.time(
             lambda x: ops.conv2d_forward(x, weight, None, stride, padding), [(x,) for x in xs]
         ),
-        "backward-data": target.time(lambda dy, x: backward(dy, x, True, False), pairs),
-        "backward-filter": target.time(lambda dy, x: backward(dy, x, False, True), pairs),
+        "backward-data": lambda: target.time(lambda dy, x: backward(dy, x, True, False), pairs),
+        "backward-filter": lambda: target.time(lambda dy, x: backward(dy, x, False, True), pairs),
     }
-    if target.name == "gpu" and (r, s, stride) == (3, 3, 1):
-        # Beside the algorithm "auto" picked, the one of gemm / winograd it did not, so each
-        # run shows whether the rule holds, and F(4x4, 3x3) (same flop count for the fraction
-        # of peak: the rate of useful work).
-        window = conv_window((r, s), stride, padding, 1)
-        chosen = winograd_tile(xs[0].shape, weight.shape, window, (p, q))
-        for other in ("gemm" if chosen else "winograd", "winograd4"):
-            with _algorithm(other):
-                ours[f"forward ({other})"] = target.time(
-                    lambda x: ops.conv2d_forward(x, weight, None, stride, padding),
-                    [(x,) for x in xs],
-                )
-                ours[f"backward-data ({other})"] = target.time(
-                    lambda dy, x: backward(dy, x, True, False), pairs
-                )
-                ours[f"backward-filter ({other})"] = target.time(
-                    lambda dy, x: backward(dy, x, False, True), pairs
-                )
+    ours = {direction: timer() for direction, timer in timers.items()}
+    for other, directions in _alternatives(target, xs[0].shape, weight.shape, stride, padding):
+        with _algorithm(other):
+            for direction in directions:
+                ours[f"{direction} ({other})"] = timers[direction]()
     theirs = _torch(target, xs, weight, dys, stride, padding)
     shape = {
         "N": batch,
@@ -131,6 +120,26 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
             )
         )
     return results
+
+
+def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
+    """(algorithm, directions) timed beside what "auto" picked, on a GPU: on 3x3 stride-1
+    layers the one of gemm / winograd it did not pick and F(4x4, 3x3) (same flop count for
+    the fraction of peak: the rate of useful work), so each run shows whether the rule
+    holds; wherever the direct kernel applies, its forward and (stride 1) backward-data."""
+    if target.name != "gpu":
+        return []
+    k, c, r, s = w_shape
+    window = conv_window((r, s), stride, padding, 1)
+    out_hw = window.output_shape(*x_shape[2:])
+    found = []
+    if (r, s, stride) == (3, 3, 1):
+        chosen = winograd_tile(x_shape, w_shape, window, out_hw)
+        every = ("forward", "backward-data", "backward-filter")
+        found += [("gemm" if chosen else "winograd", every), ("winograd4", every)]
+    if direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, 4):
+        found.append(("direct", ("forward", "backward-data") if stride == 1 else ("forward",)))
+    return found
 
 
 def _torch(target: Target, xs, weight, dys, stride, padding) -> dict:

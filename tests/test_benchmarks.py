@@ -84,6 +84,43 @@ def test_a_run_of_some_families_is_named_after_them(tmp_path):
     assert {r["family"] for r in json.loads(path.read_text())["records"]} == {"pool2d"}
 
 
+@pytest.mark.parametrize(
+    ("layer", "expected"),
+    [
+        ("lenet5 conv2", ["direct forward backward-data"]),
+        ("resnet20 32@16 s2", ["direct forward"]),  # strided: backward-data keeps the GEMM
+        (
+            "resnet20 16@32",
+            [
+                "winograd forward backward-data backward-filter",
+                "winograd4 forward backward-data backward-filter",
+                "direct forward backward-data",
+            ],
+        ),
+        (
+            "vgg16 64@224",
+            [
+                "gemm forward backward-data backward-filter",
+                "winograd4 forward backward-data backward-filter",
+            ],
+        ),  # rows too wide for direct
+    ],
+)
+def test_the_conv_runner_times_the_algorithms_auto_did_not_pick(layer, expected):
+    from types import SimpleNamespace
+
+    from benchmarks import conv2d
+
+    _, batch, chw, (k, r, s, stride, padding) = next(
+        entry for entry in conv2d.LAYERS if entry[0] == layer
+    )
+    gpu, cpu = SimpleNamespace(name="gpu"), SimpleNamespace(name="cpu")
+    shapes = ((batch, *chw), (k, chw[0], r, s), stride, padding)
+    found = conv2d._alternatives(gpu, *shapes)
+    assert [" ".join((name, *directions)) for name, directions in found] == expected
+    assert conv2d._alternatives(cpu, *shapes) == []
+
+
 def test_the_runner_refuses_unknown_families(tmp_path):
     result = _runner("--only", "fft", "--out", str(tmp_path))
     assert result.returncode == 2 and "unknown families" in result.stderr

@@ -7,6 +7,7 @@ Same functions and semantics as ``gpucnn.cpu.conv``; arguments arrive validated 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 from .._shapes import Window
 from ._gemm import NARROW_ROWS, TARGET_BLOCKS, THREADS, WIDE_ROWS, grid, split_reduction
@@ -29,7 +30,8 @@ DIRECT_FILTER_TAPS = THREADS
 # undilated layers: m = 2 does 2.25x fewer multiplications than the implicit GEMM, m = 4 4x
 # fewer, for a workspace and three to five launches in place of one. GPUCNN_CONV_ALGORITHM:
 # "gemm", "winograd" (F(2x2, 3x3) wherever it applies), "winograd4" (F(4x4, 3x3) likewise;
-# not yet timed on a GPU) or "auto" (the default), which takes F(2x2, 3x3) where an H100
+# not yet timed on a GPU), "direct" (below) or "auto" (the default), which takes F(2x2, 3x3)
+# where an H100
 # measured it faster (benchmarks/NOTES.md, 2026-11-22): 1.2-4.6x in every direction on every
 # 3x3 layer of ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15 GFLOP each), but
 # 0.5-1.0x on ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra launches and transform
@@ -37,13 +39,108 @@ DIRECT_FILTER_TAPS = THREADS
 # directions, so a layer runs one algorithm throughout.
 WINOGRAD_SOURCE = "conv2d_winograd.cu"
 ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
-ALGORITHMS = ("auto", "gemm", "winograd", "winograd4")
+ALGORITHMS = ("auto", "gemm", "winograd", "winograd4", "direct")
 WINOGRAD_TILES = {"winograd": 2, "winograd4": 4}  # output tile side m of each algorithm
 AUTO_WINOGRAD_MIN_CHANNELS = 64  # input and output channels both
 AUTO_WINOGRAD_MIN_FLOPS = 2e9  # of the direct convolution, 2 N K C R S P Q
 # Images per Winograd pass are limited so that its transformed input and product ((m + 2)^2
 # values per m x m tile and channel each) stay under this many bytes; at least one image.
 WINOGRAD_WORKSPACE_BYTES = 256 << 20
+
+# Direct convolution (cuda/conv2d_direct.cu), forward and, at stride 1, backward-data, for
+# layers with few channels and small images, where the implicit GEMM's tiles mostly multiply
+# zeros: GPUCNN_CONV_ALGORITHM=direct. Not yet timed on a GPU, so "auto" does not take it
+# (benchmarks/conv2d.py's "(direct)" rows decide). A layer whose output rows are wider than
+# a block's pixels, or whose staged input does not fit in shared memory, keeps the GEMM.
+DIRECT_SOURCE = "conv2d_direct.cu"
+DIRECT_PIXELS, DIRECT_CHANNELS = 4, 8  # per thread: direct::kPixels, direct::kChannels
+DIRECT_MAX_GROUPS = 8  # groups of DIRECT_CHANNELS output channels a block: 64 in 256 threads
+DIRECT_MAX_CHUNK = 8  # input channels staged in shared memory at a time
+DIRECT_SHARED_BYTES = 48 << 10  # the most a launch may ask for without opting in
+
+
+@dataclass(frozen=True)
+class DirectPlan:
+    """How ``conv2d_direct`` covers a layer: ``groups`` of DIRECT_CHANNELS output channels a
+    block, ``pixel_threads`` threads each (a multiple of 32) owning DIRECT_PIXELS output
+    pixels of a band of ``band_rows`` rows, ``chunk`` input channels staged at a time in
+    ``shared_bytes`` of shared memory."""
+
+    groups: int
+    pixel_threads: int
+    band_rows: int
+    chunk: int
+    shared_bytes: int
+
+
+def direct_plan(
+    in_channels: int, out_channels: int, out_hw, kernel_hw, stride, dilation, itemsize: int
+) -> DirectPlan | None:
+    """The direct kernel's plan for a convolution of ``in_channels`` into ``out_channels`` with
+    outputs of ``out_hw``, or None where it does not apply (a row wider than a block's pixels,
+    staging past DIRECT_SHARED_BYTES, or no work)."""
+    (p, q), (r, s) = out_hw, kernel_hw
+    if min(in_channels, out_channels, p, q) < 1:
+        return None
+    groups = min(-(-out_channels // DIRECT_CHANNELS), DIRECT_MAX_GROUPS)
+    # Up to 256 threads a block, but no more warps of pixels than an image fills (LeNet's
+    # 10 x 10 outputs: one warp a group, not four mostly idle ones).
+    warps_per_image = -(-p * q // (DIRECT_PIXELS * 32))
+    pixel_threads = 32 * min(max(1, DIRECT_MAX_GROUPS // groups), warps_per_image)
+    band_rows = min(p, DIRECT_PIXELS * pixel_threads // q)
+    if band_rows < 1:
+        return None
+    in_rows = (band_rows - 1) * stride[0] + (r - 1) * dilation[0] + 1
+    span = (q - 1) * stride[1] + (s - 1) * dilation[1] + 1
+    per_channel = (r * s * groups * DIRECT_CHANNELS + in_rows * span) * itemsize
+    chunk = min(DIRECT_MAX_CHUNK, in_channels, DIRECT_SHARED_BYTES // per_channel)
+    if chunk < 1:
+        return None
+    return DirectPlan(groups, pixel_threads, band_rows, chunk, chunk * per_channel)
+
+
+def _direct_plan(in_channels, out_channels, out_hw, w, stride, dilation, itemsize):
+    """``direct_plan`` when GPUCNN_CONV_ALGORITHM asks for the direct kernel, else None."""
+    if conv_algorithm() != "direct":
+        return None
+    return direct_plan(in_channels, out_channels, out_hw, w.shape[2:], stride, dilation, itemsize)
+
+
+def _direct(inp, w, b, out, stride, padding, dilation, flip: bool, plan: DirectPlan):
+    """out (N, rows, P, Q) = the convolution of inp (N, red, Hi, Wi) with w, plus b: the
+    forward (w as given) or, at stride 1, backward-data (inp = dy, w flipped and transposed
+    in the kernel, padding (R-1)*d - p)."""
+    n, red, in_h, in_w = inp.shape
+    rows, out_h, out_w = out.shape[1:]
+    launch(
+        get_kernel(DIRECT_SOURCE, "conv2d_direct", inp),
+        (n * -(-out_h // plan.band_rows), -(-rows // (plan.groups * DIRECT_CHANNELS))),
+        plan.pixel_threads * plan.groups,
+        (
+            inp,
+            w,
+            b,
+            out,
+            n,
+            red,
+            in_h,
+            in_w,
+            rows,
+            *w.shape[2:],
+            out_h,
+            out_w,
+            *stride,
+            *padding,
+            *dilation,
+            int(flip),
+            int(b is not None),
+            plan.band_rows,
+            plan.pixel_threads,
+            plan.chunk,
+        ),
+        shared_mem=plan.shared_bytes,
+    )
+    return out
 
 
 def _shape(x_shape, w_shape, window: Window, out_hw):
@@ -77,7 +174,8 @@ def _tiled(name: str, rows: int, like, narrow_up_to: int = NARROW_UP_TO, source:
 
 
 def conv_algorithm() -> str:
-    """``GPUCNN_CONV_ALGORITHM``: "auto" (the default), "gemm", "winograd" or "winograd4"."""
+    """``GPUCNN_CONV_ALGORITHM``: "auto" (the default), "gemm", "winograd", "winograd4" or
+    "direct"."""
     value = os.environ.get(ALGORITHM_VARIABLE, "auto").strip().lower() or "auto"
     if value not in ALGORITHMS:
         raise ValueError(f"{ALGORITHM_VARIABLE} must be one of {ALGORITHMS}, got {value!r}")
@@ -93,7 +191,7 @@ def winograd_tile(x_shape, w_shape, window: Window, out_hw) -> int:
     n, c = x_shape[:2]
     k, _, r, s = w_shape
     if (
-        algorithm == "gemm"
+        algorithm in ("gemm", "direct")
         or (r, s) != (3, 3)
         or window.stride != (1, 1)
         or window.dilation != (1, 1)
@@ -177,9 +275,12 @@ def conv2d_forward(x, w, b, window: Window):
     out_hw = window.output_shape(height, width)
     y = empty(x, (n, k, *out_hw), x.dtype)
     tile = winograd_tile(x.shape, w.shape, window, out_hw)
+    bias = None if b is None else contiguous(b)
     if tile:
-        bias = None if b is None else contiguous(b)
         return _winograd(x, w, bias, y, window.padding, False, tile)
+    plan = _direct_plan(c, k, out_hw, w, window.stride, window.dilation, x.dtype.itemsize)
+    if plan:
+        return _direct(x, w, bias, y, window.stride, window.padding, window.dilation, False, plan)
     # w's rows hold C*R*S elements: four along a row are one aligned vector when 4 divides it
     vector_loads = int((c * r * s) % 4 == 0)
     kernel, tile_rows = _tiled("conv2d_forward", k, x)
@@ -190,7 +291,7 @@ def conv2d_forward(x, w, b, window: Window):
         (
             x,
             w,
-            None if b is None else contiguous(b),
+            bias,
             y,
             *_shape(x.shape, w.shape, window, out_hw),
             int(b is not None),
@@ -208,9 +309,18 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     dx = None
     if need_dx:
         dx = empty(x, x.shape, x.dtype)
+        plan = None
+        if not tile and window.stride == (1, 1):
+            k = w.shape[0]
+            plan = _direct_plan(k, c, (height, width), w, (1, 1), window.dilation, x.dtype.itemsize)
         if tile:
             transposed_padding = (2 - window.padding[0], 2 - window.padding[1])
             _winograd(dy, w, None, dx, transposed_padding, True, tile)
+        elif plan:
+            r, s = w.shape[2:]
+            (ph, pw), (dh, dw) = window.padding, window.dilation
+            transposed_padding = ((r - 1) * dh - ph, (s - 1) * dw - pw)
+            _direct(dy, w, None, dx, (1, 1), transposed_padding, window.dilation, True, plan)
         else:
             kernel, tile_rows = _tiled("conv2d_backward_data", c, x)
             launch(

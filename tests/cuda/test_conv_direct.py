@@ -1,0 +1,173 @@
+"""cuda/conv2d_direct.cu (GPUCNN_CONV_ALGORITHM=direct): forward and, at stride 1,
+backward-data, against the NumPy path in float64, on the emulator (and on a GPU)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gpucnn import ops
+from gpucnn._shapes import conv_window
+from gpucnn.cuda import conv as cuda_conv
+from tests.helpers import draw_conv_case, record_launches, rel_error
+
+# (N, C, H, W, K, R, S, stride, padding, dilation), with the plan each gets (groups of 8
+# output channels, warps of pixels, bands of output rows, input channels staged at a time):
+# K under one group and K = 70 past a block's 64 channels (a second, mostly empty, column of
+# blocks); C past the 8 staged at a time; one to four warps of pixels a group; outputs of
+# several bands, the last one short; 5x5 and 1x1 kernels and an asymmetric one; stride 2
+# (backward-data keeps the GEMM); dilation; padding past the kernel's reach, so
+# backward-data's transposed padding is negative; a single image.
+CASES = [
+    (2, 3, 7, 9, 5, 3, 3, 1, 1, 1),
+    (2, 6, 14, 14, 16, 5, 5, 1, 0, 1),  # LeNet's conv2
+    (1, 10, 6, 5, 70, 3, 3, 1, 1, 1),
+    (1, 3, 17, 16, 64, 3, 3, 1, 1, 1),  # 128 pixels a block: bands of 8, 8 and 1 rows
+    (2, 3, 9, 8, 4, 3, 3, 2, 1, 1),
+    (2, 2, 9, 9, 3, 3, 3, 1, 2, 2),
+    (1, 2, 5, 5, 3, 1, 1, 1, 1, 1),
+    (2, 3, 8, 7, 9, 3, 2, (1, 2), (1, 0), (1, 2)),
+    (1, 2, 20, 20, 8, 3, 3, 1, 1, 1),  # four warps of pixels, one band
+    (1, 2, 40, 30, 12, 3, 3, 1, 1, 1),  # four warps a group, bands of 17, 17 and 6 rows
+]
+TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
+
+
+@pytest.fixture
+def direct(monkeypatch):
+    """The direct kernel on, and the names of the kernels launched, in order."""
+    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, "direct")
+    return record_launches(monkeypatch, cuda_conv)
+
+
+def _inputs(case, seed=0):
+    n, c, h, w, k, r, s, *_ = case
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((n, c, h, w)),
+        rng.standard_normal((k, c, r, s)),
+        rng.standard_normal(k),
+    )
+
+
+def _geometry(case):
+    return dict(stride=case[7], padding=case[8], dilation=case[9])
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_and_backward_data_match_numpy(backend, direct, case, dtype):
+    x, w, b = _inputs(case)
+    geometry = _geometry(case)
+    y = ops.conv2d_forward(x, w, b, **geometry)  # float64 NumPy reference
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    expected = ops.conv2d_backward(dy, x, w, **geometry)
+    x, w, b, dy = (a.astype(dtype) for a in (x, w, b, dy))
+    got_y = backend.run(ops.conv2d_forward, x, w, b, **geometry)
+    assert got_y.dtype == dtype and rel_error(got_y, y) < TOLERANCE[dtype]
+    assert direct == ["conv2d_direct"]
+    got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
+    for name, value, reference in zip(("dx", "dw", "db"), got, expected, strict=True):
+        assert value.dtype == dtype and rel_error(value, reference) < TOLERANCE[dtype], name
+    strided = geometry["stride"] != 1
+    assert direct.count("conv2d_direct") == 1 + (not strided)
+    assert any(name.startswith("conv2d_backward_data") for name in direct) == strided
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_any_geometry_matches_numpy(backend, direct, data):
+    x_shape, w_shape, geometry = draw_conv_case(data.draw, 10, 3, 2)
+    rng = np.random.default_rng(data.draw(st.integers(0, 100)))
+    # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
+    x, w, b = (rng.random(shape) + 0.1 for shape in (x_shape, w_shape, w_shape[:1]))
+    y = ops.conv2d_forward(x, w, b, **geometry)
+    dy = np.random.default_rng(3).random(y.shape) + 0.1
+    assert rel_error(backend.run(ops.conv2d_forward, x, w, b, **geometry), y) < 1e-13
+    got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
+    for value, reference in zip(got, ops.conv2d_backward(dy, x, w, **geometry), strict=True):
+        assert rel_error(value, reference) < 1e-13
+
+
+def _plan(case, itemsize=4):
+    _, c, h, w, k, r, s, stride, padding, dilation = case
+    window = conv_window((r, s), stride, padding, dilation)
+    out_hw = window.output_shape(h, w)
+    return cuda_conv.direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, itemsize)
+
+
+def test_the_plans_cover_the_cases_as_described():
+    plans = [_plan(case) for case in CASES]
+    assert [plan.groups for plan in plans[:4]] == [1, 2, 8, 8]
+    # as many warps of pixels as the image fills: 63 pixels one, LeNet's 100 one
+    assert [plan.pixel_threads for plan in plans[:2]] == [32, 32]
+    assert plans[3].pixel_threads == 32 and plans[3].band_rows == 8  # 17 rows: 3 bands
+    assert plans[2].chunk == 8  # C = 10: two stages
+    assert [(plan.pixel_threads, plan.band_rows) for plan in plans[-2:]] == [(128, 20), (128, 17)]
+    assert all(plan.shared_bytes <= cuda_conv.DIRECT_SHARED_BYTES for plan in plans)
+
+
+def test_layers_the_kernel_cannot_cover_keep_the_implicit_gemm(backend, direct, monkeypatch):
+    # Rows wider than a block's pixels (64 channels: 32 threads of 4 pixels), and staging
+    # that does not fit in shared memory.
+    x, w = np.random.default_rng(0).standard_normal((1, 2, 1, 130)), np.ones((64, 2, 1, 1))
+    assert cuda_conv.direct_plan(2, 64, (1, 130), (1, 1), (1, 1), (1, 1), 8) is None
+    assert rel_error(backend.run(ops.conv2d_forward, x, w), ops.conv2d_forward(x, w)) < 1e-13
+    assert direct == ["conv2d_forward_narrow"]
+    monkeypatch.setattr(cuda_conv, "DIRECT_SHARED_BYTES", 64)
+    assert cuda_conv.direct_plan(2, 4, (3, 3), (3, 3), (1, 1), (1, 1), 4) is None
+    x, w = x[..., :5], np.ones((4, 2, 3, 3))
+    got = backend.run(ops.conv2d_forward, x, w, padding=1)
+    assert rel_error(got, ops.conv2d_forward(x, w, padding=1)) < 1e-13
+    assert direct[-1] == "conv2d_forward_narrow"
+
+
+def test_the_default_does_not_take_the_direct_kernel(backend, monkeypatch):
+    monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE, raising=False)
+    launched = record_launches(monkeypatch, cuda_conv)
+    x, w, b = _inputs(CASES[1])
+    backend.run(ops.conv2d_forward, x, w, b)
+    assert launched == ["conv2d_forward_narrow"]
+
+
+def test_same_bits_on_every_run(backend, direct):
+    x, w, b = (a.astype(np.float32) for a in _inputs(CASES[3]))
+    first = backend.run(ops.conv2d_forward, x, w, b, padding=1)
+    assert np.array_equal(first, backend.run(ops.conv2d_forward, x, w, b, padding=1))
+
+
+def test_an_empty_batch_launches_nothing(backend, direct):
+    x, w = np.zeros((0, 2, 5, 5)), np.ones((3, 2, 3, 3))
+    assert backend.run(ops.conv2d_forward, x, w, padding=1).shape == (0, 3, 5, 5)
+    dx, dw, db = backend.run(ops.conv2d_backward, np.zeros((0, 3, 5, 5)), x, w, padding=1)
+    assert dx.shape == (0, 2, 5, 5) and np.array_equal(dw, np.zeros_like(w))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(
+    "case",
+    [
+        (256, 1, 28, 28, 6, 5, 5, 1, 2, 1),  # LeNet-5
+        (256, 6, 14, 14, 16, 5, 5, 1, 0, 1),
+        (128, 16, 32, 32, 16, 3, 3, 1, 1, 1),  # ResNet-20
+        (128, 16, 32, 32, 32, 3, 3, 2, 1, 1),
+        (128, 64, 8, 8, 64, 3, 3, 1, 1, 1),
+        (128, 32, 32, 32, 32, 3, 3, 1, 1, 1),  # the training-step benchmark's CIFAR CNN
+    ],
+)
+def test_realistic_sizes_on_the_gpu(gpu_backend, direct, case):
+    x, w, _ = (a.astype(np.float32).astype(np.float64) for a in _inputs(case))
+    y = ops.conv2d_forward(x, w, **_geometry(case))
+    dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    dx = ops.conv2d_backward(dy.astype(np.float64), x, w, **_geometry(case))[0]
+    f32 = [a.astype(np.float32) for a in (x, w)]
+    got_y = gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(case))
+    got_dx = gpu_backend.run(ops.conv2d_backward, dy, *f32, **_geometry(case))[0]
+    assert rel_error(got_y, y) < 1e-5 and rel_error(got_dx, dx) < 1e-5
+    assert "conv2d_direct" in direct
+    again = gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(case))
+    assert np.array_equal(got_y, again)
