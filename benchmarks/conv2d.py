@@ -8,8 +8,7 @@ the float32 matrix-product rate measured in the same run, and against cuDNN thro
 ResNet-50/VGG layers, at least 1.0x on LeNet and CIFAR. The plain rows are what a user gets
 (GPUCNN_CONV_ALGORITHM, "auto" by default); on 3x3 stride-1 layers a "(gemm)" or
 "(winograd)" row times the algorithm that was not picked, and "(winograd4)" F(4x4, 3x3);
-"(direct)" rows time the direct kernel (forward, and backward-data at stride 1) wherever
-it applies.
+"(direct)" rows time the direct kernels in each direction where they apply.
 """
 
 from __future__ import annotations
@@ -19,7 +18,13 @@ import os
 
 from gpucnn import ops
 from gpucnn._shapes import conv_window
-from gpucnn.cuda.conv import ALGORITHM_VARIABLE, direct_plan, winograd_tile
+from gpucnn.cuda.conv import (
+    ALGORITHM_VARIABLE,
+    DIRECT_FILTER_TAPS,
+    direct_filter_plan,
+    direct_plan,
+    winograd_tile,
+)
 
 from .harness import Target, record
 
@@ -126,7 +131,7 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
     """(algorithm, directions) timed beside what "auto" picked, on a GPU: on 3x3 stride-1
     layers the one of gemm / winograd it did not pick and F(4x4, 3x3) (same flop count for
     the fraction of peak: the rate of useful work), so each run shows whether the rule
-    holds; wherever the direct kernel applies, its forward and (stride 1) backward-data."""
+    holds; the direct kernel in each direction where it applies."""
     if target.name != "gpu":
         return []
     k, c, r, s = w_shape
@@ -137,8 +142,17 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
         chosen = winograd_tile(x_shape, w_shape, window, out_hw)
         every = ("forward", "backward-data", "backward-filter")
         found += [("gemm" if chosen else "winograd", every), ("winograd4", every)]
-    if direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, 4):
-        found.append(("direct", ("forward", "backward-data") if stride == 1 else ("forward",)))
+    applies = {
+        "forward": direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, 4),
+        "backward-data": stride == 1
+        and direct_plan(k, c, x_shape[2:], (r, s), (1, 1), window.dilation, 4),
+        # (filters of few taps keep their own reduction under every algorithm)
+        "backward-filter": k * c * r * s > DIRECT_FILTER_TAPS
+        and direct_filter_plan(x_shape[0], c, k, out_hw, (r, s), window.stride, window.dilation, 4),
+    }
+    directions = tuple(direction for direction, plan in applies.items() if plan)
+    if directions:
+        found.append(("direct", directions))
     return found
 
 

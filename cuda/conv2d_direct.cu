@@ -1,5 +1,6 @@
-// Direct convolution for layers with few channels and small images (LeNet, CIFAR), forward
-// and, at stride 1, backward-data (GPUCNN_CONV_ALGORITHM=direct; gpucnn/cuda/conv.py).
+// Direct convolution for layers with few channels and small images (LeNet, CIFAR): forward,
+// backward-filter and, at stride 1, backward-data (GPUCNN_CONV_ALGORITHM=direct;
+// gpucnn/cuda/conv.py).
 //
 // Why: the implicit GEMM (conv2d.cu) gathers each im2col element with a division and four
 // bounds checks and then uses it for one tile of 32 or 128 output channels. With 6-16 output
@@ -13,13 +14,13 @@
 // flip = 1 a layer's (C, K, R, S) weights read flipped and transposed, w[c, k, R-1-r, S-1-s]:
 // backward-data at stride 1 is this convolution of dy with them (padding (R-1)*dh - ph).
 //
-// Launch: grid (N * bands, ceil(K / (8 * groups))) where bands = ceil(P / band_rows);
-// blockDim.x = pixel_threads * groups, pixel_threads a multiple of 32 (a warp shares its
-// output channels, so its weight reads are broadcasts); band_rows * Q <= 4 * pixel_threads.
-// Thread t owns output channels k0 + 8 * (t / pixel_threads) + i (i < 8) of band pixels
-// t % pixel_threads + j * pixel_threads (j < 4, pixel e = row * Q + q). Dynamic shared memory:
-// chunk * (R*S * 8 * groups + in_rows * span) elements, the weights and input rows of `chunk`
-// input channels at a time. Each output sums its (c, r, s) products in that order: the same
+// conv2d_direct (forward, backward-data) launch: grid (N * bands, ceil(K / (8 * groups))) where
+// bands = ceil(P / band_rows); blockDim.x = pixel_threads * groups, pixel_threads a multiple of 32
+// (a warp shares its output channels, so its weight reads are broadcasts); band_rows * Q <= 4 *
+// pixel_threads. Thread t owns output channels k0 + 8 * (t / pixel_threads) + i (i < 8) of band
+// pixels t % pixel_threads + j * pixel_threads (j < 4, pixel e = row * Q + q). Dynamic shared
+// memory: chunk * (R*S * 8 * groups + in_rows * span) elements, the weights and input rows of
+// `chunk` input channels at a time. Each output sums its (c, r, s) products in that order: the same
 // bits on every run.
 #include "common.cuh"
 #include "gemm_tile.cuh"
@@ -28,10 +29,35 @@ namespace direct {
 constexpr int kPixels = 4;    // output pixels per thread
 constexpr int kChannels = 8;  // output channels per thread
 constexpr int kMaxThreads = 256;
+constexpr int kColumns = 4;  // backward-filter: filter taps (c, r, s) per thread
+
+// Blocks per SM the register budget is set for: two in float (at most 128 registers a
+// thread; ptxas left alone picked 64 and spilled); one in double, whose 32 accumulators
+// take 64 registers by themselves.
+template <typename T>
+constexpr int kMinBlocks = sizeof(T) == 4 ? 2 : 1;
+
+// Stages `count` channels of an image, each `in_rows` rows from input row h0 by `span`
+// columns from column -pw, into staged[channel][row][column]: zeros outside the image, so
+// that the loops reading them need no bounds checks. A warp per row: plain copies.
+template <typename T>
+__device__ void stage_rows(const T* __restrict__ channels, T* __restrict__ staged, int count, int H,
+                           int W, int h0, int pw, int in_rows, int span) {
+    const int lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    for (int row = threadIdx.x / 32; row < count * in_rows; row += warps) {
+        const int h = h0 + row % in_rows;
+        const bool inside = h >= 0 && h < H;
+        const T* source = channels + ((long long)(row / in_rows) * H + (inside ? h : 0)) * W;
+        for (int col = lane; col < span; col += 32) {
+            const int wi = col - pw;
+            staged[row * span + col] = inside && wi >= 0 && wi < W ? source[wi] : T(0);
+        }
+    }
+}
 }  // namespace direct
 
 template <typename T>
-__global__ void __launch_bounds__(direct::kMaxThreads, 2)
+__global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
     conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                   T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
                   int sh, int sw, int ph, int pw, int dh, int dw, int flip, int has_bias,
@@ -52,7 +78,6 @@ __global__ void __launch_bounds__(direct::kMaxThreads, 2)
     const int pixels = min(band_rows, P - p0) * Q;  // in this band
     const int k0 = blockIdx.y * block_channels;
     const int t = threadIdx.x, group = t / pixel_threads, pixel0 = t % pixel_threads;
-    const int warp = t / 32, lane = t % 32, warps = blockDim.x / 32;
 
     // Where pixel j's first tap sits in one channel's staged rows.
     int offset[kPixels];
@@ -81,16 +106,8 @@ __global__ void __launch_bounds__(direct::kMaxThreads, 2)
                              : w[((long long)k * C + c) * taps + tap];
             weights[e] = value;
         }
-        // A warp per staged row: plain copies, zeros outside the image.
-        for (int row = warp; row < count * in_rows; row += warps) {
-            const int c = c0 + row / in_rows, h = h0 + row % in_rows;
-            const bool inside = h >= 0 && h < H;
-            const T* source = x + ((n * C + c) * H + (inside ? h : 0)) * (long long)W;
-            for (int col = lane; col < span; col += 32) {
-                const int wi = col - pw;
-                inputs[row * span + col] = inside && wi >= 0 && wi < W ? source[wi] : T(0);
-            }
-        }
+        direct::stage_rows(x + (n * C + c0) * H * (long long)W, inputs, count, H, W, h0, pw,
+                           in_rows, span);
         __syncthreads();
         for (int ci = 0; ci < count; ++ci) {
             const T* in = inputs + ci * in_rows * span;
@@ -128,6 +145,108 @@ __global__ void __launch_bounds__(direct::kMaxThreads, 2)
             if (k < K)
                 y[((n * K + k) * P + p) * (long long)Q + q] =
                     has_bias ? acc[j][i] + b[k] : acc[j][i];
+        }
+    }
+}
+
+// dw, or with gridDim.x > 1 split x's slice of `out`, summed by conv2d_sum_splits_by_warp:
+// dw[k, c, r, s] = sum over n, p, q of dy[n, k, p, q] x[n, c, p*sh - ph + r*dh, q*sw - pw +
+// s*dw]. Block (split, k block, c block) reduces over the units (n, band of band_rows output
+// rows) [split * units, (split + 1) * units) in order; per unit it stages the band's dy, as
+// [pixel][k] so that a thread's 8 channels are two 16-byte broadcasts, and its input rows
+// as the forward does. Thread t owns output channels k0 + 8 * (t / column_threads) + i
+// (i < 8) of filter taps ct + j * column_threads (j < 4, ct = t % column_threads) among the
+// block's `chunk` channels' (c, r, s); per output pixel it reads 8 dy and 4 x values for 32
+// multiply-adds, in (n, p, q) order: the same bits on every run. Launch: grid (splits,
+// ceil(K / (8 * groups)), ceil(C / chunk)), blockDim.x >= groups * column_threads; dynamic
+// shared memory (band_rows * Q * 8 * groups + chunk * in_rows * span) elements.
+template <typename T>
+__global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
+    conv2d_direct_backward_filter(const T* __restrict__ dy, const T* __restrict__ x,
+                                  T* __restrict__ out, int N, int C, int H, int W, int K, int R,
+                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh,
+                                  int dw, int band_rows, int groups, int column_threads, int chunk,
+                                  int units) {
+    using direct::kChannels;
+    using direct::kColumns;
+    extern __shared__ __align__(16) unsigned char dynamic[];
+    const int taps = R * S;
+    const int block_channels = groups * kChannels;
+    const int in_rows = (band_rows - 1) * sh + (R - 1) * dh + 1;
+    const int span = (Q - 1) * sw + (S - 1) * dw + 1;
+    T* gradients = reinterpret_cast<T*>(dynamic);            // [band pixel][block_channels]
+    T* inputs = gradients + band_rows * Q * block_channels;  // [chunk][in_rows][span]
+
+    const int k0 = blockIdx.y * block_channels, c0 = blockIdx.z * chunk;
+    const int count = min(chunk, C - c0);  // channels of this block
+    const int t = threadIdx.x, group = t / column_threads, column0 = t % column_threads;
+    const bool active = group < groups;  // (threads past groups * column_threads only stage)
+    // Where column j's tap sits in the staged rows, relative to an output pixel's first tap.
+    int offset[kColumns];
+#pragma unroll
+    for (int j = 0; j < kColumns; ++j) {
+        const int column = column0 + j * column_threads;  // c_local * taps + r * S + s
+        const int tap = column % taps;
+        offset[j] = column < count * taps
+                        ? column / taps * in_rows * span + tap / S * dh * span + tap % S * dw
+                        : 0;
+    }
+    T acc[kColumns][kChannels];
+#pragma unroll
+    for (int j = 0; j < kColumns; ++j)
+#pragma unroll
+        for (int i = 0; i < kChannels; ++i)
+            acc[j][i] = T(0);
+
+    const int bands = (P + band_rows - 1) / band_rows;
+    const long long first = (long long)blockIdx.x * units;
+    const long long last = min(first + units, (long long)N * bands);
+    for (long long unit = first; unit < last; ++unit) {
+        const long long n = unit / bands;
+        const int p0 = (int)(unit % bands) * band_rows, rows = min(band_rows, P - p0);
+        __syncthreads();  // every thread is done with the previous unit
+        // dy (n, k0 .., p0 .., :) as [pixel][channel]: consecutive threads, consecutive
+        // channels (each channel's band is one run of rows * Q values in dy)
+        for (int e = t; e < rows * Q * block_channels; e += blockDim.x) {
+            const int kc = e % block_channels, k = k0 + kc;
+            gradients[e] =
+                k < K ? dy[((n * K + k) * P + p0) * (long long)Q + e / block_channels] : T(0);
+        }
+        direct::stage_rows(x + (n * C + c0) * H * (long long)W, inputs, count, H, W, p0 * sh - ph,
+                           pw, in_rows, span);
+        __syncthreads();
+        if (!active) continue;
+        const T* pixel_gradients = gradients + group * kChannels;
+        for (int row = 0; row < rows; ++row) {
+            for (int q = 0; q < Q; ++q) {
+                const int pixel = row * Q + q, first_tap = row * sh * span + q * sw;
+                T low[4], high[4];  // channels i and 4 + i
+                gemm::load4(pixel_gradients + pixel * block_channels, low);
+                gemm::load4(pixel_gradients + pixel * block_channels + 4, high);
+                T xv[kColumns];
+#pragma unroll
+                for (int j = 0; j < kColumns; ++j)
+                    xv[j] = inputs[first_tap + offset[j]];
+#pragma unroll
+                for (int j = 0; j < kColumns; ++j)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) {
+                        acc[j][i] = fma(xv[j], low[i], acc[j][i]);
+                        acc[j][4 + i] = fma(xv[j], high[i], acc[j][4 + i]);
+                    }
+            }
+        }
+    }
+    if (!active) return;
+    T* slice = out + (long long)blockIdx.x * K * C * taps;
+#pragma unroll
+    for (int j = 0; j < kColumns; ++j) {
+        const int column = column0 + j * column_threads;
+        if (column >= count * taps) continue;
+#pragma unroll
+        for (int i = 0; i < kChannels; ++i) {
+            const int k = k0 + group * kChannels + i;
+            if (k < K) slice[((long long)k * C + c0) * taps + column] = acc[j][i];
         }
     }
 }

@@ -87,14 +87,15 @@ def test_a_run_of_some_families_is_named_after_them(tmp_path):
 @pytest.mark.parametrize(
     ("layer", "expected"),
     [
-        ("lenet5 conv2", ["direct forward backward-data"]),
-        ("resnet20 32@16 s2", ["direct forward"]),  # strided: backward-data keeps the GEMM
+        ("lenet5 conv1", ["direct forward backward-data"]),  # 150 taps: their own dw
+        ("lenet5 conv2", ["direct forward backward-data backward-filter"]),
+        ("resnet20 32@16 s2", ["direct forward backward-filter"]),  # strided: dx by GEMM
         (
             "resnet20 16@32",
             [
                 "winograd forward backward-data backward-filter",
                 "winograd4 forward backward-data backward-filter",
-                "direct forward backward-data",
+                "direct forward backward-data backward-filter",
             ],
         ),
         (

@@ -47,13 +47,15 @@ AUTO_WINOGRAD_MIN_FLOPS = 2e9  # of the direct convolution, 2 N K C R S P Q
 # values per m x m tile and channel each) stay under this many bytes; at least one image.
 WINOGRAD_WORKSPACE_BYTES = 256 << 20
 
-# Direct convolution (cuda/conv2d_direct.cu), forward and, at stride 1, backward-data, for
-# layers with few channels and small images, where the implicit GEMM's tiles mostly multiply
-# zeros: GPUCNN_CONV_ALGORITHM=direct. Not yet timed on a GPU, so "auto" does not take it
-# (benchmarks/conv2d.py's "(direct)" rows decide). A layer whose output rows are wider than
-# a block's pixels, or whose staged input does not fit in shared memory, keeps the GEMM.
+# Direct convolution (cuda/conv2d_direct.cu), forward, backward-filter and, at stride 1,
+# backward-data, for layers with few channels and small images, where the implicit GEMM's
+# tiles mostly multiply zeros: GPUCNN_CONV_ALGORITHM=direct. Not yet timed on a GPU, so
+# "auto" does not take it (benchmarks/conv2d.py's "(direct)" rows decide). A layer whose
+# output rows are wider than a block's pixels, whose filter has more taps than a block's
+# threads cover, or whose staged input does not fit in shared memory, keeps the GEMM.
 DIRECT_SOURCE = "conv2d_direct.cu"
 DIRECT_PIXELS, DIRECT_CHANNELS = 4, 8  # per thread: direct::kPixels, direct::kChannels
+DIRECT_COLUMNS = 4  # filter taps per thread in backward-filter: direct::kColumns
 DIRECT_MAX_GROUPS = 8  # groups of DIRECT_CHANNELS output channels a block: 64 in 256 threads
 DIRECT_MAX_CHUNK = 8  # input channels staged in shared memory at a time
 DIRECT_SHARED_BYTES = 48 << 10  # the most a launch may ask for without opting in
@@ -97,6 +99,58 @@ def direct_plan(
     if chunk < 1:
         return None
     return DirectPlan(groups, pixel_threads, band_rows, chunk, chunk * per_channel)
+
+
+@dataclass(frozen=True)
+class DirectFilterPlan:
+    """How ``conv2d_direct_backward_filter`` covers a layer: blocks of ``groups`` of
+    DIRECT_CHANNELS output channels by ``chunk`` input channels, ``column_threads`` threads a
+    group (DIRECT_COLUMNS filter taps each), ``threads`` in all; each block reduces over
+    ``units`` (image, band of ``band_rows`` output rows) units, one of ``splits`` splits of
+    the batch, staging them in ``shared_bytes`` of shared memory."""
+
+    groups: int
+    column_threads: int
+    chunk: int
+    band_rows: int
+    units: int
+    splits: int
+    threads: int
+    shared_bytes: int
+
+
+def direct_filter_plan(
+    n: int, in_channels: int, out_channels: int, out_hw, kernel_hw, stride, dilation, itemsize
+) -> DirectFilterPlan | None:
+    """The direct weight-gradient kernel's plan, or None where it does not apply (a filter
+    with more taps than a block's threads cover, staging past DIRECT_SHARED_BYTES, no work)."""
+    (p, q), (r, s) = out_hw, kernel_hw
+    if min(n, in_channels, out_channels, p, q) < 1:
+        return None
+    taps = r * s
+    groups = min(-(-out_channels // DIRECT_CHANNELS), DIRECT_MAX_GROUPS)
+    # input channels a block: as many as its threads cover, the layer's split evenly
+    most = max(1, THREADS // groups * DIRECT_COLUMNS // taps)
+    chunk = -(-in_channels // -(-in_channels // most))
+    column_threads = -(-chunk * taps // DIRECT_COLUMNS)
+    if groups * column_threads > THREADS:
+        return None
+    # the most output rows a band may have for its dy and input rows to fit in shared memory
+    block_channels = groups * DIRECT_CHANNELS
+    span = (q - 1) * stride[1] + (s - 1) * dilation[1] + 1
+    room = DIRECT_SHARED_BYTES // itemsize - chunk * ((r - 1) * dilation[0] + 1) * span
+    band_rows = min(p, room // (q * block_channels + chunk * stride[0] * span))
+    if band_rows < 1:
+        return None
+    in_rows = (band_rows - 1) * stride[0] + (r - 1) * dilation[0] + 1
+    shared = (band_rows * q * block_channels + chunk * in_rows * span) * itemsize
+    blocks = -(-out_channels // block_channels) * -(-in_channels // chunk)
+    total_units = n * -(-p // band_rows)
+    units = -(-total_units // max(1, min(total_units, -(-TARGET_BLOCKS // blocks))))
+    threads = -(-groups * column_threads // 32) * 32
+    return DirectFilterPlan(
+        groups, column_threads, chunk, band_rows, units, -(-total_units // units), threads, shared
+    )
 
 
 def _direct_plan(in_channels, out_channels, out_hw, w, stride, dilation, itemsize):
@@ -357,7 +411,8 @@ def backward_bias(dy):
 def _backward_filter(dy, x, w, shape):
     """dw through the split-K implicit GEMM: the reduction over N*P*Q is split only as far as
     the tiles alone cannot fill the GPU, and the splits are summed in a fixed order. Filters
-    of at most DIRECT_FILTER_TAPS taps take a direct reduction instead."""
+    of at most DIRECT_FILTER_TAPS taps take a direct reduction instead, and with
+    GPUCNN_CONV_ALGORITHM=direct others take the direct kernel where it applies."""
     n, c = x.shape[:2]
     k, _, r, s = w.shape
     dw = empty(x, w.shape, x.dtype)
@@ -365,6 +420,11 @@ def _backward_filter(dy, x, w, shape):
     reduction, taps = n * plane, c * r * s
     if k * taps <= DIRECT_FILTER_TAPS:
         return _backward_filter_direct(dy, x, dw, shape)
+    if conv_algorithm() == "direct":
+        stride, dilation = shape[9:11], shape[13:15]
+        plan = direct_filter_plan(n, c, k, dy.shape[2:], (r, s), stride, dilation, x.itemsize)
+        if plan:
+            return _direct_backward_filter(dy, x, dw, shape, plan)
     kernel, tile_rows = _tiled("conv2d_backward_filter", k, x, NARROW_UP_TO_FILTER)
     column_tiles, row_tiles, _ = grid(taps, k, tile_rows)
     splits, chunk = split_reduction(reduction, column_tiles * row_tiles)
@@ -387,6 +447,44 @@ def _backward_filter(dy, x, w, shape):
     return dw
 
 
+def _direct_backward_filter(dy, x, dw, shape, plan: DirectFilterPlan):
+    """dw through cuda/conv2d_direct.cu's staged reduction, the batch's splits summed in
+    order (GPUCNN_CONV_ALGORITHM=direct)."""
+    k, c = dw.shape[:2]
+    block_channels = plan.groups * DIRECT_CHANNELS
+    out = dw if plan.splits == 1 else empty(x, (plan.splits, dw.size), x.dtype)
+    launch(
+        get_kernel(DIRECT_SOURCE, "conv2d_direct_backward_filter", x),
+        (plan.splits, -(-k // block_channels), -(-c // plan.chunk)),
+        plan.threads,
+        (
+            dy,
+            x,
+            out,
+            *shape,
+            plan.band_rows,
+            plan.groups,
+            plan.column_threads,
+            plan.chunk,
+            plan.units,
+        ),
+        shared_mem=plan.shared_bytes,
+    )
+    if plan.splits > 1:
+        _sum_splits_by_warp(out, dw, plan.splits)
+    return dw
+
+
+def _sum_splits_by_warp(partial, dw, splits: int):
+    """dw = the sum of partial's ``splits`` slices, in order (a warp per element)."""
+    launch(
+        get_kernel(SOURCE, "conv2d_sum_splits_by_warp", dw),
+        grid_stride_blocks(dw.size * 32, THREADS),
+        THREADS,
+        (partial, dw, splits, dw.size),
+    )
+
+
 def _backward_filter_direct(dy, x, dw, shape):
     """dw of a filter with few taps: one thread per tap, the N*P output rows split over up to
     TARGET_BLOCKS blocks, the splits summed by a warp per tap."""
@@ -402,12 +500,7 @@ def _backward_filter_direct(dy, x, dw, shape):
         (dy, x, out, *shape, rows_per_split),
     )
     if splits > 1:
-        launch(
-            get_kernel(SOURCE, "conv2d_sum_splits_by_warp", x),
-            grid_stride_blocks(dw.size * 32, THREADS),
-            THREADS,
-            (out, dw, splits, dw.size),
-        )
+        _sum_splits_by_warp(out, dw, splits)
     return dw
 
 

@@ -1,5 +1,6 @@
-"""cuda/conv2d_direct.cu (GPUCNN_CONV_ALGORITHM=direct): forward and, at stride 1,
-backward-data, against the NumPy path in float64, on the emulator (and on a GPU)."""
+"""cuda/conv2d_direct.cu (GPUCNN_CONV_ALGORITHM=direct): forward, backward-filter and, at
+stride 1, backward-data, against the NumPy path in float64, on the emulator (and on a
+GPU)."""
 
 from __future__ import annotations
 
@@ -58,7 +59,7 @@ def _geometry(case):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_forward_and_backward_data_match_numpy(backend, direct, case, dtype):
+def test_every_direction_matches_numpy(backend, direct, case, dtype):
     x, w, b = _inputs(case)
     geometry = _geometry(case)
     y = ops.conv2d_forward(x, w, b, **geometry)  # float64 NumPy reference
@@ -74,13 +75,82 @@ def test_forward_and_backward_data_match_numpy(backend, direct, case, dtype):
     strided = geometry["stride"] != 1
     assert direct.count("conv2d_direct") == 1 + (not strided)
     assert any(name.startswith("conv2d_backward_data") for name in direct) == strided
+    # filters of few taps keep their own reduction (conv2d.cu); the others take this one
+    few_taps = w.size <= cuda_conv.DIRECT_FILTER_TAPS
+    assert ("conv2d_backward_filter_direct" in direct) == few_taps
+    assert ("conv2d_direct_backward_filter" in direct) == (not few_taps)
+
+
+# (N, C, H, W, K, stride, shared memory in elements, TARGET_BLOCKS): 3x3 filters, padding
+# 1, outputs of 9 rows. Two groups of channels and threads past them idle (C = 20: 45
+# column threads of 4 taps), one split per image; 64 channels, whose 8 groups cover 14 input
+# channels a block (C = 21: blocks of 11 and 10), their dy filling shared memory at bands of 7
+# rows (then 2), all six units in one split; K = 70: two blocks of output channels, bands of
+# 2 rows (then 1), ten splits; stride 2 with bands of 4, 4 and 1 rows, splits of 3 units.
+FILTER_CASES = [
+    (3, 20, 9, 10, 12, 1, None, None),
+    (3, 21, 9, 10, 64, 1, None, 2),
+    (2, 6, 9, 10, 70, 1, 2300, None),
+    (3, 5, 18, 9, 9, 2, 950, 3),
+]
+
+
+@pytest.mark.parametrize("case", FILTER_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_weight_gradient_reduces_over_blocks_bands_and_splits(
+    backend, direct, monkeypatch, case, dtype
+):
+    n, c, h, w_, k, stride, shared_bytes, target_blocks = case
+    if shared_bytes:
+        monkeypatch.setattr(cuda_conv, "DIRECT_SHARED_BYTES", shared_bytes * dtype().itemsize)
+    if target_blocks:
+        monkeypatch.setattr(cuda_conv, "TARGET_BLOCKS", target_blocks)
+    x, w, _ = _inputs((n, c, h, w_, k, 3, 3))
+    dy = np.random.default_rng(1).standard_normal(
+        ops.conv2d_forward(x, w, stride=stride, padding=1).shape
+    )
+    expected = ops.conv2d_backward(dy, x, w, stride=stride, padding=1)[1]
+    x, w, dy = (a.astype(dtype) for a in (x, w, dy))
+    got = backend.run(ops.conv2d_backward, dy, x, w, stride=stride, padding=1)[1]
+    assert rel_error(got, expected) < TOLERANCE[dtype]
+    again = backend.run(ops.conv2d_backward, dy, x, w, stride=stride, padding=1)[1]
+    assert np.array_equal(got, again)
+    window = conv_window(3, stride, 1, 1)
+    out_hw = window.output_shape(h, w_)
+    plan = cuda_conv.direct_filter_plan(
+        n, c, k, out_hw, (3, 3), window.stride, (1, 1), dtype().itemsize
+    )
+    assert direct.count("conv2d_direct_backward_filter") == 2
+    assert direct.count("conv2d_sum_splits_by_warp") == 2 * (plan.splits > 1)
+
+
+def test_the_filter_plans_cover_the_cases_as_described(monkeypatch):
+    def plan(case):
+        n, c, h, w, k, stride, shared_bytes, target_blocks = case
+        monkeypatch.setattr(
+            cuda_conv, "DIRECT_SHARED_BYTES", 8 * shared_bytes if shared_bytes else 48 << 10
+        )
+        monkeypatch.setattr(cuda_conv, "TARGET_BLOCKS", target_blocks or 528)
+        window = conv_window(3, stride, 1, 1)
+        out_hw = window.output_shape(h, w)
+        return cuda_conv.direct_filter_plan(n, c, k, out_hw, (3, 3), window.stride, (1, 1), 8)
+
+    plans = [plan(case) for case in FILTER_CASES]
+    assert (plans[0].groups, plans[0].column_threads, plans[0].threads) == (2, 45, 96)
+    assert (plans[0].band_rows, plans[0].splits, plans[0].units) == (9, 3, 1)
+    assert (plans[1].groups, plans[1].chunk, plans[1].column_threads) == (8, 11, 25)
+    assert (plans[1].band_rows, plans[1].splits, plans[1].units) == (7, 1, 6)
+    assert (plans[2].band_rows, plans[2].splits, plans[2].units) == (2, 10, 1)
+    assert (plans[3].band_rows, plans[3].splits, plans[3].units) == (4, 3, 3)
 
 
 @settings(
     max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(data=st.data())
-def test_any_geometry_matches_numpy(backend, direct, data):
+def test_any_geometry_matches_numpy(backend, direct, monkeypatch, data):
+    # every filter through the staged weight-gradient kernel, however few its taps
+    monkeypatch.setattr(cuda_conv, "DIRECT_FILTER_TAPS", 0)
     x_shape, w_shape, geometry = draw_conv_case(data.draw, 10, 3, 2)
     rng = np.random.default_rng(data.draw(st.integers(0, 100)))
     # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
@@ -163,11 +233,14 @@ def test_realistic_sizes_on_the_gpu(gpu_backend, direct, case):
     x, w, _ = (a.astype(np.float32).astype(np.float64) for a in _inputs(case))
     y = ops.conv2d_forward(x, w, **_geometry(case))
     dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-    dx = ops.conv2d_backward(dy.astype(np.float64), x, w, **_geometry(case))[0]
+    dx, dw, _ = ops.conv2d_backward(dy.astype(np.float64), x, w, **_geometry(case))
     f32 = [a.astype(np.float32) for a in (x, w)]
     got_y = gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(case))
-    got_dx = gpu_backend.run(ops.conv2d_backward, dy, *f32, **_geometry(case))[0]
-    assert rel_error(got_y, y) < 1e-5 and rel_error(got_dx, dx) < 1e-5
+    got_dx, got_dw, _ = gpu_backend.run(ops.conv2d_backward, dy, *f32, **_geometry(case))
+    for name, value, reference in (("y", got_y, y), ("dx", got_dx, dx), ("dw", got_dw, dw)):
+        assert rel_error(value, reference) < 1e-5, name
     assert "conv2d_direct" in direct
-    again = gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(case))
-    assert np.array_equal(got_y, again)
+    assert ("conv2d_direct_backward_filter" in direct) == (w.size > cuda_conv.DIRECT_FILTER_TAPS)
+    again = gpu_backend.run(ops.conv2d_backward, dy, *f32, **_geometry(case))
+    assert np.array_equal(got_dx, again[0]) and np.array_equal(got_dw, again[1])
+    assert np.array_equal(got_y, gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(case)))
