@@ -13,20 +13,16 @@ ResNet-50/VGG layers, at least 1.0x on LeNet and CIFAR. The plain rows are what 
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 from gpucnn import ops
 from gpucnn._shapes import conv_window
 from gpucnn.cuda.conv import (
-    ALGORITHM_VARIABLE,
     DIRECT_FILTER_TAPS,
     direct_filter_plan,
     direct_plan,
     winograd_tile,
 )
 
-from .harness import Target, record
+from .harness import Target, conv_algorithm, record
 
 # name, batch, (C, H, W), (K, R, S, stride, padding)
 LAYERS = [
@@ -96,7 +92,7 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
     }
     ours = {direction: timer() for direction, timer in timers.items()}
     for other, directions in _alternatives(target, xs[0].shape, weight.shape, stride, padding):
-        with _algorithm(other):
+        with conv_algorithm(other):
             for direction in directions:
                 ours[f"{direction} ({other})"] = timers[direction]()
     theirs = _torch(target, xs, weight, dys, stride, padding)
@@ -190,17 +186,3 @@ def _to_torch(torch, device, arrays):
     if device == "cuda":
         return [torch.as_tensor(a, device=device) for a in arrays]
     return [torch.from_numpy(a) for a in arrays]
-
-
-@contextlib.contextmanager
-def _algorithm(name: str):
-    """GPUCNN_CONV_ALGORITHM set to ``name`` for the duration."""
-    saved = os.environ.get(ALGORITHM_VARIABLE)
-    os.environ[ALGORITHM_VARIABLE] = name
-    try:
-        yield
-    finally:
-        if saved is None:
-            del os.environ[ALGORITHM_VARIABLE]
-        else:
-            os.environ[ALGORITHM_VARIABLE] = saved

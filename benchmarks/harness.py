@@ -13,6 +13,7 @@ the ceiling that bounds it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import json
 import os
@@ -99,6 +100,23 @@ def time_cpu_alternating(
             if alternating:
                 time.sleep(pause_s)
     return {name: _summarise(samples[name], first[name]) for name in fns}
+
+
+@contextlib.contextmanager
+def conv_algorithm(name: str | None):
+    """GPUCNN_CONV_ALGORITHM set to ``name`` for the duration (None: left as it is)."""
+    from gpucnn.cuda.conv import ALGORITHM_VARIABLE
+
+    saved = os.environ.get(ALGORITHM_VARIABLE)
+    if name is not None:
+        os.environ[ALGORITHM_VARIABLE] = name
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(ALGORITHM_VARIABLE, None)
+        else:
+            os.environ[ALGORITHM_VARIABLE] = saved
 
 
 def time_gpu(fn, inputs=None, warmup: int = 3, repeat: int = 30) -> Timing:

@@ -7,7 +7,8 @@ loss, and the SGD update (one more backward is the rest). At these sizes a step 
 launches, so the parts show where host time goes, e.g. whether a fused optimizer would pay.
 On a GPU, "step (CUDA graph)" is fit's step (the running loss and accuracy included, one
 launch more than "step") recorded once as a CUDA graph and replayed
-(``fit(cuda_graph=True)``), against PyTorch's eager step.
+(``fit(cuda_graph=True)``), and "(direct conv)" rows the steps with the direct convolution
+kernels (GPUCNN_CONV_ALGORITHM=direct), each against PyTorch's eager step.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from gpucnn.models import cifar_cnn, lenet5
 from gpucnn.optim import SGD
 from gpucnn.train import TrainStep
 
-from .harness import Target, record
+from .harness import Target, conv_algorithm, record
 
 CASES = [("lenet5", 256, (1, 28, 28)), ("cifar-cnn", 128, (3, 32, 32))]
 
@@ -57,22 +58,37 @@ def _case(target: Target, name: str, batch: int, shape) -> dict:
         "SGD update": target.time(optimizer.step),
     }
     if target.name == "gpu":
-        # The same step recorded as a CUDA graph (gpucnn.train.TrainStep), each call copying
-        # its batch in and replaying; set beside PyTorch's eager step. Timed on the graph's
-        # stream, which the CUDA events then bracket.
-        # (Not yet run on a GPU when written: a failure is reported and the other rows kept.)
-        try:
-            graphed = TrainStep(model, loss, optimizer, cuda_graph=True, check_targets=False)
-            with graphed.ordered():
-                ours["step (CUDA graph)"] = target.time(graphed, inputs)
-        except Exception as exc:  # noqa: BLE001 - reported, not hidden
-            print(f"train_step {name}: the CUDA graph step failed: {exc!r}", file=sys.stderr)
+        ours.update(_gpu_variants(target, name, model, loss, optimizer, step, inputs))
     theirs = _torch(target, name, batch, shape) or {}
-    theirs["step (CUDA graph)"] = theirs.get("step")
+    for part in ours:  # each variant of the step against PyTorch's one eager step
+        theirs.setdefault(part, theirs.get("step"))
     return [
         record("train_step", f"{name} batch={batch}", part, timing, torch_timing=theirs.get(part))
         for part, timing in ours.items()
     ]
+
+
+def _gpu_variants(target: Target, name: str, model, loss, optimizer, step, inputs) -> dict:
+    """The step recorded as a CUDA graph (gpucnn.train.TrainStep: each call copies its batch
+    in and replays), and both steps with the direct convolution kernels
+    (GPUCNN_CONV_ALGORITHM=direct). Graphs are timed on their stream, which the CUDA events
+    then bracket. (Not yet run on a GPU when written: a failure is reported, the other rows
+    kept.)"""
+    rows = {}
+    for algorithm, suffix in ((None, ""), ("direct", ", direct conv")):
+        with conv_algorithm(algorithm):
+            if algorithm is not None:
+                rows[f"step ({algorithm} conv)"] = target.time(step, inputs)
+            try:
+                graphed = TrainStep(model, loss, optimizer, cuda_graph=True, check_targets=False)
+                with graphed.ordered():
+                    rows[f"step (CUDA graph{suffix})"] = target.time(graphed, inputs)
+            except Exception as exc:  # noqa: BLE001 - reported, not hidden
+                print(
+                    f"train_step {name}: the CUDA graph step{suffix} failed: {exc!r}",
+                    file=sys.stderr,
+                )
+    return rows
 
 
 def _torch(target: Target, name: str, batch: int, shape):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks.harness import Timing, record, table_rows, time_cpu, time_cpu_alternating
@@ -284,3 +285,47 @@ def test_host_profile_reports_step_time_and_the_profile(capsys, graph):
     for model in ("lenet5 batch=4", "cifar-cnn batch=2"):
         assert f"== {model} on emulator{' (CUDA graph)' * graph}:" in report
     assert report.count("ms per step, issued in") == 2 and report.count("ncalls") == 2
+
+
+def test_the_step_runner_times_each_gpu_variant_on_the_emulator(capsys, monkeypatch):
+    # _gpu_variants is only reached on a GPU: here it runs on the emulator with a timer that
+    # calls each step once, so a variant that raises is seen (it would be printed and its
+    # row dropped) and the conv algorithm is checked inside each and restored after.
+    from types import SimpleNamespace
+
+    import gpucnn
+    from benchmarks import train_step
+    from benchmarks.harness import Timing
+    from gpucnn.cuda.conv import ALGORITHM_VARIABLE, conv_algorithm
+    from gpucnn.losses import SoftmaxCrossEntropyLoss
+    from gpucnn.models import lenet5
+    from gpucnn.optim import SGD
+
+    monkeypatch.delenv(ALGORITHM_VARIABLE, raising=False)
+    seen = []
+
+    def time(fn, inputs):
+        seen.append(conv_algorithm())
+        fn(*inputs[0])
+        return Timing(1.0, 1.0, 1.0, 1)
+
+    gpucnn.set_device("emulator")
+    model = lenet5(1, 10, 28)
+    optimizer, loss = SGD(model, 0.01, momentum=0.9), SoftmaxCrossEntropyLoss()
+    rng = np.random.default_rng(0)
+    inputs = [(rng.standard_normal((2, 1, 28, 28)).astype(np.float32), np.arange(2))]
+
+    def step(x, y):
+        loss.forward(model.forward(x), y, check_targets=False)
+        model.backward(loss.backward(), need_input_grad=False)
+        optimizer.step()
+
+    target = SimpleNamespace(name="gpu", time=time)
+    rows = train_step._gpu_variants(target, "lenet5", model, loss, optimizer, step, inputs)
+    assert list(rows) == [
+        "step (CUDA graph)",
+        "step (direct conv)",
+        "step (CUDA graph, direct conv)",
+    ]
+    assert seen == ["auto", "direct", "direct"] and ALGORITHM_VARIABLE not in os.environ
+    assert "failed" not in capsys.readouterr().err
