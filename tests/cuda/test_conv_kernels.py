@@ -11,7 +11,7 @@ import gpucnn
 from gpucnn import ops
 from gpucnn.cuda import _gemm as cuda_gemm
 from gpucnn.cuda import conv as cuda_conv
-from tests.helpers import draw_conv_case, misaligned, rel_error
+from tests.helpers import draw_conv_case, misaligned, record_launches, rel_error
 
 # (N, C, H, W, K, R, S, stride, padding, dilation): no dimension a multiple of the tiles (128
 # columns by 128 rows, or 32 rows for the _narrow kernels, chosen up to 64 channels and 32 for
@@ -137,11 +137,17 @@ def test_empty_batch_gives_zero_filter_gradient(backend):
     assert np.array_equal(db, np.zeros(3))
 
 
-def test_layers_train_through_the_cuda_path(backend):
-    """A training step of a small CNN on the CUDA path follows the NumPy path."""
+@pytest.mark.parametrize("algorithm", ["auto", "direct"])
+def test_layers_train_through_the_cuda_path(backend, monkeypatch, algorithm):
+    """Training steps of a small CNN on the CUDA path follow the NumPy path, with the
+    default kernels and with the direct ones (its second layer's 288 filter taps take the
+    direct weight gradient, the first's 36 the few-tap one)."""
     from gpucnn.layers import Conv2D, Dense, Flatten, MaxPool2D, ReLU, Sequential
     from gpucnn.losses import SoftmaxCrossEntropyLoss
     from gpucnn.optim import SGD
+
+    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, algorithm)
+    launched = record_launches(monkeypatch, cuda_conv)
 
     def build():
         return Sequential(
@@ -149,8 +155,10 @@ def test_layers_train_through_the_cuda_path(backend):
                 Conv2D(1, 4, 3, padding=1, seed=0, dtype=np.float64),
                 ReLU(),
                 MaxPool2D(2),
+                Conv2D(4, 8, 3, padding=1, seed=2, dtype=np.float64),
+                ReLU(),
                 Flatten(),
-                Dense(4 * 4 * 4, 3, seed=1, dtype=np.float64),
+                Dense(8 * 4 * 4, 3, seed=1, dtype=np.float64),
             ]
         )
 
@@ -174,6 +182,8 @@ def test_layers_train_through_the_cuda_path(backend):
     assert np.allclose(losses, reference_losses, rtol=1e-12)
     for name, value in reference_params.items():
         assert rel_error(params[name], value) < 1e-12, name
+    direct = {"conv2d_direct", "conv2d_direct_backward_filter", "conv2d_backward_filter_direct"}
+    assert (direct <= set(launched)) == (algorithm == "direct")
 
 
 @pytest.mark.gpu
