@@ -32,6 +32,42 @@ def draw_conv_case(draw, max_size: int = 12, max_stride: int = 4, max_dilation: 
     return (n, c, *hw), (k, c, *size), geometry
 
 
+def conv_case_inputs(case, seed=0):
+    """x, w and b of a convolution case (N, C, H, W, K, R, S, stride, padding, dilation),
+    standard normal in float64."""
+    n, c, h, w, k, r, s, *_ = case
+    rng = np.random.default_rng(seed)
+    return (
+        rng.standard_normal((n, c, h, w)),
+        rng.standard_normal((k, c, r, s)),
+        rng.standard_normal(k),
+    )
+
+
+def conv_case_geometry(case) -> dict:
+    """The stride, padding and dilation keywords of a convolution case."""
+    return dict(stride=case[7], padding=case[8], dilation=case[9])
+
+
+def check_drawn_conv_case(draw, backend) -> None:
+    """Hypothesis: a drawn convolution (``draw_conv_case``), forward and all three gradients
+    in float64 on ``backend``, against the NumPy path."""
+    from hypothesis import strategies as st
+
+    from gpucnn import ops
+
+    x_shape, w_shape, geometry = draw_conv_case(draw, 10, 3, 2)
+    rng = np.random.default_rng(draw(st.integers(0, 100)))
+    # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
+    x, w, b = (rng.random(shape) + 0.1 for shape in (x_shape, w_shape, w_shape[:1]))
+    y = ops.conv2d_forward(x, w, b, **geometry)
+    dy = np.random.default_rng(3).random(y.shape) + 0.1
+    assert rel_error(backend.run(ops.conv2d_forward, x, w, b, **geometry), y) < 1e-13
+    got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
+    for value, reference in zip(got, ops.conv2d_backward(dy, x, w, **geometry), strict=True):
+        assert rel_error(value, reference) < 1e-13
+
+
 def draw_pool_case(draw, max_size: int = 9):
     """Hypothesis: a valid pooling's ((N, C, H, W), geometry): kernels 1-4 wide, strides
     below, at and past the kernel, padding up to kernel // 2, ceil_mode either way; one case

@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from gpucnn import ops
 from gpucnn._shapes import conv_window
 from gpucnn.cuda import conv as cuda_conv
-from tests.helpers import draw_conv_case, record_launches, rel_error
+from tests.helpers import (
+    check_drawn_conv_case,
+    conv_case_geometry,
+    conv_case_inputs,
+    record_launches,
+    rel_error,
+)
 
 # (N, C, H, W, K, R, S, stride, padding, dilation), with the plan each gets (groups of 8
 # output channels, warps of pixels, bands of output rows, input channels staged at a time):
@@ -43,25 +49,11 @@ def direct(monkeypatch):
     return record_launches(monkeypatch, cuda_conv)
 
 
-def _inputs(case, seed=0):
-    n, c, h, w, k, r, s, *_ = case
-    rng = np.random.default_rng(seed)
-    return (
-        rng.standard_normal((n, c, h, w)),
-        rng.standard_normal((k, c, r, s)),
-        rng.standard_normal(k),
-    )
-
-
-def _geometry(case):
-    return dict(stride=case[7], padding=case[8], dilation=case[9])
-
-
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_every_direction_matches_numpy(backend, direct, case, dtype):
-    x, w, b = _inputs(case)
-    geometry = _geometry(case)
+    x, w, b = conv_case_inputs(case)
+    geometry = conv_case_geometry(case)
     y = ops.conv2d_forward(x, w, b, **geometry)  # float64 NumPy reference
     dy = np.random.default_rng(1).standard_normal(y.shape)
     expected = ops.conv2d_backward(dy, x, w, **geometry)
@@ -105,7 +97,7 @@ def test_the_weight_gradient_reduces_over_blocks_bands_and_splits(
         monkeypatch.setattr(cuda_conv, "DIRECT_SHARED_BYTES", shared_bytes * dtype().itemsize)
     if target_blocks:
         monkeypatch.setattr(cuda_conv, "TARGET_BLOCKS", target_blocks)
-    x, w, _ = _inputs((n, c, h, w_, k, 3, 3))
+    x, w, _ = conv_case_inputs((n, c, h, w_, k, 3, 3))
     dy = np.random.default_rng(1).standard_normal(
         ops.conv2d_forward(x, w, stride=stride, padding=1).shape
     )
@@ -151,16 +143,7 @@ def test_the_filter_plans_cover_the_cases_as_described(monkeypatch):
 def test_any_geometry_matches_numpy(backend, direct, monkeypatch, data):
     # every filter through the staged weight-gradient kernel, however few its taps
     monkeypatch.setattr(cuda_conv, "DIRECT_FILTER_TAPS", 0)
-    x_shape, w_shape, geometry = draw_conv_case(data.draw, 10, 3, 2)
-    rng = np.random.default_rng(data.draw(st.integers(0, 100)))
-    # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
-    x, w, b = (rng.random(shape) + 0.1 for shape in (x_shape, w_shape, w_shape[:1]))
-    y = ops.conv2d_forward(x, w, b, **geometry)
-    dy = np.random.default_rng(3).random(y.shape) + 0.1
-    assert rel_error(backend.run(ops.conv2d_forward, x, w, b, **geometry), y) < 1e-13
-    got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
-    for value, reference in zip(got, ops.conv2d_backward(dy, x, w, **geometry), strict=True):
-        assert rel_error(value, reference) < 1e-13
+    check_drawn_conv_case(data.draw, backend)
 
 
 def _plan(case, itemsize=4):
@@ -199,13 +182,13 @@ def test_layers_the_kernel_cannot_cover_keep_the_implicit_gemm(backend, direct, 
 def test_the_default_does_not_take_the_direct_kernel(backend, monkeypatch):
     monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE, raising=False)
     launched = record_launches(monkeypatch, cuda_conv)
-    x, w, b = _inputs(CASES[1])
+    x, w, b = conv_case_inputs(CASES[1])
     backend.run(ops.conv2d_forward, x, w, b)
     assert launched == ["conv2d_forward_narrow"]
 
 
 def test_same_bits_on_every_run(backend, direct):
-    x, w, b = (a.astype(np.float32) for a in _inputs(CASES[3]))
+    x, w, b = (a.astype(np.float32) for a in conv_case_inputs(CASES[3]))
     first = backend.run(ops.conv2d_forward, x, w, b, padding=1)
     assert np.array_equal(first, backend.run(ops.conv2d_forward, x, w, b, padding=1))
 
@@ -230,17 +213,19 @@ def test_an_empty_batch_launches_nothing(backend, direct):
     ],
 )
 def test_realistic_sizes_on_the_gpu(gpu_backend, direct, case):
-    x, w, _ = (a.astype(np.float32).astype(np.float64) for a in _inputs(case))
-    y = ops.conv2d_forward(x, w, **_geometry(case))
+    x, w, _ = (a.astype(np.float32).astype(np.float64) for a in conv_case_inputs(case))
+    y = ops.conv2d_forward(x, w, **conv_case_geometry(case))
     dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
-    dx, dw, _ = ops.conv2d_backward(dy.astype(np.float64), x, w, **_geometry(case))
+    dx, dw, _ = ops.conv2d_backward(dy.astype(np.float64), x, w, **conv_case_geometry(case))
     f32 = [a.astype(np.float32) for a in (x, w)]
-    got_y = gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(case))
-    got_dx, got_dw, _ = gpu_backend.run(ops.conv2d_backward, dy, *f32, **_geometry(case))
+    got_y = gpu_backend.run(ops.conv2d_forward, *f32, **conv_case_geometry(case))
+    got_dx, got_dw, _ = gpu_backend.run(ops.conv2d_backward, dy, *f32, **conv_case_geometry(case))
     for name, value, reference in (("y", got_y, y), ("dx", got_dx, dx), ("dw", got_dw, dw)):
         assert rel_error(value, reference) < 1e-5, name
     assert "conv2d_direct" in direct
     assert ("conv2d_direct_backward_filter" in direct) == (w.size > cuda_conv.DIRECT_FILTER_TAPS)
-    again = gpu_backend.run(ops.conv2d_backward, dy, *f32, **_geometry(case))
+    again = gpu_backend.run(ops.conv2d_backward, dy, *f32, **conv_case_geometry(case))
     assert np.array_equal(got_dx, again[0]) and np.array_equal(got_dw, again[1])
-    assert np.array_equal(got_y, gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(case)))
+    assert np.array_equal(
+        got_y, gpu_backend.run(ops.conv2d_forward, *f32, **conv_case_geometry(case))
+    )

@@ -11,7 +11,14 @@ import gpucnn
 from gpucnn import ops
 from gpucnn.cuda import _gemm as cuda_gemm
 from gpucnn.cuda import conv as cuda_conv
-from tests.helpers import draw_conv_case, misaligned, record_launches, rel_error
+from tests.helpers import (
+    check_drawn_conv_case,
+    conv_case_geometry,
+    conv_case_inputs,
+    misaligned,
+    record_launches,
+    rel_error,
+)
 
 # (N, C, H, W, K, R, S, stride, padding, dilation): no dimension a multiple of the tiles (128
 # columns by 128 rows, or 32 rows for the _narrow kernels, chosen up to 64 channels and 32 for
@@ -32,29 +39,15 @@ CASES = [
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
 
 
-def _inputs(case, seed=0):
-    n, c, h, w, k, r, s, *_ = case
-    rng = np.random.default_rng(seed)
-    return (
-        rng.standard_normal((n, c, h, w)),
-        rng.standard_normal((k, c, r, s)),
-        rng.standard_normal(k),
-    )
-
-
-def _geometry(case):
-    return dict(stride=case[7], padding=case[8], dilation=case[9])
-
-
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("with_bias", [True, False])
 def test_forward_matches_numpy(backend, case, dtype, with_bias):
-    x, w, b = _inputs(case)
+    x, w, b = conv_case_inputs(case)
     b = b if with_bias else None
-    expected = ops.conv2d_forward(x, w, b, **_geometry(case))  # float64 reference
+    expected = ops.conv2d_forward(x, w, b, **conv_case_geometry(case))  # float64 reference
     cast = [None if a is None else a.astype(dtype) for a in (x, w, b)]
-    y = backend.run(ops.conv2d_forward, *cast, **_geometry(case))
+    y = backend.run(ops.conv2d_forward, *cast, **conv_case_geometry(case))
     assert y.dtype == dtype and rel_error(y, expected) < TOLERANCE[dtype]
 
 
@@ -70,17 +63,24 @@ def filter_path(request, monkeypatch):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_backward_matches_numpy(backend, case, dtype, filter_path):
-    x, w, _ = _inputs(case)
-    y = ops.conv2d_forward(x, w, **_geometry(case))
+    x, w, _ = conv_case_inputs(case)
+    y = ops.conv2d_forward(x, w, **conv_case_geometry(case))
     dy = np.random.default_rng(1).standard_normal(y.shape)
-    expected = ops.conv2d_backward(dy, x, w, **_geometry(case))
+    expected = ops.conv2d_backward(dy, x, w, **conv_case_geometry(case))
     got = backend.run(
-        ops.conv2d_backward, dy.astype(dtype), x.astype(dtype), w.astype(dtype), **_geometry(case)
+        ops.conv2d_backward,
+        dy.astype(dtype),
+        x.astype(dtype),
+        w.astype(dtype),
+        **conv_case_geometry(case),
     )
     for name, value, reference in zip(("dx", "dw", "db"), got, expected, strict=True):
         assert value.dtype == dtype, name
         assert rel_error(value, reference) < TOLERANCE[dtype], name
-    assert backend.run(ops.conv2d_backward, dy, x, w, with_bias=False, **_geometry(case))[2] is None
+    assert (
+        backend.run(ops.conv2d_backward, dy, x, w, with_bias=False, **conv_case_geometry(case))[2]
+        is None
+    )
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -90,7 +90,7 @@ def test_backward_filter_split_reduction_is_exact_and_deterministic(
     # N*P*Q = 4 * 32 * 32 = 4096 = 4 * MIN_SPLIT: the reduction is split in four (the direct
     # kernel's four splits are summed by a warp per tap)
     monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", 1024)
-    x, w, _ = _inputs((4, 2, 32, 32, 3, 3, 3, 1, 1, 1))
+    x, w, _ = conv_case_inputs((4, 2, 32, 32, 3, 3, 3, 1, 1, 1))
     dy = np.random.default_rng(2).standard_normal((4, 3, 32, 32))
     expected = ops.conv2d_backward(dy, x, w, padding=1)[1]
     x, w, dy = x.astype(dtype), w.astype(dtype), dy.astype(dtype)
@@ -117,7 +117,7 @@ def test_views_off_the_vector_boundary_give_the_same_result(backend, dtype):
     # element into their allocations, so the launch path must copy them first.
     # (The emulator hands kernels its own aligned copies: the GPU run is the real test here;
     # tests/emulator/test_launch.py checks the copy itself.)
-    x, w, b = (a.astype(dtype) for a in _inputs((2, 2, 5, 5, 3, 2, 2, 1, 0, 1)))
+    x, w, b = (a.astype(dtype) for a in conv_case_inputs((2, 2, 5, 5, 3, 2, 2, 1, 0, 1)))
     dy = np.random.default_rng(1).standard_normal((2, 3, 4, 4)).astype(dtype)
     expected = (ops.conv2d_forward(x, w, b), *ops.conv2d_backward(dy, x, w))
 
@@ -198,20 +198,20 @@ def test_layers_train_through_the_cuda_path(backend, monkeypatch, algorithm):
 )
 def test_realistic_sizes_on_the_gpu(gpu_backend, case):
     rng = np.random.default_rng(0)
-    x, w, _ = _inputs(case)
+    x, w, _ = conv_case_inputs(case)
     x = x.astype(np.float32).astype(np.float64)
     w = w.astype(np.float32).astype(np.float64)
-    y = ops.conv2d_forward(x, w, **_geometry(case))
+    y = ops.conv2d_forward(x, w, **conv_case_geometry(case))
     dy = rng.standard_normal(y.shape).astype(np.float32).astype(np.float64)
-    expected = (y, *ops.conv2d_backward(dy, x, w, **_geometry(case)))
+    expected = (y, *ops.conv2d_backward(dy, x, w, **conv_case_geometry(case)))
     f32 = [a.astype(np.float32) for a in (x, w, dy)]
     got = (
-        gpu_backend.run(ops.conv2d_forward, f32[0], f32[1], **_geometry(case)),
-        *gpu_backend.run(ops.conv2d_backward, f32[2], f32[0], f32[1], **_geometry(case)),
+        gpu_backend.run(ops.conv2d_forward, f32[0], f32[1], **conv_case_geometry(case)),
+        *gpu_backend.run(ops.conv2d_backward, f32[2], f32[0], f32[1], **conv_case_geometry(case)),
     )
     for name, value, reference in zip(("y", "dx", "dw", "db"), got, expected, strict=True):
         assert rel_error(value, reference) < 1e-5, name
-    again = gpu_backend.run(ops.conv2d_backward, f32[2], f32[0], f32[1], **_geometry(case))
+    again = gpu_backend.run(ops.conv2d_backward, f32[2], f32[0], f32[1], **conv_case_geometry(case))
     assert all(np.array_equal(a, b_) for a, b_ in zip(got[1:], again, strict=True))
 
 
@@ -222,16 +222,7 @@ def test_realistic_sizes_on_the_gpu(gpu_backend, case):
 def test_any_geometry_matches_numpy(backend, data):
     # The fixed cases above, generalised: random kernel, stride, padding, dilation and sizes,
     # forward and all three gradients in float64.
-    x_shape, w_shape, geometry = draw_conv_case(data.draw, 10, 3, 2)
-    rng = np.random.default_rng(data.draw(st.integers(0, 100)))
-    # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
-    x, w, b = (rng.random(shape) + 0.1 for shape in (x_shape, w_shape, w_shape[:1]))
-    y = ops.conv2d_forward(x, w, b, **geometry)
-    dy = np.random.default_rng(3).random(y.shape) + 0.1
-    assert rel_error(backend.run(ops.conv2d_forward, x, w, b, **geometry), y) < 1e-13
-    got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
-    for value, reference in zip(got, ops.conv2d_backward(dy, x, w, **geometry), strict=True):
-        assert rel_error(value, reference) < 1e-13
+    check_drawn_conv_case(data.draw, backend)
 
 
 @pytest.mark.gpu
@@ -240,10 +231,10 @@ def test_nvtx_ranges_and_synchronised_launches(gpu_backend, monkeypatch):
     # launch inside an NVTX range, and a synchronisation after each; same results.
     monkeypatch.setenv("GPUCNN_NVTX", "1")
     monkeypatch.setenv("GPUCNN_SYNC_LAUNCHES", "1")
-    x, w, b = _inputs(CASES[2])
-    expected = ops.conv2d_forward(x, w, b, **_geometry(CASES[2]))
+    x, w, b = conv_case_inputs(CASES[2])
+    expected = ops.conv2d_forward(x, w, b, **conv_case_geometry(CASES[2]))
     f32 = (a.astype(np.float32) for a in (x, w, b))
-    got = gpu_backend.run(ops.conv2d_forward, *f32, **_geometry(CASES[2]))
+    got = gpu_backend.run(ops.conv2d_forward, *f32, **conv_case_geometry(CASES[2]))
     assert rel_error(got, expected) < TOLERANCE[np.float32]
 
 
