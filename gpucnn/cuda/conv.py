@@ -357,32 +357,9 @@ def conv2d_forward(x, w, b, window: Window):
 
 def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, need_dw: bool):
     dy, x, w = contiguous(dy), contiguous(x), contiguous(w)
-    n, c, height, width = x.shape
     shape = _shape(x.shape, w.shape, window, dy.shape[2:])
     tile = winograd_tile(x.shape, w.shape, window, dy.shape[2:])
-    dx = None
-    if need_dx:
-        dx = empty(x, x.shape, x.dtype)
-        plan = None
-        if not tile and window.stride == (1, 1):
-            k = w.shape[0]
-            plan = _direct_plan(k, c, (height, width), w, (1, 1), window.dilation, x.dtype.itemsize)
-        if tile:
-            transposed_padding = (2 - window.padding[0], 2 - window.padding[1])
-            _winograd(dy, w, None, dx, transposed_padding, True, tile)
-        elif plan:
-            r, s = w.shape[2:]
-            (ph, pw), (dh, dw) = window.padding, window.dilation
-            transposed_padding = ((r - 1) * dh - ph, (s - 1) * dw - pw)
-            _direct(dy, w, None, dx, (1, 1), transposed_padding, window.dilation, True, plan)
-        else:
-            kernel, tile_rows = _tiled("conv2d_backward_data", c, x)
-            launch(
-                kernel,
-                grid(n * height * width, c, tile_rows),
-                THREADS,
-                (dy, w, dx, *shape),
-            )
+    dx = _backward_data(dy, w, empty(x, x.shape, x.dtype), window, shape, tile) if need_dx else None
     dw = None
     if need_dw:
         dw = (
@@ -392,6 +369,24 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
         )
     db = backward_bias(dy) if with_bias else None
     return dx, dw, db
+
+
+def _backward_data(dy, w, dx, window: Window, shape, tile: int):
+    """dx through Winograd (tile > 0), the direct kernel (stride 1, where it applies) or the
+    implicit GEMM's gather."""
+    n, c, height, width = dx.shape
+    k, _, r, s = w.shape
+    (ph, pw), (dh, dw) = window.padding, window.dilation
+    if tile:
+        return _winograd(dy, w, None, dx, (2 - ph, 2 - pw), True, tile)
+    if window.stride == (1, 1):
+        plan = _direct_plan(k, c, (height, width), w, (1, 1), window.dilation, dx.itemsize)
+        if plan:
+            padding = ((r - 1) * dh - ph, (s - 1) * dw - pw)
+            return _direct(dy, w, None, dx, (1, 1), padding, window.dilation, True, plan)
+    kernel, tile_rows = _tiled("conv2d_backward_data", c, dx)
+    launch(kernel, grid(n * height * width, c, tile_rows), THREADS, (dy, w, dx, *shape))
+    return dx
 
 
 def backward_bias(dy):
