@@ -97,14 +97,16 @@ __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
     for (int c0 = 0; c0 < C; c0 += chunk) {
         const int count = min(chunk, C - c0);
         __syncthreads();  // every thread is done with the previous chunk
-        for (int e = t; e < count * taps * block_channels; e += blockDim.x) {
-            const int kc = e % block_channels, tap = e / block_channels % taps;
-            const int k = k0 + kc, c = c0 + e / (block_channels * taps);
+        // weights[(c - c0) * taps + tap][kc]: blockDim.x is a multiple of block_channels, so
+        // a thread stages one channel kc throughout, one division per element
+        for (int pair = t / block_channels; pair < count * taps;
+             pair += blockDim.x / block_channels) {
+            const int c = c0 + pair / taps, tap = pair % taps, k = k0 + t % block_channels;
             T value = T(0);
             if (k < K)
                 value = flip ? w[((long long)c * K + k) * taps + (taps - 1 - tap)]
                              : w[((long long)k * C + c) * taps + tap];
-            weights[e] = value;
+            weights[pair * block_channels + t % block_channels] = value;
         }
         direct::stage_rows(x + (n * C + c0) * H * (long long)W, inputs, count, H, W, h0, pw,
                            in_rows, span);
