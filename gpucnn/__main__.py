@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
         default="cosine",
         help="learning rate over the epochs (default: cosine annealing)",
     )
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=_non_negative, default=0)
     train.add_argument("--save", metavar="PATH", help="save the trained weights (.npz)")
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
@@ -178,7 +178,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--rule", choices=["hebb", "storkey"], default="hebb")
     demo.add_argument("--noise", type=float, default=0.25, help="fraction of pixels flipped")
     demo.add_argument("--trials", type=_positive, default=50, help="noisy copies per figure")
-    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--seed", type=_non_negative, default=0)
     demo.add_argument("--png", default="hopfield-demo.png", help="picture of the recall")
     demo.add_argument("--no-png", action="store_true", help="text only")
     demo.set_defaults(run=_hopfield_demo)
@@ -189,6 +189,13 @@ def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
 from ._device import array_device
@@ -67,3 +69,20 @@ def check_probability(p, name: str) -> float:
     if not 0.0 <= float(p) < 1.0:
         raise ValueError(f"{name} must be in [0, 1), got {p}")
     return float(p)
+
+
+def make_rng(seed, name: str = "seed") -> np.random.Generator:
+    """A Generator from a non-negative int seed, an existing Generator, or None (fresh
+    entropy): what NumPy accepts, with errors that name the argument."""
+    if seed is None or isinstance(seed, np.random.Generator):
+        return np.random.default_rng(seed)
+    return np.random.default_rng(check_seed(seed, name))
+
+
+def check_seed(seed, name: str = "seed") -> int:
+    """``seed`` as an int, which must be non-negative (NumPy's generators refuse others)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"{name} must be an int, a numpy Generator or None, got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"{name} must be >= 0, got {seed}")
+    return int(seed)

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import make_rng
+
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_DTYPES = {
     0x08: np.dtype(np.uint8),
@@ -41,7 +43,7 @@ def train_test_split(x, y, test_fraction=0.2, seed=0):
         raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
     if not 0.0 < test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction}")
-    order = np.random.default_rng(seed).permutation(len(x))
+    order = make_rng(seed).permutation(len(x))
     n_test = max(1, round(len(x) * test_fraction))
     if n_test >= len(x):
         raise ValueError(f"cannot split {len(x)} examples with test_fraction={test_fraction}")

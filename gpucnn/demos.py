@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import make_rng
 from ._device import get_device, to_device, to_numpy
 from .hopfield import HopfieldNetwork
 
@@ -102,7 +103,7 @@ def hopfield_demo(
     stable = to_numpy(
         net.step_sync(to_device(figures, net.device)) == to_device(figures, net.device)
     )
-    rng = np.random.default_rng(seed)
+    rng = make_rng(seed)
     noisy = np.concatenate([flip_pixels(figures, noise, rng) for _ in range(trials)])
     result = net.recall(to_device(noisy, net.device))
     recalled = to_numpy(result.states)

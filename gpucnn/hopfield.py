@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._checks import make_rng
 from ._device import array_device, array_module, get_device, to_device
 from .checkpoint import load_arrays, save_arrays
 from .layers.base import float_dtype
@@ -57,7 +58,7 @@ class RecallResult:
 
 def random_patterns(count: int, n: int, seed=None, dtype=np.float32) -> np.ndarray:
     """``count`` random patterns of n neurons, each +1 or -1 with probability 1/2 (NumPy)."""
-    rng = np.random.default_rng(seed)
+    rng = make_rng(seed)
     return np.where(rng.random((count, n)) < 0.5, -1, 1).astype(dtype)
 
 
@@ -233,7 +234,7 @@ class HopfieldNetwork:
         else:
             orders = None
             if order == "random":
-                rng = np.random.default_rng(seed)
+                rng = make_rng(seed)
                 orders = to_device(
                     np.stack([rng.permutation(self.n) for _ in range(max_sweeps)]).astype(np.int32),
                     self.device,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import make_rng
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
-from .layers.base import make_rng
 
 
 def lenet5(

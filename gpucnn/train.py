@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import ops
+from ._checks import make_rng
 from ._device import array_module, to_device, to_numpy
 from .layers.base import backward_of, is_graph_safe, positive_int
 
@@ -329,7 +330,7 @@ def fit(
         y = y.astype(np.int64, copy=False)  # the kernels' type, converted once
     step = TrainStep(model, loss_fn, optimizer, cuda_graph=cuda_graph, check_targets=check_targets)
     xp = array_module(x)
-    rng = np.random.default_rng(seed)
+    rng = make_rng(seed)
     history = History()
     steps_per_epoch = -(-len(x) // batch_size)
 

@@ -54,6 +54,9 @@ def test_errors_are_reported_not_raised(tmp_path):
     assert result.returncode == 2 and "must be >= 1" in result.stderr
     result = run("train", "--data", "cifar")
     assert result.returncode == 2 and "--data must be" in result.stderr
+    for command in ("train", "hopfield-demo"):
+        result = run(command, "--seed", "-1")
+        assert result.returncode == 2 and "argument --seed: must be >= 0" in result.stderr
 
 
 def test_cuda_graph_training_on_the_emulator_and_its_refusal_on_the_cpu(tmp_path):

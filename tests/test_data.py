@@ -34,6 +34,8 @@ def test_split_is_seeded_and_disjoint():
     assert len(a[2]) == 25 and not set(a[1]) & set(a[3])
     with pytest.raises(ValueError, match="test_fraction"):
         train_test_split(x, y, 1.0)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        train_test_split(x, y, seed=-1)
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -215,6 +215,8 @@ def test_float32_exactness_is_checked(monkeypatch):
             "asynchronous",
         ),
         (lambda net: net.energy([[1, 1, 1]]), ValueError, "shape"),
+        (lambda net: net.recall([1, 1, 1, 1], order="random", seed=-1), ValueError, "seed"),
+        (lambda net: random_patterns(2, 4, seed="one"), TypeError, "seed"),
     ],
 )
 def test_bad_input_is_named(call, error, words):

@@ -122,6 +122,8 @@ def test_lenet5_shapes():
     assert lenet5(3, 100, 32).output_shape((3, 32, 32)) == (100,)
     with pytest.raises(ValueError, match="input_size"):
         lenet5(input_size=8)
+    with pytest.raises(ValueError, match="seed must be >= 0"):
+        lenet5(seed=-3)
 
 
 @pytest.mark.parametrize(
@@ -132,6 +134,8 @@ def test_lenet5_shapes():
         (dict(y=np.zeros(5, np.int64)), ValueError, "x has 10 examples but y has 5"),
         (dict(y=np.full(10, 12)), ValueError, "class labels"),
         (dict(validation_data=(np.zeros((3, 1, 8, 8), np.float32),)), ValueError, "pair"),
+        (dict(seed=-1), ValueError, "seed must be >= 0"),
+        (dict(seed=0.5), TypeError, "seed must be an int"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, words):

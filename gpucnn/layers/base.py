@@ -155,15 +155,6 @@ def float_dtype(dtype) -> np.dtype:
     return resolved
 
 
-def make_rng(seed) -> np.random.Generator:
-    """A Generator from an int seed, an existing Generator, or None (fresh entropy)."""
-    if isinstance(seed, np.random.Generator):
-        return seed
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)):
-        raise TypeError(f"seed must be an int, a numpy Generator or None, got {seed!r}")
-    return np.random.default_rng(seed)
-
-
 def init_weight(shape, fan_in: int, fan_out: int, init: str, rng, dtype) -> np.ndarray:
     """He (normal, std sqrt(2 / fan_in)) or Glorot (uniform, limit sqrt(6 / (fan_in +
     fan_out))) initialisation, drawn in float64 and rounded to ``dtype``."""

@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
+from .._checks import make_rng
 from .._device import to_device
 from .._shapes import conv_window, pool_window
-from .base import Layer, float_dtype, init_weight, make_rng, positive_int
+from .base import Layer, float_dtype, init_weight, positive_int
 
 
 class Conv2D(Layer):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 
 from .. import ops
-from .._checks import check_probability
+from .._checks import check_probability, check_seed, make_rng
 from .._device import to_device, to_numpy
-from .base import Layer, float_dtype, init_weight, make_rng, positive_int
+from .base import Layer, float_dtype, init_weight, positive_int
 
 
 class Dense(Layer):
@@ -126,10 +125,10 @@ class Dropout(Layer):
     def __init__(self, p=0.5, *, seed=None):
         super().__init__()
         self.p = check_probability(p, "p")
-        if isinstance(seed, numbers.Integral) and not isinstance(seed, bool):
-            self.seed = int(seed)
-        else:  # None or a Generator: draw one; make_rng rejects anything else
+        if seed is None or isinstance(seed, np.random.Generator):  # draw one
             self.seed = int(make_rng(seed).integers(2**63))
+        else:
+            self.seed = check_seed(seed)
         self._counter = to_device(np.zeros(2, np.uint64), self.device)  # [step, 0]
 
     @property
