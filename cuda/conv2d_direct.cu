@@ -1,6 +1,6 @@
 // Direct convolution for layers with few channels and small images (LeNet, CIFAR): forward,
-// backward-filter and, at stride 1, backward-data (GPUCNN_CONV_ALGORITHM=direct;
-// gpucnn/cuda/conv.py).
+// backward-data (at a stride, one phase of dx at a time: conv2d_direct_phase) and
+// backward-filter (GPUCNN_CONV_ALGORITHM=direct; gpucnn/cuda/conv.py).
 //
 // Why: the implicit GEMM (conv2d.cu) gathers each im2col element with a division and four
 // bounds checks and then uses it for one tile of 32 or 128 output channels. With 6-16 output
@@ -14,14 +14,14 @@
 // flip = 1 a layer's (C, K, R, S) weights read flipped and transposed, w[c, k, R-1-r, S-1-s]:
 // backward-data at stride 1 is this convolution of dy with them (padding (R-1)*dh - ph).
 //
-// conv2d_direct (forward, backward-data) launch: grid (N * bands, ceil(K / (8 * groups))) where
-// bands = ceil(P / band_rows); blockDim.x = pixel_threads * groups, pixel_threads a multiple of 32
-// (a warp shares its output channels, so its weight reads are broadcasts); band_rows * Q <= 4 *
-// pixel_threads. Thread t owns output channels k0 + 8 * (t / pixel_threads) + i (i < 8) of band
-// pixels t % pixel_threads + j * pixel_threads (j < 4, pixel e = row * Q + q). Dynamic shared
-// memory: chunk * (R*S * 8 * groups + in_rows * span) elements, the weights and input rows of
-// `chunk` input channels at a time. Each output sums its (c, r, s) products in that order: the same
-// bits on every run.
+// conv2d_direct and conv2d_direct_phase (P x Q: the phase's pixels) launch: grid (N * bands,
+// ceil(K / (8 * groups))) where bands = ceil(P / band_rows); blockDim.x = pixel_threads * groups,
+// pixel_threads a multiple of 32 (a warp shares its output channels, so its weight reads are
+// broadcasts); band_rows * Q <= 4 * pixel_threads. Thread t owns output channels k0 + 8 * (t /
+// pixel_threads) + i (i < 8) of band pixels t % pixel_threads + j * pixel_threads (j < 4, pixel e =
+// row * Q + q). Dynamic shared memory: chunk * (R*S * 8 * groups + in_rows * span) elements, the
+// weights and input rows of `chunk` input channels at a time. Each output sums its (c, r, s)
+// products in that order: the same bits on every run.
 #include "common.cuh"
 #include "gemm_tile.cuh"
 
@@ -56,26 +56,41 @@ __device__ void stage_rows(const T* __restrict__ channels, T* __restrict__ stage
 }
 }  // namespace direct
 
-template <typename T>
-__global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
-    conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
-                  T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
-                  int sh, int sw, int ph, int pw, int dh, int dw, int flip, int has_bias,
-                  int band_rows, int pixel_threads, int chunk) {
-    using direct::kChannels;
-    using direct::kPixels;
-    extern __shared__ __align__(16) unsigned char dynamic[];
-    const int taps = R * S;
-    const int block_channels = blockDim.x / pixel_threads * kChannels;
-    const int in_rows = (band_rows - 1) * sh + (R - 1) * dh + 1;  // input rows a band reads
-    const int span = (Q - 1) * sw + (S - 1) * dw + 1;             // and columns, padding included
-    T* weights = reinterpret_cast<T*>(dynamic);                   // [chunk][taps][block_channels]
-    T* inputs = weights + chunk * taps * block_channels;          // [chunk][in_rows][span]
+namespace direct {
 
-    const int bands = (P + band_rows - 1) / band_rows;
+// Input x (N, C, H, W) and the R x S taps that each output pixel (p, q) of P x Q sums.
+struct Geometry {
+    int N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw;
+};
+// Which weight feeds tap (r, s): w[k, c, r_first + r_step * r, s_first + s_step * s] of a
+// (K, C, Rw, Sw) array, or with transposed = 1 w[c, k, ...] of a (C, K, Rw, Sw) one.
+struct Taps {
+    int transposed, Rw, Sw, r_first, r_step, s_first, s_step;
+};
+// Where output (p, q) goes: y (N, K, rows, cols) at row row0 + row_step * p, column
+// col0 + col_step * q.
+struct Placement {
+    int rows, cols, row0, row_step, col0, col_step;
+};
+
+// The body of conv2d_direct and conv2d_direct_phase (launch as described at the top).
+template <typename T>
+__device__ void convolve(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+                         T* __restrict__ y, const Geometry& g, const Taps& weights_of,
+                         const Placement& out, int has_bias, int band_rows, int pixel_threads,
+                         int chunk) {
+    extern __shared__ __align__(16) unsigned char dynamic[];
+    const int taps = g.R * g.S;
+    const int block_channels = blockDim.x / pixel_threads * kChannels;
+    const int in_rows = (band_rows - 1) * g.sh + (g.R - 1) * g.dh + 1;  // input rows a band reads
+    const int span = (g.Q - 1) * g.sw + (g.S - 1) * g.dw + 1;  // and columns, padding included
+    T* weights = reinterpret_cast<T*>(dynamic);                // [chunk][taps][block_channels]
+    T* inputs = weights + chunk * taps * block_channels;       // [chunk][in_rows][span]
+
+    const int bands = (g.P + band_rows - 1) / band_rows;
     const long long n = blockIdx.x / bands;
     const int p0 = (int)(blockIdx.x % bands) * band_rows;
-    const int pixels = min(band_rows, P - p0) * Q;  // in this band
+    const int pixels = min(band_rows, g.P - p0) * g.Q;  // in this band
     const int k0 = blockIdx.y * block_channels;
     const int t = threadIdx.x, group = t / pixel_threads, pixel0 = t % pixel_threads;
 
@@ -84,7 +99,7 @@ __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
 #pragma unroll
     for (int j = 0; j < kPixels; ++j) {
         const int e = pixel0 + j * pixel_threads;
-        offset[j] = e < pixels ? e / Q * sh * span + e % Q * sw : 0;
+        offset[j] = e < pixels ? e / g.Q * g.sh * span + e % g.Q * g.sw : 0;
     }
     T acc[kPixels][kChannels];
 #pragma unroll
@@ -93,31 +108,33 @@ __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
         for (int i = 0; i < kChannels; ++i)
             acc[j][i] = T(0);
 
-    const int h0 = p0 * sh - ph;  // the input row of staged row 0; column 0 is -pw
-    for (int c0 = 0; c0 < C; c0 += chunk) {
-        const int count = min(chunk, C - c0);
+    const int h0 = p0 * g.sh - g.ph;  // the input row of staged row 0; column 0 is -pw
+    for (int c0 = 0; c0 < g.C; c0 += chunk) {
+        const int count = min(chunk, g.C - c0);
         __syncthreads();  // every thread is done with the previous chunk
         // weights[(c - c0) * taps + tap][kc]: blockDim.x is a multiple of block_channels, so
-        // a thread stages one channel kc throughout, one division per element
+        // a thread stages one channel kc throughout
+        const int kc = t % block_channels, k = k0 + kc;
         for (int pair = t / block_channels; pair < count * taps;
              pair += blockDim.x / block_channels) {
-            const int c = c0 + pair / taps, tap = pair % taps, k = k0 + t % block_channels;
-            T value = T(0);
-            if (k < K)
-                value = flip ? w[((long long)c * K + k) * taps + (taps - 1 - tap)]
-                             : w[((long long)k * C + c) * taps + tap];
-            weights[pair * block_channels + t % block_channels] = value;
+            const int c = c0 + pair / taps, tap = pair % taps;
+            const int r = weights_of.r_first + weights_of.r_step * (tap / g.S);
+            const int s = weights_of.s_first + weights_of.s_step * (tap % g.S);
+            const long long filter =
+                weights_of.transposed ? (long long)c * g.K + k : (long long)k * g.C + c;
+            weights[pair * block_channels + kc] =
+                k < g.K ? w[(filter * weights_of.Rw + r) * weights_of.Sw + s] : T(0);
         }
-        direct::stage_rows(x + (n * C + c0) * H * (long long)W, inputs, count, H, W, h0, pw,
-                           in_rows, span);
+        stage_rows(x + (n * g.C + c0) * g.H * (long long)g.W, inputs, count, g.H, g.W, h0, g.pw,
+                   in_rows, span);
         __syncthreads();
         for (int ci = 0; ci < count; ++ci) {
             const T* in = inputs + ci * in_rows * span;
             const T* weight = weights + ci * taps * block_channels + group * kChannels;
-            for (int r = 0; r < R; ++r) {
-                for (int s = 0; s < S; ++s) {
-                    const int tap = r * dh * span + s * dw;
-                    const T* tap_weights = weight + (r * S + s) * block_channels;
+            for (int r = 0; r < g.R; ++r) {
+                for (int s = 0; s < g.S; ++s) {
+                    const int tap = r * g.dh * span + s * g.dw;
+                    const T* tap_weights = weight + (r * g.S + s) * block_channels;
                     T low[4], high[4];  // channels i and 4 + i
                     gemm::load4(tap_weights, low);
                     gemm::load4(tap_weights + 4, high);
@@ -140,15 +157,53 @@ __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
     for (int j = 0; j < kPixels; ++j) {
         const int e = pixel0 + j * pixel_threads;
         if (e >= pixels) continue;
-        const int p = p0 + e / Q, q = e % Q;
+        const int row = out.row0 + out.row_step * (p0 + e / g.Q);
+        const int col = out.col0 + out.col_step * (e % g.Q);
 #pragma unroll
         for (int i = 0; i < kChannels; ++i) {
             const int k = k0 + group * kChannels + i;
-            if (k < K)
-                y[((n * K + k) * P + p) * (long long)Q + q] =
+            if (k < g.K)
+                y[((n * g.K + k) * out.rows + row) * (long long)out.cols + col] =
                     has_bias ? acc[j][i] + b[k] : acc[j][i];
         }
     }
+}
+
+}  // namespace direct
+
+// The forward (flip = 0), or backward-data at stride 1 (flip = 1: x is dy, w the layer's
+// weights read flipped and transposed, padding (R-1)*dh - ph): y = conv(x, w) + b, with
+// has_bias = 0 ignoring b (which may be null).
+template <typename T>
+__global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
+    conv2d_direct(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
+                  T* __restrict__ y, int N, int C, int H, int W, int K, int R, int S, int P, int Q,
+                  int sh, int sw, int ph, int pw, int dh, int dw, int flip, int has_bias,
+                  int band_rows, int pixel_threads, int chunk) {
+    const direct::Taps taps =
+        flip ? direct::Taps{1, R, S, R - 1, -1, S - 1, -1} : direct::Taps{0, R, S, 0, 1, 0, 1};
+    direct::convolve(x, w, b, y, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw}, taps,
+                     {P, Q, 0, 1, 0, 1}, has_bias, band_rows, pixel_threads, chunk);
+}
+
+// Backward-data of a strided, undilated layer, one phase (a, b) of dx at a time: the input
+// pixels (a + sh * i, b + sw * j). Layer names: dy (N, K, P, Q), w (K, C, R, S), dx (N, C,
+// H, W). Input row h = a + sh * i took taps r = r0, r0 + sh, ... (r0 = (a + ph) % sh) from
+// output rows (h + ph - r) / sh, which fall by one per tap: so the phase is a stride-1
+// correlation of dy with taps_h x taps_w taps, w's rows first_r, first_r - sh, ... (the
+// last of r0, r0 + sh, ... first) and columns likewise, padded by (pad_h, pad_w) (negative:
+// cropped). A phase without taps (a 1x1 filter at stride 2) writes zeros.
+template <typename T>
+__global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
+    conv2d_direct_phase(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
+                        int N, int K, int P, int Q, int C, int R, int S, int H, int W, int sh,
+                        int sw, int a, int b, int taps_h, int taps_w, int first_r, int first_s,
+                        int pad_h, int pad_w, int band_rows, int pixel_threads, int chunk) {
+    const int rows = (H - a + sh - 1) / sh, cols = (W - b + sw - 1) / sw;  // of this phase
+    direct::convolve<T>(dy, w, nullptr, dx,
+                        {N, K, P, Q, C, taps_h, taps_w, rows, cols, 1, 1, pad_h, pad_w, 1, 1},
+                        {1, R, S, first_r, -sh, first_s, -sw}, {H, W, a, sh, b, sw}, 0, band_rows,
+                        pixel_threads, chunk);
 }
 
 // dw, or with gridDim.x > 1 split x's slice of `out`, summed by conv2d_sum_splits_by_warp:

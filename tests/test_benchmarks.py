@@ -90,7 +90,7 @@ def test_a_run_of_some_families_is_named_after_them(tmp_path):
     [
         ("lenet5 conv1", ["direct forward backward-data"]),  # 150 taps: their own dw
         ("lenet5 conv2", ["direct forward backward-data backward-filter"]),
-        ("resnet20 32@16 s2", ["direct forward backward-filter"]),  # strided: dx by GEMM
+        ("resnet20 32@16 s2", ["direct forward backward-data backward-filter"]),
         (
             "resnet20 16@32",
             [

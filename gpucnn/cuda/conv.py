@@ -47,12 +47,13 @@ AUTO_WINOGRAD_MIN_FLOPS = 2e9  # of the direct convolution, 2 N K C R S P Q
 # values per m x m tile and channel each) stay under this many bytes; at least one image.
 WINOGRAD_WORKSPACE_BYTES = 256 << 20
 
-# Direct convolution (cuda/conv2d_direct.cu), forward, backward-filter and, at stride 1,
-# backward-data, for layers with few channels and small images, where the implicit GEMM's
-# tiles mostly multiply zeros: GPUCNN_CONV_ALGORITHM=direct. Not yet timed on a GPU, so
-# "auto" does not take it (benchmarks/conv2d.py's "(direct)" rows decide). A layer whose
-# output rows are wider than a block's pixels, whose filter has more taps than a block's
-# threads cover, or whose staged input does not fit in shared memory, keeps the GEMM.
+# Direct convolution (cuda/conv2d_direct.cu), all three directions (backward-data of a
+# strided layer one phase of dx at a time; with a stride and dilation both, the GEMM's), for
+# layers with few channels and small images, where the implicit GEMM's tiles mostly multiply
+# zeros: GPUCNN_CONV_ALGORITHM=direct. Not yet timed on a GPU, so "auto" does not take it
+# (benchmarks/conv2d.py's "(direct)" rows decide). A layer whose output rows are wider than
+# a block's pixels, whose filter has more taps than a block's threads cover, or whose staged
+# input does not fit in shared memory, keeps the GEMM.
 DIRECT_SOURCE = "conv2d_direct.cu"
 DIRECT_PIXELS, DIRECT_CHANNELS = 4, 8  # per thread: direct::kPixels, direct::kChannels
 DIRECT_COLUMNS = 4  # filter taps per thread in backward-filter: direct::kColumns
@@ -94,7 +95,8 @@ def direct_plan(
         return None
     in_rows = (band_rows - 1) * stride[0] + (r - 1) * dilation[0] + 1
     span = (q - 1) * stride[1] + (s - 1) * dilation[1] + 1
-    per_channel = (r * s * groups * DIRECT_CHANNELS + in_rows * span) * itemsize
+    # (a strided backward-data phase may have no taps: nothing staged)
+    per_channel = max(itemsize, (r * s * groups * DIRECT_CHANNELS + in_rows * span) * itemsize)
     chunk = min(DIRECT_MAX_CHUNK, in_channels, DIRECT_SHARED_BYTES // per_channel)
     if chunk < 1:
         return None
@@ -158,6 +160,86 @@ def _direct_plan(in_channels, out_channels, out_hw, w, stride, dilation, itemsiz
     if conv_algorithm() != "direct":
         return None
     return direct_plan(in_channels, out_channels, out_hw, w.shape[2:], stride, dilation, itemsize)
+
+
+@dataclass(frozen=True)
+class Phase:
+    """Backward-data of a strided layer for the input pixels (a + sh * i, b + sw * j): a
+    stride-1 correlation of dy with ``taps`` (rows, columns) of w, read from ``first`` back by
+    the stride, padded by ``padding``, giving ``out_hw`` pixels (conv2d_direct_phase)."""
+
+    a: int
+    b: int
+    taps: tuple[int, int]
+    first: tuple[int, int]
+    padding: tuple[int, int]
+    out_hw: tuple[int, int]
+    plan: DirectPlan
+
+
+def _phase_axis(a: int, stride: int, padding: int, size: int, length: int):
+    """Along one axis, input phase a of a layer with ``size`` taps: (taps, first tap,
+    padding, outputs). Input h = a + stride * i takes taps r0, r0 + stride, ... (r0 = (a +
+    padding) % stride) from output rows (h + padding - r) / stride, one lower per tap."""
+    r0 = (a + padding) % stride
+    taps = len(range(r0, size, stride))
+    first_row = (a + padding - r0) // stride  # the output row of tap r0 at i = 0
+    return taps, r0 + stride * (taps - 1), taps - 1 - first_row, len(range(a, length, stride))
+
+
+def direct_phases(w_shape, x_hw, window: Window, itemsize: int) -> list[Phase] | None:
+    """The phases of a strided, undilated layer's backward-data on the direct kernel (those
+    with no pixels left out), or None where one of them does not fit it."""
+    k, c, r, s = w_shape
+    phases = []
+    for a in range(window.stride[0]):
+        for b in range(window.stride[1]):
+            rows = _phase_axis(a, window.stride[0], window.padding[0], r, x_hw[0])
+            cols = _phase_axis(b, window.stride[1], window.padding[1], s, x_hw[1])
+            out_hw = (rows[3], cols[3])
+            if 0 in out_hw:
+                continue
+            taps = (rows[0], cols[0])
+            plan = direct_plan(k, c, out_hw, taps, (1, 1), (1, 1), itemsize)
+            if plan is None:
+                return None
+            phases.append(Phase(a, b, taps, (rows[1], cols[1]), (rows[2], cols[2]), out_hw, plan))
+    return phases
+
+
+def _direct_phase(dy, w, dx, stride, phase: Phase):
+    """One phase of dx (``direct_phases``) through conv2d_direct_phase."""
+    n, k, out_h, out_w = dy.shape
+    _, c, height, width = dx.shape
+    plan = phase.plan
+    launch(
+        get_kernel(DIRECT_SOURCE, "conv2d_direct_phase", dy),
+        (n * -(-phase.out_hw[0] // plan.band_rows), -(-c // (plan.groups * DIRECT_CHANNELS))),
+        plan.pixel_threads * plan.groups,
+        (
+            dy,
+            w,
+            dx,
+            n,
+            k,
+            out_h,
+            out_w,
+            c,
+            *w.shape[2:],
+            height,
+            width,
+            *stride,
+            phase.a,
+            phase.b,
+            *phase.taps,
+            *phase.first,
+            *phase.padding,
+            plan.band_rows,
+            plan.pixel_threads,
+            plan.chunk,
+        ),
+        shared_mem=plan.shared_bytes,
+    )
 
 
 def _direct(inp, w, b, out, stride, padding, dilation, flip: bool, plan: DirectPlan):
@@ -372,8 +454,8 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
 
 
 def _backward_data(dy, w, dx, window: Window, shape, tile: int):
-    """dx through Winograd (tile > 0), the direct kernel (stride 1, where it applies) or the
-    implicit GEMM's gather."""
+    """dx through Winograd (tile > 0), the direct kernel (where it applies: at a stride, one
+    launch per phase of dx) or the implicit GEMM's gather."""
     n, c, height, width = dx.shape
     k, _, r, s = w.shape
     (ph, pw), (dh, dw) = window.padding, window.dilation
@@ -384,6 +466,12 @@ def _backward_data(dy, w, dx, window: Window, shape, tile: int):
         if plan:
             padding = ((r - 1) * dh - ph, (s - 1) * dw - pw)
             return _direct(dy, w, None, dx, (1, 1), padding, window.dilation, True, plan)
+    elif window.dilation == (1, 1) and conv_algorithm() == "direct":
+        phases = direct_phases(w.shape, (height, width), window, dx.itemsize)
+        if phases is not None:
+            for phase in phases:
+                _direct_phase(dy, w, dx, window.stride, phase)
+            return dx
     kernel, tile_rows = _tiled("conv2d_backward_data", c, dx)
     launch(kernel, grid(n * height * width, c, tile_rows), THREADS, (dy, w, dx, *shape))
     return dx

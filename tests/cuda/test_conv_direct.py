@@ -25,8 +25,9 @@ from tests.helpers import (
 # K under one group and K = 70 past a block's 64 channels (a second, mostly empty, column of
 # blocks); C past the 8 staged at a time; one to four warps of pixels a group; outputs of
 # several bands, the last one short; 5x5 and 1x1 kernels and an asymmetric one; stride 2
-# (backward-data keeps the GEMM); dilation; padding past the kernel's reach, so
-# backward-data's transposed padding is negative; a single image.
+# (backward-data by phases, below); dilation, alone and with a stride (backward-data by the
+# GEMM); padding past the kernel's reach, so backward-data's transposed padding is negative;
+# a single image.
 CASES = [
     (2, 3, 7, 9, 5, 3, 3, 1, 1, 1),
     (2, 6, 14, 14, 16, 5, 5, 1, 0, 1),  # LeNet's conv2
@@ -38,6 +39,16 @@ CASES = [
     (2, 3, 8, 7, 9, 3, 2, (1, 2), (1, 0), (1, 2)),
     (1, 2, 20, 20, 8, 3, 3, 1, 1, 1),  # four warps of pixels, one band
     (1, 2, 40, 30, 12, 3, 3, 1, 1, 1),  # four warps a group, bands of 17, 17 and 6 rows
+    # backward-data by phases: 3x3 at stride 2 (phases of 2x2, 2x1, 1x2 and 1x1 taps), odd
+    # sizes (phases of unequal sizes); 5x5 at stride 3 with padding 2; a 1x1 filter at
+    # stride 2 (three phases without taps: zeros); padding past the kernel's reach; strides
+    # (1, 2) and (3, 1)
+    (2, 3, 11, 9, 10, 3, 3, 2, 1, 1),
+    (1, 4, 13, 14, 6, 5, 5, 3, 2, 1),
+    (2, 3, 7, 6, 5, 1, 1, 2, 0, 1),
+    (1, 2, 8, 9, 3, 2, 2, 2, 2, 1),
+    (1, 3, 9, 10, 4, 3, 3, (1, 2), 1, 1),
+    (1, 3, 10, 5, 4, 3, 2, (3, 1), (2, 1), 1),
 ]
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
 
@@ -64,13 +75,36 @@ def test_every_direction_matches_numpy(backend, direct, case, dtype):
     got = backend.run(ops.conv2d_backward, dy, x, w, **geometry)
     for name, value, reference in zip(("dx", "dw", "db"), got, expected, strict=True):
         assert value.dtype == dtype and rel_error(value, reference) < TOLERANCE[dtype], name
-    strided = geometry["stride"] != 1
+    # dx: at stride 1 the kernel itself; at a stride, one launch per phase; with a stride
+    # and dilation both, the implicit GEMM's gather
+    strided, dilated = geometry["stride"] != 1, geometry["dilation"] != 1
     assert direct.count("conv2d_direct") == 1 + (not strided)
-    assert any(name.startswith("conv2d_backward_data") for name in direct) == strided
+    assert ("conv2d_direct_phase" in direct) == (strided and not dilated)
+    assert any(name.startswith("conv2d_backward_data") for name in direct) == (strided and dilated)
     # filters of few taps keep their own reduction (conv2d.cu); the others take this one
     few_taps = w.size <= cuda_conv.DIRECT_FILTER_TAPS
     assert ("conv2d_backward_filter_direct" in direct) == few_taps
     assert ("conv2d_direct_backward_filter" in direct) == (not few_taps)
+
+
+def test_the_phases_of_a_strided_layer():
+    def phases(w_shape, x_hw, stride, padding):
+        window = conv_window(w_shape[2:], stride, padding, 1)
+        found = cuda_conv.direct_phases(w_shape, x_hw, window, 4)
+        return [(p.a, p.b, p.taps, p.first, p.padding, p.out_hw) for p in found]
+
+    # ResNet's downsampling 3x3 at stride 2, padding 1, on 9 x 8 inputs: even rows take
+    # tap 1 alone, odd rows taps 2 then 0 (dy rows i + 1 and i); 5 even and 4 odd rows
+    assert phases((4, 3, 3, 3), (9, 8), 2, 1) == [
+        (0, 0, (1, 1), (1, 1), (0, 0), (5, 4)),
+        (0, 1, (1, 2), (1, 2), (0, 0), (5, 4)),
+        (1, 0, (2, 1), (2, 1), (0, 0), (4, 4)),
+        (1, 1, (2, 2), (2, 2), (0, 0), (4, 4)),
+    ]
+    # a 1x1 filter at stride 2: only the even rows and columns have a tap
+    assert [p[2] for p in phases((4, 3, 1, 1), (7, 6), 2, 0)] == [(1, 1), (1, 0), (0, 1), (0, 0)]
+    # a single input row: its odd phase has no pixels and no launch
+    assert [p[:2] for p in phases((4, 3, 1, 3), (1, 5), 2, (0, 1))] == [(0, 0), (0, 1)]
 
 
 # (N, C, H, W, K, stride, shared memory in elements, TARGET_BLOCKS): 3x3 filters, padding
@@ -160,7 +194,7 @@ def test_the_plans_cover_the_cases_as_described():
     assert [plan.pixel_threads for plan in plans[:2]] == [32, 32]
     assert plans[3].pixel_threads == 32 and plans[3].band_rows == 8  # 17 rows: 3 bands
     assert plans[2].chunk == 8  # C = 10: two stages
-    assert [(plan.pixel_threads, plan.band_rows) for plan in plans[-2:]] == [(128, 20), (128, 17)]
+    assert [(plan.pixel_threads, plan.band_rows) for plan in plans[8:10]] == [(128, 20), (128, 17)]
     assert all(plan.shared_bytes <= cuda_conv.DIRECT_SHARED_BYTES for plan in plans)
 
 
