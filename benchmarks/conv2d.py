@@ -18,7 +18,7 @@ from gpucnn._shapes import conv_window
 from gpucnn.cuda.conv import (
     DIRECT_FILTER_TAPS,
     direct_filter_plan,
-    direct_phases,
+    direct_phase_plan,
     direct_plan,
     winograd_tile,
 )
@@ -143,7 +143,7 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
         "forward": direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, 4),
         "backward-data": direct_plan(k, c, x_shape[2:], (r, s), (1, 1), window.dilation, 4)
         if stride == 1
-        else direct_phases(w_shape, x_shape[2:], window, 4),
+        else direct_phase_plan(w_shape, x_shape[2:], window, 4),
         # (filters of few taps keep their own reduction under every algorithm)
         "backward-filter": k * c * r * s > DIRECT_FILTER_TAPS
         and direct_filter_plan(x_shape[0], c, k, out_hw, (r, s), window.stride, window.dilation, 4),

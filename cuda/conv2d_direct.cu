@@ -74,11 +74,12 @@ struct Placement {
 };
 
 // The body of conv2d_direct and conv2d_direct_phase (launch as described at the top).
+// Block x covers band x % bands of image x / bands; a band past the P rows has no work.
 template <typename T>
 __device__ void convolve(const T* __restrict__ x, const T* __restrict__ w, const T* __restrict__ b,
                          T* __restrict__ y, const Geometry& g, const Taps& weights_of,
-                         const Placement& out, int has_bias, int band_rows, int pixel_threads,
-                         int chunk) {
+                         const Placement& out, int has_bias, int bands, int band_rows,
+                         int pixel_threads, int chunk) {
     extern __shared__ __align__(16) unsigned char dynamic[];
     const int taps = g.R * g.S;
     const int block_channels = blockDim.x / pixel_threads * kChannels;
@@ -87,9 +88,9 @@ __device__ void convolve(const T* __restrict__ x, const T* __restrict__ w, const
     T* weights = reinterpret_cast<T*>(dynamic);                // [chunk][taps][block_channels]
     T* inputs = weights + chunk * taps * block_channels;       // [chunk][in_rows][span]
 
-    const int bands = (g.P + band_rows - 1) / band_rows;
     const long long n = blockIdx.x / bands;
     const int p0 = (int)(blockIdx.x % bands) * band_rows;
+    if (p0 >= g.P) return;  // (the whole block: no barrier is left waiting)
     const int pixels = min(band_rows, g.P - p0) * g.Q;  // in this band
     const int k0 = blockIdx.y * block_channels;
     const int t = threadIdx.x, group = t / pixel_threads, pixel0 = t % pixel_threads;
@@ -183,27 +184,37 @@ __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
     const direct::Taps taps =
         flip ? direct::Taps{1, R, S, R - 1, -1, S - 1, -1} : direct::Taps{0, R, S, 0, 1, 0, 1};
     direct::convolve(x, w, b, y, {N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw}, taps,
-                     {P, Q, 0, 1, 0, 1}, has_bias, band_rows, pixel_threads, chunk);
+                     {P, Q, 0, 1, 0, 1}, has_bias, (P + band_rows - 1) / band_rows, band_rows,
+                     pixel_threads, chunk);
 }
 
-// Backward-data of a strided, undilated layer, one phase (a, b) of dx at a time: the input
-// pixels (a + sh * i, b + sw * j). Layer names: dy (N, K, P, Q), w (K, C, R, S), dx (N, C,
-// H, W). Input row h = a + sh * i took taps r = r0, r0 + sh, ... (r0 = (a + ph) % sh) from
-// output rows (h + ph - r) / sh, which fall by one per tap: so the phase is a stride-1
-// correlation of dy with taps_h x taps_w taps, w's rows first_r, first_r - sh, ... (the
-// last of r0, r0 + sh, ... first) and columns likewise, padded by (pad_h, pad_w) (negative:
-// cropped). A phase without taps (a 1x1 filter at stride 2) writes zeros.
+// Backward-data of a strided, undilated layer, phase blockIdx.z = a * sw + b of dx: the
+// input pixels (a + sh * i, b + sw * j). Layer names: dy (N, K, P, Q), w (K, C, R, S), dx
+// (N, C, H, W). Input row h = a + sh * i took taps r = r0, r0 + sh, ... (r0 = (a + ph) % sh)
+// from output rows (h + ph - r) / sh, one lower per tap: so the phase is a stride-1
+// correlation of dy with those taps, last first (w's rows r_last, r_last - sh, ...), padded
+// so that its first tap, r_last, reads row i + (a + ph - r_last) / sh; columns likewise. A
+// phase without taps (a 1x1 filter at stride 2) writes zeros. Launch: grid (N * bands,
+// channel blocks, sh * sw), bands and the plan those of phase (0, 0), the largest in pixels
+// and in taps.
 template <typename T>
 __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
     conv2d_direct_phase(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,
                         int N, int K, int P, int Q, int C, int R, int S, int H, int W, int sh,
-                        int sw, int a, int b, int taps_h, int taps_w, int first_r, int first_s,
-                        int pad_h, int pad_w, int band_rows, int pixel_threads, int chunk) {
+                        int sw, int ph, int pw, int band_rows, int pixel_threads, int chunk) {
+    const int a = blockIdx.z / sw, b = blockIdx.z % sw;
     const int rows = (H - a + sh - 1) / sh, cols = (W - b + sw - 1) / sw;  // of this phase
+    if (rows <= 0 || cols <= 0) return;  // (an input of fewer rows or columns than sh, sw)
+    const int r0 = (a + ph) % sh, s0 = (b + pw) % sw;
+    const int taps_h = r0 < R ? (R - r0 + sh - 1) / sh : 0;
+    const int taps_w = s0 < S ? (S - s0 + sw - 1) / sw : 0;
+    const int r_last = r0 + sh * (taps_h - 1), s_last = s0 + sw * (taps_w - 1);
+    const int bands = ((H + sh - 1) / sh + band_rows - 1) / band_rows;
     direct::convolve<T>(dy, w, nullptr, dx,
-                        {N, K, P, Q, C, taps_h, taps_w, rows, cols, 1, 1, pad_h, pad_w, 1, 1},
-                        {1, R, S, first_r, -sh, first_s, -sw}, {H, W, a, sh, b, sw}, 0, band_rows,
-                        pixel_threads, chunk);
+                        {N, K, P, Q, C, taps_h, taps_w, rows, cols, 1, 1, -(a + ph - r_last) / sh,
+                         -(b + pw - s_last) / sw, 1, 1},
+                        {1, R, S, r_last, -sh, s_last, -sw}, {H, W, a, sh, b, sw}, 0, bands,
+                        band_rows, pixel_threads, chunk);
 }
 
 // dw, or with gridDim.x > 1 split x's slice of `out`, summed by conv2d_sum_splits_by_warp:

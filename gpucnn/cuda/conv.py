@@ -95,8 +95,7 @@ def direct_plan(
         return None
     in_rows = (band_rows - 1) * stride[0] + (r - 1) * dilation[0] + 1
     span = (q - 1) * stride[1] + (s - 1) * dilation[1] + 1
-    # (a strided backward-data phase may have no taps: nothing staged)
-    per_channel = max(itemsize, (r * s * groups * DIRECT_CHANNELS + in_rows * span) * itemsize)
+    per_channel = (r * s * groups * DIRECT_CHANNELS + in_rows * span) * itemsize
     chunk = min(DIRECT_MAX_CHUNK, in_channels, DIRECT_SHARED_BYTES // per_channel)
     if chunk < 1:
         return None
@@ -162,59 +161,26 @@ def _direct_plan(in_channels, out_channels, out_hw, w, stride, dilation, itemsiz
     return direct_plan(in_channels, out_channels, out_hw, w.shape[2:], stride, dilation, itemsize)
 
 
-@dataclass(frozen=True)
-class Phase:
-    """Backward-data of a strided layer for the input pixels (a + sh * i, b + sw * j): a
-    stride-1 correlation of dy with ``taps`` (rows, columns) of w, read from ``first`` back by
-    the stride, padded by ``padding``, giving ``out_hw`` pixels (conv2d_direct_phase)."""
-
-    a: int
-    b: int
-    taps: tuple[int, int]
-    first: tuple[int, int]
-    padding: tuple[int, int]
-    out_hw: tuple[int, int]
-    plan: DirectPlan
-
-
-def _phase_axis(a: int, stride: int, padding: int, size: int, length: int):
-    """Along one axis, input phase a of a layer with ``size`` taps: (taps, first tap,
-    padding, outputs). Input h = a + stride * i takes taps r0, r0 + stride, ... (r0 = (a +
-    padding) % stride) from output rows (h + padding - r) / stride, one lower per tap."""
-    r0 = (a + padding) % stride
-    taps = len(range(r0, size, stride))
-    first_row = (a + padding - r0) // stride  # the output row of tap r0 at i = 0
-    return taps, r0 + stride * (taps - 1), taps - 1 - first_row, len(range(a, length, stride))
-
-
-def direct_phases(w_shape, x_hw, window: Window, itemsize: int) -> list[Phase] | None:
-    """The phases of a strided, undilated layer's backward-data on the direct kernel (those
-    with no pixels left out), or None where one of them does not fit it."""
+def direct_phase_plan(w_shape, x_hw, window: Window, itemsize: int) -> DirectPlan | None:
+    """The plan of a strided, undilated layer's backward-data through conv2d_direct_phase:
+    that of its largest phase, (0, 0), with the most pixels and the most taps, which then
+    covers the others; None where it does not fit."""
     k, c, r, s = w_shape
-    phases = []
-    for a in range(window.stride[0]):
-        for b in range(window.stride[1]):
-            rows = _phase_axis(a, window.stride[0], window.padding[0], r, x_hw[0])
-            cols = _phase_axis(b, window.stride[1], window.padding[1], s, x_hw[1])
-            out_hw = (rows[3], cols[3])
-            if 0 in out_hw:
-                continue
-            taps = (rows[0], cols[0])
-            plan = direct_plan(k, c, out_hw, taps, (1, 1), (1, 1), itemsize)
-            if plan is None:
-                return None
-            phases.append(Phase(a, b, taps, (rows[1], cols[1]), (rows[2], cols[2]), out_hw, plan))
-    return phases
+    (sh, sw), (height, width) = window.stride, x_hw
+    largest = (-(-height // sh), -(-width // sw))
+    return direct_plan(k, c, largest, (-(-r // sh), -(-s // sw)), (1, 1), (1, 1), itemsize)
 
 
-def _direct_phase(dy, w, dx, stride, phase: Phase):
-    """One phase of dx (``direct_phases``) through conv2d_direct_phase."""
+def _direct_phases(dy, w, dx, window: Window, plan: DirectPlan):
+    """dx of a strided layer, every phase in one launch (conv2d_direct_phase)."""
     n, k, out_h, out_w = dy.shape
     _, c, height, width = dx.shape
-    plan = phase.plan
+    sh, sw = window.stride
+    largest_rows = -(-height // sh)  # phase (0, 0)'s, which the plan and the grid are for
+    bands = -(-largest_rows // plan.band_rows)
     launch(
         get_kernel(DIRECT_SOURCE, "conv2d_direct_phase", dy),
-        (n * -(-phase.out_hw[0] // plan.band_rows), -(-c // (plan.groups * DIRECT_CHANNELS))),
+        (n * bands, -(-c // (plan.groups * DIRECT_CHANNELS)), sh * sw),
         plan.pixel_threads * plan.groups,
         (
             dy,
@@ -228,18 +194,16 @@ def _direct_phase(dy, w, dx, stride, phase: Phase):
             *w.shape[2:],
             height,
             width,
-            *stride,
-            phase.a,
-            phase.b,
-            *phase.taps,
-            *phase.first,
-            *phase.padding,
+            sh,
+            sw,
+            *window.padding,
             plan.band_rows,
             plan.pixel_threads,
             plan.chunk,
         ),
         shared_mem=plan.shared_bytes,
     )
+    return dx
 
 
 def _direct(inp, w, b, out, stride, padding, dilation, flip: bool, plan: DirectPlan):
@@ -454,8 +418,8 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
 
 
 def _backward_data(dy, w, dx, window: Window, shape, tile: int):
-    """dx through Winograd (tile > 0), the direct kernel (where it applies: at a stride, one
-    launch per phase of dx) or the implicit GEMM's gather."""
+    """dx through Winograd (tile > 0), the direct kernel (where it applies; at a stride, by
+    phases of dx) or the implicit GEMM's gather."""
     n, c, height, width = dx.shape
     k, _, r, s = w.shape
     (ph, pw), (dh, dw) = window.padding, window.dilation
@@ -467,11 +431,9 @@ def _backward_data(dy, w, dx, window: Window, shape, tile: int):
             padding = ((r - 1) * dh - ph, (s - 1) * dw - pw)
             return _direct(dy, w, None, dx, (1, 1), padding, window.dilation, True, plan)
     elif window.dilation == (1, 1) and conv_algorithm() == "direct":
-        phases = direct_phases(w.shape, (height, width), window, dx.itemsize)
-        if phases is not None:
-            for phase in phases:
-                _direct_phase(dy, w, dx, window.stride, phase)
-            return dx
+        plan = direct_phase_plan(w.shape, (height, width), window, dx.itemsize)
+        if plan:
+            return _direct_phases(dy, w, dx, window, plan)
     kernel, tile_rows = _tiled("conv2d_backward_data", c, dx)
     launch(kernel, grid(n * height * width, c, tile_rows), THREADS, (dy, w, dx, *shape))
     return dx

@@ -87,24 +87,28 @@ def test_every_direction_matches_numpy(backend, direct, case, dtype):
     assert ("conv2d_direct_backward_filter" in direct) == (not few_taps)
 
 
-def test_the_phases_of_a_strided_layer():
-    def phases(w_shape, x_hw, stride, padding):
-        window = conv_window(w_shape[2:], stride, padding, 1)
-        found = cuda_conv.direct_phases(w_shape, x_hw, window, 4)
-        return [(p.a, p.b, p.taps, p.first, p.padding, p.out_hw) for p in found]
-
-    # ResNet's downsampling 3x3 at stride 2, padding 1, on 9 x 8 inputs: even rows take
-    # tap 1 alone, odd rows taps 2 then 0 (dy rows i + 1 and i); 5 even and 4 odd rows
-    assert phases((4, 3, 3, 3), (9, 8), 2, 1) == [
-        (0, 0, (1, 1), (1, 1), (0, 0), (5, 4)),
-        (0, 1, (1, 2), (1, 2), (0, 0), (5, 4)),
-        (1, 0, (2, 1), (2, 1), (0, 0), (4, 4)),
-        (1, 1, (2, 2), (2, 2), (0, 0), (4, 4)),
-    ]
-    # a 1x1 filter at stride 2: only the even rows and columns have a tap
-    assert [p[2] for p in phases((4, 3, 1, 1), (7, 6), 2, 0)] == [(1, 1), (1, 0), (0, 1), (0, 0)]
-    # a single input row: its odd phase has no pixels and no launch
-    assert [p[:2] for p in phases((4, 3, 1, 3), (1, 5), 2, (0, 1))] == [(0, 0), (0, 1)]
+def test_a_strided_backward_data_is_one_launch_planned_for_its_largest_phase(backend, direct):
+    # 3x3 at stride 2 on 9 x 8 inputs: phase (0, 0) has 5 x 4 pixels and 2 x 2 taps (the
+    # others 4 rows or 1 tap fewer); a single input row (column) leaves phases (1, *) ((*, 1))
+    # without pixels
+    cases = (
+        ((2, 3, 9, 8), (3, 3), 1),
+        ((1, 3, 1, 5), (1, 3), (0, 1)),
+        ((1, 3, 5, 1), (3, 1), (1, 0)),
+    )
+    for x_shape, kernel, padding in cases:
+        x, w = np.random.default_rng(0).standard_normal(x_shape), np.ones((4, 3, *kernel))
+        stride = 2
+        dy = np.random.default_rng(1).standard_normal(
+            ops.conv2d_forward(x, w, stride=stride, padding=padding).shape
+        )
+        expected = ops.conv2d_backward(dy, x, w, stride=stride, padding=padding)[0]
+        got = backend.run(ops.conv2d_backward, dy, x, w, stride=stride, padding=padding)[0]
+        assert rel_error(got, expected) < 1e-13
+    assert direct.count("conv2d_direct_phase") == 3
+    window = conv_window(3, 2, 1, 1)
+    plan = cuda_conv.direct_phase_plan((4, 3, 3, 3), (9, 8), window, 8)
+    assert plan == cuda_conv.direct_plan(4, 3, (5, 4), (2, 2), (1, 1), (1, 1), 8)
 
 
 # (N, C, H, W, K, stride, shared memory in elements, TARGET_BLOCKS): 3x3 filters, padding
