@@ -195,8 +195,8 @@ __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
 // correlation of dy with those taps, last first (w's rows r_last, r_last - sh, ...), padded
 // so that its first tap, r_last, reads row i + (a + ph - r_last) / sh; columns likewise. A
 // phase without taps (a 1x1 filter at stride 2) writes zeros. Launch: grid (N * bands,
-// channel blocks, sh * sw), bands and the plan those of phase (0, 0), the largest in pixels
-// and in taps.
+// channel blocks, sh * sw), with the bands of phase (0, 0), which has the most pixels, and a
+// plan for those pixels and the most taps any phase has (ceil(R / sh) by ceil(S / sw)).
 template <typename T>
 __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
     conv2d_direct_phase(const T* __restrict__ dy, const T* __restrict__ w, T* __restrict__ dx,

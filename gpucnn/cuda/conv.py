@@ -162,9 +162,9 @@ def _direct_plan(in_channels, out_channels, out_hw, w, stride, dilation, itemsiz
 
 
 def direct_phase_plan(w_shape, x_hw, window: Window, itemsize: int) -> DirectPlan | None:
-    """The plan of a strided, undilated layer's backward-data through conv2d_direct_phase:
-    that of its largest phase, (0, 0), with the most pixels and the most taps, which then
-    covers the others; None where it does not fit."""
+    """The plan of a strided, undilated layer's backward-data through conv2d_direct_phase,
+    made for the most pixels a phase has (phase (0, 0)'s) and the most taps (ceil(R / sh) by
+    ceil(S / sw)), which then covers every phase; None where it does not fit."""
     k, c, r, s = w_shape
     (sh, sw), (height, width) = window.stride, x_hw
     largest = (-(-height // sh), -(-width // sw))
@@ -176,7 +176,7 @@ def _direct_phases(dy, w, dx, window: Window, plan: DirectPlan):
     n, k, out_h, out_w = dy.shape
     _, c, height, width = dx.shape
     sh, sw = window.stride
-    largest_rows = -(-height // sh)  # phase (0, 0)'s, which the plan and the grid are for
+    largest_rows = -(-height // sh)  # phase (0, 0)'s, which the grid is for
     bands = -(-largest_rows // plan.band_rows)
     launch(
         get_kernel(DIRECT_SOURCE, "conv2d_direct_phase", dy),

@@ -88,9 +88,9 @@ def test_every_direction_matches_numpy(backend, direct, case, dtype):
 
 
 def test_a_strided_backward_data_is_one_launch_planned_for_its_largest_phase(backend, direct):
-    # 3x3 at stride 2 on 9 x 8 inputs: phase (0, 0) has 5 x 4 pixels and 2 x 2 taps (the
-    # others 4 rows or 1 tap fewer); a single input row (column) leaves phases (1, *) ((*, 1))
-    # without pixels
+    # 3x3 at stride 2, padding 1, on 9 x 8 inputs: planned for 5 x 4 pixels (phase (0, 0)'s)
+    # and 2 x 2 taps (phase (1, 1)'s); a single input row (column) leaves phases (1, *)
+    # ((*, 1)) without pixels
     cases = (
         ((2, 3, 9, 8), (3, 3), 1),
         ((1, 3, 1, 5), (1, 3), (0, 1)),
