@@ -54,9 +54,6 @@ __device__ void stage_rows(const T* __restrict__ channels, T* __restrict__ stage
         }
     }
 }
-}  // namespace direct
-
-namespace direct {
 
 // Input x (N, C, H, W) and the R x S taps that each output pixel (p, q) of P x Q sums.
 struct Geometry {
@@ -204,7 +201,7 @@ __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
                         int sw, int ph, int pw, int band_rows, int pixel_threads, int chunk) {
     const int a = blockIdx.z / sw, b = blockIdx.z % sw;
     const int rows = (H - a + sh - 1) / sh, cols = (W - b + sw - 1) / sw;  // of this phase
-    if (rows <= 0 || cols <= 0) return;  // (an input of fewer rows or columns than sh, sw)
+    if (rows <= 0 || cols <= 0) return;  // (an input too small to have pixels in this phase)
     const int r0 = (a + ph) % sh, s0 = (b + pw) % sw;
     const int taps_h = r0 < R ? (R - r0 + sh - 1) / sh : 0;
     const int taps_w = s0 < S ? (S - s0 + sw - 1) / sw : 0;
