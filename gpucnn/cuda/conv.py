@@ -31,9 +31,9 @@ DIRECT_FILTER_TAPS = THREADS
 # fewer, for a workspace and three to five launches in place of one. GPUCNN_CONV_ALGORITHM:
 # "gemm", "winograd" (F(2x2, 3x3) wherever it applies), "winograd4" (F(4x4, 3x3) likewise;
 # not yet timed on a GPU), "direct" (below) or "auto" (the default), which takes F(2x2, 3x3)
-# where an H100
-# measured it faster (benchmarks/NOTES.md, 2026-11-22): 1.2-4.6x in every direction on every
-# 3x3 layer of ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15 GFLOP each), but
+# where an H100 measured it faster (benchmarks/NOTES.md, 2026-11-22): 1.2-4.6x in every
+# direction on every 3x3 layer of ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15
+# GFLOP each), but
 # 0.5-1.0x on ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra launches and transform
 # traffic cost more than the multiplications saved. The same rule holds for all three
 # directions, so a layer runs one algorithm throughout.
@@ -152,13 +152,6 @@ def direct_filter_plan(
     return DirectFilterPlan(
         groups, column_threads, chunk, band_rows, units, -(-total_units // units), threads, shared
     )
-
-
-def _direct_plan(in_channels, out_channels, out_hw, w, stride, dilation, itemsize):
-    """``direct_plan`` when GPUCNN_CONV_ALGORITHM asks for the direct kernel, else None."""
-    if conv_algorithm() != "direct":
-        return None
-    return direct_plan(in_channels, out_channels, out_hw, w.shape[2:], stride, dilation, itemsize)
 
 
 def direct_phase_plan(w_shape, x_hw, window: Window, itemsize: int) -> DirectPlan | None:
@@ -282,12 +275,14 @@ def conv_algorithm() -> str:
     return value
 
 
-def winograd_tile(x_shape, w_shape, window: Window, out_hw) -> int:
+def winograd_tile(x_shape, w_shape, window: Window, out_hw, algorithm: str | None = None) -> int:
     """The output tile side m of the Winograd F(m x m, 3x3) this layer runs through, or 0 for
-    the implicit GEMM. Winograd covers 3x3 kernels at stride 1 without dilation, padding up
+    another algorithm. Winograd covers 3x3 kernels at stride 1 without dilation, padding up
     to 2 (so that backward-data's transposed padding, 2 - p, is one too); "auto" also asks
-    for the channels and work where F(2x2, 3x3) was measured faster."""
-    algorithm = conv_algorithm()  # checked on every layer, so a misspelling never hides
+    for the channels and work where F(2x2, 3x3) was measured faster. ``algorithm``: the
+    caller's ``conv_algorithm()``, else read here."""
+    if algorithm is None:
+        algorithm = conv_algorithm()  # checked on every layer, so a misspelling never hides
     n, c = x_shape[:2]
     k, _, r, s = w_shape
     if (
@@ -374,11 +369,14 @@ def conv2d_forward(x, w, b, window: Window):
     k, _, r, s = w.shape
     out_hw = window.output_shape(height, width)
     y = empty(x, (n, k, *out_hw), x.dtype)
-    tile = winograd_tile(x.shape, w.shape, window, out_hw)
+    algorithm = conv_algorithm()
+    tile = winograd_tile(x.shape, w.shape, window, out_hw, algorithm)
     bias = None if b is None else contiguous(b)
     if tile:
         return _winograd(x, w, bias, y, window.padding, False, tile)
-    plan = _direct_plan(c, k, out_hw, w, window.stride, window.dilation, x.dtype.itemsize)
+    plan = algorithm == "direct" and direct_plan(
+        c, k, out_hw, (r, s), window.stride, window.dilation, x.itemsize
+    )
     if plan:
         return _direct(x, w, bias, y, window.stride, window.padding, window.dilation, False, plan)
     # w's rows hold C*R*S elements: four along a row are one aligned vector when 4 divides it
@@ -404,33 +402,37 @@ def conv2d_forward(x, w, b, window: Window):
 def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, need_dw: bool):
     dy, x, w = contiguous(dy), contiguous(x), contiguous(w)
     shape = _shape(x.shape, w.shape, window, dy.shape[2:])
-    tile = winograd_tile(x.shape, w.shape, window, dy.shape[2:])
-    dx = _backward_data(dy, w, empty(x, x.shape, x.dtype), window, shape, tile) if need_dx else None
+    algorithm = conv_algorithm()
+    tile = winograd_tile(x.shape, w.shape, window, dy.shape[2:], algorithm)
+    direct = algorithm == "direct"
+    dx = None
+    if need_dx:
+        dx = _backward_data(dy, w, empty(x, x.shape, x.dtype), window, shape, tile, direct)
     dw = None
     if need_dw:
         dw = (
             _winograd_backward_filter(dy, x, w, window, tile)
             if tile
-            else _backward_filter(dy, x, w, shape)
+            else _backward_filter(dy, x, w, shape, direct)
         )
     db = backward_bias(dy) if with_bias else None
     return dx, dw, db
 
 
-def _backward_data(dy, w, dx, window: Window, shape, tile: int):
-    """dx through Winograd (tile > 0), the direct kernel (where it applies; at a stride, by
-    phases of dx) or the implicit GEMM's gather."""
+def _backward_data(dy, w, dx, window: Window, shape, tile: int, direct: bool):
+    """dx through Winograd (tile > 0), the direct kernel (``direct``, where it applies; at a
+    stride, by phases of dx) or the implicit GEMM's gather."""
     n, c, height, width = dx.shape
     k, _, r, s = w.shape
     (ph, pw), (dh, dw) = window.padding, window.dilation
     if tile:
         return _winograd(dy, w, None, dx, (2 - ph, 2 - pw), True, tile)
-    if window.stride == (1, 1):
-        plan = _direct_plan(k, c, (height, width), w, (1, 1), window.dilation, dx.itemsize)
+    if direct and window.stride == (1, 1):
+        plan = direct_plan(k, c, (height, width), (r, s), (1, 1), window.dilation, dx.itemsize)
         if plan:
             padding = ((r - 1) * dh - ph, (s - 1) * dw - pw)
             return _direct(dy, w, None, dx, (1, 1), padding, window.dilation, True, plan)
-    elif window.dilation == (1, 1) and conv_algorithm() == "direct":
+    elif direct and window.dilation == (1, 1):  # strided: by phases
         plan = direct_phase_plan(w.shape, (height, width), window, dx.itemsize)
         if plan:
             return _direct_phases(dy, w, dx, window, plan)
@@ -453,11 +455,11 @@ def backward_bias(dy):
     return db
 
 
-def _backward_filter(dy, x, w, shape):
+def _backward_filter(dy, x, w, shape, direct: bool):
     """dw through the split-K implicit GEMM: the reduction over N*P*Q is split only as far as
     the tiles alone cannot fill the GPU, and the splits are summed in a fixed order. Filters
-    of at most DIRECT_FILTER_TAPS taps take a direct reduction instead, and with
-    GPUCNN_CONV_ALGORITHM=direct others take the direct kernel where it applies."""
+    of at most DIRECT_FILTER_TAPS taps take a direct reduction instead, and with ``direct``
+    (GPUCNN_CONV_ALGORITHM=direct) others take the direct kernel where it applies."""
     n, c = x.shape[:2]
     k, _, r, s = w.shape
     dw = empty(x, w.shape, x.dtype)
@@ -465,7 +467,7 @@ def _backward_filter(dy, x, w, shape):
     reduction, taps = n * plane, c * r * s
     if k * taps <= DIRECT_FILTER_TAPS:
         return _backward_filter_direct(dy, x, dw, shape)
-    if conv_algorithm() == "direct":
+    if direct:
         stride, dilation = shape[9:11], shape[13:15]
         plan = direct_filter_plan(n, c, k, dy.shape[2:], (r, s), stride, dilation, x.itemsize)
         if plan:
