@@ -49,6 +49,15 @@ __device__ __forceinline__ double quiet_nan(double) {
     return __longlong_as_double(0x7ff8000000000000LL);
 }
 
+// The sum of value over the warp's lanes, in the same butterfly order every run (every lane
+// gets it).
+template <typename T>
+__device__ __forceinline__ T warp_sum(T value) {
+    for (int offset = 16; offset > 0; offset /= 2)
+        value += __shfl_xor_sync(0xffffffffu, value, offset);
+    return value;
+}
+
 }  // namespace loss
 
 template <typename T>
@@ -68,8 +77,7 @@ __global__ void softmax_cross_entropy_forward(const T* __restrict__ logits,
         T sum = T(0);
         for (int j = lane; j < C; j += 32)
             sum += exp(row[j] - m);
-        for (int offset = 16; offset > 0; offset /= 2)
-            sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        sum = loss::warp_sum(sum);
         const T log_sum = log(sum);
         T* out = probabilities + i * C;
         for (int j = lane; j < C; j += 32)
@@ -128,8 +136,7 @@ __global__ void mse_forward(const T* __restrict__ pred, const T* __restrict__ de
             diff[i * C + j] = value;
             sum += value * value;
         }
-        for (int offset = 16; offset > 0; offset /= 2)
-            sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        sum = loss::warp_sum(sum);
         if (lane == 0) row_loss[i] = T(0.5) * sum;
     }
 }
@@ -159,8 +166,7 @@ __global__ void hinge_forward(const T* __restrict__ pred, const long long* __res
             violations[i * C + j] = violation;
             sum += violation;
         }
-        for (int offset = 16; offset > 0; offset /= 2)
-            sum += __shfl_xor_sync(0xffffffffu, sum, offset);
+        sum = loss::warp_sum(sum);
         if (lane == 0) row_loss[i] = valid ? sum : loss::quiet_nan(T(0));
     }
 }
@@ -177,8 +183,7 @@ __global__ void hinge_backward(const T* __restrict__ violations,
         int count = 0;
         for (int j = lane; j < C; j += 32)
             count += violations[i * C + j] > T(0);
-        for (int offset = 16; offset > 0; offset /= 2)
-            count += __shfl_xor_sync(0xffffffffu, count, offset);
+        count = loss::warp_sum(count);
         for (int j = lane; j < C; j += 32) {
             const T active = j == t ? -T(count) : T(violations[i * C + j] > T(0));
             grad[i * C + j] = active / T(N);
