@@ -106,11 +106,10 @@ class TrainStep:
     launches. The first step of a batch size runs eagerly (it creates what the step keeps,
     e.g. the momentum buffers, and loads every kernel), the second is captured, the rest
     replay it, reading their batch from arrays the capture saw. A change of the optimizer's
-    settings (a learning-rate schedule) or of the model's mode records the step again,
-    after one eager step; a
-    batch of another size (an epoch's last) runs eagerly. It needs every layer and the loss
-    to be ``graph_safe`` (gpucnn's layers and losses are; one of your own says so when it
-    holds) and integer class labels checked beforehand
+    settings (a learning-rate schedule) or of the model's mode records the step again, after
+    one eager step; a batch of another size (an epoch's last) runs eagerly. It needs every
+    layer and the loss to be ``graph_safe`` (gpucnn's layers and losses are; one of your own
+    says so when it holds) and integer class labels checked beforehand
     (``check_targets=False``). Run eager work that touches the step's arrays inside
     ``ordered()``: on a GPU the graph has a stream of its own.
     """
