@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpucnn.cpu._windows
+import gpucnn.cpu.conv
 from gpucnn import ops
 from tests.helpers import (
     conv2d_loop,
@@ -90,6 +91,19 @@ def test_one_image_chunks_match_one_batch_chunk(case, monkeypatch):
         assert rel_error(chunked, whole) < 1e-14
 
 
+@pytest.mark.parametrize("columns", [1, 2, 7])
+def test_gemm_column_blocks_match_one_gemm(columns, monkeypatch):
+    # Few-channel GEMMs run in column blocks (OpenBLAS's unpacked small-GEMM path); uneven
+    # blocks, one column wide at the least, must give what one GEMM gives.
+    a = shuffled_linspace((3, 5), np.float64, seed=0)
+    b = shuffled_linspace((2, 5, 17), np.float64, seed=1)
+    monkeypatch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", 3 * 5 * columns)
+    monkeypatch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
+    blocked = gpucnn.cpu.conv._matmul_small_blocks(a, b)
+    assert blocked.shape == (2, 3, 17)
+    assert rel_error(blocked, np.matmul(a, b)) < 1e-14
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_any_geometry_matches_the_loop_reference(data):
@@ -98,6 +112,7 @@ def test_any_geometry_matches_the_loop_reference(data):
     draw = data.draw
     x_shape, w_shape, geometry = draw_conv_case(draw)
     chunk_bytes, seed = draw(st.integers(1, 4096)), draw(st.integers(0, 1000))
+    gemm_volume = draw(st.integers(1, 4096))  # GEMM column blocks of any width, or none
     # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
     x = shuffled_linspace(x_shape, np.float64, seed, low=0.1, high=1.1)
     w = shuffled_linspace(w_shape, np.float64, seed + 1, low=0.1, high=1.1)
@@ -105,6 +120,8 @@ def test_any_geometry_matches_the_loop_reference(data):
     dy_seed = seed + 3
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", chunk_bytes)
+        patch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", gemm_volume)
+        patch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
         y = ops.conv2d_forward(x, w, b, **geometry)
         dy = shuffled_linspace(y.shape, np.float64, dy_seed, low=0.1, high=1.1)
         dx, dw, db = ops.conv2d_backward(dy, x, w, **geometry)
