@@ -66,18 +66,25 @@ def time_cpu_alternating(
     repeat: int = 30,
     block: int = 5,
     pause_s: float = 0.25,
+    settle_s: float = 0.15,
 ) -> dict:
     """Median wall times of several host functions (each called as ``time_cpu`` calls its
     one), timed in alternating blocks of ``block`` runs until each has ``repeat``. The first
     call of each is timed apart, then ``warmup`` - 1 more; with several contenders every
-    block starts with one untimed run and ends with a pause.
+    block starts with ``settle_s`` of untimed runs (one at least) and ends with a pause.
 
     Why blocks and pauses: a shared host's speed drifts over seconds (measured here: the same
     NumPy convolution at 10.6 and 27.7 ms in two runs a minute apart), so contenders timed
     one after the other see different machines, and alternating blocks share the drift. But
     OpenBLAS's idle threads spin after each call (measured: 0.1 CPU-seconds burnt during a
     2 s sleep after one NumPy matmul), which would slow whatever runs next; the pause lets
-    them stop."""
+    them stop.
+
+    Why the settling runs: after the pause the 2-core VM runs multi-threaded code slowly for
+    tens of milliseconds (LeNet conv2's NumPy backward, medians of 8 rounds: 7-10 ms for each
+    of the first 8 calls after a 0.25 s sleep, 4.6-5.1 ms without the sleep; PyTorch's 3.7
+    against 3.1 ms; one-thread runs barely move), a state no training loop, which calls its
+    ops back to back, is in. One untimed run did not span it; 0.15 s does."""
     inputs = list(inputs) if inputs else [()]
     alternating = len(fns) > 1
     first, samples = {}, {name: [] for name in fns}
@@ -90,8 +97,12 @@ def time_cpu_alternating(
     while any(len(times) < repeat for times in samples.values()):
         for name, fn in fns.items():
             times = samples[name]
-            if alternating:
-                fn(*inputs[len(times) % len(inputs)])  # after the other's block: warm again
+            if alternating:  # after the other's block and the pause: settle again
+                settled = time.perf_counter() + settle_s
+                while True:
+                    fn(*inputs[len(times) % len(inputs)])
+                    if time.perf_counter() >= settled:
+                        break
             for _ in range(min(block, repeat - len(times))):
                 args = inputs[len(times) % len(inputs)]
                 begin = time.perf_counter()
