@@ -104,6 +104,29 @@ def test_gemm_column_blocks_match_one_gemm(columns, monkeypatch):
     assert rel_error(blocked, np.matmul(a, b)) < 1e-14
 
 
+@pytest.mark.parametrize("columns", [1, 2, 7])
+def test_gemm_depth_blocks_sum_like_one_gemm(columns, monkeypatch):
+    # The filter gradient's GEMMs split their depth the same way and add the blocks.
+    a = shuffled_linspace((4, 3, 17), np.float64, seed=2)
+    b = shuffled_linspace((4, 17, 5), np.float64, seed=3)
+    monkeypatch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", 3 * 5 * columns)
+    monkeypatch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
+    summed = gpucnn.cpu.conv._sum_of_products(a, b)
+    assert summed.shape == (3, 5)
+    assert rel_error(summed, np.einsum("pmd,pdn->mn", a, b)) < 1e-14
+
+
+@pytest.mark.parametrize("dy_k_last_min_depth", [1, 1 << 30])
+def test_filter_gradient_is_the_same_from_either_dy_layout(dy_k_last_min_depth, monkeypatch):
+    x, w, _ = _inputs(CASES[2], np.float64)
+    geometry = _geometry(CASES[2])
+    dy = shuffled_linspace(ops.conv2d_forward(x, w, **geometry).shape, np.float64, seed=5)
+    monkeypatch.setattr(gpucnn.cpu.conv, "DY_K_LAST_MIN_DEPTH", dy_k_last_min_depth)
+    _, dw, _ = ops.conv2d_backward(dy, x, w, with_bias=False, **geometry)
+    expected = numerical_gradient(lambda w_: ops.conv2d_forward(x, w_, **geometry) * dy, w)
+    assert rel_error(dw, expected) < 1e-8
+
+
 @settings(max_examples=60, deadline=None)
 @given(data=st.data())
 def test_any_geometry_matches_the_loop_reference(data):
@@ -113,6 +136,7 @@ def test_any_geometry_matches_the_loop_reference(data):
     x_shape, w_shape, geometry = draw_conv_case(draw)
     chunk_bytes, seed = draw(st.integers(1, 4096)), draw(st.integers(0, 1000))
     gemm_volume = draw(st.integers(1, 4096))  # GEMM column blocks of any width, or none
+    dy_k_last_min_depth = draw(st.sampled_from([1, 1 << 30]))  # both layouts of dw's dy
     # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
     x = shuffled_linspace(x_shape, np.float64, seed, low=0.1, high=1.1)
     w = shuffled_linspace(w_shape, np.float64, seed + 1, low=0.1, high=1.1)
@@ -122,6 +146,7 @@ def test_any_geometry_matches_the_loop_reference(data):
         patch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", chunk_bytes)
         patch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", gemm_volume)
         patch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
+        patch.setattr(gpucnn.cpu.conv, "DY_K_LAST_MIN_DEPTH", dy_k_last_min_depth)
         y = ops.conv2d_forward(x, w, b, **geometry)
         dy = shuffled_linspace(y.shape, np.float64, dy_seed, low=0.1, high=1.1)
         dx, dw, db = ops.conv2d_backward(dy, x, w, **geometry)
