@@ -91,6 +91,33 @@ def test_one_image_chunks_match_one_batch_chunk(case, monkeypatch):
         assert rel_error(chunked, whole) < 1e-14
 
 
+@pytest.mark.parametrize("case", CASES)
+def test_every_uninitialised_buffer_is_written(case, monkeypatch):
+    # Outputs and GEMM blocks are written into np.empty buffers chunk by chunk and block by
+    # block. Fresh memory is often zero, and a zero can look right, so every np.empty is
+    # poisoned with NaN: an element no chunk or block wrote shows.
+    x, w, b = _inputs(case, np.float64)
+    geometry = _geometry(case)
+    y = ops.conv2d_forward(x, w, b, **geometry)
+    dy = shuffled_linspace(y.shape, np.float64, seed=9)
+    clean = ops.conv2d_backward(dy, x, w, with_bias=b is not None, **geometry)
+    unpoisoned_empty = np.empty
+
+    def poisoned_empty(*args, **kwargs):
+        out = unpoisoned_empty(*args, **kwargs)
+        out.fill(np.nan)
+        return out
+
+    monkeypatch.setattr(np, "empty", poisoned_empty)
+    monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", 1)  # one image a chunk
+    monkeypatch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", 64)  # GEMMs in column blocks
+    monkeypatch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
+    assert rel_error(ops.conv2d_forward(x, w, b, **geometry), y) < 1e-14
+    poisoned = ops.conv2d_backward(dy, x, w, with_bias=b is not None, **geometry)
+    for got, expected in zip(poisoned, clean, strict=True):
+        assert (got is None and expected is None) or rel_error(got, expected) < 1e-14
+
+
 @pytest.mark.parametrize("columns", [1, 2, 7])
 def test_gemm_column_blocks_match_one_gemm(columns, monkeypatch):
     # Few-channel GEMMs run in column blocks (OpenBLAS's unpacked small-GEMM path); uneven
