@@ -37,37 +37,34 @@ def test_record_fractions_and_ratios():
     assert row[1][4] == "1000.0 GB/s" and row[1][6] == "-"
 
 
-def test_alternating_timer_runs_blocks_in_turn_with_a_warm_up_each():
+def _two_contenders(settle_s: float):
+    """(the sequence of calls, the timings) of two contenders alternating in blocks of 2."""
     calls = []
     timings = time_cpu_alternating(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
         repeat=5,
         block=2,
         pause_s=0.0,
-        settle_s=0.0,
+        settle_s=settle_s,
     )
+    assert timings["a"].runs == timings["b"].runs == 5
+    return "".join(calls)
+
+
+def test_alternating_timer_runs_blocks_in_turn_with_a_warm_up_each():
     # First call and one more warm-up each; then per block one untimed call (no settling
     # time asked) and up to `block` timed ones, the last block cut short so that each gets
     # exactly `repeat`.
-    assert "".join(calls) == "aabb" + "aaabbbaaabbbaabb"
-    assert timings["a"].runs == timings["b"].runs == 5
+    assert _two_contenders(settle_s=0.0) == "aabb" + "aaabbbaaabbbaabb"
+    calls = []
+    assert time_cpu(lambda: calls.append("c"), repeat=4).runs == 4
+    assert "".join(calls) == "cc" + "cccc"  # one contender: no extra warm-up, no pause
 
 
 def test_alternating_timer_settles_each_block_for_the_time_asked():
-    calls = []
-    timings = time_cpu_alternating(
-        {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
-        repeat=5,
-        block=2,
-        pause_s=0.0,
-        settle_s=0.02,
-    )
     # 20 ms of untimed calls before each of the three blocks: far more than one call each.
+    calls = _two_contenders(settle_s=0.02)
     assert calls.count("a") > 2 + 5 + 3 * 10 and calls.count("b") > 2 + 5 + 3 * 10
-    assert timings["a"].runs == timings["b"].runs == 5
-    calls.clear()
-    assert time_cpu(lambda: calls.append("c"), repeat=4).runs == 4
-    assert "".join(calls) == "cc" + "cccc"  # one contender: no extra warm-up, no pause
 
 
 def _runner(*args):
