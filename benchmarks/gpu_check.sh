@@ -2,7 +2,7 @@
 # Everything that needs a real GPU, from the source tree (no install, no network):
 #   benchmarks/gpu_check.sh OUT [steps...]     steps: info tests memcheck racecheck bench
 #                                               bench-quick compare resources host host-graph
-#                                               (default: all but bench)
+#                                               ncu (default: all but bench and ncu)
 # compare sets the newest benchmark run in OUT against the committed results for the same
 # GPU (benchmarks/compare.py): which rows a change made faster or slower, beyond the noise.
 # host profiles the training steps' host time (benchmarks/host_profile.py); host-graph the
@@ -48,6 +48,17 @@ run() {  # run NAME COMMAND...: log to OUT/NAME.log, remember failures
 sanitized=(-m pytest -m gpu -q -x
     -k "not realistic and not waits_for_the_gpu and not reaches_the_cpu_accuracy and not graph"
     tests/cuda)
+# ncu: the hardware counters of one launch (the fourth, after warm-up) of each kernel that
+# benchmarks/NOTES.md leaves as an open question, inside the quick run of its family.
+profiled=(
+    "pool2d maxpool2d_forward_tiled"   # 2x2/2 at 64x256x56x56: 71% of copy, target 85%
+    "pool2d maxpool2d_backward_tiled"  # the same: 59%
+    "hopfield hopfield_product_gemm"   # n = 4096, batch 256: 39% of cuBLAS, target 70%
+    "conv2d conv2d_direct"             # LeNet conv2 / ResNet-20: never profiled
+    "conv2d conv2d_forward"            # LeNet conv2 implicit GEMM: 3% of the FP32 ceiling
+)
+ncu_sections=(--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy
+    --section LaunchStats --section WarpStateStats --section SchedulerStats)
 for step in $steps; do
     case $step in
         info) run info "$python" -m gpucnn info ;;
@@ -62,6 +73,12 @@ for step in $steps; do
         resources) run resources "$python" benchmarks/kernel_resources.py --out "$out" ;;
         host) run host "$python" benchmarks/host_profile.py ;;
         host-graph) run host-graph "$python" benchmarks/host_profile.py --cuda-graph ;;
+        ncu) for target in "${profiled[@]}"; do
+                read -r family kernel <<<"$target"
+                run "ncu-$kernel" ncu --clock-control none --kernel-name "regex:^$kernel" \
+                    --launch-skip 3 --launch-count 1 "${ncu_sections[@]}" \
+                    "$python" -m benchmarks --quick --only "$family" --out "$out/ncu-runs"
+            done ;;
         *) echo "unknown step $step"; failed+=("$step") ;;
     esac
 done
