@@ -102,7 +102,7 @@ def _matmul_small_blocks(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     in column blocks that keep each GEMM's M*N*D within SMALL_GEMM_VOLUME."""
     m, depth = a.shape
     n = b.shape[-1]
-    columns = SMALL_GEMM_VOLUME // (m * depth)
+    columns = SMALL_GEMM_VOLUME // max(1, m * depth)  # depth 0: zero input channels
     if columns < MIN_BLOCK_COLUMNS or n <= columns:
         return np.matmul(a, b)
     out = np.empty(b.shape[:-2] + (m, n), dtype=np.result_type(a, b))
@@ -118,7 +118,7 @@ def _sum_of_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     into blocks that keep each GEMM's M*N*D within SMALL_GEMM_VOLUME; the blocks' sums are
     added in order, so the result is the same bits run to run."""
     m, depth = a.shape[1:]
-    columns = SMALL_GEMM_VOLUME // (m * b.shape[-1])
+    columns = SMALL_GEMM_VOLUME // max(1, m * b.shape[-1])
     blocks = 1 if columns < MIN_BLOCK_COLUMNS else -(-depth // columns)
     total = None
     for index in range(blocks):

@@ -19,6 +19,10 @@ def _validate(x, w, b, stride, padding, dilation) -> Window:
     k, wc, r, s = w.shape
     if wc != c:
         raise ValueError(f"w has {wc} input channels (shape {tuple(w.shape)}) but x has {c}")
+    if min(c, height, width) < 1:  # an empty image: nothing a gradient could flow to
+        raise ValueError(
+            f"x must have at least one channel, row and column, got shape {tuple(x.shape)}"
+        )
     if min(k, r, s) < 1:
         raise ValueError(f"w must have positive K, R and S, got shape {tuple(w.shape)}")
     if b is not None:

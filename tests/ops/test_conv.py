@@ -223,6 +223,13 @@ W = np.zeros((4, 3, 3, 3), np.float32)
     [
         (lambda: ops.conv2d_forward(X[0], W), ValueError, "x must be 4-D"),
         (lambda: ops.conv2d_forward(X, W[:, :2]), ValueError, "input channels"),
+        (lambda: ops.conv2d_forward(X[:, :0], W[:, :0]), ValueError, "x must have at least one"),
+        (
+            lambda: ops.conv2d_forward(X[:, :, :0], W, padding=2),
+            ValueError,
+            "channel, row and column",
+        ),
+        (lambda: ops.conv2d_forward(X, W[:0]), ValueError, "w must have positive K"),
         (lambda: ops.conv2d_forward(X, np.zeros((1, 3, 9, 9), np.float32)), ValueError, "padded"),
         (lambda: ops.conv2d_forward(X, W, stride=0), ValueError, "stride"),
         (lambda: ops.conv2d_forward(X, W, stride=-1), ValueError, "stride"),
