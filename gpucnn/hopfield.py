@@ -307,9 +307,15 @@ class HopfieldNetwork:
             raise ValueError(f"{path}: weights must be finite, symmetric, with a zero diagonal")
         if rule not in ("", *RULES):
             raise ValueError(f"{path}: unknown rule {rule!r}")
+        stored = arrays["stored"]
+        if stored.shape != () or stored.dtype.kind not in "iu" or stored < 0:
+            raise ValueError(
+                f"{path}: stored must be a non-negative integer count, got {stored.dtype} "
+                f"{stored.shape}"
+            )
         network = cls(w.shape[0], dtype or w.dtype)
         network.rule = rule or None
-        network.stored = int(arrays["stored"])
+        network.stored = int(stored)
         candidate = to_device(w.astype(network.dtype), network.device)
         network._check_exact(candidate)
         network._w = candidate

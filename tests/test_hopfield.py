@@ -181,6 +181,11 @@ def test_save_and_load(tmp_path):
     save_arrays(tmp_path / "other.npz", {"w": bad})
     with pytest.raises(ValueError, match="missing"):
         HopfieldNetwork.load(tmp_path / "other.npz")
+    for stored in (np.array(-1), np.array(1.5), np.array([3, 3]), np.array("3")):
+        arrays = {"weights": net.weights, "rule": np.array("hebb"), "stored": stored}
+        save_arrays(tmp_path / "count.npz", arrays)
+        with pytest.raises(ValueError, match="stored must be a non-negative integer"):
+            HopfieldNetwork.load(tmp_path / "count.npz")
 
 
 def test_float32_exactness_is_checked(monkeypatch):
