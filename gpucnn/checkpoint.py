@@ -88,6 +88,8 @@ def load_arrays(path) -> dict[str, np.ndarray]:
     arrays are refused.
     """
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot load {path}: it is a folder, not an .npz file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
     try:

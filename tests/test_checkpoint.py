@@ -123,3 +123,5 @@ def test_malformed_files(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="no such file"):
         load_weights(model, tmp_path / "absent.npz")
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        load_weights(model, tmp_path)
