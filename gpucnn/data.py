@@ -135,9 +135,10 @@ def load_mnist(path):
     for images_stem, labels_stem in _MNIST_FILES.values():
         images = read_idx(_find(folder, images_stem))
         labels = read_idx(_find(folder, labels_stem))
-        if images.ndim != 3 or images.dtype != np.uint8:
+        if images.ndim != 3 or images.dtype != np.uint8 or 0 in images.shape[1:]:
             raise ValueError(
-                f"{images_stem}: expected uint8 images (N, H, W), got {images.dtype} {images.shape}"
+                f"{images_stem}: expected uint8 images (N, H, W) of at least one pixel, got "
+                f"{images.dtype} {images.shape}"
             )
         if labels.ndim != 1 or labels.dtype != np.uint8:
             raise ValueError(

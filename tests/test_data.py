@@ -87,6 +87,13 @@ def test_mnist_count_mismatch(tmp_path):
         load_mnist(folder)
 
 
+def test_mnist_images_without_pixels_are_refused(tmp_path):
+    folder = _mnist_folder(tmp_path)
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((3, 0, 28), np.uint8))
+    with pytest.raises(ValueError, match="at least one pixel"):
+        load_mnist(folder)
+
+
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="MNIST folder not found"):
         load_mnist(tmp_path / "nowhere")
