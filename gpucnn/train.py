@@ -383,7 +383,8 @@ def predict(model, x, batch_size: int = 256):
     was_training = model.training
     model.eval()
     try:
-        outputs = [to_numpy(model.forward(x[batch])) for batch in _batches(len(x), batch_size)]
+        batches = list(_batches(len(x), batch_size)) or [slice(0, 0)]  # empty x: (0, outputs)
+        outputs = [to_numpy(model.forward(x[batch])) for batch in batches]
     finally:
         model.train(was_training)
     return np.concatenate(outputs)

@@ -41,6 +41,7 @@ def test_digits_model_reaches_95_percent_on_held_out_data(digits):
     assert history.val_accuracy[-1] == scores["accuracy"]
     assert history.lr[0] == 0.05 and history.lr[-1] < 0.01
     assert (predict(model, x_test).argmax(axis=1) == y_test).mean() == scores["accuracy"]
+    assert predict(model, x_test[:0]).shape == (0, 10)  # an empty input: no outputs, no crash
 
 
 def test_same_seed_same_run(digits):

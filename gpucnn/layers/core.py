@@ -171,7 +171,7 @@ class Flatten(Layer):
         if x.ndim < 1:
             raise ValueError("Flatten needs a batch axis")
         self._save(x.shape)
-        return x.reshape(x.shape[0], -1)
+        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: N may be 0
 
     def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")

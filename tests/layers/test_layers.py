@@ -208,6 +208,7 @@ def test_flatten_round_trips():
     x = shuffled_linspace((2, 3, 4, 5))
     assert layer.forward(x).shape == (2, 60)
     assert np.array_equal(layer.backward(layer.forward(x)), x)
+    assert layer.forward(x[:0]).shape == (0, 60)  # an empty batch keeps its feature count
 
 
 def test_backward_before_forward_is_an_error():
