@@ -145,6 +145,26 @@ def test_every_layer_returns_none_when_no_input_gradient_is_wanted():
         ops.dense_backward(np.ones((2, 3)), np.ones((2, 4)), np.ones((3, 4)), need_input_grad=1)
 
 
+@pytest.mark.parametrize("device", ["cpu", "emulator"])
+def test_an_empty_batch_flows_through_every_layer(device):
+    # A data set's last, or only, batch may be empty: every layer takes N = 0 both ways, and
+    # the parameter gradients are zeros of the parameters' shapes.
+    gpucnn.set_device(device)
+    tail = [Dropout(0.5, seed=0), Flatten(), Dense(4 * 3 * 3, 2, seed=3, dtype=np.float64)]
+    for model, shape in [
+        (_model(), (0, 2, 9, 9)),
+        (Sequential(_model().layers[:4] + tail), (0, 2, 9, 9)),
+    ]:
+        model.to(device)
+        x = gpucnn.to_device(np.zeros(shape))
+        y = model.forward(x)
+        assert y.shape[0] == 0
+        assert model.backward(y * 0).shape == shape
+        for layer in model.layers:
+            for name, grad in layer.grads.items():
+                assert grad.shape == layer.params[name].shape and not gpucnn.to_numpy(grad).any()
+
+
 def test_layers_hold_their_arrays_by_name():
     conv = Conv2D(3, 8, (3, 5), bias=False, seed=0)
     assert set(conv.params) == {"weight"} and conv.params["weight"].shape == (8, 3, 3, 5)
