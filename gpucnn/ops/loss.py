@@ -77,6 +77,11 @@ def mse_forward(pred, target, check_targets: bool = True):
     _check_pred(pred)
     _check_target_array(target, pred)
     if target.dtype.kind in "iu":
+        if target.ndim == 2:  # most likely one-hot rows as integers
+            raise TypeError(
+                f"target: integers are class labels, shape (N,); got integer target of shape "
+                f"{tuple(target.shape)}: pass one-hot or real-valued targets as {pred.dtype}"
+            )
         check_class_targets(target, pred, check_targets)
     else:
         check_float_array(target, "target")

@@ -70,6 +70,12 @@ def test_bad_targets_are_named(loss, target, error, words):
         loss.forward(np.zeros((6, 5), np.float32), target)
 
 
+def test_integer_one_hot_targets_for_mse_get_a_hint():
+    one_hot = np.eye(5, dtype=np.int64)[[0, 1, 2, 3, 4, 4]]
+    with pytest.raises(TypeError, match="integers are class labels.*one-hot"):
+        MSELoss().forward(np.zeros((6, 5), np.float32), one_hot)
+
+
 def test_float_labels_rejected_for_classification_and_backward_before_forward():
     with pytest.raises(TypeError, match="integer class labels"):
         SoftmaxCrossEntropyLoss().forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
