@@ -57,6 +57,8 @@ def test_errors_are_reported_not_raised(tmp_path):
     for command in ("train", "hopfield-demo"):
         result = run(command, "--seed", "-1")
         assert result.returncode == 2 and "argument --seed: must be >= 0" in result.stderr
+    result = run("train", "--batch-size", "2.5")  # argparse would name the type function
+    assert result.returncode == 2 and "--batch-size: must be an integer, got '2.5'" in result.stderr
 
 
 def test_cuda_graph_training_on_the_emulator_and_its_refusal_on_the_cpu(tmp_path):
