@@ -100,7 +100,11 @@ class SGD:
 
     def set_epoch(self, epoch: int) -> float:
         """Apply the schedule for ``epoch`` (0-based); returns the new learning rate."""
-        self.lr = float(self.schedule(self.base_lr, epoch))
+        lr = self.schedule(self.base_lr, epoch)
+        try:  # a user's schedule: a negative, NaN or infinite rate would train silently wrong
+            self.lr = _number(lr, "the learning rate", 0.0)
+        except (TypeError, ValueError) as error:
+            raise type(error)(f"schedule {self.schedule!r} at epoch {epoch}: {error}") from None
         return self.lr
 
     def step(self) -> None:

@@ -62,6 +62,18 @@ def test_schedules():
 
 
 @pytest.mark.parametrize(
+    "rate, error",
+    [(-0.1, ValueError), (math.nan, ValueError), (math.inf, ValueError), ("1", TypeError)],
+)
+def test_a_schedules_bad_rate_is_refused_with_the_epoch(rate, error):
+    opt = SGD(Dense(2, 2), 1.0, schedule=lambda base_lr, epoch: rate if epoch == 3 else base_lr)
+    assert opt.set_epoch(2) == 1.0
+    with pytest.raises(error, match="at epoch 3: the learning rate must be"):
+        opt.set_epoch(3)
+    assert SGD(Dense(2, 2), 1.0, schedule=lambda base_lr, epoch: 0).set_epoch(0) == 0.0  # frozen
+
+
+@pytest.mark.parametrize(
     "kwargs, error, words",
     [
         (dict(lr=0), ValueError, "lr"),
