@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 import gpucnn  # noqa: E402
 from benchmarks.harness import markdown_table, write_results  # noqa: E402
+from gpucnn._checks import cli_int_at_least  # noqa: E402
 from gpucnn.hopfield import HopfieldNetwork, random_patterns  # noqa: E402
 
 LOADS = (0.02, 0.04, 0.06, 0.08, 0.10, 0.12, 0.14, 0.16, 0.20, 0.25, 0.30)
@@ -100,8 +101,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = 100, 200 and one trial")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="cpu")
-    parser.add_argument("--trials", type=int, default=None)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trials", type=cli_int_at_least(1), default=None)
+    parser.add_argument("--seed", type=cli_int_at_least(0), default=0)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     gpucnn.set_device(args.device)
@@ -111,7 +112,9 @@ def main(argv=None) -> int:
     records, rows = [], []
     started = time.perf_counter()
     for n in sizes:
-        trials = args.trials or (1 if args.quick else max(2, 2000 // n))
+        trials = (
+            args.trials if args.trials is not None else (1 if args.quick else max(2, 2000 // n))
+        )
         for load in LOADS:
             for rule in ("hebb", "storkey"):
                 record = measure(n, load, rule, trials, args.seed)

@@ -6,6 +6,8 @@ import argparse
 import platform
 import sys
 
+from ._checks import cli_int_at_least
+
 
 def _info(args) -> int:
     import numpy as np
@@ -185,24 +187,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _int_at_least(lowest: int):
-    """An argparse type: an int >= lowest, with an error that says so (argparse's own
-    message for a non-number would show the function's name)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-        if value < lowest:
-            raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {value}")
-        return value
-
-    return parse
-
-
-_positive = _int_at_least(1)
-_non_negative = _int_at_least(0)
+_positive = cli_int_at_least(1)
+_non_negative = cli_int_at_least(0)
 
 
 def main(argv=None) -> int:

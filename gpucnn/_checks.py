@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import numbers
 
 import numpy as np
@@ -86,3 +87,19 @@ def check_seed(seed, name: str = "seed") -> int:
     if seed < 0:
         raise ValueError(f"{name} must be >= 0, got {seed}")
     return int(seed)
+
+
+def cli_int_at_least(lowest: int):
+    """An argparse type for a command-line count: an int >= lowest, refused with a message
+    that says so (argparse's own, for a non-number, would show this function's name)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+        if value < lowest:
+            raise argparse.ArgumentTypeError(f"must be >= {lowest}, got {value}")
+        return value
+
+    return parse

@@ -257,3 +257,16 @@ def test_capacity_measurement():
     high = measure(100, 0.30, "hebb", trials=2, seed=0)
     assert low["stable"] == 1.0 and low["recalled"] == 1.0
     assert high["stable"] < 0.5 and measure(100, 0.30, "storkey", 2, 0)["stable"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "argument, words",
+    [("--trials=0", "--trials: must be >= 1"), ("--seed=-1", "--seed: must be >= 0")],
+)
+def test_capacity_script_refuses_bad_counts(argument, words, capsys):
+    # --trials 0 used to fall back to the default count in silence, --seed -1 to a traceback
+    from benchmarks.hopfield_capacity import main
+
+    with pytest.raises(SystemExit) as stopped:
+        main(["--quick", argument])
+    assert stopped.value.code == 2 and words in capsys.readouterr().err
