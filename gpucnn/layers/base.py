@@ -56,7 +56,9 @@ class Layer:
     # -- modes and devices ---------------------------------------------------------------
 
     def train(self, mode: bool = True):
-        self.training = bool(mode)
+        if not isinstance(mode, bool):  # train("no") would be truthy
+            raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
+        self.training = mode
         return self
 
     def eval(self):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 
 from .._device import get_device
 from .base import Layer, backward_of, is_graph_safe
@@ -17,6 +18,8 @@ class Sequential(Layer):
         # Not Layer.__init__: a Sequential owns no arrays; params and grads are its layers'.
         self.training = True
         self._saved = None
+        if isinstance(layers, Layer) or not hasattr(layers, "__iter__"):
+            raise TypeError(f"layers must be a list of gpucnn layers, got {type(layers).__name__}")
         layers = list(layers)
         for index, layer in enumerate(layers):
             if not isinstance(layer, Layer):
@@ -74,9 +77,9 @@ class Sequential(Layer):
         return tuple(input_shape)
 
     def train(self, mode: bool = True):
+        super().train(mode)
         for layer in self.layers:
             layer.train(mode)
-        self.training = bool(mode)
         return self
 
     def to(self, device: str):
@@ -99,7 +102,7 @@ class Sequential(Layer):
         """A table of layers, output shapes (when ``input_shape``, one example's (C, H, W),
         is given) and parameter counts."""
         rows = [("#", "layer", "output shape", "params")]
-        shape = tuple(input_shape) if input_shape is not None else None
+        shape = None if input_shape is None else _example_shape(input_shape)
         if shape is not None:
             rows.append(("", "input", str(shape), ""))
         total = 0
@@ -126,3 +129,17 @@ class Sequential(Layer):
     def __repr__(self):
         inner = ",\n".join(f"  {layer!r}" for layer in self.layers)
         return f"Sequential([\n{inner}\n])"
+
+
+def _example_shape(input_shape) -> tuple[int, ...]:
+    """``input_shape`` as a tuple of positive ints, or an error that names it."""
+    try:
+        shape = tuple(input_shape)
+    except TypeError:
+        shape = None
+    if shape is None or not all(isinstance(d, numbers.Integral) and d >= 1 for d in shape):
+        raise ValueError(
+            f"input_shape must be one example's shape, positive ints such as (1, 28, 28), "
+            f"got {input_shape!r}"
+        )
+    return tuple(int(d) for d in shape)

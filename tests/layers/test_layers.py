@@ -212,6 +212,21 @@ def test_train_and_eval_propagate_through_sequential():
     assert not model.training and not model[1].training
     model.train()
     assert all(layer.training for layer in model)
+    for mode in ("no", 0):  # truthy or falsy, never a mode
+        with pytest.raises(TypeError, match="mode must be a bool"):
+            model.train(mode)
+    assert all(layer.training for layer in model)
+
+
+@pytest.mark.parametrize("shape", ["abc", 5, (1, -28, 28), (1, 28.0, 28)])
+def test_summary_names_a_bad_input_shape(shape):
+    with pytest.raises(ValueError, match="input_shape must be one example's shape"):
+        Sequential([ReLU()]).summary(shape)
+
+
+def test_sequential_wants_a_list_of_layers():
+    with pytest.raises(TypeError, match="layers must be a list of gpucnn layers, got ReLU"):
+        Sequential(ReLU())
 
 
 def test_summary_lists_shapes_and_parameter_counts():
