@@ -55,6 +55,25 @@ __device__ void stage_rows(const T* __restrict__ channels, T* __restrict__ stage
     }
 }
 
+// acc[j][i] += values[j] * channels[i] for the kChannels values at `channels` (shared
+// memory, 16-byte aligned; read as two 16-byte loads, broadcasts when a warp shares them):
+// the multiply-adds of every direct kernel's inner loop.
+template <typename T, int kValues>
+__device__ __forceinline__ void multiply_add(T (&acc)[kValues][kChannels],
+                                             const T (&values)[kValues], const T* channels) {
+    static_assert(kChannels == 8, "two 4-wide loads");
+    T low[4], high[4];  // channels i and 4 + i
+    gemm::load4(channels, low);
+    gemm::load4(channels + 4, high);
+#pragma unroll
+    for (int j = 0; j < kValues; ++j)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            acc[j][i] = fma(values[j], low[i], acc[j][i]);
+            acc[j][4 + i] = fma(values[j], high[i], acc[j][4 + i]);
+        }
+}
+
 // Input x (N, C, H, W) and the R x S taps that each output pixel (p, q) of P x Q sums.
 struct Geometry {
     int N, C, H, W, K, R, S, P, Q, sh, sw, ph, pw, dh, dw;
@@ -132,21 +151,11 @@ __device__ void convolve(const T* __restrict__ x, const T* __restrict__ w, const
             for (int r = 0; r < g.R; ++r) {
                 for (int s = 0; s < g.S; ++s) {
                     const int tap = r * g.dh * span + s * g.dw;
-                    const T* tap_weights = weight + (r * g.S + s) * block_channels;
-                    T low[4], high[4];  // channels i and 4 + i
-                    gemm::load4(tap_weights, low);
-                    gemm::load4(tap_weights + 4, high);
                     T xv[kPixels];
 #pragma unroll
                     for (int j = 0; j < kPixels; ++j)
                         xv[j] = in[offset[j] + tap];
-#pragma unroll
-                    for (int j = 0; j < kPixels; ++j)
-#pragma unroll
-                        for (int i = 0; i < 4; ++i) {
-                            acc[j][i] = fma(xv[j], low[i], acc[j][i]);
-                            acc[j][4 + i] = fma(xv[j], high[i], acc[j][4 + i]);
-                        }
+                    multiply_add(acc, xv, weight + (r * g.S + s) * block_channels);
                 }
             }
         }
@@ -285,20 +294,11 @@ __global__ void __launch_bounds__(direct::kMaxThreads, direct::kMinBlocks<T>)
         for (int row = 0; row < rows; ++row) {
             for (int q = 0; q < Q; ++q) {
                 const int pixel = row * Q + q, first_tap = row * sh * span + q * sw;
-                T low[4], high[4];  // channels i and 4 + i
-                gemm::load4(pixel_gradients + pixel * block_channels, low);
-                gemm::load4(pixel_gradients + pixel * block_channels + 4, high);
                 T xv[kColumns];
 #pragma unroll
                 for (int j = 0; j < kColumns; ++j)
                     xv[j] = inputs[first_tap + offset[j]];
-#pragma unroll
-                for (int j = 0; j < kColumns; ++j)
-#pragma unroll
-                    for (int i = 0; i < 4; ++i) {
-                        acc[j][i] = fma(xv[j], low[i], acc[j][i]);
-                        acc[j][4 + i] = fma(xv[j], high[i], acc[j][4 + i]);
-                    }
+                direct::multiply_add(acc, xv, pixel_gradients + pixel * block_channels);
             }
         }
     }
