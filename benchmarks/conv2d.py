@@ -16,7 +16,7 @@ from __future__ import annotations
 from gpucnn import ops
 from gpucnn._shapes import conv_window
 from gpucnn.cuda.conv import (
-    DIRECT_FILTER_TAPS,
+    PER_TAP_FILTER_TAPS,
     direct_filter_plan,
     direct_phase_plan,
     direct_plan,
@@ -145,7 +145,7 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
         if stride == 1
         else direct_phase_plan(w_shape, x_shape[2:], window, 4),
         # (filters of few taps keep their own reduction under every algorithm)
-        "backward-filter": k * c * r * s > DIRECT_FILTER_TAPS
+        "backward-filter": k * c * r * s > PER_TAP_FILTER_TAPS
         and direct_filter_plan(x_shape[0], c, k, out_hw, (r, s), window.stride, window.dilation, 4),
     }
     directions = tuple(direction for direction, plan in applies.items() if plan)

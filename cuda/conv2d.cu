@@ -266,10 +266,10 @@ __global__ void __launch_bounds__(gemm::kThreads)
 // warp's taps read one or two dy values (broadcast) and neighbouring x values.
 template <typename T>
 __global__ void __launch_bounds__(gemm::kThreads)
-    conv2d_backward_filter_direct(const T* __restrict__ dy, const T* __restrict__ x,
-                                  T* __restrict__ out, int N, int C, int H, int W, int K, int R,
-                                  int S, int P, int Q, int sh, int sw, int ph, int pw, int dh,
-                                  int dw, int rows) {
+    conv2d_backward_filter_per_tap(const T* __restrict__ dy, const T* __restrict__ x,
+                                   T* __restrict__ out, int N, int C, int H, int W, int K, int R,
+                                   int S, int P, int Q, int sh, int sw, int ph, int pw, int dh,
+                                   int dw, int rows) {
     const int taps = K * C * R * S;  // at most blockDim.x (checked on the host)
     const int o = threadIdx.x;
     if (o >= taps) return;  // no barrier below

@@ -20,11 +20,11 @@ SOURCE = "conv2d.cu"
 # backward-filter, whose few columns (C*R*S) leave it few tiles, is faster wide.
 NARROW_UP_TO = 64
 NARROW_UP_TO_FILTER = 32
-# Backward-filter of at most this many filter taps (K*C*R*S, one thread each) reduces
-# directly (conv2d_backward_filter_direct): LeNet's first layer, 6 x 1 x 5 x 5, used 6 of the
+# Backward-filter of at most this many filter taps (K*C*R*S) reduces directly, a thread per
+# tap (conv2d_backward_filter_per_tap): LeNet's first layer, 6 x 1 x 5 x 5, used 6 of the
 # narrow tile's 32 rows and 25 of its 128 columns, and 0.187 ms on an H100 against cuDNN's
-# 0.075 (not yet measured with the direct kernel).
-DIRECT_FILTER_TAPS = THREADS
+# 0.075 (not yet measured with the per-tap kernel).
+PER_TAP_FILTER_TAPS = THREADS
 
 # Winograd F(m x m, 3x3) (cuda/conv2d_winograd.cu) for all three directions of 3x3, stride-1,
 # undilated layers: m = 2 does 2.25x fewer multiplications than the implicit GEMM, m = 4 4x
@@ -458,15 +458,15 @@ def backward_bias(dy):
 def _backward_filter(dy, x, w, shape, direct: bool):
     """dw through the split-K implicit GEMM: the reduction over N*P*Q is split only as far as
     the tiles alone cannot fill the GPU, and the splits are summed in a fixed order. Filters
-    of at most DIRECT_FILTER_TAPS taps take a direct reduction instead, and with ``direct``
+    of at most PER_TAP_FILTER_TAPS taps take a thread per tap instead, and with ``direct``
     (GPUCNN_CONV_ALGORITHM=direct) others take the direct kernel where it applies."""
     n, c = x.shape[:2]
     k, _, r, s = w.shape
     dw = empty(x, w.shape, x.dtype)
     plane = dy.shape[2] * dy.shape[3]
     reduction, taps = n * plane, c * r * s
-    if k * taps <= DIRECT_FILTER_TAPS:
-        return _backward_filter_direct(dy, x, dw, shape)
+    if k * taps <= PER_TAP_FILTER_TAPS:
+        return _backward_filter_per_tap(dy, x, dw, shape)
     if direct:
         stride, dilation = shape[9:11], shape[13:15]
         plan = direct_filter_plan(n, c, k, dy.shape[2:], (r, s), stride, dilation, x.itemsize)
@@ -532,7 +532,7 @@ def _sum_splits_by_warp(partial, dw, splits: int):
     )
 
 
-def _backward_filter_direct(dy, x, dw, shape):
+def _backward_filter_per_tap(dy, x, dw, shape):
     """dw of a filter with few taps: one thread per tap, the N*P output rows split over up to
     TARGET_BLOCKS blocks, the splits summed by a warp per tap."""
     rows = x.shape[0] * dy.shape[2]
@@ -541,7 +541,7 @@ def _backward_filter_direct(dy, x, dw, shape):
     splits = max(1, -(-rows // rows_per_split))
     out = dw if splits == 1 else empty(x, (splits, dw.size), x.dtype)
     launch(
-        get_kernel(SOURCE, "conv2d_backward_filter_direct", x),
+        get_kernel(SOURCE, "conv2d_backward_filter_per_tap", x),
         splits,
         THREADS,
         (dy, x, out, *shape, rows_per_split),

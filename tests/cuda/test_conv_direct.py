@@ -82,8 +82,8 @@ def test_every_direction_matches_numpy(backend, direct, case, dtype):
     assert ("conv2d_direct_phase" in direct) == (strided and not dilated)
     assert any(name.startswith("conv2d_backward_data") for name in direct) == (strided and dilated)
     # filters of few taps keep their own reduction (conv2d.cu); the others take this one
-    few_taps = w.size <= cuda_conv.DIRECT_FILTER_TAPS
-    assert ("conv2d_backward_filter_direct" in direct) == few_taps
+    few_taps = w.size <= cuda_conv.PER_TAP_FILTER_TAPS
+    assert ("conv2d_backward_filter_per_tap" in direct) == few_taps
     assert ("conv2d_direct_backward_filter" in direct) == (not few_taps)
 
 
@@ -180,7 +180,7 @@ def test_the_filter_plans_cover_the_cases_as_described(monkeypatch):
 @given(data=st.data())
 def test_any_geometry_matches_numpy(backend, direct, monkeypatch, data):
     # every filter through the staged weight-gradient kernel, however few its taps
-    monkeypatch.setattr(cuda_conv, "DIRECT_FILTER_TAPS", 0)
+    monkeypatch.setattr(cuda_conv, "PER_TAP_FILTER_TAPS", 0)
     check_drawn_conv_case(data.draw, backend)
 
 
@@ -261,7 +261,7 @@ def test_realistic_sizes_on_the_gpu(gpu_backend, direct, case):
     for name, value, reference in (("y", got_y, y), ("dx", got_dx, dx), ("dw", got_dw, dw)):
         assert rel_error(value, reference) < 1e-5, name
     assert "conv2d_direct" in direct
-    assert ("conv2d_direct_backward_filter" in direct) == (w.size > cuda_conv.DIRECT_FILTER_TAPS)
+    assert ("conv2d_direct_backward_filter" in direct) == (w.size > cuda_conv.PER_TAP_FILTER_TAPS)
     again = gpu_backend.run(ops.conv2d_backward, dy, *f32, **conv_case_geometry(case))
     assert np.array_equal(got_dx, again[0]) and np.array_equal(got_dw, again[1])
     assert np.array_equal(

@@ -56,7 +56,7 @@ def filter_path(request, monkeypatch):
     """Backward-filter of few taps through its direct kernel (the default) or, with the
     threshold at 0, through the implicit GEMM every larger filter takes."""
     if request.param == "gemm":
-        monkeypatch.setattr(cuda_conv, "DIRECT_FILTER_TAPS", 0)
+        monkeypatch.setattr(cuda_conv, "PER_TAP_FILTER_TAPS", 0)
     return request.param
 
 
@@ -182,7 +182,7 @@ def test_layers_train_through_the_cuda_path(backend, monkeypatch, algorithm):
     assert np.allclose(losses, reference_losses, rtol=1e-12)
     for name, value in reference_params.items():
         assert rel_error(params[name], value) < 1e-12, name
-    direct = {"conv2d_direct", "conv2d_direct_backward_filter", "conv2d_backward_filter_direct"}
+    direct = {"conv2d_direct", "conv2d_direct_backward_filter", "conv2d_backward_filter_per_tap"}
     assert (direct <= set(launched)) == (algorithm == "direct")
 
 
