@@ -33,10 +33,9 @@ PER_TAP_FILTER_TAPS = THREADS
 # not yet timed on a GPU), "direct" (below) or "auto" (the default), which takes F(2x2, 3x3)
 # where an H100 measured it faster (benchmarks/NOTES.md, 2026-11-22): 1.2-4.6x in every
 # direction on every 3x3 layer of ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15
-# GFLOP each), but
-# 0.5-1.0x on ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra launches and transform
-# traffic cost more than the multiplications saved. The same rule holds for all three
-# directions, so a layer runs one algorithm throughout.
+# GFLOP each), but 0.5-1.0x on ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra
+# launches and transform traffic cost more than the multiplications saved. The same rule
+# holds for all three directions, so a layer runs one algorithm throughout.
 WINOGRAD_SOURCE = "conv2d_winograd.cu"
 ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
 ALGORITHMS = ("auto", "gemm", "winograd", "winograd4", "direct")
@@ -413,7 +412,7 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
         dw = (
             _winograd_backward_filter(dy, x, w, window, tile)
             if tile
-            else _backward_filter(dy, x, w, shape, direct)
+            else _backward_filter(dy, x, w, window, shape, direct)
         )
     db = backward_bias(dy) if with_bias else None
     return dx, dw, db
@@ -455,7 +454,7 @@ def backward_bias(dy):
     return db
 
 
-def _backward_filter(dy, x, w, shape, direct: bool):
+def _backward_filter(dy, x, w, window: Window, shape, direct: bool):
     """dw through the split-K implicit GEMM: the reduction over N*P*Q is split only as far as
     the tiles alone cannot fill the GPU, and the splits are summed in a fixed order. Filters
     of at most PER_TAP_FILTER_TAPS taps take a thread per tap instead, and with ``direct``
@@ -468,8 +467,9 @@ def _backward_filter(dy, x, w, shape, direct: bool):
     if k * taps <= PER_TAP_FILTER_TAPS:
         return _backward_filter_per_tap(dy, x, dw, shape)
     if direct:
-        stride, dilation = shape[9:11], shape[13:15]
-        plan = direct_filter_plan(n, c, k, dy.shape[2:], (r, s), stride, dilation, x.itemsize)
+        plan = direct_filter_plan(
+            n, c, k, dy.shape[2:], (r, s), window.stride, window.dilation, x.itemsize
+        )
         if plan:
             return _direct_backward_filter(dy, x, dw, shape, plan)
     kernel, tile_rows = _tiled("conv2d_backward_filter", k, x, NARROW_UP_TO_FILTER)
