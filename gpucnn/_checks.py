@@ -1,4 +1,5 @@
-"""Argument checks shared by the ops. Each error names the argument at fault."""
+"""Argument checks shared by the ops, the layers and the command lines. Each error names the
+argument at fault."""
 
 from __future__ import annotations
 

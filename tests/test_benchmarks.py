@@ -38,7 +38,8 @@ def test_record_fractions_and_ratios():
 
 
 def _two_contenders(settle_s: float):
-    """(the sequence of calls, the timings) of two contenders alternating in blocks of 2."""
+    """The sequence of calls of two contenders alternating in blocks of 2 (each timed 5
+    times, which it checks)."""
     calls = []
     timings = time_cpu_alternating(
         {"a": lambda: calls.append("a"), "b": lambda: calls.append("b")},
