@@ -99,10 +99,9 @@ def time_cpu_alternating(
             times = samples[name]
             if alternating:  # after the other's block and the pause: settle again
                 settled = time.perf_counter() + settle_s
-                while True:
+                fn(*inputs[len(times) % len(inputs)])
+                while time.perf_counter() < settled:
                     fn(*inputs[len(times) % len(inputs)])
-                    if time.perf_counter() >= settled:
-                        break
             for _ in range(min(block, repeat - len(times))):
                 args = inputs[len(times) % len(inputs)]
                 begin = time.perf_counter()
