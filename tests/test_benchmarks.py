@@ -11,7 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.harness import Timing, record, table_rows, time_cpu, time_cpu_alternating
+from benchmarks.harness import (
+    Timing,
+    _time_queued,
+    record,
+    table_rows,
+    time_cpu,
+    time_cpu_alternating,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,6 +75,31 @@ def test_alternating_timer_settles_each_block_for_the_time_asked():
     assert calls.count("a") > 2 + 5 + 3 * 10 and calls.count("b") > 2 + 5 + 3 * 10
 
 
+def test_the_device_timer_issues_every_run_before_it_waits():
+    # Fake events: each records its place in the call sequence, and an event pair's "time"
+    # is how many calls lie between its two records.
+    calls = []
+
+    class Event:
+        def record(self):
+            calls.append("e")
+            self.at = len(calls)
+
+    timing = _time_queued(
+        lambda x: calls.append(x),
+        [("p",), ("q",)],
+        warmup=2,
+        repeat=4,
+        new_event=Event,
+        elapsed_ms=lambda start, stop: stop.at - start.at,
+        synchronize=lambda: calls.append("|"),
+    )
+    # The first call alone between waits, one more warm-up, then four runs rotating their
+    # inputs, each between its events, and a single wait at the end.
+    assert "".join(calls) == "|p|q" + "epe" + "eqe" + "epe" + "eqe" + "|"
+    assert timing.runs == 4 and timing.median_ms == 2 and timing.first_call_ms >= 0
+
+
 def _runner(*args):
     """``python -m benchmarks --device cpu ARGS`` from the project's root."""
     command = [sys.executable, "-m", "benchmarks", "--device", "cpu", *args]
@@ -117,9 +149,17 @@ def test_a_run_of_some_families_is_named_after_them(tmp_path):
             "vgg16 64@224",
             [
                 "gemm forward backward-data backward-filter",
-                "winograd4 forward backward-data backward-filter",
+                "winograd forward backward-data backward-filter",
             ],
-        ),  # rows too wide for direct
+        ),  # auto: F(4x4); rows too wide for direct
+        (
+            "resnet50 512@7",
+            [
+                "gemm forward backward-data backward-filter",
+                "winograd4 forward backward-data backward-filter",
+                "direct forward backward-data backward-filter",
+            ],
+        ),  # auto: F(2x2)
     ],
 )
 def test_the_conv_runner_times_the_algorithms_auto_did_not_pick(layer, expected):
