@@ -126,9 +126,9 @@ def _layer(target: Target, ceilings: dict, name, batch, chw, spec) -> list[dict]
 
 def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
     """(algorithm, directions) timed beside what "auto" picked, on a GPU: on 3x3 stride-1
-    layers the one of gemm / winograd it did not pick and F(4x4, 3x3) (same flop count for
-    the fraction of peak: the rate of useful work), so each run shows whether the rule
-    holds; the direct kernel in each direction where it applies."""
+    layers each of gemm, winograd (F(2x2, 3x3)) and winograd4 (F(4x4, 3x3)) it did not pick
+    (same flop count for the fraction of peak: the rate of useful work), so each run shows
+    whether the rule holds; the direct kernel in each direction where it applies."""
     if target.name != "gpu":
         return []
     k, c, r, s = w_shape
@@ -138,7 +138,8 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
     if (r, s, stride) == (3, 3, 1):
         chosen = winograd_tile(x_shape, w_shape, window, out_hw)
         every = ("forward", "backward-data", "backward-filter")
-        found += [("gemm" if chosen else "winograd", every), ("winograd4", every)]
+        tiles = {"gemm": 0, "winograd": 2, "winograd4": 4}
+        found += [(name, every) for name, tile in tiles.items() if tile != chosen]
     applies = {
         "forward": direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, 4),
         "backward-data": direct_plan(k, c, x_shape[2:], (r, s), (1, 1), window.dilation, 4)

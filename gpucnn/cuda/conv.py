@@ -29,19 +29,24 @@ PER_TAP_FILTER_TAPS = THREADS
 # Winograd F(m x m, 3x3) (cuda/conv2d_winograd.cu) for all three directions of 3x3, stride-1,
 # undilated layers: m = 2 does 2.25x fewer multiplications than the implicit GEMM, m = 4 4x
 # fewer, for a workspace and three to five launches in place of one. GPUCNN_CONV_ALGORITHM:
-# "gemm", "winograd" (F(2x2, 3x3) wherever it applies), "winograd4" (F(4x4, 3x3) likewise;
-# not yet timed on a GPU), "direct" (below) or "auto" (the default), which takes F(2x2, 3x3)
-# where an H100 measured it faster (benchmarks/NOTES.md, 2026-11-22): 1.2-4.6x in every
-# direction on every 3x3 layer of ResNet-50 and VGG-16 (batch 32, 64-512 channels, 7-15
-# GFLOP each), but 0.5-1.0x on ResNet-20's (16-64 channels, 0.6 GFLOP), whose extra
-# launches and transform traffic cost more than the multiplications saved. The same rule
-# holds for all three directions, so a layer runs one algorithm throughout.
+# "gemm", "winograd" (F(2x2, 3x3) wherever it applies), "winograd4" (F(4x4, 3x3) likewise),
+# "direct" (below) or "auto" (the default), which takes Winograd where an H100 measured it
+# faster (benchmarks/NOTES.md, session 10, device time): F(4x4) 1.1-1.9x the implicit GEMM
+# in every direction on the ResNet-50 / VGG-16 layers (batch 32, 64-512 channels) and on the
+# CIFAR CNN's 32 -> 32 at 32x32 (batch 128, 2.4 GFLOP), and 1.1-1.7x F(2x2) except on
+# ResNet-50's 7x7 layer, where F(4x4)'s 4 tiles an image leave its GEMMs too few columns
+# (F(2x2) 6% faster there); neither on ResNet-20's (16-64 channels, 0.6 GFLOP: 0.4-0.6x),
+# whose extra launches and transform traffic cost more than the multiplications saved.
+# Float32 error of F(4x4) on those layers against float64: 1-8e-6 (F(2x2) 2-10e-7, the GEMM
+# 2-20e-7). The same rule holds for all three directions, so a layer runs one algorithm
+# throughout.
 WINOGRAD_SOURCE = "conv2d_winograd.cu"
 ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
 ALGORITHMS = ("auto", "gemm", "winograd", "winograd4", "direct")
 WINOGRAD_TILES = {"winograd": 2, "winograd4": 4}  # output tile side m of each algorithm
-AUTO_WINOGRAD_MIN_CHANNELS = 64  # input and output channels both
+AUTO_WINOGRAD_MIN_CHANNELS = 32  # input and output channels both
 AUTO_WINOGRAD_MIN_FLOPS = 2e9  # of the direct convolution, 2 N K C R S P Q
+AUTO_WINOGRAD4_MIN_SIDE = 8  # output rows and columns both; below it "auto" takes F(2x2)
 # Images per Winograd pass are limited so that its transformed input and product ((m + 2)^2
 # values per m x m tile and channel each) stay under this many bytes; at least one image.
 WINOGRAD_WORKSPACE_BYTES = 256 << 20
@@ -278,7 +283,8 @@ def winograd_tile(x_shape, w_shape, window: Window, out_hw, algorithm: str | Non
     """The output tile side m of the Winograd F(m x m, 3x3) this layer runs through, or 0 for
     another algorithm. Winograd covers 3x3 kernels at stride 1 without dilation, padding up
     to 2 (so that backward-data's transposed padding, 2 - p, is one too); "auto" also asks
-    for the channels and work where F(2x2, 3x3) was measured faster. ``algorithm``: the
+    for the channels and work where Winograd was measured faster, and takes F(4x4) unless
+    the output is under AUTO_WINOGRAD4_MIN_SIDE a side. ``algorithm``: the
     caller's ``conv_algorithm()``, else read here."""
     if algorithm is None:
         algorithm = conv_algorithm()  # checked on every layer, so a misspelling never hides
@@ -295,8 +301,10 @@ def winograd_tile(x_shape, w_shape, window: Window, out_hw, algorithm: str | Non
     if algorithm != "auto":
         return WINOGRAD_TILES[algorithm]
     flops = 2 * n * k * c * r * s * out_hw[0] * out_hw[1]
-    wins = min(c, k) >= AUTO_WINOGRAD_MIN_CHANNELS and flops >= AUTO_WINOGRAD_MIN_FLOPS
-    return WINOGRAD_TILES["winograd"] if wins else 0
+    if min(c, k) < AUTO_WINOGRAD_MIN_CHANNELS or flops < AUTO_WINOGRAD_MIN_FLOPS:
+        return 0
+    large = min(out_hw) >= AUTO_WINOGRAD4_MIN_SIDE
+    return WINOGRAD_TILES["winograd4" if large else "winograd"]
 
 
 def _winograd_passes(n: int, channels: int, out_hw, itemsize: int, m: int):

@@ -1,6 +1,6 @@
-"""cuda/conv2d_winograd.cu, F(2x2, 3x3) (GPUCNN_CONV_ALGORITHM=winograd, or "auto" on large
-layers) and F(4x4, 3x3) (winograd4), against the NumPy path in float64, on the emulator (and
-on a GPU)."""
+"""cuda/conv2d_winograd.cu, F(2x2, 3x3) (GPUCNN_CONV_ALGORITHM=winograd) and F(4x4, 3x3)
+(winograd4; "auto" takes one of them on large layers), against the NumPy path in float64,
+on the emulator (and on a GPU)."""
 
 from __future__ import annotations
 
@@ -160,17 +160,21 @@ def test_the_default_keeps_small_layers_on_the_implicit_gemm(backend, monkeypatc
     assert launched and not [name for name in launched if name.startswith("winograd")]
 
 
-# (x shape, K, padding, stride, whether "auto" picks F(2x2, 3x3)): the ResNet-20 and ResNet-50
-# / VGG-16 layers the rule was measured on, and each of its bounds crossed by one step.
+# (x shape, K, padding, stride, the tile "auto" picks, 0 for the GEMM): layers the rule was
+# measured on (ResNet-20, the CIFAR CNN, ResNet-50 / VGG-16), each bound crossed by one step.
 AUTO_CASES = [
-    ((128, 16, 32, 32), 16, 1, 1, False),  # ResNet-20: few channels, 0.6 GFLOP
-    ((128, 64, 8, 8), 64, 1, 1, False),  # enough channels, too little work
-    ((32, 64, 56, 56), 64, 1, 1, True),  # ResNet-50's first 3x3 stage
-    ((32, 512, 7, 7), 512, 1, 1, True),
-    ((32, 63, 56, 56), 64, 1, 1, False),  # one input channel short
-    ((32, 64, 56, 56), 63, 1, 1, False),  # one output channel short
-    ((32, 64, 56, 56), 64, 1, 2, False),  # strided: Winograd does not apply
-    ((32, 64, 56, 56), 64, 3, 1, False),  # padding past 2
+    ((128, 16, 32, 32), 16, 1, 1, 0),  # ResNet-20: few channels, 0.6 GFLOP
+    ((128, 64, 8, 8), 64, 1, 1, 0),  # enough channels, too little work
+    ((128, 32, 32, 32), 32, 1, 1, 4),  # the CIFAR CNN's 32 -> 32: 2.4 GFLOP
+    ((32, 64, 56, 56), 64, 1, 1, 4),  # ResNet-50's first 3x3 stage
+    ((32, 512, 14, 14), 512, 1, 1, 4),
+    ((32, 512, 7, 7), 512, 1, 1, 2),  # 7x7 outputs: F(2x2)
+    ((32, 512, 8, 7), 512, 1, 1, 2),  # 7 columns
+    ((32, 512, 8, 8), 512, 1, 1, 4),  # 8x8: F(4x4) again
+    ((32, 31, 56, 56), 64, 1, 1, 0),  # one input channel short
+    ((32, 64, 56, 56), 31, 1, 1, 0),  # one output channel short
+    ((32, 64, 56, 56), 64, 1, 2, 0),  # strided: Winograd does not apply
+    ((32, 64, 56, 56), 64, 3, 1, 0),  # padding past 2
 ]
 
 
@@ -182,7 +186,7 @@ def test_auto_picks_winograd_where_it_was_measured_faster(
     window = conv_window((3, 3), stride, padding, 1)
     out_hw = window.output_shape(*x_shape[2:])
     w_shape = (k, x_shape[1], 3, 3)
-    assert cuda_conv.winograd_tile(x_shape, w_shape, window, out_hw) == (2 if expected else 0)
+    assert cuda_conv.winograd_tile(x_shape, w_shape, window, out_hw) == expected
     applies = stride == 1 and padding <= 2
     for forced, tile in (("gemm", 0), ("winograd", 2 * applies), ("winograd4", 4 * applies)):
         monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, forced)
