@@ -168,8 +168,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--cuda-graph",
-        action="store_true",
-        help="record each training step as a CUDA graph and replay it (gpu or emulator)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="record each training step as a CUDA graph and replay it (gpu or emulator); "
+        "default: wherever the model allows it",
     )
     train.set_defaults(run=_train)
 

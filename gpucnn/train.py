@@ -96,6 +96,31 @@ def _batch(x, y, index):
     return (x, y) if index is None else (x[index], y[index])
 
 
+def graph_obstacle(model, loss_fn, check_targets: bool) -> str | None:
+    """Why a training step of ``model`` and ``loss_fn`` cannot be recorded as a CUDA graph,
+    or None if it can."""
+    if model.device not in ("gpu", "emulator"):
+        return f"cuda_graph needs the model on the gpu or emulator device, not {model.device!r}"
+    unsafe = [repr(layer) for layer in _layers(model) if not is_graph_safe(layer)]
+    if unsafe:
+        return (
+            f"cuda_graph: {', '.join(unsafe)} cannot be recorded as a CUDA graph (a layer "
+            "says it can with graph_safe = True: its forward and backward only launch "
+            "kernels, read nothing back and keep no host state that changes per step)"
+        )
+    if not is_graph_safe(loss_fn):
+        return (
+            f"cuda_graph: {type(loss_fn).__name__} cannot be recorded as a CUDA graph "
+            "(gpucnn's losses can; a loss of your own says so with graph_safe = True)"
+        )
+    if check_targets:
+        return (
+            "cuda_graph needs check_targets=False: checking labels reads them back every "
+            "step (check them once beforehand, as fit does)"
+        )
+    return None
+
+
 class TrainStep:
     """One training step on a batch: forward, loss, backward (no input gradient), the
     optimizer's update, and the running loss sum and correct count in ``totals`` (float64,
@@ -137,28 +162,9 @@ class TrainStep:
         self._bound = False  # whether that state is the layers' now
 
     def _check_graph_safe(self) -> None:
-        if self.model.device not in ("gpu", "emulator"):
-            raise ValueError(
-                "cuda_graph needs the model on the gpu or emulator device, not "
-                f"{self.model.device!r}"
-            )
-        unsafe = [repr(layer) for layer in _layers(self.model) if not is_graph_safe(layer)]
-        if unsafe:
-            raise ValueError(
-                f"cuda_graph: {', '.join(unsafe)} cannot be recorded as a CUDA graph (a layer "
-                "says it can with graph_safe = True: its forward and backward only launch "
-                "kernels, read nothing back and keep no host state that changes per step)"
-            )
-        if not is_graph_safe(self.loss_fn):
-            raise ValueError(
-                f"cuda_graph: {type(self.loss_fn).__name__} cannot be recorded as a CUDA graph "
-                "(gpucnn's losses can; a loss of your own says so with graph_safe = True)"
-            )
-        if self.check_targets:
-            raise ValueError(
-                "cuda_graph needs check_targets=False: checking labels reads them back every "
-                "step (check them once beforehand, as fit does)"
-            )
+        obstacle = graph_obstacle(self.model, self.loss_fn, self.check_targets)
+        if obstacle is not None:
+            raise ValueError(obstacle)
 
     def ordered(self):
         """A context for eager work on the step's arrays: on the graph's stream (a GPU with
@@ -294,7 +300,7 @@ def fit(
     progress: bool = True,
     verbose: bool = False,
     refresh_every: int = 10,
-    cuda_graph: bool = False,
+    cuda_graph: bool | None = None,
 ) -> History:
     """Train ``model`` on (x, y) with minibatch SGD; returns a ``History``.
 
@@ -308,8 +314,12 @@ def fit(
     ``cuda_graph=True`` (GPU or emulator) records the step as a CUDA graph and replays it
     (``TrainStep``): the same updates, issued by the host in a few calls instead of ~40
     launches; the model and loss must allow it (``graph_safe``) and y must hold integer class
-    labels.
+    labels. The default, None, records it wherever that holds (on an H100 the recorded step
+    ran 1.3-2.8x faster: benchmarks/NOTES.md) and runs eagerly otherwise; False always runs
+    eagerly.
     """
+    if cuda_graph is not None and not isinstance(cuda_graph, bool):
+        raise TypeError(f"cuda_graph must be True, False or None, got {type(cuda_graph).__name__}")
     epochs = positive_int(epochs, "epochs")
     batch_size = positive_int(batch_size, "batch_size")
     refresh_every = positive_int(refresh_every, "refresh_every")
@@ -320,6 +330,8 @@ def fit(
         _check_dataset(*validation_data, "validation_data")
     x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "fit")
+    if cuda_graph is None:  # wherever nothing stands in its way
+        cuda_graph = graph_obstacle(model, loss_fn, check_targets) is None
     if cuda_graph:
         if check_targets:
             raise ValueError(

@@ -225,8 +225,42 @@ def test_a_cuda_graph_refuses_what_it_cannot_replay(backend):
         attempt(y, loss=_HalfMSE())
     with pytest.raises(ValueError, match="integer class labels"):
         attempt(y.astype(np.float32))
-    with pytest.raises(TypeError, match="cuda_graph must be a bool"):
+    with pytest.raises(TypeError, match="cuda_graph must be True, False or None, got int"):
         attempt(y, cuda_graph=1)
+
+
+def test_fit_records_the_step_by_default_where_nothing_stands_in_its_way(backend, monkeypatch):
+    # The default (cuda_graph=None) graphs the step where cuda_graph=True would, and trains
+    # eagerly, without an error, where True would refuse: a user's layer or loss that does
+    # not say it is graph-safe, or labels that are not integer classes.
+    set_sanitize(False)  # (the kernels' own tests run sanitized)
+    x, y = load_digits()
+    x, y = x[:32], y[:32]
+    asked = []
+    step = gpucnn.train.TrainStep
+
+    def recording_step(*args, cuda_graph, **kwargs):
+        asked.append(cuda_graph)
+        return step(*args, cuda_graph=cuda_graph, **kwargs)
+
+    monkeypatch.setattr(gpucnn.train, "TrainStep", recording_step)
+
+    def train(labels, extra_layer=False, loss=None):
+        gpucnn.set_device(backend.name)
+        try:
+            model = digits_cnn(seed=0)
+            if extra_layer:
+                model = Sequential([_Doubling(), model])
+            loss = SoftmaxCrossEntropyLoss() if loss is None else loss
+            fit(model, loss, SGD(model, 0.05), x, labels, epochs=1, batch_size=8, progress=False)
+        finally:
+            gpucnn.set_device("cpu")
+
+    train(y)
+    train(y, extra_layer=True)
+    train(y, loss=_HalfMSE())
+    train(np.eye(10, dtype=np.float32)[y], loss=MSELoss())  # one-hot targets: not labels
+    assert asked == [True, False, False, False]
 
 
 def _digits_step(cuda_graph, dropout=0.0, momentum=0.0):
