@@ -204,29 +204,31 @@ class _HalfMSE(MSELoss):
         return super().backward() * 0.5
 
 
+def _fit_digits(backend, x, labels, extra_layer=False, loss=None, **arguments):
+    """fit the digits CNN on ``backend`` (preceded by a _Doubling layer if ``extra_layer``)
+    with ``loss`` (softmax cross-entropy by default)."""
+    gpucnn.set_device(backend.name)
+    try:
+        model = digits_cnn(seed=0)
+        if extra_layer:
+            model = Sequential([_Doubling(), model])
+        loss = SoftmaxCrossEntropyLoss() if loss is None else loss
+        fit(model, loss, SGD(model, 0.05), x, labels, progress=False, **arguments)
+    finally:
+        gpucnn.set_device("cpu")
+
+
 def test_a_cuda_graph_refuses_what_it_cannot_replay(backend):
     x, y = load_digits()
     x, y = x[:64], y[:64]
-
-    def attempt(labels, extra_layer=False, loss=None, cuda_graph=True):
-        gpucnn.set_device(backend.name)
-        try:
-            model = digits_cnn(seed=0)
-            if extra_layer:
-                model = Sequential([_Doubling(), model])
-            loss = SoftmaxCrossEntropyLoss() if loss is None else loss
-            fit(model, loss, SGD(model, 0.05), x, labels, progress=False, cuda_graph=cuda_graph)
-        finally:
-            gpucnn.set_device("cpu")
-
     with pytest.raises(ValueError, match=r"_Doubling\(\) cannot be recorded"):
-        attempt(y, extra_layer=True)
+        _fit_digits(backend, x, y, extra_layer=True, cuda_graph=True)
     with pytest.raises(ValueError, match="_HalfMSE cannot be recorded"):
-        attempt(y, loss=_HalfMSE())
+        _fit_digits(backend, x, y, loss=_HalfMSE(), cuda_graph=True)
     with pytest.raises(ValueError, match="integer class labels"):
-        attempt(y.astype(np.float32))
+        _fit_digits(backend, x, y.astype(np.float32), cuda_graph=True)
     with pytest.raises(TypeError, match="cuda_graph must be True, False or None, got int"):
-        attempt(y, cuda_graph=1)
+        _fit_digits(backend, x, y, cuda_graph=1)
 
 
 def test_fit_records_the_step_by_default_where_nothing_stands_in_its_way(backend, monkeypatch):
@@ -244,22 +246,12 @@ def test_fit_records_the_step_by_default_where_nothing_stands_in_its_way(backend
         return step(*args, cuda_graph=cuda_graph, **kwargs)
 
     monkeypatch.setattr(gpucnn.train, "TrainStep", recording_step)
-
-    def train(labels, extra_layer=False, loss=None):
-        gpucnn.set_device(backend.name)
-        try:
-            model = digits_cnn(seed=0)
-            if extra_layer:
-                model = Sequential([_Doubling(), model])
-            loss = SoftmaxCrossEntropyLoss() if loss is None else loss
-            fit(model, loss, SGD(model, 0.05), x, labels, epochs=1, batch_size=8, progress=False)
-        finally:
-            gpucnn.set_device("cpu")
-
-    train(y)
-    train(y, extra_layer=True)
-    train(y, loss=_HalfMSE())
-    train(np.eye(10, dtype=np.float32)[y], loss=MSELoss())  # one-hot targets: not labels
+    one_epoch = {"epochs": 1, "batch_size": 8}
+    _fit_digits(backend, x, y, **one_epoch)
+    _fit_digits(backend, x, y, extra_layer=True, **one_epoch)
+    _fit_digits(backend, x, y, loss=_HalfMSE(), **one_epoch)
+    one_hot = np.eye(10, dtype=np.float32)[y]  # targets, not labels
+    _fit_digits(backend, x, one_hot, loss=MSELoss(), **one_epoch)
     assert asked == [True, False, False, False]
 
 
