@@ -10,9 +10,9 @@
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
-# take the other steps' logs with it. On an H100 (2026-11-22, session 5): info 3 s, tests
-# 100 s, memcheck 89 s and racecheck 132 s (beside the tests), bench-quick 53 s, resources
-# 29 s. On this project's device machines (10 minutes per command, 8 files back) run
+# take the other steps' logs with it. On an H100 (2026-11-23, session 10): info 3 s, tests
+# 110-120 s, memcheck 107 s and racecheck 189 s (beside the tests), bench-quick 55 s, bench
+# 120 s, resources 40 s, ncu 32-41 s a kernel. On this project's device machines (10 minutes per command, 8 files back) run
 # the sanitizers beside the tests, then the benchmarks alone, and pack the logs into one:
 #   for s in memcheck racecheck; do STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/$s $s & done
 #   STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/t info tests; wait
