@@ -12,8 +12,9 @@
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
 # take the other steps' logs with it. On an H100 (2026-11-23, session 10): info 3 s, tests
 # 110-120 s, memcheck 107 s and racecheck 189 s (beside the tests), bench-quick 55 s, bench
-# 120 s, resources 40 s, ncu 32-41 s a kernel. On this project's device machines (10 minutes per command, 8 files back) run
-# the sanitizers beside the tests, then the benchmarks alone, and pack the logs into one:
+# 120 s, resources 40 s, ncu 32-41 s a kernel. On this project's device machines (10
+# minutes per command, 8 files back) run the sanitizers beside the tests, then the
+# benchmarks alone, and pack the logs into one:
 #   for s in memcheck racecheck; do STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/$s $s & done
 #   STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/t info tests; wait
 #   benchmarks/gpu_check.sh /tmp/gc/b bench-quick compare resources host host-graph

@@ -31,15 +31,15 @@ PER_TAP_FILTER_TAPS = THREADS
 # fewer, for a workspace and three to five launches in place of one. GPUCNN_CONV_ALGORITHM:
 # "gemm", "winograd" (F(2x2, 3x3) wherever it applies), "winograd4" (F(4x4, 3x3) likewise),
 # "direct" (below) or "auto" (the default), which takes Winograd where an H100 measured it
-# faster (benchmarks/NOTES.md, session 10, device time): F(4x4) 1.1-1.9x the implicit GEMM
-# in every direction on the ResNet-50 / VGG-16 layers (batch 32, 64-512 channels) and on the
-# CIFAR CNN's 32 -> 32 at 32x32 (batch 128, 2.4 GFLOP), and 1.1-1.7x F(2x2) except on
-# ResNet-50's 7x7 layer, where F(4x4)'s 4 tiles an image leave its GEMMs too few columns
-# (F(2x2) 6% faster there); neither on ResNet-20's (16-64 channels, 0.6 GFLOP: 0.4-0.6x),
-# whose extra launches and transform traffic cost more than the multiplications saved.
-# Float32 error of F(4x4) on those layers against float64: 1-8e-6 (F(2x2) 2-10e-7, the GEMM
-# 2-20e-7). The same rule holds for all three directions, so a layer runs one algorithm
-# throughout.
+# faster (benchmarks/NOTES.md, session 10, device time): F(4x4) 1.7-7.4x the implicit GEMM
+# in every direction on the ResNet-50 / VGG-16 layers (batch 32, 64-512 channels) and
+# 1.4-1.7x on the CIFAR CNN's 32 -> 32 at 32x32 (batch 128, 2.4 GFLOP); against F(2x2)
+# 1.06-1.7x, but 0.93-0.94x on ResNet-50's 7x7 layer, where F(4x4)'s 4 tiles an image leave
+# its GEMMs too few columns (and on 128@28's backward-data). Neither pays on ResNet-20's
+# layers (16-64 channels, 0.6 GFLOP: 0.4-0.8x the GEMM), whose extra launches and transform
+# traffic cost more than the multiplications saved. Float32 error of F(4x4) on those layers
+# against float64: 1-8e-6 (F(2x2) 2-10e-7, the GEMM 2-20e-7). The same rule holds for all
+# three directions, so a layer runs one algorithm throughout.
 WINOGRAD_SOURCE = "conv2d_winograd.cu"
 ALGORITHM_VARIABLE = "GPUCNN_CONV_ALGORITHM"
 ALGORITHMS = ("auto", "gemm", "winograd", "winograd4", "direct")
@@ -284,8 +284,8 @@ def winograd_tile(x_shape, w_shape, window: Window, out_hw, algorithm: str | Non
     another algorithm. Winograd covers 3x3 kernels at stride 1 without dilation, padding up
     to 2 (so that backward-data's transposed padding, 2 - p, is one too); "auto" also asks
     for the channels and work where Winograd was measured faster, and takes F(4x4) unless
-    the output is under AUTO_WINOGRAD4_MIN_SIDE a side. ``algorithm``: the
-    caller's ``conv_algorithm()``, else read here."""
+    the output is under AUTO_WINOGRAD4_MIN_SIDE a side. ``algorithm``: the caller's
+    ``conv_algorithm()``, else read here."""
     if algorithm is None:
         algorithm = conv_algorithm()  # checked on every layer, so a misspelling never hides
     n, c = x_shape[:2]
