@@ -28,6 +28,25 @@ __device__ void sum_splits(const T* __restrict__ partial, T* __restrict__ out, i
     }
 }
 
+// values[0 .. N) to N consecutive elements at an address aligned to N elements (N = 2 or 4):
+// one 8- or 16-byte store for float, one or two 16-byte stores for double. A warp's scalar
+// stores to every other element would take twice the store wavefronts for the same bytes.
+// The emulator's sanitizer mode checks the alignment.
+template <int N, typename T>
+__device__ __forceinline__ void store_vector(T* address, const T (&values)[N]) {
+    static_assert(N == 2 || N == 4, "store_vector stores 2 or 4 elements");
+    if constexpr (sizeof(T) == 4 && N == 4) {
+        *reinterpret_cast<float4*>(address) =
+            make_float4(values[0], values[1], values[2], values[3]);
+    } else if constexpr (sizeof(T) == 4) {
+        *reinterpret_cast<float2*>(address) = make_float2(values[0], values[1]);
+    } else {
+#pragma unroll
+        for (int k = 0; k < N; k += 2)
+            reinterpret_cast<double2*>(address)[k / 2] = make_double2(values[k], values[k + 1]);
+    }
+}
+
 // Round-to-nearest products, sums and differences that the compiler may not contract into a
 // fused multiply-add (nvcc and NVRTC contract a * b + c by default; the emulator is built with
 // -ffp-contract=off, so it would not show the difference): for kernels that promise the NumPy

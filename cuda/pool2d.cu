@@ -201,6 +201,52 @@ __device__ __forceinline__ T window_sum(const T* image, int W, const OutputWindo
     return clipped_window_sum<0, 0>(image, W, o);
 }
 
+// The gather of one max-pool backward segment: inputs w0 .. w0 + kSegment - 1 of a row, and
+// the windows [p_begin, p_end) x [q_begin, q_end) that hold any of them.
+struct Segment {
+    long long outputs;  // the plane's first output
+    int self0;          // the argmax value that points at input e is self0 + e
+    int w0, p_begin, p_end, q_begin, q_end;
+};
+
+// sum[e] += dy of every window of the segment that chose input e, in window order (p, then
+// q). With kRows x kCols > 0 bounding the windows (a compile-time size, the same for every
+// thread of a launch), every window's argmax and dy are loaded, predicated, before any is
+// compared, so the loads go out together instead of one window's after another's.
+template <int kRows, int kCols, typename T>
+__device__ __forceinline__ void gather_segment(const T* dy, const int* argmax, const Segment& g,
+                                               int Q, int S, int stride_w, int pad_w,
+                                               T (&sum)[kSegment]) {
+    const auto add = [&](int q, int chosen, T gradient) {
+        const int left = q * stride_w - pad_w - g.w0;  // the window covers [left, left + S)
+#pragma unroll
+        for (int e = 0; e < kSegment; ++e)
+            if (e == chosen && e >= left && e < left + S) sum[e] += gradient;
+    };
+    if constexpr (kRows > 0 && kCols > 0) {
+        int chosen[kRows * kCols];
+        T gradient[kRows * kCols];
+#pragma unroll
+        for (int k = 0; k < kRows * kCols; ++k) {
+            const int p = g.p_begin + k / kCols, q = g.q_begin + k % kCols;
+            const bool inside = p < g.p_end && q < g.q_end;
+            const long long o = g.outputs + p * Q + q;
+            chosen[k] = inside ? argmax[o] - g.self0 : -1;  // -1 matches no input
+            gradient[k] = inside ? dy[o] : T(0);
+        }
+#pragma unroll
+        for (int k = 0; k < kRows * kCols; ++k)
+            add(g.q_begin + k % kCols, chosen[k], gradient[k]);
+    } else {
+        for (int p = g.p_begin; p < g.p_end; ++p)
+            for (int q = g.q_begin; q < g.q_end; ++q) {
+                const long long o = g.outputs + p * Q + q;
+                const int chosen = argmax[o] - g.self0;
+                if (chosen >= 0 && chosen < kSegment) add(q, chosen, dy[o]);
+            }
+    }
+}
+
 }  // namespace pool
 
 // Max pooling. Semantics (those of gpucnn.cpu.pool): start from the first in-bounds element
@@ -242,6 +288,8 @@ __global__ void maxpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__
 
 // maxpool2d_backward where the windows tile the image: each input lies in exactly one window,
 // so one thread per output writes its whole window (dy where argmax points, zero elsewhere).
+// A 2-wide window writes each of its rows as one vector store: the rows start at even
+// columns, since S = 2 divides W.
 template <typename T>
 __global__ void maxpool2d_backward_tiled(const T* __restrict__ dy, const int* __restrict__ argmax,
                                          T* __restrict__ dx, long long total, int W, int P, int Q,
@@ -252,9 +300,17 @@ __global__ void maxpool2d_backward_tiled(const T* __restrict__ dy, const int* __
         const int chosen = argmax[i] - corner;  // r * W + s when inside the window
         const T gradient = T(0) + dy[i];        // + 0 as in the gather: -0 becomes 0
         T* window = dx + o.plane * P * R * W + corner;
-        for (int r = 0; r < R; ++r)
-            for (int s = 0; s < S; ++s)
-                window[r * W + s] = r * W + s == chosen ? gradient : T(0);
+        if (S == 2) {
+            for (int r = 0; r < R; ++r) {
+                const T row[2] = {r * W == chosen ? gradient : T(0),
+                                  r * W + 1 == chosen ? gradient : T(0)};
+                store_vector(window + r * W, row);
+            }
+        } else {
+            for (int r = 0; r < R; ++r)
+                for (int s = 0; s < S; ++s)
+                    window[r * W + s] = r * W + s == chosen ? gradient : T(0);
+        }
     }
 }
 
@@ -272,7 +328,8 @@ __global__ void avgpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__
 // (p, then q). A thread owns kSegment consecutive inputs of one row (the host launches one
 // per segment, ceil(W / kSegment) a row): their windows' rows are the same and their columns
 // overlap, so each window's argmax and dy are read once for the segment, and the window
-// ranges cost six divisions a segment instead of six an element.
+// ranges cost six divisions a segment instead of six an element. Where kSegment divides W,
+// the segment is written with one vector store.
 template <typename T>
 __global__ void maxpool2d_backward(const T* __restrict__ dy, const int* __restrict__ argmax,
                                    T* __restrict__ dx, long long segments, int H, int W, int P,
@@ -280,32 +337,36 @@ __global__ void maxpool2d_backward(const T* __restrict__ dy, const int* __restri
                                    int pad_w) {
     constexpr int kSegment = pool::kSegment;
     const int per_row = (W + kSegment - 1) / kSegment;
+    // At most ceil(R / stride_h) window rows hold an input row, and ceil((S + kSegment - 1) /
+    // stride_w) window columns a segment: 2 and 3 for the usual 3x3/2 (and 2x2/2) pooling.
+    const bool few_windows =
+        (R + stride_h - 1) / stride_h <= 2 && (S + kSegment - 1 + stride_w - 1) / stride_w <= 3;
     GPUCNN_GRID_STRIDE_LOOP(segment, segments) {
         const pool::PlaneIndex at = pool::plane_index(segment, H, per_row);
         const int h = at.row, w0 = at.col * kSegment, count = min(kSegment, W - w0);
-        const int p_begin = pool::first_window(h, R, stride_h, pad_h);
-        const int p_end = min((h + pad_h) / stride_h + 1, P);
-        const int q_begin = pool::first_window(w0, S, stride_w, pad_w);
-        const int q_end = min((w0 + count - 1 + pad_w) / stride_w + 1, Q);
-        const long long outputs = at.plane * P * Q;
-        const int self0 = h * W + w0;  // argmax value that points at input e: self0 + e
+        const pool::Segment g{at.plane * P * Q,
+                              h * W + w0,
+                              w0,
+                              pool::first_window(h, R, stride_h, pad_h),
+                              min((h + pad_h) / stride_h + 1, P),
+                              pool::first_window(w0, S, stride_w, pad_w),
+                              min((w0 + count - 1 + pad_w) / stride_w + 1, Q)};
         T sum[kSegment];
 #pragma unroll
         for (int e = 0; e < kSegment; ++e)
             sum[e] = T(0);
-        for (int p = p_begin; p < p_end; ++p)
-            for (int q = q_begin; q < q_end; ++q) {
-                const long long o = outputs + p * Q + q;
-                const int chosen = argmax[o] - self0;        // e when the window chose input e
-                const int left = q * stride_w - pad_w - w0;  // the window covers [left, left + S)
-#pragma unroll
-                for (int e = 0; e < kSegment; ++e)
-                    if (e == chosen && e >= left && e < left + S) sum[e] += dy[o];
-            }
+        if (few_windows)
+            pool::gather_segment<2, 3>(dy, argmax, g, Q, S, stride_w, pad_w, sum);
+        else
+            pool::gather_segment<0, 0>(dy, argmax, g, Q, S, stride_w, pad_w, sum);
         T* out = dx + (at.plane * H + h) * (long long)W + w0;
+        if (W % kSegment == 0) {
+            store_vector(out, sum);
+        } else {
 #pragma unroll
-        for (int e = 0; e < kSegment; ++e)
-            if (e < count) out[e] = sum[e];
+            for (int e = 0; e < kSegment; ++e)
+                if (e < count) out[e] = sum[e];
+        }
     }
 }
 

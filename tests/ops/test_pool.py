@@ -32,10 +32,15 @@ CASES = [
     ((1, 1, 6, 6), 4, 3, 2, True),
     ((1, 1, 5, 5), 2, 2, 1, True),
     ((1, 2, 10, 10), 3, 3, 1, True),
+    # overlapping windows on rows a multiple of 4 wide (the CUDA gather's vector stores): the
+    # usual 3x3/2, whose windows its unrolled path bounds, and 3x3/1, read at run time
+    ((2, 3, 8, 12), 3, 2, 1, False),
+    ((1, 2, 6, 8), 3, 1, 1, True),
     # windows that tile the image exactly (the CUDA path's _tiled kernels): 2x2 above, 3x3
     # (both unrolled), rectangular (sizes read at run time)
     ((2, 3, 6, 9), (3, 1), None, 0, True),
     ((1, 2, 4, 6), (2, 3), None, 0, False),
+    ((1, 2, 6, 4), (3, 2), None, 0, False),
     ((2, 2, 9, 6), 3, None, 0, False),
 ]
 
