@@ -7,12 +7,15 @@ THREADS = 256  # gemm::kThreads
 TILE_COLUMNS = 128  # columns of C each block computes (gemm::kCols)
 WIDE_ROWS, NARROW_ROWS = 128, 32  # its rows: gemm::Wide and gemm::Narrow
 STEP = 8  # the reduction step (gemm::kStep): a split starts on one
-# A GEMM with too few tiles to fill the GPU splits its reduction until the grid has about
-# TARGET_BLOCKS blocks (four per SM on the largest GPUs we target), keeping at least
-# MIN_SPLIT reduction indices per split; the splits are summed in a fixed order. Swept on an
-# H100 over the convolution benchmark's 15 layers' backward-filter (benchmarks/NOTES.md):
-# against 264 / 2048, these cut its time by a third (geometric mean), up to 2.9x on
-# LeNet/CIFAR. The splits' workspace holds about TARGET_BLOCKS tiles of C: ~35 MB in float32.
+# A GEMM with too few tiles to fill the GPU splits its reduction until the grid has at most
+# TARGET_BLOCKS blocks (four per SM on the largest GPUs we target: two waves of two resident
+# 256-thread blocks on an H100's 132 SMs), keeping at least MIN_SPLIT reduction indices per
+# split; the splits are summed in a fixed order. Swept on an H100 over the convolution
+# benchmark's 15 layers' backward-filter (benchmarks/NOTES.md): against 264 / 2048, these
+# cut its time by a third (geometric mean), up to 2.9x on LeNet/CIFAR. "At most", not "at
+# least": a grid just past two waves runs a third, nearly empty one (Hopfield n = 4096,
+# batch 256: 9 splits, 576 blocks, 0.311 ms; 8 splits, 512 blocks, 0.279 ms). The splits'
+# workspace holds at most TARGET_BLOCKS tiles of C: ~35 MB in float32.
 TARGET_BLOCKS = 528
 MIN_SPLIT = 128
 
@@ -24,9 +27,9 @@ def grid(columns: int, rows: int, tile_rows: int, splits: int = 1) -> tuple[int,
 
 def split_reduction(reduction: int, blocks: int) -> tuple[int, int]:
     """(splits, indices per split) for a GEMM of ``blocks`` tiles reducing over ``reduction``
-    indices: split until the grid has about TARGET_BLOCKS blocks, keeping at least MIN_SPLIT
-    indices per split, each split a whole number of reduction steps."""
-    splits = max(1, min(-(-TARGET_BLOCKS // blocks), reduction // MIN_SPLIT))
+    indices: as many splits as keep the grid within TARGET_BLOCKS blocks and each split at
+    least MIN_SPLIT indices long, each a whole number of reduction steps."""
+    splits = max(1, min(TARGET_BLOCKS // blocks, reduction // MIN_SPLIT))
     chunk = max(1, -(-reduction // splits))
     chunk = -(-chunk // STEP) * STEP  # whole steps: each split starts on a vector boundary
     return max(1, -(-reduction // chunk)), chunk
