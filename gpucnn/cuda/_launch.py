@@ -5,9 +5,14 @@ the kernel's signature; each scalar converted to the exact NumPy type of its par
 value that does not fit, e.g. a size past 2^31 for an ``int``, is an error, not a wrap);
 grid and block within CUDA's limits; and no launch at all when the grid is empty.
 
+On a GPU the checked arguments go to ``cuLaunchKernel`` packed by ``DriverLauncher``, not
+through CuPy's ``RawKernel`` call, which converts each argument again (20 us for a
+convolution's 21 arguments on an H100's host, more than the kernel takes at LeNet sizes).
+
 ``GPUCNN_SYNC_LAUNCHES=1`` synchronises after every launch and names the failing kernel;
 ``GPUCNN_NVTX=1`` wraps every GPU launch in an NVTX range named after the kernel, so Nsight
-Systems and Nsight Compute timelines show gpucnn's names.
+Systems and Nsight Compute timelines show gpucnn's names. Both are read when this module is
+imported (set them before starting Python).
 """
 
 from __future__ import annotations
@@ -15,11 +20,14 @@ from __future__ import annotations
 import contextlib
 import numbers
 import os
+import struct
+import threading
 
 import numpy as np
 
 from .._device import array_module, is_cupy_array
 from ._loader import Kernel
+from ._source import Param
 
 MAX_THREADS_PER_BLOCK = 1024
 MAX_GRID = (2**31 - 1, 65535, 65535)
@@ -197,9 +205,7 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
                 append(_scalar(value, param.dtype, bounds, param.name, kernel))
             continue
         if value is None:  # a null pointer, for an argument the kernel is told to ignore
-            # CuPy would pass None as a NULL *argument address*, not a NULL value: on the GPU
-            # the pointer's value goes as an 8-byte zero.
-            append(np.uint64(0) if kernel.on_gpu else None)
+            append(0 if kernel.on_gpu else None)
             continue
         if not (is_cupy_array(value) if kernel.on_gpu else isinstance(value, np.ndarray)):
             where = "a cupy.ndarray" if kernel.on_gpu else "a numpy.ndarray (emulator)"
@@ -213,7 +219,7 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
             raise ValueError(f"{kernel.name}: {param.name} must be C-contiguous")
         if value.size > largest_array:
             largest_array = value.size
-        append(value)
+        append(value.data.ptr if kernel.on_gpu else value)  # the driver takes the address
     if largest_array > kernel.max_array_size:
         raise ValueError(
             f"{kernel.name}: an argument has {largest_array} elements but the "
@@ -228,15 +234,18 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
         return
     import cupy
 
-    named = _flag("GPUCNN_NVTX")
-    if named:
+    if _NVTX:
         cupy.cuda.nvtx.RangePush(f"gpucnn {kernel.name}")
     try:
-        kernel.function(grid, block, tuple(converted), shared_mem=shared_mem)
+        launcher = kernel.launcher
+        if launcher is None:
+            launcher = DriverLauncher(kernel.function, kernel.params)
+            object.__setattr__(kernel, "launcher", launcher)
+        launcher(grid, block, converted, shared_mem)
     finally:
-        if named:
+        if _NVTX:
             cupy.cuda.nvtx.RangePop()
-    if _flag("GPUCNN_SYNC_LAUNCHES") and not cupy.cuda.get_current_stream().is_capturing():
+    if _SYNC_LAUNCHES and not cupy.cuda.get_current_stream().is_capturing():
         try:
             cupy.cuda.get_current_stream().synchronize()
         except Exception as exc:
@@ -245,3 +254,61 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "0") not in ("", "0", "false", "no")
+
+
+_NVTX = _flag("GPUCNN_NVTX")
+_SYNC_LAUNCHES = _flag("GPUCNN_SYNC_LAUNCHES")
+
+# struct formats of one 8-byte parameter slot, by the scalar's NumPy kind and size
+_SLOT_FORMATS = {
+    ("i", 1): "b7x", ("i", 2): "h6x", ("i", 4): "i4x", ("i", 8): "q",
+    ("u", 1): "B7x", ("u", 2): "H6x", ("u", 4): "I4x", ("u", 8): "Q",
+    ("f", 4): "f4x", ("f", 8): "d", ("b", 1): "?7x",
+}  # fmt: skip
+
+
+def _slot_format(param: Param) -> str:
+    if param.pointer:
+        return "Q"
+    return _SLOT_FORMATS[param.dtype.kind, param.dtype.itemsize]
+
+
+class DriverLauncher:
+    """Launches one compiled kernel through ``cuLaunchKernel`` on the current stream.
+
+    The launch helper has already checked and converted every argument; here each value goes
+    into an 8-byte slot of a host buffer (a device pointer as its address, a scalar as the
+    parameter's C type: one ``struct.pack_into``), and the driver is handed the slots'
+    addresses. It copies the values during the call, so each thread reuses its own buffer.
+    """
+
+    def __init__(self, raw_kernel, params: tuple[Param, ...]):
+        self._function = raw_kernel.kernel.ptr  # the CUfunction on the current device
+        self._pack = struct.Struct("<" + "".join(_slot_format(p) for p in params))
+        self._local = threading.local()
+
+    def _slots(self):
+        """This thread's (slots, their addresses, the address of that array)."""
+        slots = getattr(self._local, "slots", None)
+        if slots is None:
+            values = np.zeros(max(1, self._pack.size // 8), np.uint64)
+            addresses = values.ctypes.data + 8 * np.arange(values.size, dtype=np.uint64)
+            slots = self._local.slots = (values, addresses, addresses.ctypes.data)
+        return slots
+
+    def __call__(self, grid, block, args, shared_mem: int) -> None:
+        """Launch on ``args`` as the launch helper converted them: device addresses (0 for
+        a null pointer) and scalars of their parameters' types."""
+        import cupy
+
+        values, _, addresses = self._slots()
+        self._pack.pack_into(values, 0, *args)
+        cupy.cuda.driver.launchKernel(
+            self._function,
+            *grid,
+            *block,
+            shared_mem,
+            cupy.cuda.get_current_stream().ptr,
+            addresses,
+            0,
+        )

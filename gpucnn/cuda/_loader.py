@@ -50,6 +50,9 @@ class Kernel:
     # For each integer scalar parameter, the cache of converted values of its type
     # (``int_scalar_cache``), else None.
     int_caches: tuple = field(init=False, repr=False, compare=False)
+    # On a GPU, the launch helper's ``DriverLauncher`` for this kernel, made at its first
+    # launch.
+    launcher: object = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         bounds = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+
 import numpy as np
 import pytest
 
@@ -129,3 +131,54 @@ def test_only_a_64_bit_scalar_lets_a_kernel_take_arrays_past_2_to_the_31():
     n64 = Param("n", np.dtype(np.int64), pointer=False, const=False)
     assert kernel(data, labels, n32).max_array_size == 2**31 - 1
     assert kernel(data, labels, n64).max_array_size == 2**63 - 1
+
+
+def test_the_driver_launcher_hands_cuda_each_argument_in_its_c_type(monkeypatch):
+    # On a GPU, launch() packs the converted arguments itself and calls cuLaunchKernel: each
+    # kernelParams entry must point at the value in its parameter's C type. A stand-in for
+    # CuPy's driver module reads them back the way the driver would.
+    import ctypes
+    import sys
+    import types
+
+    from gpucnn.cuda._launch import DriverLauncher
+    from gpucnn.cuda._source import Param
+
+    kinds = [
+        ("x", np.float32, True, ctypes.c_uint64, 0xDEAD0000BEEF),
+        ("out", np.float64, True, ctypes.c_uint64, 0),  # a null pointer
+        ("n", np.int32, False, ctypes.c_int32, -(2**31)),
+        ("size", np.int64, False, ctypes.c_int64, 2**40 + 3),
+        ("rate", np.float32, False, ctypes.c_float, np.float32(0.1)),
+        ("scale", np.float64, False, ctypes.c_double, 1 / 3),
+        ("flag", np.bool_, False, ctypes.c_bool, True),
+        ("seed", np.uint32, False, ctypes.c_uint32, 2**32 - 1),
+    ]
+    params = tuple(Param(name, np.dtype(t), pointer, False) for name, t, pointer, _, _ in kinds)
+    seen = {}
+
+    def launch_kernel(function, gx, gy, gz, bx, by, bz, shared, stream, kernel_params, extra):
+        pointers = (ctypes.c_void_p * len(kinds)).from_address(kernel_params)
+        seen["values"] = [
+            c_type.from_address(pointers[i]).value for i, (*_, c_type, _) in enumerate(kinds)
+        ]
+        seen["launch"] = (function, (gx, gy, gz), (bx, by, bz), shared, stream, extra)
+
+    stream = types.SimpleNamespace(ptr=77)
+    fake = types.ModuleType("cupy")
+    fake.cuda = types.SimpleNamespace(
+        driver=types.SimpleNamespace(launchKernel=launch_kernel),
+        get_current_stream=lambda: stream,
+    )
+    monkeypatch.setitem(sys.modules, "cupy", fake)
+    raw_kernel = types.SimpleNamespace(kernel=types.SimpleNamespace(ptr=1234))
+    launcher = DriverLauncher(raw_kernel, params)
+    values = [value for *_, value in kinds]
+    for _ in range(2):  # the second launch reuses the thread's buffer
+        launcher((3, 2, 1), (128, 1, 1), values, 64)
+        assert seen["launch"] == (1234, (3, 2, 1), (128, 1, 1), 64, 77, 0)
+        assert seen["values"] == [
+            np.float32(0.1) if c_type is ctypes.c_float else value for *_, c_type, value in kinds
+        ]
+    with pytest.raises(struct.error):  # (launch() refuses such a value before this)
+        launcher((1, 1, 1), (1, 1, 1), [*values[:2], 2**31, *values[3:]], 0)
