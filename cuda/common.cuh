@@ -28,6 +28,20 @@ __device__ void sum_splits(const T* __restrict__ partial, T* __restrict__ out, i
     }
 }
 
+// Four consecutive elements from an address aligned to 4 elements: one 16-byte load (two
+// for double). The emulator's sanitizer mode checks the alignment.
+template <typename T>
+__device__ __forceinline__ void load4(const T* address, T (&out)[4]) {
+    if constexpr (sizeof(T) == 4) {
+        const float4 v = *reinterpret_cast<const float4*>(address);
+        out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
+    } else {
+        const double2 lo = reinterpret_cast<const double2*>(address)[0];
+        const double2 hi = reinterpret_cast<const double2*>(address)[1];
+        out[0] = lo.x, out[1] = lo.y, out[2] = hi.x, out[3] = hi.y;
+    }
+}
+
 // values[0 .. N) to N consecutive elements at an address aligned to N elements (N = 2 or 4):
 // one 8- or 16-byte store for float, one or two 16-byte stores for double. A warp's scalar
 // stores to every other element would take twice the store wavefronts for the same bytes.

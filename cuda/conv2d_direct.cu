@@ -63,8 +63,8 @@ __device__ __forceinline__ void multiply_add(T (&acc)[kValues][kChannels],
                                              const T (&values)[kValues], const T* channels) {
     static_assert(kChannels == 8, "two 4-wide loads");
     T low[4], high[4];  // channels i and 4 + i
-    gemm::load4(channels, low);
-    gemm::load4(channels + 4, high);
+    load4(channels, low);
+    load4(channels + 4, high);
 #pragma unroll
     for (int j = 0; j < kValues; ++j)
 #pragma unroll

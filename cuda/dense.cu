@@ -36,7 +36,7 @@ struct Strided {
     __device__ long long column(long long col) const { return col * b_col; }
     __device__ void b4(long long kk, long long column, long long end, T (&out)[4]) const {
         if (vector_b && kk + 3 < end) {
-            gemm::load4(&B[column + kk], out);
+            load4(&B[column + kk], out);
             return;
         }
 #pragma unroll

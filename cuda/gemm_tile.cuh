@@ -23,6 +23,8 @@
 // per step.
 #pragma once
 
+#include "common.cuh"
+
 namespace gemm {
 
 constexpr int kCols = 128;     // columns of C per block
@@ -38,20 +40,6 @@ struct Wide {
 struct Narrow {
     static constexpr int kRows = 32;
 };
-
-// Four consecutive elements from an address aligned to 4 elements: one 16-byte load (two
-// for double). The emulator's sanitizer mode checks the alignment.
-template <typename T>
-__device__ __forceinline__ void load4(const T* address, T (&out)[4]) {
-    if constexpr (sizeof(T) == 4) {
-        const float4 v = *reinterpret_cast<const float4*>(address);
-        out[0] = v.x, out[1] = v.y, out[2] = v.z, out[3] = v.w;
-    } else {
-        const double2 lo = reinterpret_cast<const double2*>(address)[0];
-        const double2 hi = reinterpret_cast<const double2*>(address)[1];
-        out[0] = lo.x, out[1] = lo.y, out[2] = hi.x, out[3] = hi.y;
-    }
-}
 
 // Kept for kernels that read rows two at a time (the Hopfield product for small batches).
 template <typename T>
