@@ -13,7 +13,9 @@
 // input element (max pooling's: a segment of kSegment inputs of a row) and gather from the
 // windows that contain it, so each dx element is written exactly once: no zero-fill, no
 // atomics, bit-for-bit reproducible. Where the windows tile the image, the _tiled kernels
-// own one window each instead (forward and backward: a direct write).
+// own one window each instead (forward and backward: a direct write). Where they overlap and
+// a plane of dy and argmax fits in shared memory, the max-pool backward gives each block a
+// plane (maxpool2d_backward_shared).
 //
 // Max pooling reads a 2x2 or 3x3 window's elements before comparing any (compile-time
 // sizes, predicated loads), so a thread's loads are in flight together.
@@ -247,6 +249,63 @@ __device__ __forceinline__ void gather_segment(const T* dy, const int* argmax, c
     }
 }
 
+// Whether every segment's windows fit gather_segment's unrolled 2 x 3: at most
+// ceil(R / stride_h) window rows hold an input row, and ceil((S + kSegment - 1) / stride_w)
+// window columns a segment (2 and 3 for the usual 3x3/2, and for 2x2/2).
+__device__ __forceinline__ bool few_windows(const Geometry& g) {
+    return (g.R + g.stride_h - 1) / g.stride_h <= 2 &&
+           (g.S + kSegment - 1 + g.stride_w - 1) / g.stride_w <= 3;
+}
+
+// Max-pool backward for the segment of row h of a plane starting at column w0: the gradient
+// of inputs w0 .. w0 + kSegment - 1 gathered from the plane's dy and argmax (which start at
+// `outputs`), written to the plane's dx row; one vector store where kSegment divides W.
+template <typename T>
+__device__ __forceinline__ void backward_segment(const T* dy, const int* argmax, long long outputs,
+                                                 int h, int w0, const Geometry& g, bool few,
+                                                 T* dx_row) {
+    const int count = min(kSegment, g.W - w0);
+    const Segment segment{outputs,
+                          h * g.W + w0,
+                          w0,
+                          first_window(h, g.R, g.stride_h, g.pad_h),
+                          min((h + g.pad_h) / g.stride_h + 1, g.P),
+                          first_window(w0, g.S, g.stride_w, g.pad_w),
+                          min((w0 + count - 1 + g.pad_w) / g.stride_w + 1, g.Q)};
+    T sum[kSegment];
+#pragma unroll
+    for (int e = 0; e < kSegment; ++e)
+        sum[e] = T(0);
+    if (few)
+        gather_segment<2, 3>(dy, argmax, segment, g.Q, g.S, g.stride_w, g.pad_w, sum);
+    else
+        gather_segment<0, 0>(dy, argmax, segment, g.Q, g.S, g.stride_w, g.pad_w, sum);
+    T* out = dx_row + w0;
+    if (g.W % kSegment == 0) {
+        store_vector(out, sum);
+    } else {
+#pragma unroll
+        for (int e = 0; e < kSegment; ++e)
+            if (e < count) out[e] = sum[e];
+    }
+}
+
+// Copy `size` elements of a plane into shared memory, the block's threads together: 16-byte
+// loads and stores where 4 divides the size (each plane then starts on a 16-byte boundary).
+template <typename T>
+__device__ __forceinline__ void stage_plane(const T* __restrict__ source, T* staged, int size) {
+    if (size % 4 == 0) {
+        for (int k = 4 * threadIdx.x; k < size; k += 4 * blockDim.x) {
+            T values[4];
+            load4(source + k, values);
+            store_vector(staged + k, values);
+        }
+    } else {
+        for (int k = threadIdx.x; k < size; k += blockDim.x)
+            staged[k] = source[k];
+    }
+}
+
 }  // namespace pool
 
 // Max pooling. Semantics (those of gpucnn.cpu.pool): start from the first in-bounds element
@@ -315,9 +374,27 @@ __global__ void maxpool2d_backward_tiled(const T* __restrict__ dy, const int* __
 }
 
 // avgpool2d_forward where the windows tile the image (no padding: both divisors are R * S).
+// 2x2 windows with an even number of outputs a row go two to a thread: each window row pair
+// is one 16-byte load (4 divides W) and the two means one vector store; a divisor of 4 is
+// a multiplication by 0.25, which rounds exactly as the division does.
 template <typename T>
 __global__ void avgpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__ y, long long total,
                                         int W, int P, int Q, int R, int S) {
+    if (R == 2 && S == 2 && Q % 2 == 0) {
+        GPUCNN_GRID_STRIDE_LOOP(pair, total / 2) {
+            const pool::OutputWindow o = pool::tiled_window(2 * pair, P, Q, R, S);
+            const T* top = x + o.plane * P * R * W + o.h0 * W + o.w0;
+            T upper[4], lower[4];
+            load4(top, upper);
+            load4(top + W, lower);
+            // the sums in clipped_window_sum's order: row-major from 0
+            const T sums[2] = {(((T(0) + upper[0]) + upper[1]) + lower[0]) + lower[1],
+                               (((T(0) + upper[2]) + upper[3]) + lower[2]) + lower[3]};
+            const T out[2] = {sums[0] * T(0.25), sums[1] * T(0.25)};
+            store_vector(y + 2 * pair, out);
+        }
+        return;
+    }
     GPUCNN_GRID_STRIDE_LOOP(i, total) {
         const pool::OutputWindow o = pool::tiled_window(i, P, Q, R, S);
         y[i] = pool::window_sum(x + o.plane * P * R * W, W, o, R, S) / T(R * S);
@@ -335,38 +412,45 @@ __global__ void maxpool2d_backward(const T* __restrict__ dy, const int* __restri
                                    T* __restrict__ dx, long long segments, int H, int W, int P,
                                    int Q, int R, int S, int stride_h, int stride_w, int pad_h,
                                    int pad_w) {
-    constexpr int kSegment = pool::kSegment;
-    const int per_row = (W + kSegment - 1) / kSegment;
-    // At most ceil(R / stride_h) window rows hold an input row, and ceil((S + kSegment - 1) /
-    // stride_w) window columns a segment: 2 and 3 for the usual 3x3/2 (and 2x2/2) pooling.
-    const bool few_windows =
-        (R + stride_h - 1) / stride_h <= 2 && (S + kSegment - 1 + stride_w - 1) / stride_w <= 3;
+    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
+    const int per_row = (W + pool::kSegment - 1) / pool::kSegment;
+    const bool few = pool::few_windows(g);
     GPUCNN_GRID_STRIDE_LOOP(segment, segments) {
         const pool::PlaneIndex at = pool::plane_index(segment, H, per_row);
-        const int h = at.row, w0 = at.col * kSegment, count = min(kSegment, W - w0);
-        const pool::Segment g{at.plane * P * Q,
-                              h * W + w0,
-                              w0,
-                              pool::first_window(h, R, stride_h, pad_h),
-                              min((h + pad_h) / stride_h + 1, P),
-                              pool::first_window(w0, S, stride_w, pad_w),
-                              min((w0 + count - 1 + pad_w) / stride_w + 1, Q)};
-        T sum[kSegment];
-#pragma unroll
-        for (int e = 0; e < kSegment; ++e)
-            sum[e] = T(0);
-        if (few_windows)
-            pool::gather_segment<2, 3>(dy, argmax, g, Q, S, stride_w, pad_w, sum);
-        else
-            pool::gather_segment<0, 0>(dy, argmax, g, Q, S, stride_w, pad_w, sum);
-        T* out = dx + (at.plane * H + h) * (long long)W + w0;
-        if (W % kSegment == 0) {
-            store_vector(out, sum);
-        } else {
-#pragma unroll
-            for (int e = 0; e < kSegment; ++e)
-                if (e < count) out[e] = sum[e];
+        pool::backward_segment(dy, argmax, at.plane * P * Q, at.row, at.col * pool::kSegment, g,
+                               few, dx + (at.plane * H + at.row) * (long long)W);
+    }
+}
+
+// maxpool2d_backward with one block per (n, c) plane, for planes the host found small enough:
+// the block first copies the plane's dy (in 16-byte loads) and argmax into shared memory,
+// then gathers from there, so overlapping windows (3x3/2) read each dy and argmax from
+// global memory once instead of from L1/L2 for every segment that holds them. Same
+// semantics and bits as maxpool2d_backward. (The same staging of x measured no faster for
+// the forward on an H100: see benchmarks/NOTES.md.)
+template <typename T>
+__global__ void maxpool2d_backward_shared(const T* __restrict__ dy, const int* __restrict__ argmax,
+                                          T* __restrict__ dx, long long planes, int H, int W, int P,
+                                          int Q, int R, int S, int stride_h, int stride_w,
+                                          int pad_h, int pad_w) {
+    extern __shared__ __align__(16) unsigned char dynamic[];
+    const pool::Geometry g{H, W, P, Q, R, S, stride_h, stride_w, pad_h, pad_w};
+    const int outputs = P * Q, per_row = (W + pool::kSegment - 1) / pool::kSegment;
+    T* gradients = reinterpret_cast<T*>(dynamic);               // [P * Q]
+    int* chosen = reinterpret_cast<int*>(gradients + outputs);  // [P * Q]
+    const bool few = pool::few_windows(g);
+    for (long long plane = blockIdx.x; plane < planes; plane += gridDim.x) {
+        pool::stage_plane(dy + plane * outputs, gradients, outputs);
+        for (int k = threadIdx.x; k < outputs; k += blockDim.x)
+            chosen[k] = argmax[plane * outputs + k];
+        __syncthreads();
+        for (int segment = threadIdx.x; segment < H * per_row; segment += blockDim.x) {
+            const int h = segment / per_row;
+            pool::backward_segment(gradients, chosen, 0, h,
+                                   (segment - h * per_row) * pool::kSegment, g, few,
+                                   dx + (plane * H + h) * (long long)W);
         }
+        __syncthreads();
     }
 }
 

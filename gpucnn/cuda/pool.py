@@ -15,6 +15,10 @@ from ._loader import get_kernel
 SOURCE = "pool2d.cu"
 THREADS = 256
 SEGMENT = 4  # inputs per thread in the max-pool backward gather (pool::kSegment)
+# The max-pool backward with overlapping windows stages each plane of dy and argmax in
+# shared memory when it fits in this much (the default without an opt-in): 6.1 KB for a
+# 3x3/2 pooling of 56 x 56 float32 planes.
+SHARED_PLANE_BYTES = 48 * 1024
 
 
 def _run(name: str, like, total: int, args) -> None:
@@ -66,6 +70,12 @@ def _backward(name: str, inputs, x_shape, out_hw, window: Window, *extra):
     return dx
 
 
+def _plane_threads(*work: int) -> int:
+    """Threads for a block that owns a plane: enough for its largest loop (a warp at least,
+    THREADS at most), so that small planes do not leave most of a block idle."""
+    return min(THREADS, max(32, -(-max(work) // 32) * 32))
+
+
 def max_pool2d_forward(x, window: Window):
     return _forward("maxpool2d_forward", x, window, with_argmax=True, tiled=True)
 
@@ -83,10 +93,23 @@ def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
             (dy, argmax, dx, dy.size, width, *dy.shape[2:], *window.size),
         )
     elif window is not None:
-        # one thread per SEGMENT consecutive inputs of a row
-        segments = n * c * height * -(-width // SEGMENT)
+        # one thread per SEGMENT consecutive inputs of a row, reading dy and argmax from
+        # shared memory where a plane of both fits
+        per_plane = height * -(-width // SEGMENT)
         geometry = (height, width, *dy.shape[2:], *_geometry(window))
-        _run("maxpool2d_backward", dy, segments, (dy, argmax, dx, segments, *geometry))
+        outputs = dy.shape[2] * dy.shape[3]
+        shared = outputs * (dy.itemsize + 4)
+        if shared <= SHARED_PLANE_BYTES:
+            launch(
+                get_kernel(SOURCE, "maxpool2d_backward_shared", dy),
+                grid_stride_blocks(n * c, 1),  # a block per plane, looping past the cap
+                _plane_threads(per_plane, outputs),
+                (dy, argmax, dx, n * c, *geometry),
+                shared,
+            )
+        else:
+            segments = n * c * per_plane
+            _run("maxpool2d_backward", dy, segments, (dy, argmax, dx, segments, *geometry))
     else:
         planes = n * c
         _run(

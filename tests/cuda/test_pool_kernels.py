@@ -8,10 +8,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gpucnn import ops
+from gpucnn.cuda import pool as cuda_pool
 from tests.helpers import (
     draw_pool_case,
     draw_special_values,
     misaligned,
+    record_launches,
     rel_error,
     shuffled_linspace,
 )
@@ -34,7 +36,13 @@ def _special_input(kind: str, shape, dtype):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_max_pool_matches_numpy(backend, case, dtype):
+@pytest.mark.parametrize("staged", [True, False], ids=["planes-in-shared", "global"])
+def test_max_pool_matches_numpy(backend, monkeypatch, case, dtype, staged):
+    # Overlapping windows' backward runs the _shared kernel (a plane per block, staged in
+    # shared memory) where a plane fits, else the global-memory one: both, on every case.
+    if not staged:
+        monkeypatch.setattr(cuda_pool, "SHARED_PLANE_BYTES", 0)
+    launched = record_launches(monkeypatch, cuda_pool)
     x = shuffled_linspace(case[0], dtype)
     geometry = _geometry(case)
     y_ref, argmax_ref = ops.max_pool2d_forward(x, **geometry)
@@ -48,6 +56,8 @@ def test_max_pool_matches_numpy(backend, case, dtype):
     # without the window geometry: the plane-by-plane kernel, same answer
     dx_planes = backend.run(ops.max_pool2d_backward, dy, argmax_ref, x.shape)
     assert rel_error(dx_planes, dx_ref) < TOLERANCE[dtype]
+    if not any(name.endswith("_tiled") for name in launched):
+        assert launched[1] == "maxpool2d_backward" + ("_shared" if staged else "")
 
 
 @pytest.mark.parametrize("kind", ["ties", "nan", "-inf"])

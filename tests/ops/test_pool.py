@@ -41,6 +41,7 @@ CASES = [
     ((2, 3, 6, 9), (3, 1), None, 0, True),
     ((1, 2, 4, 6), (2, 3), None, 0, False),
     ((1, 2, 6, 4), (3, 2), None, 0, False),
+    ((2, 2, 4, 6), 2, None, 0, False),  # 2x2 with an odd number of windows a row
     ((2, 2, 9, 6), 3, None, 0, False),
 ]
 
