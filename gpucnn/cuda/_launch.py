@@ -6,8 +6,9 @@ value that does not fit, e.g. a size past 2^31 for an ``int``, is an error, not 
 grid and block within CUDA's limits; and no launch at all when the grid is empty.
 
 On a GPU the checked arguments go to ``cuLaunchKernel`` packed by ``DriverLauncher``, not
-through CuPy's ``RawKernel`` call, which converts each argument again (20 us for a
-convolution's 21 arguments on an H100's host, more than the kernel takes at LeNet sizes).
+through CuPy's ``RawKernel`` call, which converted each of them again: on an H100's host a
+convolution's launch (21 arguments) took 19.2 us that way and takes 12.2 us now, at LeNet
+sizes a third of the whole op.
 
 ``GPUCNN_SYNC_LAUNCHES=1`` synchronises after every launch and names the failing kernel;
 ``GPUCNN_NVTX=1`` wraps every GPU launch in an NVTX range named after the kernel, so Nsight
