@@ -271,7 +271,13 @@ _SLOT_FORMATS = {
 def _slot_format(param: Param) -> str:
     if param.pointer:
         return "Q"
-    return _SLOT_FORMATS[param.dtype.kind, param.dtype.itemsize]
+    try:
+        return _SLOT_FORMATS[param.dtype.kind, param.dtype.itemsize]
+    except KeyError:
+        raise TypeError(
+            f"parameter {param.name}: gpucnn's launcher cannot pass a {param.dtype} scalar "
+            "(add its struct format to _SLOT_FORMATS)"
+        ) from None
 
 
 class DriverLauncher:

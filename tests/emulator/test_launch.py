@@ -182,3 +182,7 @@ def test_the_driver_launcher_hands_cuda_each_argument_in_its_c_type(monkeypatch)
         ]
     with pytest.raises(struct.error):  # (launch() refuses such a value before this)
         launcher((1, 1, 1), (1, 1, 1), [*values[:2], 2**31, *values[3:]], 0)
+    # a scalar type the launcher has no slot format for is refused by name, not a KeyError
+    half = (Param("scale", np.dtype(np.float16), False, False),)
+    with pytest.raises(TypeError, match="scale: .* float16"):
+        DriverLauncher(raw_kernel, half)
