@@ -42,6 +42,10 @@ def test_record_fractions_and_ratios():
     row = table_rows([flop_bound, byte_bound])
     assert row[0][4] == "20.00 TFLOP/s" and row[0][5] == "40%" and row[0][7] == "1.50x"
     assert row[1][4] == "1000.0 GB/s" and row[1][6] == "-"
+    # a tight run shows its median; a disturbed one (p90 > 1.25 p10) its spread beside it
+    assert row[0][3] == "2.000" and row[0][6] == "3.000"
+    disturbed = record("pool2d", "x", "forward", Timing(0.185, 0.162, 0.244, 30))
+    assert table_rows([disturbed])[0][3] == "0.185 (p10-p90 0.162-0.244)"
 
 
 def _two_contenders(settle_s: float):
