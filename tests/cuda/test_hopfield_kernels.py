@@ -112,6 +112,29 @@ def test_a_product_split_over_neurons_gives_the_same_bits(backend, monkeypatch, 
     assert "hopfield_finish_splits" in launched
 
 
+@pytest.mark.parametrize("rule", ["hebb", "storkey"])
+def test_energy_of_states_longer_than_four_block_widths(backend, rule):
+    # hopfield_energy sums a state in four chains a thread, 256 threads a block: 1100
+    # neurons reach the fourth chain's guard (j < n) and wrap the loop once. Hebbian weights
+    # give exact integers (the same bits in any order); Storkey's fractions are compared by
+    # relative error, as the block's summing order differs from NumPy's.
+    n = 1100
+    patterns = random_patterns(5, n, seed=7)
+    states = _noisy(patterns[:3], 0.3, seed=8).astype(np.float64)
+    expected = _network(n, patterns, np.float64, rule).energy(states)
+
+    def on_device():
+        return _network(n, gpucnn.to_device(patterns), np.float64, rule).energy(
+            gpucnn.to_device(states)
+        )
+
+    got = backend.run(on_device)
+    if rule == "hebb":
+        assert np.array_equal(got, expected)
+    else:
+        assert np.linalg.norm(got - expected) / np.linalg.norm(expected) < 1e-13
+
+
 @pytest.mark.gpu
 @pytest.mark.parametrize("n, batch", [(4096, 1), (4096, 300), (2048, 64), (4096, 256)])
 def test_realistic_sizes_on_the_gpu(gpu_backend, n, batch):
