@@ -31,6 +31,8 @@ CASES = [
     (1, 4, 6, 6, 5, 2, 2, 2, 0, 1, False),
     (2, 2, 8, 8, 12, 3, 3, 1, 0, 1, True),  # K >> C
     (3, 3, 9, 8, 4, 1, 1, 2, 0, 1, True),  # stride > R: rows between windows never lowered
+    (2, 2, 2, 3, 2, 3, 3, 1, 3, 1, True),  # padding past R: first/last rows only padding
+    (2, 3, 9, 7, 2, 3, 3, 2, (3, 1), 1, True),  # stride 2, padding as wide as R
 ]
 
 
