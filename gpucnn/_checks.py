@@ -4,6 +4,7 @@ argument at fault."""
 from __future__ import annotations
 
 import argparse
+import math
 import numbers
 
 import numpy as np
@@ -65,12 +66,29 @@ def check_shape4(shape, name: str) -> tuple[int, int, int, int]:
     return dims
 
 
+def check_number(value, name: str, low: float, high: float = math.inf, low_open=False) -> float:
+    """``value`` as a float in [low, high) (or (low, high) with ``low_open``): a real number,
+    not a bool, never NaN; with the default ``high`` that also refuses infinity."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    value = float(value)
+    if not (low < value if low_open else low <= value) or not value < high:  # NaN fails too
+        bound = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bound}{low}, {high}), got {value}")
+    return value
+
+
 def check_probability(p, name: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float, np.floating, np.integer)):
-        raise TypeError(f"{name} must be a number, got {type(p).__name__}")
-    if not 0.0 <= float(p) < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {p}")
-    return float(p)
+    return check_number(p, name, 0.0, 1.0)
+
+
+def check_int(value, name: str, lowest: int) -> int:
+    """``value`` as an int >= lowest (a plain or NumPy integer, not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < lowest:
+        raise ValueError(f"{name} must be >= {lowest}, got {value}")
+    return int(value)
 
 
 def make_rng(seed, name: str = "seed") -> np.random.Generator:

@@ -20,12 +20,11 @@ Everything is batched: states are (batch, n) arrays, one state per row, or a sin
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import make_rng
+from ._checks import check_int, make_rng
 from ._device import array_device, array_module, get_device, to_device
 from .checkpoint import load_arrays, save_arrays
 from .layers.base import float_dtype
@@ -58,6 +57,7 @@ class RecallResult:
 
 def random_patterns(count: int, n: int, seed=None, dtype=np.float32) -> np.ndarray:
     """``count`` random patterns of n neurons, each +1 or -1 with probability 1/2 (NumPy)."""
+    count, n = check_int(count, "count", 0), check_int(n, "n", 1)
     rng = make_rng(seed)
     return np.where(rng.random((count, n)) < 0.5, -1, 1).astype(dtype)
 
@@ -66,11 +66,7 @@ class HopfieldNetwork:
     """A Hopfield network of ``n`` neurons on the current device (``gpucnn.set_device``)."""
 
     def __init__(self, n: int, dtype=np.float32):
-        if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-            raise TypeError(f"n must be an int, got {type(n).__name__}")
-        if n < 2:
-            raise ValueError(f"n must be at least 2 neurons, got {n}")
-        self.n = int(n)
+        self.n = check_int(n, "n", 2)
         self.dtype = float_dtype(dtype)
         self.device = get_device()
         self._w = to_device(np.zeros((self.n, self.n), self.dtype), self.device)
@@ -220,12 +216,7 @@ class HopfieldNetwork:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         if order not in ORDERS:
             raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
-        if (
-            isinstance(max_sweeps, bool)
-            or not isinstance(max_sweeps, numbers.Integral)
-            or (max_sweeps < 1)
-        ):
-            raise ValueError(f"max_sweeps must be a positive int, got {max_sweeps!r}")
+        max_sweeps = check_int(max_sweeps, "max_sweeps", 1)
         y, single = self._as_states(states, "states")
         if mode == "sync":
             if order != "cyclic":

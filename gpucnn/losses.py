@@ -11,6 +11,7 @@ caller that validated all its labels once (as ``fit`` does) passes ``check_targe
 from __future__ import annotations
 
 from . import ops
+from ._checks import check_number
 from ._device import array_device
 
 
@@ -79,9 +80,7 @@ class HingeLoss(_Loss):
 
     def __init__(self, margin: float = 1.0):
         super().__init__()
-        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
-            raise ValueError(f"margin must be a non-negative number, got {margin!r}")
-        self.margin = float(margin)
+        self.margin = check_number(margin, "margin", 0.0)
 
     def forward(self, pred, target, *, check_targets: bool = True):
         loss, violations = ops.hinge_forward(pred, target, self.margin, check_targets)

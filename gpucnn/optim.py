@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import math
-import numbers
 
 from . import ops
+from ._checks import check_int, check_number
 from ._device import array_module
-
-
-def _number(value, name: str, low: float, high: float = math.inf, low_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    value = float(value)
-    if not (low < value if low_open else low <= value) or not value < high or math.isnan(value):
-        bound = "(" if low_open else "["
-        raise ValueError(f"{name} must be in {bound}{low}, {high}), got {value}")
-    return value
 
 
 class ConstantLR:
@@ -33,12 +23,8 @@ class StepLR:
     """base_lr * gamma ** (epoch // step_size): divide the rate every ``step_size`` epochs."""
 
     def __init__(self, step_size: int, gamma: float = 0.1):
-        if isinstance(step_size, bool) or not isinstance(step_size, numbers.Integral):
-            raise TypeError("step_size must be an int")
-        if step_size < 1:
-            raise ValueError(f"step_size must be >= 1, got {step_size}")
-        self.step_size = int(step_size)
-        self.gamma = _number(gamma, "gamma", 0.0, low_open=True)
+        self.step_size = check_int(step_size, "step_size", 1)
+        self.gamma = check_number(gamma, "gamma", 0.0, low_open=True)
 
     def __call__(self, base_lr: float, epoch: int) -> float:
         return base_lr * self.gamma ** (epoch // self.step_size)
@@ -53,12 +39,8 @@ class CosineLR:
     total_epochs): every epoch of the run still learns."""
 
     def __init__(self, total_epochs: int, min_lr: float = 0.0):
-        if isinstance(total_epochs, bool) or not isinstance(total_epochs, numbers.Integral):
-            raise TypeError("total_epochs must be an int")
-        if total_epochs < 1:
-            raise ValueError(f"total_epochs must be >= 1, got {total_epochs}")
-        self.total_epochs = int(total_epochs)
-        self.min_lr = _number(min_lr, "min_lr", 0.0)
+        self.total_epochs = check_int(total_epochs, "total_epochs", 1)
+        self.min_lr = check_number(min_lr, "min_lr", 0.0)
 
     def __call__(self, base_lr: float, epoch: int) -> float:
         progress = min(epoch, self.total_epochs) / self.total_epochs
@@ -84,9 +66,9 @@ class SGD:
         if not hasattr(model, "params") or not hasattr(model, "grads"):
             raise TypeError("model must be a gpucnn layer or Sequential")
         self.model = model
-        self.base_lr = _number(lr, "lr", 0.0, low_open=True)
-        self.momentum = _number(momentum, "momentum", 0.0, 1.0)
-        self.weight_decay = _number(weight_decay, "weight_decay", 0.0)
+        self.base_lr = check_number(lr, "lr", 0.0, low_open=True)
+        self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
+        self.weight_decay = check_number(weight_decay, "weight_decay", 0.0)
         if not isinstance(nesterov, bool):
             raise TypeError("nesterov must be a bool")
         if nesterov and self.momentum == 0:
@@ -102,7 +84,7 @@ class SGD:
         """Apply the schedule for ``epoch`` (0-based); returns the new learning rate."""
         lr = self.schedule(self.base_lr, epoch)
         try:  # a user's schedule: a negative, NaN or infinite rate would train silently wrong
-            self.lr = _number(lr, "the learning rate", 0.0)
+            self.lr = check_number(lr, "the learning rate", 0.0)
         except (TypeError, ValueError) as error:
             raise type(error)(f"schedule {self.schedule!r} at epoch {epoch}: {error}") from None
         return self.lr

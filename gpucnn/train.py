@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import ops
-from ._checks import make_rng
+from ._checks import check_int, make_rng
 from ._device import array_module, to_device, to_numpy
-from .layers.base import backward_of, is_graph_safe, positive_int
+from .layers.base import backward_of, is_graph_safe
 
 
 @dataclass
@@ -268,7 +268,7 @@ def _batches(count: int, batch_size: int, order=None):
 
 def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
     """Mean loss and accuracy of ``model`` on (x, y), in eval mode (dropout off)."""
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size", 1)
     _check_dataset(x, y, "evaluate")
     x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "evaluate")
@@ -320,9 +320,9 @@ def fit(
     """
     if cuda_graph is not None and not isinstance(cuda_graph, bool):
         raise TypeError(f"cuda_graph must be True, False or None, got {type(cuda_graph).__name__}")
-    epochs = positive_int(epochs, "epochs")
-    batch_size = positive_int(batch_size, "batch_size")
-    refresh_every = positive_int(refresh_every, "refresh_every")
+    epochs = check_int(epochs, "epochs", 1)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    refresh_every = check_int(refresh_every, "refresh_every", 1)
     _check_dataset(x, y, "fit")
     if validation_data is not None:
         if len(validation_data) != 2:
@@ -390,7 +390,7 @@ def fit(
 
 def predict(model, x, batch_size: int = 256):
     """Model outputs for x in eval mode, as a NumPy array."""
-    batch_size = positive_int(batch_size, "batch_size")
+    batch_size = check_int(batch_size, "batch_size", 1)
     x = _on_model(model, x)
     was_training = model.training
     model.eval()

@@ -213,6 +213,7 @@ def test_float32_exactness_is_checked(monkeypatch):
         (lambda net: net.store([1, 1, 1, 1], rule="oja"), ValueError, "rule"),
         (lambda net: net.recall([1, 1, 1, 1], mode="chaotic"), ValueError, "mode"),
         (lambda net: net.recall([1, 1, 1, 1], max_sweeps=0), ValueError, "max_sweeps"),
+        (lambda net: net.recall([1, 1, 1, 1], max_sweeps=2.0), TypeError, "max_sweeps"),
         (lambda net: net.recall([1, 1, 1, 1], order="reverse"), ValueError, "order"),
         (
             lambda net: net.recall([1, 1, 1, 1], mode="sync", order="random"),
@@ -222,6 +223,8 @@ def test_float32_exactness_is_checked(monkeypatch):
         (lambda net: net.energy([[1, 1, 1]]), ValueError, "shape"),
         (lambda net: net.recall([1, 1, 1, 1], order="random", seed=-1), ValueError, "seed"),
         (lambda net: random_patterns(2, 4, seed="one"), TypeError, "seed"),
+        (lambda net: random_patterns(-1, 4), ValueError, "count must be >= 0"),
+        (lambda net: random_patterns(2, 0), ValueError, "n must be >= 1"),
     ],
 )
 def test_bad_input_is_named(call, error, words):
@@ -230,7 +233,7 @@ def test_bad_input_is_named(call, error, words):
 
 
 def test_bad_sizes_and_mixed_rules():
-    with pytest.raises(ValueError, match="at least 2"):
+    with pytest.raises(ValueError, match="n must be >= 2"):
         HopfieldNetwork(1)
     with pytest.raises(TypeError, match="n must be an int"):
         HopfieldNetwork(4.0)

@@ -81,6 +81,8 @@ def test_a_schedules_bad_rate_is_refused_with_the_epoch(rate, error):
         (dict(lr="0.1"), TypeError, "lr"),
         (dict(lr=0.1, momentum=1.0), ValueError, "momentum"),
         (dict(lr=0.1, weight_decay=-1), ValueError, "weight_decay"),
+        (dict(lr=0.1, weight_decay=math.nan), ValueError, "weight_decay"),
+        (dict(lr=0.1, momentum=math.nan), ValueError, "momentum"),
         (dict(lr=0.1, nesterov=True), ValueError, "nesterov"),
         (dict(lr=0.1, schedule=3), TypeError, "schedule"),
     ],

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import numbers
 
 import numpy as np
 
@@ -137,14 +136,6 @@ def backward_of(layer, grad_out, need_input_grad: bool = True):
 @functools.cache
 def _takes_need_input_grad(cls: type) -> bool:
     return "need_input_grad" in inspect.signature(cls.backward).parameters
-
-
-def positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
 
 
 def float_dtype(dtype) -> np.dtype:

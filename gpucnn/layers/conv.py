@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .._checks import make_rng
+from .._checks import check_int, make_rng
 from .._device import to_device
 from .._shapes import conv_window, pool_window
-from .base import Layer, float_dtype, init_weight, positive_int
+from .base import Layer, float_dtype, init_weight
 
 
 class Conv2D(Layer):
@@ -35,8 +35,8 @@ class Conv2D(Layer):
         dtype=np.float32,
     ):
         super().__init__()
-        self.in_channels = positive_int(in_channels, "in_channels")
-        self.out_channels = positive_int(out_channels, "out_channels")
+        self.in_channels = check_int(in_channels, "in_channels", 1)
+        self.out_channels = check_int(out_channels, "out_channels", 1)
         dtype = float_dtype(dtype)
         self._window = window = conv_window(kernel_size, stride, padding, dilation)
         self.kernel_size, self.stride = window.size, window.stride

@@ -7,9 +7,9 @@ import math
 import numpy as np
 
 from .. import ops
-from .._checks import check_probability, check_seed, make_rng
+from .._checks import check_int, check_probability, check_seed, make_rng
 from .._device import to_device, to_numpy
-from .base import Layer, float_dtype, init_weight, positive_int
+from .base import Layer, float_dtype, init_weight
 
 
 class Dense(Layer):
@@ -24,8 +24,8 @@ class Dense(Layer):
         self, in_features, out_features, bias=True, *, init="he", seed=None, dtype=np.float32
     ):
         super().__init__()
-        self.in_features = positive_int(in_features, "in_features")
-        self.out_features = positive_int(out_features, "out_features")
+        self.in_features = check_int(in_features, "in_features", 1)
+        self.out_features = check_int(out_features, "out_features", 1)
         dtype = float_dtype(dtype)
         weight = init_weight(
             (self.out_features, self.in_features),

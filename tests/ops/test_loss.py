@@ -81,5 +81,9 @@ def test_float_labels_rejected_for_classification_and_backward_before_forward():
         SoftmaxCrossEntropyLoss().forward(np.zeros((2, 3)), np.array([0.0, 1.0]))
     with pytest.raises(RuntimeError, match="before forward"):
         HingeLoss().backward()
-    with pytest.raises(ValueError, match="margin"):
-        HingeLoss(margin=-1)
+    for margin in (-1, float("nan"), float("inf")):  # NaN and inf would poison every loss
+        with pytest.raises(ValueError, match="margin must be in"):
+            HingeLoss(margin=margin)
+    with pytest.raises(TypeError, match="margin must be a number"):
+        HingeLoss(margin="1")
+    assert HingeLoss(margin=np.float32(0.5)).margin == 0.5
