@@ -87,9 +87,10 @@ class HopfieldNetwork:
     def _as_states(self, states, name: str, defer_check: bool = False):
         """``states`` as a 2-D (batch, n) array of the network's dtype and device, plus
         whether the caller passed a single (n,) state. Values must be exactly +1 or -1: checked
-        here, or with ``defer_check`` by ``_check_states`` on the flag returned third, once
-        the caller has launched its own kernels (on a GPU reading the flag waits for the
-        check; launched first, a product runs while the host waits, instead of after)."""
+        here, or on a GPU with ``defer_check`` by ``_check_states`` on the flag returned third
+        (None elsewhere), once the caller has launched its own kernels (reading the flag waits
+        for the check; launched first, a product runs while the host waits, instead of
+        after). The host checks first: its products would run on NaN and warn."""
         if isinstance(states, (list, tuple)):
             states = to_device(np.asarray(states), self.device)
         try:
@@ -120,10 +121,10 @@ class HopfieldNetwork:
         matrix = self.xp.ascontiguousarray(
             states.reshape(-1, self.n).astype(self.dtype, copy=False)
         )
-        if defer_check:
+        if defer_check and where == "gpu":
             return matrix, single, invalid
         self._check_states(invalid, name)
-        return matrix, single
+        return (matrix, single, None) if defer_check else (matrix, single)
 
     @staticmethod
     def _check_states(invalid, name: str) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -230,6 +231,18 @@ def test_float32_exactness_is_checked(monkeypatch):
 def test_bad_input_is_named(call, error, words):
     with pytest.raises(error, match=words):
         call(HopfieldNetwork(4))
+
+
+@pytest.mark.parametrize("value", [np.inf, np.nan])
+@pytest.mark.parametrize("method", ["energy", "step_sync"])
+def test_bad_states_are_refused_before_any_arithmetic(method, value):
+    # On the host the check comes first: a product over inf or NaN would also warn.
+    net = HopfieldNetwork(4)
+    net.store([1, -1, 1, -1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match="only \\+1 and -1"):
+            getattr(net, method)(np.array([1.0, value, 1.0, -1.0]))
 
 
 def test_bad_sizes_and_mixed_rules():
