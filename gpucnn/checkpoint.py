@@ -12,7 +12,9 @@ import math
 import os
 import stat
 import tempfile
+import tokenize
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +82,24 @@ def save_arrays(path, arrays: dict) -> None:
         np.savez(handle, **host)
 
 
+# What reading a damaged .npz raises besides ValueError (found by flipping random bytes of
+# saved files, tests/test_checkpoint.py): zipfile's NotImplementedError for a flag or
+# method it does not know and RuntimeError for one it takes as encryption; zlib.error from
+# a damaged compressed member; tokenize.TokenError from NumPy's parse of a damaged header.
+_MALFORMED = (
+    zipfile.BadZipFile,
+    zlib.error,
+    tokenize.TokenError,
+    SyntaxError,
+    NotImplementedError,
+    RuntimeError,
+    EOFError,
+    OSError,
+    ValueError,
+    KeyError,
+)
+
+
 def load_arrays(path) -> dict[str, np.ndarray]:
     """Read every array of an .npz file; ValueError naming the file if anything is off.
 
@@ -95,7 +115,7 @@ def load_arrays(path) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(path) as archive:
             return dict(_read_member(archive, info) for info in archive.infolist())
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+    except _MALFORMED as exc:
         raise ValueError(f"{path} is not a valid .npz weights file: {exc}") from exc
 
 
