@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import math
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ def read_idx(path) -> np.ndarray:
                     f"at most {limit} bytes"
                 )
             data = _read_up_to(handle, payload + 1)  # one byte more reveals trailing garbage
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
         raise ValueError(f"{path}: corrupt IDX file: {exc}") from exc
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from exc
