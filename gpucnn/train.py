@@ -82,14 +82,49 @@ def _labels_checked(model, x, y, name: str) -> bool:
     return True
 
 
+def _parts(model):
+    """``model`` and everything inside it, nested ``Sequential`` models and their layers."""
+    yield model
+    for inner in getattr(model, "layers", ()):
+        yield from _parts(inner)
+
+
 def _layers(model):
     """The layers of ``model``, nested ``Sequential`` models opened up."""
-    inner = getattr(model, "layers", None)
-    if inner is None:
-        yield model
-    else:
-        for layer in inner:
-            yield from _layers(layer)
+    return (part for part in _parts(model) if getattr(part, "layers", None) is None)
+
+
+def _check_loss(loss_fn) -> None:
+    _check_not_a_class(loss_fn, "loss_fn")
+    if not (
+        callable(getattr(loss_fn, "forward", None)) and callable(getattr(loss_fn, "backward", None))
+    ):
+        raise TypeError(
+            "loss_fn must be a loss with forward(pred, target) and backward() (e.g. "
+            f"gpucnn.losses.SoftmaxCrossEntropyLoss()), got {type(loss_fn).__name__}"
+        )
+
+
+def _check_not_a_class(value, name: str) -> None:
+    if isinstance(value, type):
+        raise TypeError(f"{name} is the class {value.__name__}, not one: {value.__name__}(...)")
+
+
+def _check_optimizer(model, optimizer) -> None:
+    _check_not_a_class(optimizer, "optimizer")
+    if not all(callable(getattr(optimizer, name, None)) for name in ("step", "set_epoch")):
+        raise TypeError(
+            "optimizer must have step() and set_epoch(epoch) (e.g. gpucnn.optim.SGD(model, "
+            f"lr)), got {type(optimizer).__name__}"
+        )
+    # An optimizer of one part of the model (fine-tuning a layer) is fine; of another
+    # model, its step would find none of the gradients this model's backward leaves.
+    updated = getattr(optimizer, "model", None)
+    if updated is not None and not any(part is updated for part in _parts(model)):
+        raise ValueError(
+            "optimizer updates the parameters of another model: make it from the model being "
+            "trained (gpucnn.optim.SGD(model, lr)) or from one of its layers"
+        )
 
 
 def _batch(x, y, index):
@@ -142,6 +177,8 @@ class TrainStep:
     def __init__(self, model, loss_fn, optimizer, *, cuda_graph=False, check_targets=True):
         if not isinstance(cuda_graph, bool):
             raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")
+        _check_loss(loss_fn)
+        _check_optimizer(model, optimizer)
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
         self.check_targets = check_targets
         self._graph = None
@@ -269,6 +306,7 @@ def _batches(count: int, batch_size: int, order=None):
 def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
     """Mean loss and accuracy of ``model`` on (x, y), in eval mode (dropout off)."""
     batch_size = check_int(batch_size, "batch_size", 1)
+    _check_loss(loss_fn)
     _check_dataset(x, y, "evaluate")
     x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "evaluate")

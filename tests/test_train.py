@@ -150,6 +150,37 @@ def test_bad_arguments_are_named(kwargs, error, words):
         fit(model, SoftmaxCrossEntropyLoss(), SGD(model, 0.1), x, y, **arguments)
 
 
+def test_a_loss_or_optimizer_that_cannot_train_the_model_is_named():
+    model = digits_cnn()
+    x, y = np.zeros((10, 1, 8, 8), np.float32), np.zeros(10, np.int64)
+    loss = SoftmaxCrossEntropyLoss()
+    with pytest.raises(TypeError, match="loss_fn must be a loss"):
+        fit(model, "cross-entropy", SGD(model, 0.1), x, y, epochs=1, progress=False)
+    with pytest.raises(TypeError, match="loss_fn is the class MSELoss, not one"):
+        evaluate(model, MSELoss, x, y)
+    with pytest.raises(TypeError, match="optimizer must have step"):
+        fit(model, loss, 0.1, x, y, epochs=1, progress=False)
+    with pytest.raises(TypeError, match="optimizer is the class SGD"):
+        fit(model, loss, SGD, x, y, epochs=1, progress=False)
+    # An optimizer made for another model would find none of this model's gradients.
+    with pytest.raises(ValueError, match="parameters of another model"):
+        fit(model, loss, SGD(digits_cnn(), 0.1), x, y, epochs=1, progress=False)
+
+
+def test_an_optimizer_of_one_layer_trains_that_layer_only():
+    # Fine-tuning: the whole model runs forward and backward, one layer is updated.
+    model = digits_cnn(dropout=0.0, seed=0)
+    head = model.layers[-1]
+    before = {name: value.copy() for name, value in model.params.items()}
+    x = np.random.default_rng(0).random((20, 1, 8, 8)).astype(np.float32)
+    y = np.arange(20) % 10
+    fit(model, SoftmaxCrossEntropyLoss(), SGD(head, 0.1), x, y, epochs=1, progress=False)
+    head_names = {name for name in before if model.params[name] is head.params[name.split(".")[-1]]}
+    assert head_names  # the head's parameters are found under the model's names
+    for name, value in model.params.items():
+        assert np.array_equal(value, before[name]) != (name in head_names)
+
+
 def test_a_cuda_graph_needs_the_gpu_or_the_emulator(digits):
     x_train, y_train = digits[:2]
     model = digits_cnn(dropout=0.0, seed=0)
