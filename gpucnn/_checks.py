@@ -6,12 +6,21 @@ from __future__ import annotations
 import argparse
 import math
 import numbers
+import os
+from pathlib import Path
 
 import numpy as np
 
 from ._device import array_device
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def check_path(path, name: str = "path") -> Path:
+    """``path`` (a str or os.PathLike) as a Path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(path).__name__}")
+    return Path(path)
 
 
 def check_float_array(x, name: str, ndim: int | None = None):

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ._checks import check_path
 from ._device import to_numpy
 
 
@@ -26,8 +27,10 @@ def check_save_path(path) -> Path:
     """``path`` as a Path, once it is known that a file can be written there: its folder
     exists and is writable and it is not itself a folder. Callers about to spend a long time
     (a training run) check first, rather than fail when the result is ready."""
-    path = Path(path)
+    path = check_path(path)
     folder = path.parent
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cannot save to {path}: {folder} is a file, not a folder")
     if not folder.is_dir():
         raise FileNotFoundError(f"cannot save to {path}: folder {folder} does not exist")
     if path.is_dir():
@@ -107,7 +110,7 @@ def load_arrays(path) -> dict[str, np.ndarray]:
     so a crafted header cannot make us allocate more than the file holds; object (pickled)
     arrays are refused.
     """
-    path = Path(path)
+    path = check_path(path)
     if path.is_dir():
         raise IsADirectoryError(f"cannot load {path}: it is a folder, not an .npz file")
     if not path.is_file():
@@ -146,9 +149,16 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, 
     return info.filename[: -len(".npy")], array
 
 
+def _params(model) -> dict:
+    params = getattr(model, "params", None)
+    if not isinstance(params, dict):
+        raise TypeError(f"model must be a gpucnn layer or Sequential, got {type(model).__name__}")
+    return params
+
+
 def save_weights(model, path) -> None:
     """Save ``model.params`` to ``path`` (.npz), atomically."""
-    save_arrays(path, model.params)
+    save_arrays(path, _params(model))
 
 
 def load_weights(model, path) -> None:
@@ -157,8 +167,8 @@ def load_weights(model, path) -> None:
     Names and shapes must match the model exactly; the values are converted to each
     parameter's dtype and device. Nothing changes unless the whole file checks out.
     """
+    params = _params(model)
     loaded = load_arrays(path)
-    params = model.params
     missing, unexpected = sorted(set(params) - set(loaded)), sorted(set(loaded) - set(params))
     if missing or unexpected:
         raise ValueError(

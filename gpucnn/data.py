@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import make_rng
+from ._checks import check_path, make_rng
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_DTYPES = {
@@ -58,7 +58,7 @@ def read_idx(path) -> np.ndarray:
     The header's sizes are checked against the file's length before anything is allocated;
     a missing, truncated, oversized or malformed file raises a clear error naming it.
     """
-    path = Path(path)
+    path = check_path(path)
     if not path.is_file():
         raise FileNotFoundError(f"IDX file not found: {path}")
     file_size = path.stat().st_size
@@ -129,7 +129,7 @@ def _find(folder: Path, stem: str) -> Path:
 def load_mnist(path):
     """MNIST (or Fashion-MNIST, or any set in the same layout) from a folder holding the four
     standard IDX files, gzipped or not. Returns ((x_train, y_train), (x_test, y_test))."""
-    folder = Path(path)
+    folder = check_path(path)
     if not folder.is_dir():
         raise FileNotFoundError(f"MNIST folder not found: {folder}")
     splits = []

@@ -54,6 +54,18 @@ def test_saved_files_get_the_permissions_a_plain_write_would(tmp_path):
         os.umask(old_umask)
 
 
+def test_bad_paths_and_models_are_named(tmp_path):
+    model = digits_cnn()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="a_file is a file, not a folder"):
+        save_weights(model, tmp_path / "a_file" / "w.npz")
+    for call in (save_weights, load_weights):
+        with pytest.raises(TypeError, match="path must be a str or os.PathLike, got NoneType"):
+            call(model, None)
+        with pytest.raises(TypeError, match="model must be a gpucnn layer"):
+            call("digits", tmp_path / "w.npz")
+
+
 def test_save_into_a_missing_folder_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_weights(digits_cnn(), tmp_path / "nope" / "w.npz")

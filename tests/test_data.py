@@ -94,6 +94,12 @@ def test_mnist_images_without_pixels_are_refused(tmp_path):
         load_mnist(folder)
 
 
+def test_a_path_that_is_not_one_is_named():
+    for call in (read_idx, load_mnist):
+        with pytest.raises(TypeError, match="path must be a str or os.PathLike, got int"):
+            call(3)
+
+
 def test_missing_files(tmp_path):
     with pytest.raises(FileNotFoundError, match="MNIST folder not found"):
         load_mnist(tmp_path / "nowhere")
