@@ -99,6 +99,28 @@ def draw_special_values(draw, shape, dtype=np.float64):
     return np.array(draw(st.lists(values, min_size=size, max_size=size)), dtype).reshape(shape)
 
 
+def count_refusals(load, original: bytes, damaged_path, tries: int, seed: int, cut=0.0) -> int:
+    """Write ``tries`` damaged copies of a good file's bytes to ``damaged_path`` (1-8 bytes
+    overwritten, and with probability ``cut`` the end cut off) and ``load`` each: it must
+    succeed or raise a ValueError naming the file, nothing else. Returns how many it
+    refused."""
+    rng = np.random.default_rng(seed)
+    refused = 0
+    for _ in range(tries):
+        data = bytearray(original)
+        for where in rng.integers(0, len(data), rng.integers(1, 9)):
+            data[where] = rng.integers(0, 256)
+        if rng.random() < cut:
+            data = data[: rng.integers(0, len(data))]
+        damaged_path.write_bytes(bytes(data))
+        try:
+            load(damaged_path)
+        except ValueError as error:
+            assert damaged_path.name in str(error)
+            refused += 1
+    return refused
+
+
 def rel_error(out, ref) -> float:
     """||out - ref|| / ||ref|| (or ||out - ref|| when ref is all zeros); NaN never passes."""
     out, ref = np.asarray(out, np.float64), np.asarray(ref, np.float64)
