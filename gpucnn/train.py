@@ -94,29 +94,21 @@ def _layers(model):
     return (part for part in _parts(model) if getattr(part, "layers", None) is None)
 
 
-def _check_loss(loss_fn) -> None:
-    _check_not_a_class(loss_fn, "loss_fn")
-    if not (
-        callable(getattr(loss_fn, "forward", None)) and callable(getattr(loss_fn, "backward", None))
-    ):
-        raise TypeError(
-            "loss_fn must be a loss with forward(pred, target) and backward() (e.g. "
-            f"gpucnn.losses.SoftmaxCrossEntropyLoss()), got {type(loss_fn).__name__}"
-        )
-
-
-def _check_not_a_class(value, name: str) -> None:
+def _check_methods(value, name: str, methods: tuple[str, ...], example: str) -> None:
+    """``value`` is an object (not a class) with these methods, or a TypeError naming it."""
     if isinstance(value, type):
         raise TypeError(f"{name} is the class {value.__name__}, not one: {value.__name__}(...)")
+    if not all(callable(getattr(value, method, None)) for method in methods):
+        wanted = " and ".join(f"{method}()" for method in methods)
+        raise TypeError(f"{name} must have {wanted} (e.g. {example}), got {type(value).__name__}")
+
+
+def _check_loss(loss_fn) -> None:
+    _check_methods(loss_fn, "loss_fn", ("forward", "backward"), "SoftmaxCrossEntropyLoss()")
 
 
 def _check_optimizer(model, optimizer) -> None:
-    _check_not_a_class(optimizer, "optimizer")
-    if not all(callable(getattr(optimizer, name, None)) for name in ("step", "set_epoch")):
-        raise TypeError(
-            "optimizer must have step() and set_epoch(epoch) (e.g. gpucnn.optim.SGD(model, "
-            f"lr)), got {type(optimizer).__name__}"
-        )
+    _check_methods(optimizer, "optimizer", ("step", "set_epoch"), "SGD(model, lr)")
     # An optimizer of one part of the model (fine-tuning a layer) is fine; of another
     # model, its step would find none of the gradients this model's backward leaves.
     updated = getattr(optimizer, "model", None)
