@@ -7,8 +7,11 @@ import numpy as np
 
 
 def log_softmax(logits):
-    """log softmax along axis 1, stable: the max is subtracted before exp."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
+    """log softmax along axis 1, stable: the max is subtracted before exp. Logits more than
+    the float range apart overflow that subtraction to -inf, whose exp is exactly the 0 it
+    should be, so NumPy's overflow warning is silenced there."""
+    with np.errstate(over="ignore"):
+        shifted = logits - logits.max(axis=1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
 
 

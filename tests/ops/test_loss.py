@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -32,6 +34,19 @@ def test_softmax_cross_entropy_is_stable_for_huge_logits():
     value = loss.forward(pred, np.array([0, 0]))
     assert np.isfinite(value) and abs(value - 1e4) < 1  # second row: -log softmax = 2e4 / 2
     assert np.all(np.isfinite(loss.backward()))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_softmax_cross_entropy_of_logits_the_whole_float_range_apart(dtype):
+    # max - (-max) overflows to -inf in the stable shift; exp(-inf) = 0 is exact, so the
+    # loss and gradient are right and nothing warns.
+    top = np.finfo(dtype).max
+    pred = np.array([[top, 0, -top], [0, top, -top]], dtype)
+    loss = SoftmaxCrossEntropyLoss()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert loss.forward(pred, np.array([0, 1])) == 0.0
+        assert np.array_equal(loss.backward(), np.zeros_like(pred))
 
 
 def test_mse_is_the_classic_half_sum_averaged_over_the_batch():
