@@ -2,9 +2,10 @@
 
     python benchmarks/cpu_ops.py [--quick] [--out DIR]
 
-Forward and backward of convolution and max pooling, float32, median of 30 runs after
-warm-up; PyTorch is timed on the same inputs in the same process when it is installed, in
-blocks of runs alternating with NumPy's (see harness.time_cpu_alternating).
+Forward and backward of convolution and of max, average, L2 and global-average pooling,
+float32, median of 30 runs after warm-up; PyTorch is timed on the same inputs in the same
+process when it is installed, in blocks of runs alternating with NumPy's (see
+harness.time_cpu_alternating).
 Goal (issue #2): conv2d forward+backward within 2x of PyTorch, pooling within 2x.
 """
 
@@ -43,6 +44,14 @@ POOL_LAYERS = [
     ("lenet pool2", (256, 16, 10, 10), (2, 2, 0)),
     ("cifar pool 3x3/2", (128, 64, 32, 32), (3, 2, 1)),
 ]
+# The other poolings: LeNet-5's original subsampling was an average, ResNets end in a
+# global average; L2 pooling has no PyTorch op of its own (lp_pool2d is built from others).
+AVG_POOL_LAYERS = [
+    ("lenet avg 2x2/2", (256, 6, 28, 28), (2, 2, 0)),
+    ("cifar avg 3x3/2", (128, 64, 32, 32), (3, 2, 1)),
+]
+L2_POOL_LAYERS = [("lenet l2 2x2/2", (256, 6, 28, 28), (2, 2, 0))]
+GLOBAL_POOL_LAYERS = [("cifar global avg", (128, 64, 8, 8), None)]
 
 
 def _torch():
@@ -106,6 +115,77 @@ def pool_calls(shape, spec):
     return ours, theirs
 
 
+def avg_pool_calls(shape, spec):
+    """The same for one average-pooling layer (count_include_pad, PyTorch's default)."""
+    kernel, stride, padding = spec
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    y = ops.avg_pool2d_forward(x, kernel, stride, padding)
+    dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    ours = {
+        "forward": lambda: ops.avg_pool2d_forward(x, kernel, stride, padding),
+        "backward": lambda: ops.avg_pool2d_backward(dy, x.shape, kernel, stride, padding),
+    }
+    torch = _torch()
+    if torch is None:
+        return ours, {}
+    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+    theirs = {
+        "forward": lambda: torch.nn.functional.avg_pool2d(tx, kernel, stride, padding),
+        "backward": lambda: torch.ops.aten.avg_pool2d_backward(
+            tdy, tx, [kernel] * 2, [stride] * 2, [padding] * 2, False, True, None
+        ),
+    }
+    return ours, theirs
+
+
+def l2_pool_calls(shape, spec):
+    """The same for one L2-pooling layer, against PyTorch's lp_pool2d (norm 2) and its
+    autograd backward (no padding: lp_pool2d has none)."""
+    kernel, stride, padding = spec
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    y = ops.l2_pool2d_forward(x, kernel, stride, padding)
+    dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    ours = {
+        "forward": lambda: ops.l2_pool2d_forward(x, kernel, stride, padding),
+        "backward": lambda: ops.l2_pool2d_backward(dy, x, y, kernel, stride, padding),
+    }
+    torch = _torch()
+    if torch is None:
+        return ours, {}
+    tdy = torch.from_numpy(dy)
+    tx = torch.from_numpy(x).requires_grad_()
+    pool = torch.nn.functional.lp_pool2d
+
+    def backward():
+        with torch.enable_grad():
+            (grad,) = torch.autograd.grad(pool(tx, 2, kernel, stride), tx, tdy)
+        return grad
+
+    theirs = {"forward": lambda: pool(tx, 2, kernel, stride), "backward": backward}
+    return ours, theirs
+
+
+def global_pool_calls(shape, _spec):
+    """The same for global average pooling, against PyTorch's mean over the plane."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    dy = np.random.default_rng(1).standard_normal(shape[:2]).astype(np.float32)
+    ours = {
+        "forward": lambda: ops.global_avg_pool2d_forward(x),
+        "backward": lambda: ops.global_avg_pool2d_backward(dy, x.shape),
+    }
+    torch = _torch()
+    if torch is None:
+        return ours, {}
+    tx, tdy = torch.from_numpy(x), torch.from_numpy(dy)
+    plane = shape[2] * shape[3]
+    theirs = {
+        "forward": lambda: tx.mean(dim=(2, 3)),
+        # mean's backward: dy / (H * W) expanded over the plane, made contiguous as ours is
+        "backward": lambda: (tdy / plane)[:, :, None, None].expand(shape).contiguous(),
+    }
+    return ours, theirs
+
+
 def _threads(torch) -> dict:
     """Threads each side may use: gpucnn's chunk workers, PyTorch's intra-op pool."""
     return {
@@ -143,6 +223,9 @@ def main(argv=None) -> int:
     repeat = 5 if args.quick else 30
     layers = [("conv2d", *layer, conv_calls) for layer in CONV_LAYERS]
     layers += [("max_pool2d", *layer, pool_calls) for layer in POOL_LAYERS]
+    layers += [("avg_pool2d", *layer, avg_pool_calls) for layer in AVG_POOL_LAYERS]
+    layers += [("l2_pool2d", *layer, l2_pool_calls) for layer in L2_POOL_LAYERS]
+    layers += [("global_avg_pool2d", *layer, global_pool_calls) for layer in GLOBAL_POOL_LAYERS]
     torch = _torch()
     records, rows = [], []
     for kind, name, shape, spec, calls in layers:

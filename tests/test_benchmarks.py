@@ -19,6 +19,7 @@ from benchmarks.harness import (
     time_cpu,
     time_cpu_alternating,
 )
+from tests.helpers import rel_error
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -387,3 +388,39 @@ def test_the_step_runner_times_each_gpu_variant_on_the_emulator(capsys, monkeypa
     ]
     assert seen == ["auto", "direct", "direct"] and ALGORITHM_VARIABLE not in os.environ
     assert "failed" not in capsys.readouterr().err
+
+
+# Each family of benchmarks/cpu_ops.py at a small size: (calls, shape, spec).
+CPU_OPS_FAMILIES = [
+    ("conv_calls", (2, 3, 9, 9), (4, 3, 3, 1, 1)),
+    ("pool_calls", (2, 3, 9, 9), (3, 2, 1)),
+    ("avg_pool_calls", (2, 3, 9, 9), (3, 2, 1)),
+    ("l2_pool_calls", (2, 3, 8, 8), (2, 2, 0)),
+    ("global_pool_calls", (2, 3, 5, 5), None),
+]
+
+
+@pytest.mark.parametrize("family, shape, spec", CPU_OPS_FAMILIES)
+def test_cpu_ops_times_a_forward_and_a_backward_of_each_family(family, shape, spec):
+    from benchmarks import cpu_ops
+
+    ours, _ = getattr(cpu_ops, family)(shape, spec)
+    assert set(ours) == {"forward", "backward"}
+    for call in ours.values():
+        out = call()
+        first = out[0] if isinstance(out, tuple) else out
+        assert np.all(np.isfinite(first))
+
+
+@pytest.mark.parametrize("family, shape, spec", CPU_OPS_FAMILIES)
+def test_cpu_ops_times_what_pytorch_computes(family, shape, spec):
+    # A ratio means something only if both sides compute the same thing.
+    pytest.importorskip("torch", reason="compares with PyTorch's CPU ops")
+    from benchmarks import cpu_ops
+
+    ours, theirs = getattr(cpu_ops, family)(shape, spec)
+    for direction in ("forward", "backward"):
+        mine, other = ours[direction](), theirs[direction]()
+        mine = mine[0] if isinstance(mine, tuple) else mine
+        other = other[0] if isinstance(other, tuple) else other
+        assert rel_error(mine, other.detach().numpy()) < 1e-5, direction
