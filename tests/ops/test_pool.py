@@ -222,6 +222,48 @@ def test_l2_all_zero_window_passes_zero_gradient_not_nan():
     assert dx[0, 0, 0, 0] == 1.0 and np.count_nonzero(dx) == 1
 
 
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_avg_and_l2_any_geometry_and_chunking_match_the_loop(data):
+    # Average and L2 pooling run on cache-sized chunks of planes, written into np.empty
+    # buffers: random geometry, chunk edges anywhere, and every np.empty poisoned with NaN,
+    # so an element no chunk wrote shows. The backward is checked as the forward's adjoint.
+    draw = data.draw
+    shape, geometry = draw_pool_case(draw)
+    count_include_pad = draw(st.booleans())
+    seed = draw(st.integers(0, 1000))
+    x = shuffled_linspace(shape, np.float64, seed, low=0.1, high=1.1)
+    loop = dict(
+        kernel=geometry["kernel_size"],
+        stride=geometry["stride"],
+        padding=geometry["padding"],
+        ceil_mode=geometry["ceil_mode"],
+    )
+    avg = dict(geometry, count_include_pad=count_include_pad)
+    unpoisoned_empty = np.empty
+
+    def poisoned_empty(*args, **kwargs):
+        out = unpoisoned_empty(*args, **kwargs)
+        if out.dtype.kind == "f":  # NumPy's own integer scratch stays as it is
+            out.fill(np.nan)
+        return out
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", draw(st.integers(1, 2048)))
+        patch.setattr(np, "empty", poisoned_empty)
+        y = ops.avg_pool2d_forward(x, **avg)
+        dy = shuffled_linspace(y.shape, np.float64, seed + 1, low=0.1, high=1.1)
+        dx = ops.avg_pool2d_backward(dy, x.shape, **avg)
+        l2 = ops.l2_pool2d_forward(x, **geometry)
+        l2_dx = ops.l2_pool2d_backward(dy, x, l2, **geometry)
+    assert rel_error(y, avg_pool2d_loop(x, **loop, count_include_pad=count_include_pad)) < 1e-14
+    total = float((dy * y).sum())  # avg pooling is linear: <dy, avg(x)> = <dx, x>
+    assert abs(float((dx * x).sum()) - total) <= 1e-12 * total
+    assert rel_error(l2, l2_pool2d_loop(x, **loop)) < 1e-14
+    # L2 pooling is homogeneous of degree 1: <dx, x> = <dy, y> (Euler), no window all zero
+    assert abs(float((l2_dx * x).sum()) - float((dy * l2).sum())) <= 1e-12 * float((dy * l2).sum())
+
+
 def test_global_avg_pool():
     x = shuffled_linspace((2, 3, 5, 4), np.float64)
     y = ops.global_avg_pool2d_forward(x)
