@@ -214,14 +214,16 @@ def l2_pool2d_backward(dy, x, y, window: Window):
 
 
 def global_avg_pool2d_forward(x):
-    """(N, C, H, W) -> (N, C): the mean of each plane. The sums are one matrix-vector
-    product, which OpenBLAS runs on every core (each plane's sum on one thread, in a fixed
-    order): N=128, C=64, 8x8 in 17 us against 50 for einsum's one-thread sum, 225 for
-    ``x.mean(axis=(2, 3))`` and 31 for PyTorch; as accurate (1.2e-7 against float64)."""
+    """(N, C, H, W) -> (N, C): the mean of each plane. einsum's SIMD sum: 4.3x faster than
+    ``x.mean(axis=(2, 3))`` (N=128, C=64, 8x8: 0.23 -> 0.05 ms), as accurate (1.4e-7
+    against a float64 mean). OpenBLAS's threaded GEMV against a vector of ones took 17-30
+    us, but its bits depend on how many BLAS threads run (the dot products' vector grouping
+    follows the threads' column blocks), so a call beside another thread's chunked op,
+    which holds BLAS at one thread, could differ in the last bit; a GEMM (N = 2) keeps the
+    bits but took 63 us."""
     n, c, height, width = x.shape
-    ones = np.ones(height * width, x.dtype)
-    sums = np.ascontiguousarray(x).reshape(n * c, height * width) @ ones
-    return (sums / x.dtype.type(height * width)).reshape(n, c)
+    sums = np.einsum("ncp->nc", x.reshape(n, c, height * width))
+    return sums / x.dtype.type(height * width)
 
 
 def global_avg_pool2d_backward(dy, x_shape):
