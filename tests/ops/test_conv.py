@@ -93,8 +93,9 @@ def test_one_image_chunks_match_one_batch_chunk(case, monkeypatch):
         assert rel_error(chunked, whole) < 1e-14
 
 
+@pytest.mark.parametrize("rows_max_channels", [0, 1 << 30])  # dx by transposed conv / rows
 @pytest.mark.parametrize("case", CASES)
-def test_every_uninitialised_buffer_is_written(case, monkeypatch):
+def test_every_uninitialised_buffer_is_written(case, rows_max_channels, monkeypatch):
     # Outputs and GEMM blocks are written into np.empty buffers chunk by chunk and block by
     # block. Fresh memory is often zero, and a zero can look right, so every np.empty is
     # poisoned with NaN: an element no chunk or block wrote shows.
@@ -114,6 +115,7 @@ def test_every_uninitialised_buffer_is_written(case, monkeypatch):
     monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", 1)  # one image a chunk
     monkeypatch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", 64)  # GEMMs in column blocks
     monkeypatch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
+    monkeypatch.setattr(gpucnn.cpu.conv, "ROWS_MAX_CHANNELS", rows_max_channels)
     assert rel_error(ops.conv2d_forward(x, w, b, **geometry), y) < 1e-14
     poisoned = ops.conv2d_backward(dy, x, w, with_bias=b is not None, **geometry)
     for got, expected in zip(poisoned, clean, strict=True):
@@ -160,12 +162,14 @@ def test_filter_gradient_is_the_same_from_either_dy_layout(dy_k_last_min_depth, 
 @given(data=st.data())
 def test_any_geometry_matches_the_loop_reference(data):
     # Every combination the row lowering distinguishes: rows shared between output rows or
-    # not (dilation, stride past R), padding, asymmetric pairs, and chunk edges anywhere.
+    # not (dilation, stride past R), padding, asymmetric pairs, chunk edges anywhere, and dx
+    # by the transposed convolution or by input rows.
     draw = data.draw
     x_shape, w_shape, geometry = draw_conv_case(draw)
     chunk_bytes, seed = draw(st.integers(1, 4096)), draw(st.integers(0, 1000))
     gemm_volume = draw(st.integers(1, 4096))  # GEMM column blocks of any width, or none
     dy_k_last_min_depth = draw(st.sampled_from([1, 1 << 30]))  # both layouts of dw's dy
+    rows_max_channels = draw(st.sampled_from([0, 1 << 30]))  # both ways of computing dx
     # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
     x = shuffled_linspace(x_shape, np.float64, seed, low=0.1, high=1.1)
     w = shuffled_linspace(w_shape, np.float64, seed + 1, low=0.1, high=1.1)
@@ -176,6 +180,7 @@ def test_any_geometry_matches_the_loop_reference(data):
         patch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", gemm_volume)
         patch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
         patch.setattr(gpucnn.cpu.conv, "DY_K_LAST_MIN_DEPTH", dy_k_last_min_depth)
+        patch.setattr(gpucnn.cpu.conv, "ROWS_MAX_CHANNELS", rows_max_channels)
         y = ops.conv2d_forward(x, w, b, **geometry)
         dy = shuffled_linspace(y.shape, np.float64, dy_seed, low=0.1, high=1.1)
         dx, dw, db = ops.conv2d_backward(dy, x, w, **geometry)
