@@ -89,12 +89,20 @@ def conv_calls(shape, spec):
     return ours, theirs
 
 
+def _pool_inputs(shape, forward):
+    """x (standard normal, float32), forward(x), and a dy shaped like its (first) output."""
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+    out = forward(x)
+    y = out[0] if isinstance(out, tuple) else out
+    return x, out, np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+
+
 def pool_calls(shape, spec):
     """({direction: NumPy call}, {direction: PyTorch call}) for one max-pooling layer."""
     kernel, stride, padding = spec
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    y, argmax = ops.max_pool2d_forward(x, kernel, stride, padding)
-    dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    x, (_, argmax), dy = _pool_inputs(
+        shape, lambda x: ops.max_pool2d_forward(x, kernel, stride, padding)
+    )
     ours = {
         "forward": lambda: ops.max_pool2d_forward(x, kernel, stride, padding),
         "backward": lambda: ops.max_pool2d_backward(dy, argmax, x.shape, kernel, stride, padding),
@@ -118,9 +126,7 @@ def pool_calls(shape, spec):
 def avg_pool_calls(shape, spec):
     """The same for one average-pooling layer (count_include_pad, PyTorch's default)."""
     kernel, stride, padding = spec
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    y = ops.avg_pool2d_forward(x, kernel, stride, padding)
-    dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    x, _, dy = _pool_inputs(shape, lambda x: ops.avg_pool2d_forward(x, kernel, stride, padding))
     ours = {
         "forward": lambda: ops.avg_pool2d_forward(x, kernel, stride, padding),
         "backward": lambda: ops.avg_pool2d_backward(dy, x.shape, kernel, stride, padding),
@@ -142,9 +148,7 @@ def l2_pool_calls(shape, spec):
     """The same for one L2-pooling layer, against PyTorch's lp_pool2d (norm 2) and its
     autograd backward (no padding: lp_pool2d has none)."""
     kernel, stride, padding = spec
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    y = ops.l2_pool2d_forward(x, kernel, stride, padding)
-    dy = np.random.default_rng(1).standard_normal(y.shape).astype(np.float32)
+    x, y, dy = _pool_inputs(shape, lambda x: ops.l2_pool2d_forward(x, kernel, stride, padding))
     ours = {
         "forward": lambda: ops.l2_pool2d_forward(x, kernel, stride, padding),
         "backward": lambda: ops.l2_pool2d_backward(dy, x, y, kernel, stride, padding),
@@ -167,8 +171,7 @@ def l2_pool_calls(shape, spec):
 
 def global_pool_calls(shape, _spec):
     """The same for global average pooling, against PyTorch's mean over the plane."""
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-    dy = np.random.default_rng(1).standard_normal(shape[:2]).astype(np.float32)
+    x, _, dy = _pool_inputs(shape, ops.global_avg_pool2d_forward)
     ours = {
         "forward": lambda: ops.global_avg_pool2d_forward(x),
         "backward": lambda: ops.global_avg_pool2d_backward(dy, x.shape),

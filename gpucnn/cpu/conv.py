@@ -199,9 +199,10 @@ def _backward_filter(dy, x, w, window: Window):
 
 
 def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
-    """dx: with stride 1, a forward convolution of dy with the flipped, transposed kernel;
-    with a larger stride, col2im (w^T dy, then R*S strided adds) in cache-sized chunks of
-    images, so its R*S-times-dy columns never exist for the whole batch.
+    """dx: with stride 1, by input rows where the input has few channels (see
+    ROWS_MAX_CHANNELS), else a forward convolution of dy with the flipped, transposed
+    kernel; with a larger stride, col2im (w^T dy, then R*S strided adds) in cache-sized
+    chunks of images, so its R*S-times-dy columns never exist for the whole batch.
 
     Measured (2 cores, stride 1): the transposed convolution is 1.3-2.1x faster than col2im on
     the LeNet and CIFAR layers, even where K > C makes its GEMM the larger one (LeNet conv2,
