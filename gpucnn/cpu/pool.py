@@ -7,6 +7,10 @@ Max pooling semantics (PyTorch's, made exact where PyTorch leaves it open):
 - ties go to the first element in row-major window order;
 - a window holding NaN outputs NaN and points at its first NaN;
 - a window whose in-bounds elements are all -inf points at its first in-bounds element.
+
+Max, average and L2 pooling run on chunks of planes near the L2 cache size, spread over the
+worker threads (``_parallel``); each chunk writes its own slice of the output, so the
+results do not depend on the chunking or the worker count.
 """
 
 from __future__ import annotations
