@@ -26,6 +26,7 @@ class Sequential(Layer):
                 raise TypeError(
                     f"layers[{index}] must be a gpucnn layer, got {type(layer).__name__}"
                 )
+        _check_each_layer_once(layers)
         devices = {layer.device for layer in layers}
         if len(devices) > 1:
             raise ValueError(f"layers live on different devices {sorted(devices)}; use .to()")
@@ -143,3 +144,24 @@ def _example_shape(input_shape) -> tuple[int, ...]:
             f"got {input_shape!r}"
         )
     return tuple(int(d) for d in shape)
+
+
+def _check_each_layer_once(layers) -> None:
+    """A layer object may stand in one place of a chain only (nested chains included): it
+    keeps what its forward saw for its backward, so a second place would overwrite the
+    first's and the backward through the first would be silently wrong (``[ReLU()] * 2``)."""
+    seen: dict[int, str] = {}
+
+    def visit(layer, where: str) -> None:
+        if id(layer) in seen:
+            raise ValueError(
+                f"{where} is the same {type(layer).__name__} object as {seen[id(layer)]}: each "
+                "place in the chain needs its own layer, since a layer keeps what its forward "
+                f"saw for its backward (make a new {type(layer).__name__}(...) for each)"
+            )
+        seen[id(layer)] = where
+        for index, inner in enumerate(getattr(layer, "layers", ())):
+            visit(inner, f"{where}[{index}]")
+
+    for index, layer in enumerate(layers):
+        visit(layer, f"layers[{index}]")

@@ -229,6 +229,17 @@ def test_sequential_wants_a_list_of_layers():
         Sequential(ReLU())
 
 
+def test_one_layer_object_in_two_places_is_refused():
+    # [ReLU()] * 2 puts one object in two places: its second forward would overwrite what the
+    # first saw, and the backward through the first place would be silently wrong.
+    with pytest.raises(ValueError, match=r"layers\[1\] is the same ReLU object as layers\[0\]"):
+        Sequential([ReLU()] * 2)
+    dense = Dense(2, 2)
+    with pytest.raises(ValueError, match=r"layers\[1\]\[1\] is the same Dense object"):
+        Sequential([dense, Sequential([ReLU(), dense])])
+    assert len(Sequential([ReLU(), ReLU()]).layers) == 2  # two objects of one kind are fine
+
+
 def test_summary_lists_shapes_and_parameter_counts():
     text = _model(np.float32).summary((2, 9, 9))
     assert "Conv2D(2, 3, kernel_size=3, padding=1)" in text
