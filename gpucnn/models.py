@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._checks import make_rng
+from ._checks import check_int, make_rng
 from .layers import Conv2D, Dense, Dropout, Flatten, MaxPool2D, ReLU, Sequential
 
 
@@ -17,6 +17,7 @@ def lenet5(
     so the feature maps match the original's."""
     if input_size not in (28, 32):
         raise ValueError(f"lenet5 takes 28x28 or 32x32 inputs, got input_size={input_size}")
+    num_classes = check_int(num_classes, "num_classes", 1)
     rng = make_rng(seed)
     return Sequential(
         [
@@ -41,6 +42,7 @@ def digits_cnn(
 ) -> Sequential:
     """A small CNN for 8x8 digits: two 3x3 convolutions (16 and 32 channels), 2x2 max
     pooling to 4x4, a 64-unit dense layer with dropout, then the classes."""
+    num_classes = check_int(num_classes, "num_classes", 1)
     rng = make_rng(seed)
     return Sequential(
         [

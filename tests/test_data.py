@@ -37,6 +37,10 @@ def test_split_is_seeded_and_disjoint():
         train_test_split(x, y, 1.0)
     with pytest.raises(ValueError, match="seed must be >= 0"):
         train_test_split(x, y, seed=-1)
+    with pytest.raises(TypeError, match="test_fraction must be a number"):
+        train_test_split(x, y, "0.2")
+    lists = train_test_split(x.tolist(), y.tolist(), 0.25, seed=1)  # sequences become arrays
+    assert all(np.array_equal(u, v) for u, v in zip(lists, a, strict=True))
 
 
 @pytest.mark.parametrize("compress", [False, True])

@@ -125,6 +125,9 @@ def test_lenet5_shapes():
         lenet5(input_size=8)
     with pytest.raises(ValueError, match="seed must be >= 0"):
         lenet5(seed=-3)
+    for model in (lenet5, digits_cnn):  # the argument's own name, not the Dense layer's
+        with pytest.raises(ValueError, match="num_classes must be >= 1"):
+            model(num_classes=0)
 
 
 @pytest.mark.parametrize(
