@@ -17,7 +17,7 @@ import numpy as np
 from . import ops
 from ._checks import check_int, make_rng
 from ._device import array_module, to_device, to_numpy
-from .layers.base import backward_of, is_graph_safe
+from .layers.base import backward_of, is_graph_safe, nested_parts
 
 
 @dataclass
@@ -82,16 +82,9 @@ def _labels_checked(model, x, y, name: str) -> bool:
     return True
 
 
-def _parts(model):
-    """``model`` and everything inside it, nested ``Sequential`` models and their layers."""
-    yield model
-    for inner in getattr(model, "layers", ()):
-        yield from _parts(inner)
-
-
 def _layers(model):
     """The layers of ``model``, nested ``Sequential`` models opened up."""
-    return (part for part in _parts(model) if getattr(part, "layers", None) is None)
+    return (part for _, part in nested_parts(model) if getattr(part, "layers", None) is None)
 
 
 def _check_methods(value, name: str, methods: tuple[str, ...], example: str) -> None:
@@ -112,7 +105,7 @@ def _check_optimizer(model, optimizer) -> None:
     # An optimizer of one part of the model (fine-tuning a layer) is fine; of another
     # model, its step would find none of the gradients this model's backward leaves.
     updated = getattr(optimizer, "model", None)
-    if updated is not None and not any(part is updated for part in _parts(model)):
+    if updated is not None and not any(part is updated for _, part in nested_parts(model)):
         raise ValueError(
             "optimizer updates the parameters of another model: make it from the model being "
             "trained (gpucnn.optim.SGD(model, lr)) or from one of its layers"

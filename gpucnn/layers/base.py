@@ -106,6 +106,14 @@ class Layer:
         return f"{type(self).__name__}()"
 
 
+def nested_parts(model, where: str = "model"):
+    """(path, part) for ``model`` and everything inside it, nested ``Sequential`` chains and
+    their layers, depth first: ("model", model), ("model[0]", its first layer), ..."""
+    yield where, model
+    for index, inner in enumerate(getattr(model, "layers", ())):
+        yield from nested_parts(inner, f"{where}[{index}]")
+
+
 def is_graph_safe(obj) -> bool:
     """``obj.graph_safe`` (a layer's or a loss's), trusted only where the class that declares
     it is the one whose forward and backward run, or a subclass of it: a subclass that

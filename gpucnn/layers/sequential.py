@@ -6,7 +6,7 @@ import math
 import numbers
 
 from .._device import get_device
-from .base import Layer, backward_of, is_graph_safe
+from .base import Layer, backward_of, is_graph_safe, nested_parts
 
 
 class Sequential(Layer):
@@ -151,17 +151,13 @@ def _check_each_layer_once(layers) -> None:
     keeps what its forward saw for its backward, so a second place would overwrite the
     first's and the backward through the first would be silently wrong (``[ReLU()] * 2``)."""
     seen: dict[int, str] = {}
-
-    def visit(layer, where: str) -> None:
-        if id(layer) in seen:
-            raise ValueError(
-                f"{where} is the same {type(layer).__name__} object as {seen[id(layer)]}: each "
-                "place in the chain needs its own layer, since a layer keeps what its forward "
-                f"saw for its backward (make a new {type(layer).__name__}(...) for each)"
-            )
-        seen[id(layer)] = where
-        for index, inner in enumerate(getattr(layer, "layers", ())):
-            visit(inner, f"{where}[{index}]")
-
     for index, layer in enumerate(layers):
-        visit(layer, f"layers[{index}]")
+        for where, part in nested_parts(layer, f"layers[{index}]"):
+            if id(part) in seen:
+                raise ValueError(
+                    f"{where} is the same {type(part).__name__} object as {seen[id(part)]}: "
+                    "each place in the chain needs its own layer, since a layer keeps what its "
+                    f"forward saw for its backward (make a new {type(part).__name__}(...) for "
+                    "each)"
+                )
+            seen[id(part)] = where
