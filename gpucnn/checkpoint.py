@@ -93,7 +93,6 @@ _MALFORMED = (
     zipfile.BadZipFile,
     zlib.error,
     tokenize.TokenError,
-    SyntaxError,
     NotImplementedError,
     RuntimeError,
     EOFError,
