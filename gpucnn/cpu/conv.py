@@ -8,11 +8,12 @@ matrix: each padded input row is copied once per kernel column s into
 L[h, c, s, n, q] = xpad[n, c, h, q*sw + s*dw], and because consecutive rows h sit one block
 apart, output row p's operand B_p[(r, c, s), (n, q)] is a plain strided view of L starting at
 row p*sh. That copies S*H instead of R*S*P elements per (n, c) and makes y[:, :, p] one GEMM
-(K, R*C*S) @ B_p over every image of a chunk. Chunks keep L near the L2 cache size
-(``_windows.chunks``). Where dilation or a stride past R would leave rows unused, each
-(p, r) gets its own lowered row instead. The input gradient of a few-channel layer at
-stride 1 needs no lowering at all (``_backward_data_by_rows``): the dy rows an input row
-reads are consecutive, so its GEMM operand is a view of dy.
+(K, R*C*S) @ B_p over every image of a chunk. The forward lays L out in blocks of a few
+images, L[block, h, c, s, i, q], so that each GEMM's operand is contiguous (BLOCK_COLUMNS).
+Chunks keep L near the L2 cache size (``_windows.chunks``). Where dilation or a stride past
+R would leave rows unused, each (p, r) gets its own lowered row instead. The input gradient
+of a few-channel layer at stride 1 needs no lowering at all (``_backward_data_by_rows``):
+the dy rows an input row reads are consecutive, so its GEMM operand is a view of dy.
 
 Measured on 2 cores against the per-image im2col this replaced (best of 30, benchmarks'
 LeNet and CIFAR layers): forward + backward 1.3-1.6x faster, except CIFAR's 3->16 layer
@@ -20,6 +21,8 @@ LeNet and CIFAR layers): forward + backward 1.3-1.6x faster, except CIFAR's 3->1
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -35,6 +38,17 @@ from ._windows import add_windows, chunks, crop, pad
 # 5.47 -> 4.82 ms (and its backward-data 5.15 -> 4.56); the other benchmark layers within
 # 3%. Other BLAS libraries see a few more calls of a few hundred columns each.
 SMALL_GEMM_VOLUME = 1_000_000
+# The forward lowers a chunk as contiguous blocks of whole images, about BLOCK_COLUMNS
+# columns each, where a block's GEMM stays within SMALL_GEMM_VOLUME and is at least
+# BLOCK_MIN_DEPTH deep. The unpacked small-GEMM path streams its operand, and a contiguous
+# block of 64 columns stays in L1 where a strided one hundreds of columns wide does not.
+# Session 13 (Intel Xeon, AVX-512, 2 cores), one thread, per chunk: CIFAR 32->32's GEMMs
+# 1.14 -> 0.85 ms, 16->16's 0.50 -> 0.37; two workers, same-process A/B, medians of 8
+# rounds: CIFAR 32->32 forward 0.80-0.82x the time, its backward-data 0.77-0.79x, 16->16
+# 0.96-1.00x, LeNet conv2 0.97-1.03x. Shallower GEMMs (LeNet conv1, CIFAR 3->16: depth
+# 25-27) lose to the per-call cost; CIFAR 64->64 (64x576 by 576x64) is past the volume.
+BLOCK_COLUMNS = 64
+BLOCK_MIN_DEPTH = 64
 # Narrower blocks gain nothing: 64x576 by 576x24 at 100 GFLOP/s against 96 in one call.
 MIN_BLOCK_COLUMNS = 32
 # The filter gradient's dy operand is copied K-last, (P, nQ, K), where R*C*S reaches this:
@@ -72,33 +86,53 @@ def _lowered_rows(window: Window, out_h: int) -> int:
     return out_h * window.size[0]
 
 
-def _lower(padded: np.ndarray, window: Window, out_hw: tuple[int, int]) -> np.ndarray:
-    """The (P, R*C*S, N*Q) GEMM operand of a padded chunk, as a view of one lowered copy:
-    operand[p, (r, c, s), (n, q)] = padded[n, c, p*sh + r*dh, q*sw + s*dw]."""
+def _lower(padded: np.ndarray, window: Window, out_hw: tuple[int, int], per_block: int):
+    """The (P, blocks, R*C*S, per_block*Q) GEMM operand of a padded chunk of blocks *
+    per_block images, as a view of one lowered copy in which every operand[p, block] is a
+    contiguous matrix:
+    operand[p, block, (r, c, s), (i, q)] = padded[block*per_block + i, c, p*sh + r*dh, q*sw + s*dw].
+    """
     n, c = padded.shape[:2]
     (r, s), (out_h, out_w) = window.size, out_hw
     (stride_h, stride_w), (dil_h, dil_w) = window.stride, window.dilation
     sn, sc, sh, sw = padded.strides
+    blocks = n // per_block
     rows = _lowered_rows(window, out_h)
     if _shares_rows(window):
-        source = as_strided(padded, (rows, c, s, n, out_w), (sh, sc, sw * dil_w, sn, sw * stride_w))
+        source = as_strided(
+            padded,
+            (blocks, rows, c, s, per_block, out_w),
+            (sn * per_block, sh, sc, sw * dil_w, sn, sw * stride_w),
+        )
         rows_per_output_row = stride_h
     else:  # every (p, r) gets its own lowered row
         source = as_strided(
             padded,
-            (out_h, r, c, s, n, out_w),
-            (sh * stride_h, sh * dil_h, sc, sw * dil_w, sn, sw * stride_w),
+            (blocks, out_h, r, c, s, per_block, out_w),
+            (sn * per_block, sh * stride_h, sh * dil_h, sc, sw * dil_w, sn, sw * stride_w),
         )
         rows_per_output_row = r
     lowered = np.ascontiguousarray(source)
     item = lowered.itemsize
-    row_bytes = c * s * n * out_w * item
+    columns = per_block * out_w
+    row_bytes = c * s * columns * item
     return as_strided(
         lowered,
-        (out_h, r * c * s, n * out_w),
-        (rows_per_output_row * row_bytes, n * out_w * item, item),
+        (out_h, blocks, r * c * s, columns),
+        (rows_per_output_row * row_bytes, rows * row_bytes, columns * item, item),
         writeable=False,
     )
+
+
+def _images_per_block(images: int, k: int, depth: int, out_w: int) -> int:
+    """Images in one GEMM block of a chunk's lowered operand (see BLOCK_COLUMNS): the divisor
+    of ``images`` nearest BLOCK_COLUMNS / Q, so every block of the chunk has the same width;
+    all of them where the blocks would not help."""
+    if depth < BLOCK_MIN_DEPTH or k * depth * BLOCK_COLUMNS > SMALL_GEMM_VOLUME:
+        return images
+    target = BLOCK_COLUMNS / max(1, out_w)
+    divisors = [d for d in range(1, images + 1) if images % d == 0]
+    return min(divisors, key=lambda d: abs(math.log(d / target)))
 
 
 def _weight_matrix(w: np.ndarray) -> np.ndarray:
@@ -146,12 +180,17 @@ def conv2d_forward(x, w, b, window: Window):
     y = np.empty((n, k, out_h, out_w), dtype=x.dtype)
 
     def forward_chunk(part: slice) -> None:
-        lowered = _lower(pad(x[part], window, 0.0), window, (out_h, out_w))
-        rows = _matmul_small_blocks(w_mat, lowered).reshape(out_h, k, -1, out_w)  # (P, K, n, Q)
+        images = part.stop - part.start
+        per_block = _images_per_block(images, k, w_mat.shape[1], out_w)
+        blocks = images // per_block
+        lowered = _lower(pad(x[part], window, 0.0), window, (out_h, out_w), per_block)
+        products = np.matmul(w_mat, lowered)  # (P, blocks, K, per_block*Q)
+        rows = products.reshape(out_h, blocks, k, per_block, out_w).transpose(1, 3, 2, 0, 4)
+        out = y[part].reshape(blocks, per_block, k, out_h, out_w)
         if b is None:
-            y[part] = rows.transpose(2, 1, 0, 3)
+            out[...] = rows
         else:  # the bias rides on the store: one pass
-            np.add(rows.transpose(2, 1, 0, 3), b[:, None, None], out=y[part])
+            np.add(rows, b[:, None, None], out=out)
 
     parallel_map(forward_chunk, chunks(n, _lowered_bytes(c, window, (out_h, out_w), x.itemsize)))
     return y
@@ -186,7 +225,8 @@ def _backward_filter(dy, x, w, window: Window):
     dy_k_last = r * c * s >= DY_K_LAST_MIN_DEPTH
 
     def filter_chunk(part: slice) -> np.ndarray:
-        operand = _lower(pad(x[part], window, 0.0), window, (out_h, out_w))
+        images = part.stop - part.start
+        operand = _lower(pad(x[part], window, 0.0), window, (out_h, out_w), images)[:, 0]
         if dy_k_last:
             dy_rows = dy[part].transpose(2, 0, 3, 1).reshape(out_h, -1, k)  # (P, nQ, K)
         else:

@@ -122,6 +122,45 @@ def test_every_uninitialised_buffer_is_written(case, rows_max_channels, monkeypa
         assert (got is None and expected is None) or rel_error(got, expected) < 1e-14
 
 
+@pytest.mark.parametrize("block_columns", [1, 7, 20, 1 << 20])
+@pytest.mark.parametrize("case", [CASES[0], CASES[3], CASES[6], CASES[9]])
+def test_forward_gemm_blocks_of_any_width_match_the_loop_reference(
+    case, block_columns, monkeypatch
+):
+    # The forward multiplies each chunk's lowered operand in blocks of whole images, as many
+    # as divide the chunk; with six images a chunk, blocks of 1, 2, 3 and 6 images all occur.
+    # Fresh buffers are poisoned, so an output no block wrote shows.
+    x, w, b = _inputs((6, *case[1:]), np.float64)
+    geometry = _geometry(case)
+    expected = conv2d_loop(x, w, b, **geometry)
+    unpoisoned_empty = np.empty
+
+    def poisoned_empty(*args, **kwargs):
+        return np.full_like(unpoisoned_empty(*args, **kwargs), np.nan)
+
+    monkeypatch.setattr(np, "empty", poisoned_empty)
+    monkeypatch.setattr(gpucnn.cpu.conv, "BLOCK_COLUMNS", block_columns)
+    monkeypatch.setattr(gpucnn.cpu.conv, "BLOCK_MIN_DEPTH", 0)
+    monkeypatch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", 1 << 62)
+    assert rel_error(ops.conv2d_forward(x, w, b, **geometry), expected) < 1e-14
+
+
+@pytest.mark.parametrize(
+    "images, depth, out_w, expected",
+    [
+        (12, 64, 8, 6),  # 64 columns are 8 images: 6 and 12 divide 12, 6 is nearer
+        (12, 64, 16, 4),  # 4 images exactly
+        (7, 64, 8, 7),  # a prime count: one image (8 columns) or all 7 (56), 7 is nearer
+        (12, 64, 200, 1),  # an image wider than the target: one a block
+        (12, 8, 8, 12),  # too shallow to gain: one block
+        (12, 4096, 8, 12),  # past the small-GEMM volume: one block
+    ],
+)
+def test_images_per_block_divides_the_chunk(images, depth, out_w, expected):
+    assert gpucnn.cpu.conv.BLOCK_COLUMNS == 64 and gpucnn.cpu.conv.BLOCK_MIN_DEPTH == 64
+    assert gpucnn.cpu.conv._images_per_block(images, 16, depth, out_w) == expected
+
+
 @pytest.mark.parametrize("columns", [1, 2, 7])
 def test_gemm_column_blocks_match_one_gemm(columns, monkeypatch):
     # Few-channel GEMMs run in column blocks (OpenBLAS's unpacked small-GEMM path); uneven
@@ -170,6 +209,7 @@ def test_any_geometry_matches_the_loop_reference(data):
     gemm_volume = draw(st.integers(1, 4096))  # GEMM column blocks of any width, or none
     dy_k_last_min_depth = draw(st.sampled_from([1, 1 << 30]))  # both layouts of dw's dy
     rows_max_channels = draw(st.sampled_from([0, 1 << 30]))  # both ways of computing dx
+    block_columns = draw(st.integers(1, 64))  # the forward's GEMM blocks of whole images
     # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
     x = shuffled_linspace(x_shape, np.float64, seed, low=0.1, high=1.1)
     w = shuffled_linspace(w_shape, np.float64, seed + 1, low=0.1, high=1.1)
@@ -181,6 +221,8 @@ def test_any_geometry_matches_the_loop_reference(data):
         patch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
         patch.setattr(gpucnn.cpu.conv, "DY_K_LAST_MIN_DEPTH", dy_k_last_min_depth)
         patch.setattr(gpucnn.cpu.conv, "ROWS_MAX_CHANNELS", rows_max_channels)
+        patch.setattr(gpucnn.cpu.conv, "BLOCK_COLUMNS", block_columns)
+        patch.setattr(gpucnn.cpu.conv, "BLOCK_MIN_DEPTH", 0)
         y = ops.conv2d_forward(x, w, b, **geometry)
         dy = shuffled_linspace(y.shape, np.float64, dy_seed, low=0.1, high=1.1)
         dx, dw, db = ops.conv2d_backward(dy, x, w, **geometry)
