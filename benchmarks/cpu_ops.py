@@ -23,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a scri
 
 from benchmarks.harness import (  # noqa: E402
     host_facts,
+    host_summary,
     markdown_table,
     time_cpu_alternating,
     write_results,
@@ -278,9 +279,11 @@ def main(argv=None) -> int:
         rows,
     )
     stamp = datetime.date.today().isoformat()
+    host = host_facts()
+    table = f"{host_summary(host)}\n\n{table}"
     path = write_results(
         f"{stamp}_cpu_ops",
-        {"date": stamp, "host": host_facts(), "threads": _threads(torch), "records": records},
+        {"date": stamp, "host": host, "threads": _threads(torch), "records": records},
         table,
         args.out,
     )

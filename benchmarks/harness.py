@@ -318,23 +318,62 @@ class PowerSampler:
         return out
 
 
+def _cpu_model() -> str | None:
+    """The CPU's model name on Linux (platform.processor() says only "x86_64" there)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip() or None
+    except OSError:
+        pass
+    return None
+
+
 def host_facts() -> dict:
+    """The host's facts for a result file. The CPU's model and the BLAS kernels NumPy runs
+    are recorded because CPU ratios depend on them: the same code measured 1.76-1.99x
+    PyTorch on one development VM (AMD EPYC) and 2.4-2.6x on the next (an Intel Xeon)."""
     facts = {
         "python": platform.python_version(),
         "machine": platform.machine(),
-        "processor": platform.processor() or platform.machine(),
+        "processor": _cpu_model() or platform.processor() or platform.machine(),
         "numpy": np.__version__,
     }
     try:
         facts["cpus"] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         pass
+    try:
+        from threadpoolctl import threadpool_info
+
+        facts["blas"] = [
+            {key: pool.get(key) for key in ("internal_api", "version", "architecture")}
+            for pool in threadpool_info()
+            if pool.get("user_api") == "blas"
+        ]
+    except Exception:  # a fact for the record, never a reason to fail a benchmark
+        facts["blas"] = None
     for module in ("cupy", "torch"):
         try:
             facts[module] = __import__(module).__version__
         except Exception:
             facts[module] = None
     return facts
+
+
+def host_summary(facts: dict) -> str:
+    """One line naming the host of a CPU result table (``host_facts``)."""
+    blas = ", ".join(
+        f"{pool['internal_api']} {pool['version']} ({pool['architecture']} kernels)"
+        for pool in facts.get("blas") or []
+    )
+    return (
+        f"Host: {facts['processor']}, {facts.get('cpus', '?')} CPUs; NumPy {facts['numpy']}"
+        + (f" with {blas}" if blas else "")
+        + (f"; PyTorch {facts['torch']}" if facts.get("torch") else "")
+        + "."
+    )
 
 
 # The families the runner knows, in its order; a run of some of them only names them in its

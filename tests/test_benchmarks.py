@@ -424,3 +424,23 @@ def test_cpu_ops_times_what_pytorch_computes(family, shape, spec):
         mine = mine[0] if isinstance(mine, tuple) else mine
         other = other[0] if isinstance(other, tuple) else other
         assert rel_error(mine, other.detach().numpy()) < 1e-5, direction
+
+
+def test_host_facts_name_the_cpu_and_the_blas_for_cpu_results():
+    # CPU ratios depend on the CPU and on NumPy's BLAS kernels, so result files say both.
+    from benchmarks.harness import host_facts, host_summary
+
+    facts = host_facts()
+    assert isinstance(facts["processor"], str) and facts["processor"]
+    assert facts["blas"], "NumPy's BLAS should be visible to threadpoolctl"
+    assert all(pool["internal_api"] for pool in facts["blas"])
+    summary = host_summary(facts)
+    assert summary.startswith(f"Host: {facts['processor']}, ")
+    assert f"NumPy {facts['numpy']} with {facts['blas'][0]['internal_api']}" in summary
+
+
+def test_host_summary_reads_facts_without_blas_or_torch():
+    from benchmarks.harness import host_summary
+
+    facts = {"processor": "Some CPU", "numpy": "2.0.0", "cpus": 4, "blas": None, "torch": None}
+    assert host_summary(facts) == "Host: Some CPU, 4 CPUs; NumPy 2.0.0."
