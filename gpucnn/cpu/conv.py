@@ -86,7 +86,9 @@ def _lowered_rows(window: Window, out_h: int) -> int:
     return out_h * window.size[0]
 
 
-def _lower(padded: np.ndarray, window: Window, out_hw: tuple[int, int], per_block: int):
+def _lower(
+    padded: np.ndarray, window: Window, out_hw: tuple[int, int], per_block: int
+) -> np.ndarray:
     """The (P, blocks, R*C*S, per_block*Q) GEMM operand of a padded chunk of blocks *
     per_block images, as a view of one lowered copy in which every operand[p, block] is a
     contiguous matrix:
@@ -321,8 +323,9 @@ def _backward_data_by_rows(dy, w, window: Window, hw: tuple[int, int]):
     def rows_chunk(part: slice) -> None:
         images = part.stop - part.start
         columns = images * pitch
-        dy_rows = np.zeros((out_h, k, images, pitch), dtype=dy.dtype)
+        dy_rows = np.empty((out_h, k, images, pitch), dtype=dy.dtype)
         dy_rows[..., :out_w] = dy[part].transpose(2, 1, 0, 3)
+        dy_rows[..., out_w:] = 0  # only the pitch's zero columns: dy overwrites the rest
         dy_rows = dy_rows.reshape(out_h, k, columns)
         grads = np.empty((height, c * s, columns), dtype=dy.dtype)  # G_h for every h
         if end_full > first_full:
