@@ -47,7 +47,8 @@ def _max_pool_planes(x, window: Window):
     n, c, height, width = x.shape
     out_h, out_w = window.output_shape(height, width)
     r, s = window.size
-    view = window_view(pad(x, window, -np.inf), window, (out_h, out_w))
+    padded = pad(x, window, -np.inf)
+    view = window_view(padded, window, (out_h, out_w))
     # Offset-major copy (R*S, N*C*P*Q): every step below is a contiguous elementwise pass.
     # (Measured on N=128, C=64, 32x32, 3x3/2: 2.1x faster than argmax along a window axis.)
     windows = np.ascontiguousarray(view.transpose(2, 3, 0, 1, 4, 5)).reshape(r * s, -1)
@@ -64,20 +65,35 @@ def _max_pool_planes(x, window: Window):
             hit |= np.isnan(windows[offset])
         found |= hit
         choice += ~found
-    choice = choice.reshape(n, c, out_h, out_w)
-
-    rows = _window_starts(window, 0, out_h)[:, None] + choice // s
-    cols = _window_starts(window, 1, out_w)[None, :] + choice % s
-    # The choice may be padding only when every in-bounds element is -inf (ties with the
-    # padding); point such a window at its first in-bounds element instead.
-    in_padding = (rows < 0) | (rows >= height) | (cols < 0) | (cols >= width)
-    if in_padding.any():
-        first_row = np.maximum(_window_starts(window, 0, out_h), 0)[:, None]
-        first_col = np.maximum(_window_starts(window, 1, out_w), 0)[None, :]
-        rows = np.where(in_padding, first_row, rows)
-        cols = np.where(in_padding, first_col, cols)
-    argmax = (rows * width + cols).astype(np.int32)
+    # argmax = the index of the window's first element plus the chosen offset's step from
+    # it: one gather from R*S steps (measured on LeNet's 2x2/2 pool of 4096 10x10 planes:
+    # 0.11-0.22 ms, against 0.9-1.1 for rows and columns computed from the choice).
+    offsets = np.arange(r * s)
+    steps = (offsets // s * window.dilation[0] * width + offsets % s * window.dilation[1]).astype(
+        np.int32
+    )
+    argmax = steps.take(choice).reshape(n * c, out_h * out_w)
+    argmax += _plane_index(
+        _window_starts(window, 0, out_h), _window_starts(window, 1, out_w), width
+    )
+    # A window picks padding only when its maximum is -inf: every in-bounds element is -inf
+    # too, so it points at its first in-bounds element instead.
+    if padded is not x:
+        all_neg_inf = np.equal(y, -np.inf).reshape(argmax.shape)
+        if all_neg_inf.any():
+            first_in_bounds = _plane_index(
+                np.maximum(_window_starts(window, 0, out_h), 0),
+                np.maximum(_window_starts(window, 1, out_w), 0),
+                width,
+            )
+            np.copyto(argmax, first_in_bounds, where=all_neg_inf)
+    argmax = argmax.reshape(n, c, out_h, out_w)
     return y.reshape(n, c, out_h, out_w), argmax
+
+
+def _plane_index(rows: np.ndarray, cols: np.ndarray, width: int) -> np.ndarray:
+    """(P*Q,) int32 h*W + w of each window's element at rows[p], cols[q]."""
+    return (rows[:, None] * width + cols[None, :]).astype(np.int32).reshape(-1)
 
 
 def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
