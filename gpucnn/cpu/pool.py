@@ -55,8 +55,11 @@ def _max_pool_planes(x, window: Window):
     y = windows.max(axis=0)  # propagates NaN
     has_nan = bool(np.isnan(y).any())
     # choice = index of the first element equal to the maximum (or the first NaN): count
-    # the offsets before the first hit.
-    choice = np.zeros(y.shape, np.int32)
+    # the offsets before the first hit. Counted in int8 where R*S allows: the adds and the
+    # gather below then take 0.22 against 0.29 ms for 4 offsets (102400 windows) and 1.1
+    # against 1.9 for 9 (262144), the int32 adds of a bool being the slow part; whole
+    # forwards (two workers, A/B medians) 0.91-0.98x the time on the benchmarks' pools.
+    choice = np.zeros(y.shape, np.int8 if r * s <= np.iinfo(np.int8).max else np.int32)
     found = np.zeros(y.shape, bool)
     hit = np.empty(y.shape, bool)
     for offset in range(r * s):
