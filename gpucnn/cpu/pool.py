@@ -71,10 +71,8 @@ def _max_pool_planes(x, window: Window):
     # argmax = the index of the window's first element plus the chosen offset's step from
     # it: one gather from R*S steps (measured on LeNet's 2x2/2 pool of 4096 10x10 planes:
     # 0.11-0.22 ms, against 0.9-1.1 for rows and columns computed from the choice).
-    offsets = np.arange(r * s)
-    steps = (offsets // s * window.dilation[0] * width + offsets % s * window.dilation[1]).astype(
-        np.int32
-    )
+    down, right = np.divmod(np.arange(r * s), s)
+    steps = (down * window.dilation[0] * width + right * window.dilation[1]).astype(np.int32)
     argmax = steps.take(choice).reshape(n * c, out_h * out_w)
     argmax += _plane_index(
         _window_starts(window, 0, out_h), _window_starts(window, 1, out_w), width
