@@ -13,8 +13,10 @@ from numpy.lib.stride_tricks import as_strided
 from .._shapes import Window
 
 # Bytes of working set per chunk of a batch: near the L2 cache size, every NumPy pass over a
-# chunk stays in cache. Measured on the LeNet/CIFAR layers (2 cores, 2 MB L2 each): 1.1-2x
-# faster than one batch-sized pass, for the lowered convolution operand and for max pooling.
+# chunk stays in cache. Measured on the LeNet/CIFAR layers (2-core AMD EPYC, 1 MB L2 each):
+# 1.1-2x faster than one batch-sized pass, for the lowered convolution operand and for max
+# pooling. Against 1 MB chunks (session 14, same host, conv forward + backward, A/B medians
+# of 6 rounds): 0.97-1.08x, within the noise; 0.5 MB chunks 1.06-1.27x slower.
 CHUNK_BYTES = 2 << 20
 # Measured on 2 cores (LeNet conv2, CIFAR 3->16: three 2 MB chunks before): forward +
 # backward 10-25% faster with four balanced chunks than with three.
