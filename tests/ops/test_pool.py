@@ -132,6 +132,23 @@ def test_max_forward_any_geometry_and_values_match_the_loop(data):
     assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
 
 
+@pytest.mark.parametrize("kernel", [11, 12])  # R*S = 121 and 144: the choice counted in int8
+def test_max_forward_large_windows_match_the_loop(kernel):  # and in int32 past 127 offsets
+    # Few distinct values (ties), NaN in some windows, -inf everywhere else in one plane, and
+    # padding with ceil_mode, so every branch of the choice and the padding fix-up runs.
+    rng = np.random.default_rng(kernel)
+    x = rng.integers(0, 3, size=(2, 2, 17, 15)).astype(np.float32)
+    x[0, 1] = -np.inf
+    x[1, 0, rng.integers(0, 17, 3), rng.integers(0, 15, 3)] = np.nan
+    geometry = dict(kernel=kernel, stride=3, padding=kernel // 2, ceil_mode=True)
+    y, argmax = ops.max_pool2d_forward(
+        x, geometry["kernel"], geometry["stride"], geometry["padding"], geometry["ceil_mode"]
+    )
+    y_ref, argmax_ref = max_pool2d_loop(x, **geometry)
+    assert np.isnan(y).any() and np.isneginf(y).any()
+    assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
+
+
 @pytest.mark.parametrize("case", CASES)
 def test_max_forward_all_minus_inf_points_inside(case):
     x = np.full(case[0], -np.inf, np.float32)
