@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import gpucnn.cpu._windows
+import gpucnn.cpu.pool
 from gpucnn import ops
 from tests.helpers import (
     avg_pool2d_loop,
@@ -172,6 +173,21 @@ def test_max_backward_routes_through_argmax(case):
     assert rel_error(dx, numeric) < 1e-8
     # the window arguments are optional and change nothing
     assert np.array_equal(dx, ops.max_pool2d_backward(dy, argmax, x.shape))
+
+
+@pytest.mark.parametrize("case", [CASES[0], CASES[1], CASES[10]])
+def test_max_backward_on_the_workers_in_chunks(case, monkeypatch):
+    # A large dx is zeroed and scattered into by chunks of planes on the worker threads: here
+    # every dx is "large" and every chunk one plane, with overlapping windows (sums).
+    monkeypatch.setattr(gpucnn.cpu.pool, "SCATTER_ON_WORKERS_BYTES", 0)
+    monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", 1)
+    x = shuffled_linspace(case[0], np.float32)
+    y, argmax = ops.max_pool2d_forward(x, **_geometry(case))
+    dy = shuffled_linspace(y.shape, np.float32, seed=6, low=-0.3, high=1.1)
+    dx = ops.max_pool2d_backward(dy, argmax, x.shape, **_geometry(case))
+    assert rel_error(dx, _scatter_loop(dy, argmax, x.shape)) < 1e-7
+    monkeypatch.setattr(gpucnn.cpu.pool, "SCATTER_ON_WORKERS_BYTES", 1 << 62)
+    assert np.array_equal(dx, ops.max_pool2d_backward(dy, argmax, x.shape, **_geometry(case)))
 
 
 def test_max_backward_float32_sums_overlaps_deterministically():
