@@ -190,6 +190,16 @@ def test_max_backward_on_the_workers_in_chunks(case, monkeypatch):
     assert np.array_equal(dx, ops.max_pool2d_backward(dy, argmax, x.shape, **_geometry(case)))
 
 
+@pytest.mark.parametrize("shape", [(0, 3, 8, 8), (2, 0, 8, 8)])
+@pytest.mark.parametrize("on_workers_from", [0, 1 << 62])
+def test_max_pooling_of_no_planes(shape, on_workers_from, monkeypatch):
+    monkeypatch.setattr(gpucnn.cpu.pool, "SCATTER_ON_WORKERS_BYTES", on_workers_from)
+    x = np.zeros(shape, np.float32)
+    y, argmax = ops.max_pool2d_forward(x, 3, 2, 1)
+    dx = ops.max_pool2d_backward(y, argmax, x.shape, 3, 2, 1)
+    assert y.shape == argmax.shape == (*shape[:2], 4, 4) and dx.shape == shape
+
+
 def test_max_backward_float32_sums_overlaps_deterministically():
     x = shuffled_linspace((2, 3, 9, 9), np.float32)
     y, argmax = ops.max_pool2d_forward(x, 3, 1, 1)
