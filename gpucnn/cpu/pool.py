@@ -79,19 +79,16 @@ def _max_pool_planes(x, window: Window):
     # 0.11-0.22 ms, against 0.9-1.1 for rows and columns computed from the choice).
     down, right = np.divmod(np.arange(r * s), s)
     steps = (down * window.dilation[0] * width + right * window.dilation[1]).astype(np.int32)
+    row_starts, col_starts = _window_starts(window, 0, out_h), _window_starts(window, 1, out_w)
     argmax = steps.take(choice).reshape(n * c, out_h * out_w)
-    argmax += _plane_index(
-        _window_starts(window, 0, out_h), _window_starts(window, 1, out_w), width
-    )
+    argmax += _plane_index(row_starts, col_starts, width)
     # A window picks padding only when its maximum is -inf: every in-bounds element is -inf
     # too, so it points at its first in-bounds element instead.
     if padded is not x:
         all_neg_inf = np.equal(y, -np.inf).reshape(argmax.shape)
         if all_neg_inf.any():
             first_in_bounds = _plane_index(
-                np.maximum(_window_starts(window, 0, out_h), 0),
-                np.maximum(_window_starts(window, 1, out_w), 0),
-                width,
+                np.maximum(row_starts, 0), np.maximum(col_starts, 0), width
             )
             np.copyto(argmax, first_in_bounds, where=all_neg_inf)
     argmax = argmax.reshape(n, c, out_h, out_w)

@@ -141,11 +141,8 @@ def test_max_forward_large_windows_match_the_loop(kernel):  # and in int32 past 
     x = rng.integers(0, 3, size=(2, 2, 17, 15)).astype(np.float32)
     x[0, 1] = -np.inf
     x[1, 0, rng.integers(0, 17, 3), rng.integers(0, 15, 3)] = np.nan
-    geometry = dict(kernel=kernel, stride=3, padding=kernel // 2, ceil_mode=True)
-    y, argmax = ops.max_pool2d_forward(
-        x, geometry["kernel"], geometry["stride"], geometry["padding"], geometry["ceil_mode"]
-    )
-    y_ref, argmax_ref = max_pool2d_loop(x, **geometry)
+    y, argmax = ops.max_pool2d_forward(x, kernel, 3, kernel // 2, ceil_mode=True)
+    y_ref, argmax_ref = max_pool2d_loop(x, kernel, 3, kernel // 2, ceil_mode=True)
     assert np.isnan(y).any() and np.isneginf(y).any()
     assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
 
