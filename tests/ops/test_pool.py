@@ -314,6 +314,20 @@ def test_global_avg_pool():
     assert dx.flags.c_contiguous and rel_error(dx, numeric) < 1e-9
 
 
+@pytest.mark.parametrize("plane", [(1, 1), (1, 2), (15, 17), (16, 16), (30, 31)])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_avg_pool_sums_each_plane_on_both_paths(plane, dtype):
+    # 2 to 255 elements a plane: a GEMV at one BLAS thread; 1 or 256 up: einsum
+    x = shuffled_linspace((3, 5, *plane), dtype, low=-1.0, high=2.0)
+    reference = x.astype(np.float64).sum(axis=(2, 3)) / (plane[0] * plane[1])
+    y = ops.global_avg_pool2d_forward(x)
+    assert y.shape == (3, 5) and y.dtype == dtype
+    assert rel_error(y, reference) < (1e-6 if dtype == np.float32 else 1e-15)
+    # a non-contiguous view of the same values: the same bits
+    strided = np.ascontiguousarray(x.transpose(1, 0, 2, 3)).transpose(1, 0, 2, 3)
+    assert np.array_equal(ops.global_avg_pool2d_forward(strided), y)
+
+
 # -------------------------------------------------------------------------------- errors
 
 X = np.zeros((2, 3, 6, 6), np.float32)
