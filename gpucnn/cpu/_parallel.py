@@ -105,7 +105,7 @@ def blas_threads_controlled() -> bool:
 def one_thread_blas():
     """BLAS at one thread process-wide while the body runs. Each library's count is read and
     set directly: threadpoolctl's ``limit()`` first gathers every library's info, ~11 us a
-    call on the 2-core dev VM, against ~2 us here."""
+    call on the 2-core dev VM, against ~4 us here."""
     global _blas_users, _blas_saved
     with _blas_lock:
         if _blas_users == 0:

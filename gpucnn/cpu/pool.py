@@ -270,8 +270,8 @@ def _plane_sums(planes):
     thread because OpenBLAS's threaded GEMV groups the dot products by the threads' column
     blocks (N=128, C=64, 8x8 differed in the last bit at 3 threads), so bits would change
     with the thread count, e.g. beside another thread's chunked op. Rows of 1 or of 256 up:
-    einsum, as fast or faster (1.0-1.1x the GEMV's time from 256; 13x faster for one). Both
-    as accurate (~1e-7 against float64) and independent of the data's alignment."""
+    einsum, where the GEMV took 1.0-1.14x its time (from 256) or 13x (rows of one). Both as
+    accurate (~1e-7 against float64) and independent of the data's alignment."""
     if 2 <= planes.shape[1] < 256 and blas_threads_controlled():
         with one_thread_blas():
             return planes @ np.ones(planes.shape[1], planes.dtype)
