@@ -23,14 +23,19 @@ def check_path(path, name: str = "path") -> Path:
     return Path(path)
 
 
-def check_float_array(x, name: str, ndim: int | None = None):
-    """``x`` is a NumPy/CuPy array of float32 or float64 (with ``ndim`` dims when given)."""
+def check_array(x, name: str) -> str:
+    """The device of ``x`` ("host" or "gpu"), which must be a NumPy or CuPy array."""
     try:
-        array_device(x)
+        return array_device(x)
     except TypeError:
         raise TypeError(
             f"{name} must be a numpy.ndarray or cupy.ndarray, got {type(x).__name__}"
         ) from None
+
+
+def check_float_array(x, name: str, ndim: int | None = None):
+    """``x`` is a NumPy/CuPy array of float32 or float64 (with ``ndim`` dims when given)."""
+    check_array(x, name)
     if x.dtype not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {x.dtype}")
     if ndim is not None and x.ndim != ndim:
@@ -44,7 +49,7 @@ def check_same_kind(reference, reference_name: str, **others) -> None:
     for name, array in others.items():
         if array is None:
             continue
-        if array_device(array) != where:
+        if check_array(array, name) != where:
             raise TypeError(
                 f"{name} is a {_kind_name(array)} but {reference_name} is a "
                 f"{_kind_name(reference)}: move both to one device with gpucnn.to_device"
@@ -57,6 +62,38 @@ def check_same_kind(reference, reference_name: str, **others) -> None:
 
 def _kind_name(x) -> str:
     return "cupy.ndarray (GPU)" if array_device(x) == "gpu" else "numpy.ndarray (host)"
+
+
+def check_choice(value, name: str, choices: tuple[str, ...]) -> str:
+    """``value`` is one of the strings ``choices`` (tested as a str first: an array compared
+    with a tuple would raise NumPy's "truth value is ambiguous")."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_flag(value, name: str) -> bool:
+    """``value`` as a bool: True or False (or NumPy's bool), never a number or a string
+    ("no" would be truthy)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+    return bool(value)
+
+
+def check_examples(a, name: str):
+    """``a`` as an array of examples along its first axis: NumPy and CuPy arrays as they are,
+    lists and other sequences as NumPy arrays; a scalar or a non-numeric object is refused."""
+    if not hasattr(a, "shape"):
+        try:
+            a = np.asarray(a)
+        except (TypeError, ValueError) as error:  # ragged nested lists
+            raise TypeError(f"{name} must be an array of examples: {error}") from None
+    if len(a.shape) == 0 or a.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must be an array of examples (one per row), got "
+            f"{type(a).__name__} of dtype {a.dtype} and shape {tuple(a.shape)}"
+        )
+    return a
 
 
 def check_shape(x, name: str, expected: tuple[int, ...]) -> None:

@@ -10,9 +10,15 @@ import functools
 import numbers
 from dataclasses import dataclass
 
+from ._checks import check_flag
+
+# Window geometry reaches the kernels as int32, and no real layer comes near it.
+GEOMETRY_LIMIT = 2**31
+
 
 def pair(value, name: str, minimum: int) -> tuple[int, int]:
-    """``value`` (an int or a pair of ints) as ``(vertical, horizontal)``, each >= minimum."""
+    """``value`` (an int or a pair of ints) as ``(vertical, horizontal)``, each >= minimum
+    and < GEOMETRY_LIMIT."""
     if isinstance(value, (tuple, list)):
         if len(value) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
@@ -26,6 +32,8 @@ def pair(value, name: str, minimum: int) -> tuple[int, int]:
             raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
         if item < minimum:
             raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
+        if item >= GEOMETRY_LIMIT:
+            raise ValueError(f"{name} must be < 2**31, got {value!r}")
     return int(items[0]), int(items[1])
 
 
@@ -114,6 +122,5 @@ def pool_window(kernel_size, stride, padding, ceil_mode) -> Window:
                 f"padding must be at most half the kernel size, got padding={padding!r} "
                 f"for kernel_size={kernel_size!r}"
             )
-    if not isinstance(ceil_mode, bool):
-        raise TypeError(f"ceil_mode must be a bool, got {type(ceil_mode).__name__}")
+    ceil_mode = check_flag(ceil_mode, "ceil_mode")
     return Window(size=size, stride=stride, padding=pad, ceil_mode=ceil_mode)

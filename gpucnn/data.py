@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._checks import check_number, check_path, make_rng
+from ._checks import check_examples, check_number, check_path, make_rng
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT").
 _IDX_DTYPES = {
@@ -41,7 +41,7 @@ def load_digits():
 def train_test_split(x, y, test_fraction=0.2, seed=0):
     """Shuffle with ``seed`` and split: (x_train, y_train, x_test, y_test). Arrays (NumPy or
     CuPy) are indexed as they are; lists and other sequences become NumPy arrays."""
-    x, y = (a if hasattr(a, "shape") else np.asarray(a) for a in (x, y))
+    x, y = check_examples(x, "x"), check_examples(y, "y")
     if len(x) != len(y):
         raise ValueError(f"x has {len(x)} examples but y has {len(y)}")
     test_fraction = check_number(test_fraction, "test_fraction", 0.0, 1.0, low_open=True)

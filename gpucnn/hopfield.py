@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._checks import check_int, make_rng
+from ._checks import check_choice, check_int, make_rng
 from ._device import array_device, array_module, get_device, to_device
 from .checkpoint import load_arrays, save_arrays
 from .layers.base import float_dtype
@@ -58,6 +58,12 @@ class RecallResult:
 def random_patterns(count: int, n: int, seed=None, dtype=np.float32) -> np.ndarray:
     """``count`` random patterns of n neurons, each +1 or -1 with probability 1/2 (NumPy)."""
     count, n = check_int(count, "count", 0), check_int(n, "n", 1)
+    try:
+        dtype = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"dtype must be a NumPy number type, got {dtype!r}") from None
+    if dtype.kind not in "if":  # unsigned types and bools cannot hold -1
+        raise TypeError(f"dtype must be a signed integer or float type, got {dtype}")
     rng = make_rng(seed)
     return np.where(rng.random((count, n)) < 0.5, -1, 1).astype(dtype)
 
@@ -139,8 +145,7 @@ class HopfieldNetwork:
 
     def store(self, patterns, rule: str = "hebb") -> None:
         """Add ``patterns`` ((p, n) or (n,), values +1/-1) to the weights with ``rule``."""
-        if rule not in RULES:
-            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
+        check_choice(rule, "rule", RULES)
         if self.rule is not None and rule != self.rule:
             raise ValueError(
                 f"this network holds {self.rule} weights; {rule} weights have another scale "
@@ -213,10 +218,8 @@ class HopfieldNetwork:
         """Run the network from ``states`` until every state is stable (or, in sync mode, in a
         2-cycle) or ``max_sweeps`` sweeps ran. Asynchronous recall stays on the device: no
         host round trip per sweep."""
-        if mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        if order not in ORDERS:
-            raise ValueError(f"order must be one of {ORDERS}, got {order!r}")
+        check_choice(mode, "mode", MODES)
+        check_choice(order, "order", ORDERS)
         max_sweeps = check_int(max_sweeps, "max_sweeps", 1)
         y, single = self._as_states(states, "states")
         if mode == "sync":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from . import ops
-from ._checks import check_int, check_number
+from ._checks import check_flag, check_int, check_number
 from ._device import array_module
 
 
@@ -69,8 +69,7 @@ class SGD:
         self.base_lr = check_number(lr, "lr", 0.0, low_open=True)
         self.momentum = check_number(momentum, "momentum", 0.0, 1.0)
         self.weight_decay = check_number(weight_decay, "weight_decay", 0.0)
-        if not isinstance(nesterov, bool):
-            raise TypeError("nesterov must be a bool")
+        nesterov = check_flag(nesterov, "nesterov")
         if nesterov and self.momentum == 0:
             raise ValueError("nesterov needs momentum > 0")
         self.nesterov = nesterov

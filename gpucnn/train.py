@@ -15,9 +15,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from . import ops
-from ._checks import check_int, make_rng
+from ._checks import check_examples, check_flag, check_int, make_rng
 from ._device import array_module, to_device, to_numpy
-from .layers.base import backward_of, is_graph_safe, nested_parts
+from .layers.base import Layer, backward_of, is_graph_safe, nested_parts
 
 
 @dataclass
@@ -46,11 +46,22 @@ class History:
         return text + f"  ({self.seconds[index]:.1f}s)"
 
 
-def _check_dataset(x, y, name: str) -> None:
+def _check_model(model) -> None:
+    if not isinstance(model, Layer):
+        raise TypeError(
+            "model must be a gpucnn layer or model (e.g. gpucnn.layers.Sequential([...])), "
+            f"got {type(model).__name__}"
+        )
+
+
+def _check_dataset(x, y, name: str):
+    """(x, y) as arrays of as many examples, at least one; ``name`` leads each error."""
+    x, y = check_examples(x, f"{name}: x"), check_examples(y, f"{name}: y")
     if len(x) != len(y):
         raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)}")
     if len(x) == 0:
         raise ValueError(f"{name}: the data set is empty")
+    return x, y
 
 
 def _on_model(model, array):
@@ -160,8 +171,8 @@ class TrainStep:
     """
 
     def __init__(self, model, loss_fn, optimizer, *, cuda_graph=False, check_targets=True):
-        if not isinstance(cuda_graph, bool):
-            raise TypeError(f"cuda_graph must be a bool, got {type(cuda_graph).__name__}")
+        cuda_graph = check_flag(cuda_graph, "cuda_graph")
+        _check_model(model)
         _check_loss(loss_fn)
         _check_optimizer(model, optimizer)
         self.model, self.loss_fn, self.optimizer = model, loss_fn, optimizer
@@ -292,7 +303,8 @@ def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
     """Mean loss and accuracy of ``model`` on (x, y), in eval mode (dropout off)."""
     batch_size = check_int(batch_size, "batch_size", 1)
     _check_loss(loss_fn)
-    _check_dataset(x, y, "evaluate")
+    _check_model(model)
+    x, y = _check_dataset(x, y, "evaluate")
     x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "evaluate")
     was_training = model.training
@@ -346,11 +358,12 @@ def fit(
     epochs = check_int(epochs, "epochs", 1)
     batch_size = check_int(batch_size, "batch_size", 1)
     refresh_every = check_int(refresh_every, "refresh_every", 1)
-    _check_dataset(x, y, "fit")
+    _check_model(model)
+    x, y = _check_dataset(x, y, "fit")
     if validation_data is not None:
-        if len(validation_data) != 2:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
-        _check_dataset(*validation_data, "validation_data")
+        validation_data = _check_dataset(*validation_data, "validation_data")
     x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "fit")
     if cuda_graph is None:  # wherever nothing stands in its way
@@ -414,7 +427,8 @@ def fit(
 def predict(model, x, batch_size: int = 256):
     """Model outputs for x in eval mode, as a NumPy array."""
     batch_size = check_int(batch_size, "batch_size", 1)
-    x = _on_model(model, x)
+    _check_model(model)
+    x = _on_model(model, check_examples(x, "x"))
     was_training = model.training
     model.eval()
     try:

@@ -41,6 +41,9 @@ def test_split_is_seeded_and_disjoint():
         train_test_split(x, y, "0.2")
     lists = train_test_split(x.tolist(), y.tolist(), 0.25, seed=1)  # sequences become arrays
     assert all(np.array_equal(u, v) for u, v in zip(lists, a, strict=True))
+    for bad in (None, 3.0, "digits", [[1, 2], [3]]):  # was len()'s "unsized object"
+        with pytest.raises(TypeError, match="x must be an array of examples"):
+            train_test_split(bad, y)
 
 
 @pytest.mark.parametrize("compress", [False, True])

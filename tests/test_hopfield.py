@@ -216,6 +216,10 @@ def test_float32_exactness_is_checked(monkeypatch):
         (lambda net: net.recall([1, 1, 1, 1], max_sweeps=0), ValueError, "max_sweeps"),
         (lambda net: net.recall([1, 1, 1, 1], max_sweeps=2.0), TypeError, "max_sweeps"),
         (lambda net: net.recall([1, 1, 1, 1], order="reverse"), ValueError, "order"),
+        (lambda net: net.recall([1, 1, 1, 1], mode=np.array(["a", "b"])), ValueError, "mode"),
+        (lambda net: net.store([1, 1, 1, 1], rule=None), ValueError, "rule must be one of"),
+        (lambda net: random_patterns(2, 4, dtype=np.uint8), TypeError, "dtype must be a signed"),
+        (lambda net: random_patterns(2, 4, dtype=1.5), TypeError, "dtype must be a NumPy"),
         (
             lambda net: net.recall([1, 1, 1, 1], mode="sync", order="random"),
             ValueError,

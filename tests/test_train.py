@@ -140,6 +140,13 @@ def test_lenet5_shapes():
         (dict(validation_data=(np.zeros((3, 1, 8, 8), np.float32),)), ValueError, "pair"),
         (dict(seed=-1), ValueError, "seed must be >= 0"),
         (dict(seed=0.5), TypeError, "seed must be an int"),
+        (dict(x=None), TypeError, "fit: x must be an array of examples"),
+        (dict(y="labels"), TypeError, "fit: y must be an array of examples"),
+        (
+            dict(validation_data=(np.zeros((3, 1, 8, 8), np.float32), 7)),
+            TypeError,
+            "validation_data: y must be an array",
+        ),
     ],
 )
 def test_bad_arguments_are_named(kwargs, error, words):
@@ -197,3 +204,20 @@ def test_a_cuda_graph_needs_the_gpu_or_the_emulator(digits):
             progress=False,
             cuda_graph=True,
         )
+
+
+def test_what_is_not_a_model_or_examples_is_named():
+    # These were AttributeErrors from deep inside (None has no attribute 'device').
+    model, loss = digits_cnn(), SoftmaxCrossEntropyLoss()
+    x, y = np.zeros((4, 1, 8, 8), np.float32), np.zeros(4, np.int64)
+    for not_a_model in (None, [Dense(3, 2)], Sequential):
+        with pytest.raises(TypeError, match="model must be a gpucnn layer"):
+            fit(not_a_model, loss, SGD(model, 0.1), x, y, progress=False)
+        with pytest.raises(TypeError, match="model must be a gpucnn layer"):
+            evaluate(not_a_model, loss, x, y)
+        with pytest.raises(TypeError, match="model must be a gpucnn layer"):
+            predict(not_a_model, x)
+    with pytest.raises(TypeError, match="evaluate: x must be an array of examples"):
+        evaluate(model, loss, 1.5, y)
+    with pytest.raises(TypeError, match="x must be an array of examples"):
+        predict(model, None)

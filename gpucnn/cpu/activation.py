@@ -52,7 +52,8 @@ def dropout_uniform(shape, key: int):
 def dropout_forward(x, p: float, seed: int, counter):
     """The step is ``counter[0]``, advanced by one (what the kernel does on the device)."""
     key = dropout_key(seed, int(counter[0]))
-    counter[0] += np.uint64(1)
+    with np.errstate(over="ignore"):  # the step wraps at 2^64, as the kernel's does
+        counter[0] += np.uint64(1)
     keep = dropout_uniform(x.shape, key) >= p
     mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - p))
     return x * mask, mask

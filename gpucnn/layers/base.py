@@ -12,7 +12,8 @@ import inspect
 
 import numpy as np
 
-from .._device import array_device, get_device, resolve_device, to_device
+from .._checks import check_array, check_choice, check_flag
+from .._device import get_device, resolve_device, to_device
 
 
 class Layer:
@@ -55,9 +56,7 @@ class Layer:
     # -- modes and devices ---------------------------------------------------------------
 
     def train(self, mode: bool = True):
-        if not isinstance(mode, bool):  # train("no") would be truthy
-            raise TypeError(f"mode must be a bool, got {type(mode).__name__}")
-        self.training = mode
+        self.training = check_flag(mode, "mode")
         return self
 
     def eval(self):
@@ -76,13 +75,7 @@ class Layer:
     # -- helpers for subclasses ----------------------------------------------------------
 
     def _check_input(self, x, name: str = "x") -> None:
-        try:
-            kind = array_device(x)
-        except TypeError:
-            raise TypeError(
-                f"{type(self).__name__}.forward: {name} must be a numpy.ndarray or "
-                f"cupy.ndarray, got {type(x).__name__}"
-            ) from None
+        kind = check_array(x, f"{type(self).__name__}.forward: {name}")
         expected = "gpu" if self.device == "gpu" else "host"
         if kind != expected:
             where = "a cupy.ndarray (GPU)" if kind == "gpu" else "a numpy.ndarray (host)"
@@ -159,11 +152,9 @@ def float_dtype(dtype) -> np.dtype:
 def init_weight(shape, fan_in: int, fan_out: int, init: str, rng, dtype) -> np.ndarray:
     """He (normal, std sqrt(2 / fan_in)) or Glorot (uniform, limit sqrt(6 / (fan_in +
     fan_out))) initialisation, drawn in float64 and rounded to ``dtype``."""
-    if init == "he":
+    if check_choice(init, "init", ("he", "glorot")) == "he":
         values = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
-    elif init == "glorot":
+    else:
         limit = np.sqrt(6.0 / (fan_in + fan_out))
         values = rng.uniform(-limit, limit, size=shape)
-    else:
-        raise ValueError(f"init must be 'he' or 'glorot', got {init!r}")
     return values.astype(dtype)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .._checks import check_int, make_rng
+from .._checks import check_flag, check_int, make_rng
 from .._device import to_device
 from .._shapes import conv_window, pool_window
 from .base import Layer, float_dtype, init_weight
@@ -52,7 +52,7 @@ class Conv2D(Layer):
             dtype,
         )
         self.params["weight"] = to_device(weight, self.device)
-        if bias:
+        if check_flag(bias, "bias"):
             self.params["bias"] = to_device(np.zeros(self.out_channels, dtype), self.device)
 
     def _geometry(self):
@@ -187,9 +187,7 @@ class AvgPool2D(_Pool2D):
         self, kernel_size, stride=None, padding=0, ceil_mode=False, count_include_pad=True
     ):
         super().__init__(kernel_size, stride, padding, ceil_mode)
-        if not isinstance(count_include_pad, bool):
-            raise TypeError("count_include_pad must be a bool")
-        self.count_include_pad = count_include_pad
+        self.count_include_pad = check_flag(count_include_pad, "count_include_pad")
 
     def _geometry(self):
         return dict(super()._geometry(), count_include_pad=self.count_include_pad)

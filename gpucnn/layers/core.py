@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from .. import ops
-from .._checks import check_int, check_probability, check_seed, make_rng
+from .._checks import check_flag, check_int, check_probability, check_seed, make_rng
 from .._device import to_device, to_numpy
 from .base import Layer, float_dtype, init_weight
 
@@ -36,7 +36,7 @@ class Dense(Layer):
             dtype,
         )
         self.params["weight"] = to_device(weight, self.device)
-        if bias:
+        if check_flag(bias, "bias"):
             self.params["bias"] = to_device(np.zeros(self.out_features, dtype), self.device)
 
     def forward(self, x):

@@ -6,7 +6,7 @@ Layout NCHW; weight (K, C, R, S); cross-correlation like every framework.
 
 from __future__ import annotations
 
-from .._checks import check_float_array, check_same_kind, check_shape
+from .._checks import check_flag, check_float_array, check_same_kind, check_shape
 from .._shapes import Window, conv_window
 from ._dispatch import backend
 
@@ -72,13 +72,9 @@ def conv2d_backward(
     check_same_kind(x, "x", dy=dy)
     n, _, height, width = x.shape
     check_shape(dy, "dy", (n, w.shape[0], *window.output_shape(height, width)))
-    for name, flag in (
-        ("with_bias", with_bias),
-        ("need_input_grad", need_input_grad),
-        ("need_weight_grad", need_weight_grad),
-    ):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    with_bias = check_flag(with_bias, "with_bias")
+    need_input_grad = check_flag(need_input_grad, "need_input_grad")
+    need_weight_grad = check_flag(need_weight_grad, "need_weight_grad")
     return backend(x).conv.conv2d_backward(
         dy, x, w, window, with_bias, need_input_grad, need_weight_grad
     )

@@ -4,7 +4,7 @@ CUDA path cuBLAS and, inside a CUDA graph and on the emulator, ``cuda/dense.cu``
 
 from __future__ import annotations
 
-from .._checks import check_float_array, check_same_kind, check_shape
+from .._checks import check_flag, check_float_array, check_same_kind, check_shape
 from ._dispatch import backend
 
 
@@ -31,7 +31,6 @@ def dense_backward(dy, x, w, with_bias=True, need_input_grad=True):
     check_float_array(dy, "dy", ndim=2)
     check_same_kind(x, "x", w=w, dy=dy)
     check_shape(dy, "dy", (x.shape[0], w.shape[0]))
-    for name, flag in (("with_bias", with_bias), ("need_input_grad", need_input_grad)):
-        if not isinstance(flag, bool):
-            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    with_bias = check_flag(with_bias, "with_bias")
+    need_input_grad = check_flag(need_input_grad, "need_input_grad")
     return backend(x).dense.dense_backward(dy, x, w, with_bias, need_input_grad)

@@ -11,19 +11,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_float_array, check_same_kind, check_shape
+from .._checks import check_array, check_float_array, check_number, check_same_kind, check_shape
 from .._device import array_device
 from ._dispatch import backend
 
 
 def _check_target_array(target, pred) -> None:
-    try:
-        where = array_device(target)
-    except TypeError:
-        raise TypeError(
-            f"target must be a numpy.ndarray or cupy.ndarray, got {type(target).__name__}"
-        ) from None
-    if where != array_device(pred):
+    if check_array(target, "target") != array_device(pred):
         raise TypeError("target and pred must be on the same device (see gpucnn.to_device)")
 
 
@@ -46,19 +40,19 @@ def check_class_targets(target, pred, check_range: bool = True) -> None:
             )
 
 
-def _check_pred(pred) -> None:
-    check_float_array(pred, "pred", ndim=2)
+def _check_pred(pred, name: str = "pred") -> None:
+    check_float_array(pred, name, ndim=2)
     if pred.shape[0] == 0:
-        raise ValueError("pred must hold at least one example")
+        raise ValueError(f"{name} must hold at least one example")
     if pred.shape[1] == 0:
-        raise ValueError("pred must have at least one class (column)")
+        raise ValueError(f"{name} must have at least one class (column)")
 
 
 def softmax_cross_entropy_forward(logits, target, check_targets: bool = True):
     """Mean over the batch of -log softmax(logits)[target], with log-sum-exp (the row's max
     subtracted before exp, so large logits never overflow); returns (loss, probabilities).
     A row holding NaN gives a NaN loss."""
-    _check_pred(logits)
+    _check_pred(logits, "logits")
     check_class_targets(target, logits, check_targets)
     return backend(logits).loss.softmax_cross_entropy_forward(logits, target)
 
@@ -102,6 +96,7 @@ def hinge_forward(pred, target, margin=1.0, check_targets: bool = True):
     Returns (loss, violations): each class's violation, 0 at the target (saved for backward)."""
     _check_pred(pred)
     check_class_targets(target, pred, check_targets)
+    margin = check_number(margin, "margin", 0.0)
     return backend(pred).loss.hinge_forward(pred, target, pred.dtype.type(margin))
 
 

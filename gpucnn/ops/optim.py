@@ -24,6 +24,7 @@ def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0
         if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
             raise TypeError(f"{name} must be a number, got {type(value).__name__}")
     check_float_array(param, "param")
+    check_float_array(grad, "grad")
     check_same_kind(param, "param", grad=grad, velocity=velocity)
     check_shape(grad, "grad", param.shape)
     if momentum:

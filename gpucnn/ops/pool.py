@@ -12,7 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_float_array, check_same_kind, check_shape, check_shape4
+from .._checks import (
+    check_array,
+    check_flag,
+    check_float_array,
+    check_same_kind,
+    check_shape,
+    check_shape4,
+)
 from .._device import array_device, uses_cuda_kernels
 from .._shapes import Window, pool_window
 from ._dispatch import backend
@@ -71,7 +78,7 @@ def max_pool2d_backward(
     if kernel_size is not None:
         window = _window_for(x_shape, kernel_size, stride, padding, ceil_mode)
     _validate_dy(dy, x_shape, window)
-    if array_device(argmax) != array_device(dy):
+    if check_array(argmax, "argmax") != array_device(dy):
         raise TypeError("argmax and dy must be on the same device")
     if argmax.dtype != np.int32:
         raise TypeError(f"argmax must be int32, got {argmax.dtype}")
@@ -97,7 +104,7 @@ def avg_pool2d_forward(
     counts in the divisor; the ceil_mode overhang past the padding never does."""
     check_float_array(x, "x", ndim=4)
     window = _window_for(x.shape, kernel_size, stride, padding, ceil_mode)
-    _check_bool(count_include_pad, "count_include_pad")
+    count_include_pad = check_flag(count_include_pad, "count_include_pad")
     return backend(x).pool.avg_pool2d_forward(x, window, count_include_pad)
 
 
@@ -108,7 +115,7 @@ def avg_pool2d_backward(
     x_shape = check_shape4(x_shape, "x_shape")
     window = _window_for(x_shape, kernel_size, stride, padding, ceil_mode)
     _validate_dy(dy, x_shape, window)
-    _check_bool(count_include_pad, "count_include_pad")
+    count_include_pad = check_flag(count_include_pad, "count_include_pad")
     return backend(dy).pool.avg_pool2d_backward(dy, x_shape, window, count_include_pad)
 
 
@@ -146,8 +153,3 @@ def global_avg_pool2d_backward(dy, x_shape):
     if x_shape[2] * x_shape[3] == 0:
         raise ValueError(f"x_shape must have non-empty planes, got {x_shape}")
     return backend(dy).pool.global_avg_pool2d_backward(dy, x_shape)
-
-
-def _check_bool(value, name: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__}")

@@ -278,6 +278,11 @@ def test_wrong_device_array_gets_a_clear_error(monkeypatch):
         (lambda: Conv2D(3, 4.0, 3), TypeError, "out_channels"),
         (lambda: Conv2D(3, 4, 3, stride=0), ValueError, "stride"),
         (lambda: Conv2D(3, 4, 3, init="lecun"), ValueError, "init"),
+        # an array where a word or a flag belongs: NumPy's "truth value is ambiguous" before
+        (lambda: Dense(3, 4, init=np.array(["he", "he"])), ValueError, "init must be one of"),
+        (lambda: Conv2D(3, 4, 3, bias=np.ones(4)), TypeError, "bias must be a bool"),
+        (lambda: Dense(3, 4, bias="no"), TypeError, "bias must be a bool"),
+        (lambda: Conv2D(3, 4, 2**31), ValueError, "kernel_size must be < 2"),
         (lambda: Conv2D(3, 4, 3, dtype=np.int32), TypeError, "dtype"),
         (lambda: Conv2D(3, 4, 3, seed="x"), TypeError, "seed"),
         (lambda: Conv2D(3, 4, 3, seed=-1), ValueError, "seed must be >= 0"),

@@ -75,6 +75,21 @@ def test_dropout_masks_scale_and_reproduce():
     assert np.array_equal(ops.dropout_backward(dy, mask), dy * mask)
 
 
+def test_the_dropout_step_counter_wraps_at_2_to_the_64_silently():
+    # As the kernel's uint64 does; NumPy's scalar add warned of an overflow here.
+    x = np.ones((4, 8), np.float32)
+    counter = np.array([2**64 - 1, 0], np.uint64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        last, _ = ops.dropout_forward(x, 0.5, seed=3, step=counter)
+        assert counter[0] == 0
+        assert np.array_equal(last, ops.dropout_forward(x, 0.5, seed=3, step=-1)[0])
+        assert np.array_equal(
+            ops.dropout_forward(x, 0.5, seed=3, step=counter)[0],
+            ops.dropout_forward(x, 0.5, seed=3, step=0)[0],
+        )
+
+
 def test_dropout_uniform_is_uniform():
     from gpucnn._random import dropout_key
     from gpucnn.cpu.activation import dropout_uniform

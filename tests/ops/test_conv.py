@@ -286,11 +286,15 @@ W = np.zeros((4, 3, 3, 3), np.float32)
         (lambda: ops.conv2d_forward(X, W, stride=True), TypeError, "stride"),
         (lambda: ops.conv2d_forward(X, W, stride=1.5), TypeError, "stride"),
         (lambda: ops.conv2d_forward(X, W, padding=-1), ValueError, "padding"),
+        # past int32, which the kernels index with (it was an OverflowError from NumPy)
+        (lambda: ops.conv2d_forward(X, W, stride=2**70), ValueError, "stride must be < 2"),
+        (lambda: ops.conv2d_forward(X, W, padding=(0, 2**31)), ValueError, "padding must be <"),
         (lambda: ops.conv2d_forward(X, W, dilation=0), ValueError, "dilation"),
         (lambda: ops.conv2d_forward(X.astype(np.int32), W), TypeError, "x must be float32"),
         (lambda: ops.conv2d_forward(X, W.astype(np.float64)), TypeError, "w has dtype"),
         (lambda: ops.conv2d_forward(X.tolist(), W), TypeError, "x must be a numpy"),
         (lambda: ops.conv2d_forward(X, W, np.zeros(3, np.float32)), ValueError, "b must have"),
+        (lambda: ops.conv2d_forward(X, W, [0.0] * 4), TypeError, "b must be a numpy"),
         (
             lambda: ops.conv2d_backward(np.zeros((2, 4, 3, 3), np.float32), X, W),
             ValueError,
@@ -301,6 +305,13 @@ W = np.zeros((4, 3, 3, 3), np.float32)
             lambda: ops.conv2d_backward(np.zeros((2, 4, 4, 4), np.float32), X, W, with_bias=1),
             TypeError,
             "with_bias",
+        ),
+        (
+            lambda: ops.conv2d_backward(
+                np.zeros((2, 4, 4, 4), np.float32), X, W, need_input_grad=np.array([1, 0])
+            ),
+            TypeError,
+            "need_input_grad must be a bool",
         ),
     ],
 )

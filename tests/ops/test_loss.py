@@ -102,3 +102,15 @@ def test_float_labels_rejected_for_classification_and_backward_before_forward():
     with pytest.raises(TypeError, match="margin must be a number"):
         HingeLoss(margin="1")
     assert HingeLoss(margin=np.float32(0.5)).margin == 0.5
+
+
+def test_the_ops_name_their_own_arguments():
+    # The functional ops are public too: their errors name their own arguments.
+    from gpucnn import ops
+
+    labels = np.array([0, 1])
+    with pytest.raises(ValueError, match="logits must be 2-D"):
+        ops.softmax_cross_entropy_forward(np.zeros(3, np.float32), labels)
+    for margin in ((1.0, 2.0), -1.0, float("nan")):  # was NumPy's broadcasting error
+        with pytest.raises((TypeError, ValueError), match="margin must be"):
+            ops.hinge_forward(np.zeros((2, 3), np.float32), labels, margin)

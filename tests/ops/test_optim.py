@@ -73,6 +73,10 @@ def test_bad_input_is_named():
         ops.sgd_update(param, grad, np.zeros(6), lr=0.1, momentum=0.9)
     with pytest.raises(TypeError, match="grad"):
         ops.sgd_update(param, grad.astype(np.float32), lr=0.1)
+    with pytest.raises(TypeError, match="grad must be a numpy"):
+        ops.sgd_update(param, None, lr=0.1)
+    with pytest.raises(TypeError, match="velocity must be a numpy"):
+        ops.sgd_update(param, grad, grad.tolist(), lr=0.1, momentum=0.9)
     with pytest.raises(TypeError, match="param"):
         ops.sgd_update(param.astype(np.int64), grad, lr=0.1)
     with pytest.raises(TypeError, match="lr"):

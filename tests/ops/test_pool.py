@@ -379,6 +379,12 @@ X = np.zeros((2, 3, 6, 6), np.float32)
             "dy must have shape",
         ),
         (
+            lambda: ops.max_pool2d_backward(np.zeros((2, 3, 3, 3), np.float32), None, X.shape),
+            TypeError,
+            "argmax must be a numpy",
+        ),
+        (lambda: ops.max_pool2d_forward(X, 2, stride=2**70), ValueError, "stride must be < 2"),
+        (
             lambda: ops.avg_pool2d_forward(X, 2, count_include_pad="yes"),
             TypeError,
             "count_include_pad",
