@@ -294,14 +294,19 @@ class HopfieldNetwork:
         if missing:
             raise ValueError(f"{path} is not a saved Hopfield network: missing {sorted(missing)}")
         w, rule = arrays["weights"], str(arrays["rule"])
-        if w.ndim != 2 or w.shape[0] != w.shape[1] or w.shape[0] < 2 or w.dtype.kind != "f":
+        square = w.ndim == 2 and w.shape[0] == w.shape[1] and w.shape[0] >= 2
+        if not square or w.dtype not in (np.float32, np.float64):
             raise ValueError(
-                f"{path}: weights must be a square float matrix, got {w.dtype} {w.shape}"
+                f"{path}: weights must be a square float32 or float64 matrix, got {w.dtype} "
+                f"{w.shape}"
             )
         if not np.isfinite(w).all() or not np.array_equal(w, w.T) or np.any(np.diag(w) != 0):
             raise ValueError(f"{path}: weights must be finite, symmetric, with a zero diagonal")
         if rule not in ("", *RULES):
             raise ValueError(f"{path}: unknown rule {rule!r}")
+        if rule != "storkey" and not np.array_equal(w, np.round(w)):
+            # Hebb's rule and unlearning add products of +-1: anything else was not saved here
+            raise ValueError(f"{path}: {rule or 'unlearned'} weights must be whole numbers")
         stored = arrays["stored"]
         if stored.shape != () or stored.dtype.kind not in "iu" or stored < 0:
             raise ValueError(

@@ -187,6 +187,18 @@ def test_save_and_load(tmp_path):
         save_arrays(tmp_path / "count.npz", arrays)
         with pytest.raises(ValueError, match="stored must be a non-negative integer"):
             HopfieldNetwork.load(tmp_path / "count.npz")
+    for weights, words in (
+        (net.weights.astype(np.float16), "float32 or float64 matrix, got float16"),
+        (net.weights / 2, "hebb weights must be whole numbers"),  # a Storkey file relabelled
+    ):
+        arrays = {"weights": weights, "rule": np.array("hebb"), "stored": np.array(3)}
+        save_arrays(tmp_path / "weights.npz", arrays)
+        with pytest.raises(ValueError, match=words):
+            HopfieldNetwork.load(tmp_path / "weights.npz")
+    storkey = HopfieldNetwork(12, dtype=np.float64)
+    storkey.store(random_patterns(3, 12, seed=1), rule="storkey")
+    storkey.save(tmp_path / "storkey.npz")  # fractional weights: loaded as they are
+    assert np.array_equal(HopfieldNetwork.load(tmp_path / "storkey.npz").weights, storkey.weights)
 
 
 def test_float32_exactness_is_checked(monkeypatch):
