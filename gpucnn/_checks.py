@@ -137,6 +137,20 @@ def check_int(value, name: str, lowest: int) -> int:
     return int(value)
 
 
+def env_flag(variable: str, default: bool = False) -> bool:
+    """The environment variable ``variable`` as a switch: 1/true/yes/on or 0/false/no/off in
+    any case; unset or empty means ``default``. Anything else is an error naming it, rather
+    than a guess at what was meant."""
+    setting = os.environ.get(variable, "").strip().lower()
+    if not setting:
+        return default
+    if setting in ("1", "true", "yes", "on"):
+        return True
+    if setting in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{variable} must be 1 or 0, got {os.environ[variable]!r}")
+
+
 def make_rng(seed, name: str = "seed") -> np.random.Generator:
     """A Generator from a non-negative int seed, an existing Generator, or None (fresh
     entropy): what NumPy accepts, with errors that name the argument."""

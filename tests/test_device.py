@@ -116,3 +116,30 @@ def test_gpu_request_without_cupy_names_the_cause(fresh):
         gpucnn.set_device("gpu")
     with pytest.raises(gpucnn.DeviceUnavailableError, match="CuPy is not installed"):
         gpucnn.to_device(np.zeros(2), "gpu")
+
+
+@pytest.mark.parametrize(
+    "setting, expected",
+    [("1", True), ("Yes", True), (" on ", True), ("0", False), ("FALSE", False), ("", None)],
+)
+def test_switches_in_the_environment_read_alike(monkeypatch, setting, expected):
+    # GPUCNN_EMULATOR_SANITIZE, GPUCNN_SYNC_LAUNCHES, GPUCNN_NVTX and
+    # GPUCNN_CPU_MALLOC_TUNING are all read by this one function.
+    from gpucnn._checks import env_flag
+
+    monkeypatch.setenv("GPUCNN_SOME_SWITCH", setting)
+    for default in (True, False):
+        wanted = default if expected is None else expected
+        assert env_flag("GPUCNN_SOME_SWITCH", default) is wanted
+    monkeypatch.delenv("GPUCNN_SOME_SWITCH")
+    assert env_flag("GPUCNN_SOME_SWITCH", True) is True
+
+
+@pytest.mark.parametrize("setting", ["2", "maybe", "enabled"])
+def test_a_switch_that_is_neither_on_nor_off_is_named(monkeypatch, setting):
+    # The emulator's sanitizer switch used to take anything but 0/false/no as "on".
+    from gpucnn.emulator import sanitize_enabled
+
+    monkeypatch.setenv("GPUCNN_EMULATOR_SANITIZE", setting)
+    with pytest.raises(ValueError, match="GPUCNN_EMULATOR_SANITIZE must be 1 or 0"):
+        sanitize_enabled()

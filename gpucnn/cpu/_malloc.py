@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
-import os
 import platform
+
+from .._checks import env_flag
 
 VARIABLE = "GPUCNN_CPU_MALLOC_TUNING"
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
@@ -36,10 +37,7 @@ def tune_malloc() -> bool:
 
 
 def _tune() -> bool:
-    setting = os.environ.get(VARIABLE, "1").strip().lower()
-    if setting not in ("1", "0", "true", "false", "yes", "no", ""):
-        raise ValueError(f"{VARIABLE} must be 1 or 0, got {setting!r}")
-    if setting in ("0", "false", "no") or platform.libc_ver()[0] != "glibc":
+    if not env_flag(VARIABLE, default=True) or platform.libc_ver()[0] != "glibc":
         return False
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")

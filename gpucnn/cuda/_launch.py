@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import contextlib
 import numbers
-import os
 import struct
 import threading
 
 import numpy as np
 
+from .._checks import env_flag
 from .._device import array_module, is_cupy_array
 from ._loader import Kernel
 from ._source import Param
@@ -253,12 +253,8 @@ def launch(kernel: Kernel, grid, block, args, shared_mem: int = 0) -> None:
             raise KernelError(f"kernel {kernel.name} failed: {exc}") from exc
 
 
-def _flag(name: str) -> bool:
-    return os.environ.get(name, "0") not in ("", "0", "false", "no")
-
-
-_NVTX = _flag("GPUCNN_NVTX")
-_SYNC_LAUNCHES = _flag("GPUCNN_SYNC_LAUNCHES")
+_NVTX = env_flag("GPUCNN_NVTX")
+_SYNC_LAUNCHES = env_flag("GPUCNN_SYNC_LAUNCHES")
 
 # struct formats of one 8-byte parameter slot, by the scalar's NumPy kind and size
 _SLOT_FORMATS = {

@@ -24,6 +24,7 @@ import threading
 
 import numpy as np
 
+from .._checks import env_flag
 from ..cuda._source import Param, parse_kernels, resolve_params, split_name_expression
 from .build import EmulatorCompileError, build
 
@@ -62,7 +63,7 @@ def set_sanitize(enabled: bool | None) -> None:
 def sanitize_enabled() -> bool:
     if _sanitize_override is not None:
         return _sanitize_override
-    return os.environ.get("GPUCNN_EMULATOR_SANITIZE", "0") not in ("", "0", "false", "no")
+    return env_flag("GPUCNN_EMULATOR_SANITIZE")
 
 
 def _workers() -> int:

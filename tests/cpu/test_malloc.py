@@ -65,8 +65,7 @@ def test_the_numpy_backend_applies_it_on_this_machine():
     import platform
 
     import gpucnn.cpu  # noqa: F401  (importing the backend tunes malloc)
+    from gpucnn._checks import env_flag
 
-    expected = platform.libc_ver()[0] == "glibc" and _malloc.os.environ.get(
-        _malloc.VARIABLE, "1"
-    ).strip().lower() not in ("0", "false", "no")
+    expected = platform.libc_ver()[0] == "glibc" and env_flag(_malloc.VARIABLE, default=True)
     assert _malloc.tune_malloc() is expected
