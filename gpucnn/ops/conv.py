@@ -10,6 +10,8 @@ from .._checks import check_flag, check_float_array, check_same_kind, check_shap
 from .._shapes import Window, conv_window
 from ._dispatch import backend
 
+ADDRESSABLE_BYTES = 2**63  # NumPy's (and CuPy's) ceiling on one array's size in bytes
+
 
 def _validate(x, w, b, stride, padding, dilation) -> Window:
     check_float_array(x, "x", ndim=4)
@@ -29,6 +31,7 @@ def _validate(x, w, b, stride, padding, dilation) -> Window:
         check_float_array(b, "b", ndim=1)
         check_shape(b, "b", (k,))
     window = conv_window((r, s), stride, padding, dilation)
+    padded_hw = []
     for axis, (name, length) in enumerate((("height", height), ("width", width))):
         padded = length + 2 * window.padding[axis]
         if window.extent(axis) > padded:
@@ -36,6 +39,15 @@ def _validate(x, w, b, stride, padding, dilation) -> Window:
                 f"w's kernel {name} spans {window.extent(axis)} pixels "
                 f"(dilation * (size - 1) + 1) but the padded input {name} is only {padded}"
             )
+        padded_hw.append(padded)
+    # A padding no memory could hold is named here, not left to NumPy's "array is too big".
+    out_hw = window.output_shape(height, width)
+    largest = max(n * c * padded_hw[0] * padded_hw[1], n * k * out_hw[0] * out_hw[1])
+    if largest * x.itemsize >= ADDRESSABLE_BYTES:
+        raise ValueError(
+            f"padding={window.padding} makes a padded input of {padded_hw[0]}x{padded_hw[1]} "
+            f"and an output of {out_hw[0]}x{out_hw[1]} per channel: past any memory"
+        )
     return window
 
 

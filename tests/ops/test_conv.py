@@ -289,6 +289,7 @@ W = np.zeros((4, 3, 3, 3), np.float32)
         # past int32, which the kernels index with (it was an OverflowError from NumPy)
         (lambda: ops.conv2d_forward(X, W, stride=2**70), ValueError, "stride must be < 2"),
         (lambda: ops.conv2d_forward(X, W, padding=(0, 2**31)), ValueError, "padding must be <"),
+        (lambda: ops.conv2d_forward(X, W, padding=10**9), ValueError, "padding=.*past any memory"),
         (lambda: ops.conv2d_forward(X, W, dilation=0), ValueError, "dilation"),
         (lambda: ops.conv2d_forward(X.astype(np.int32), W), TypeError, "x must be float32"),
         (lambda: ops.conv2d_forward(X, W.astype(np.float64)), TypeError, "w has dtype"),
