@@ -363,7 +363,9 @@ def fit(
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
-        validation_data = _check_dataset(*validation_data, "validation_data")
+        # On the model's device and in its dtype once, not again by every epoch's evaluate
+        x_val, y_val = _check_dataset(*validation_data, "validation_data")
+        validation_data = _on_model(model, x_val), _on_model(model, y_val)
     x, y = _on_model(model, x), _on_model(model, y)
     check_targets = not _labels_checked(model, x, y, "fit")
     if cuda_graph is None:  # wherever nothing stands in its way
