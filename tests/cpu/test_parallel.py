@@ -120,6 +120,8 @@ def _child_runs_chunks(queue):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="fork start method: Linux only")
+# Forking a process with threads is the point of this test; Python 3.12+ warns of it.
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_a_forked_child_gets_its_own_pool(monkeypatch):
     # The child inherits the parent's pool object but none of its threads: reusing it would
     # hang. It must build its own.
