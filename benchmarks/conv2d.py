@@ -8,7 +8,9 @@ the float32 matrix-product rate measured in the same run, and against cuDNN thro
 ResNet-50/VGG layers, at least 1.0x on LeNet and CIFAR. The plain rows are what a user gets
 (GPUCNN_CONV_ALGORITHM, "auto" by default); on 3x3 stride-1 layers a "(gemm)" or
 "(winograd)" row times the algorithm that was not picked, and "(winograd4)" F(4x4, 3x3);
-"(direct)" rows time the direct kernels in each direction where they apply.
+"(direct)" rows time the direct kernels in each direction where they apply and "auto" did
+not pick them, and a "backward-data (gemm)" row the GEMM where "auto" took the direct
+kernel's phases (strided layers of few channels).
 """
 
 from __future__ import annotations
@@ -20,8 +22,10 @@ from gpucnn.cuda.conv import (
     direct_filter_plan,
     direct_phase_plan,
     direct_plan,
+    takes_direct_phases,
     winograd_tile,
 )
+from gpucnn.cuda.conv import conv_algorithm as algorithm_in_use
 
 from .harness import Target, conv_algorithm, record
 
@@ -32,6 +36,8 @@ LAYERS = [
     ("resnet20 16@32", 128, (16, 32, 32), (16, 3, 3, 1, 1)),
     ("resnet20 32@16 s2", 128, (16, 32, 32), (32, 3, 3, 2, 1)),
     ("resnet20 32@16", 128, (32, 16, 16), (32, 3, 3, 1, 1)),
+    # the second downsampling layer: the first wider than "auto"'s direct-phases bound
+    ("resnet20 64@8 s2", 128, (32, 16, 16), (64, 3, 3, 2, 1)),
     ("resnet20 64@8", 128, (64, 8, 8), (64, 3, 3, 1, 1)),
     # the training-step benchmark's CIFAR CNN: its two largest layers (2.4 GFLOP each); the
     # second sits between the sizes "auto"'s Winograd rule was measured on
@@ -128,7 +134,8 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
     """(algorithm, directions) timed beside what "auto" picked, on a GPU: on 3x3 stride-1
     layers each of gemm, winograd (F(2x2, 3x3)) and winograd4 (F(4x4, 3x3)) it did not pick
     (same flop count for the fraction of peak: the rate of useful work), so each run shows
-    whether the rule holds; the direct kernel in each direction where it applies."""
+    whether the rule holds; the direct kernel in each direction where it applies and was not
+    picked, and the GEMM's backward-data where the direct kernel's phases were."""
     if target.name != "gpu":
         return []
     k, c, r, s = w_shape
@@ -140,11 +147,15 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
         every = ("forward", "backward-data", "backward-filter")
         tiles = {"gemm": 0, "winograd": 2, "winograd4": 4}
         found += [(name, every) for name, tile in tiles.items() if tile != chosen]
+    phases = stride != 1 and direct_phase_plan(w_shape, x_shape[2:], window, 4)
+    if phases and takes_direct_phases(w_shape, window, algorithm_in_use()):
+        found.append(("gemm", ("backward-data",)))
+        phases = None  # the plain row times them
     applies = {
         "forward": direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, 4),
         "backward-data": direct_plan(k, c, x_shape[2:], (r, s), (1, 1), window.dilation, 4)
         if stride == 1
-        else direct_phase_plan(w_shape, x_shape[2:], window, 4),
+        else phases,
         # (filters of few taps keep their own reduction under every algorithm)
         "backward-filter": k * c * r * s > PER_TAP_FILTER_TAPS
         and direct_filter_plan(x_shape[0], c, k, out_hw, (r, s), window.stride, window.dilation, 4),

@@ -54,16 +54,22 @@ WINOGRAD_WORKSPACE_BYTES = 256 << 20
 # Direct convolution (cuda/conv2d_direct.cu), all three directions (backward-data of a
 # strided layer one phase of dx at a time; with a stride and dilation both, the GEMM's), for
 # layers with few channels and small images, where the implicit GEMM's tiles mostly multiply
-# zeros: GPUCNN_CONV_ALGORITHM=direct. Not yet timed on a GPU, so "auto" does not take it
-# (benchmarks/conv2d.py's "(direct)" rows decide). A layer whose output rows are wider than
-# a block's pixels, whose filter has more taps than a block's threads cover, or whose staged
-# input does not fit in shared memory, keeps the GEMM.
+# zeros: GPUCNN_CONV_ALGORITHM=direct. A layer whose output rows are wider than a block's
+# pixels, whose filter has more taps than a block's threads cover, or whose staged input does
+# not fit in shared memory, keeps the GEMM. "auto" takes it only for the backward-data of
+# strided, undilated layers of at most AUTO_DIRECT_PHASES_MAX_CHANNELS input and output
+# channels: the GEMM's gather multiplies every filter tap, three in four of them zeros at
+# stride 2, and ResNet-20's 16 -> 32 at stride 2 (batch 128) measured 0.087-0.103 ms by
+# phases against the GEMM's 0.223 in three H100 runs (sessions 10-11). Elsewhere the direct
+# kernel measured 0.1-1.3x the GEMM (benchmarks/NOTES.md), so "auto" keeps the GEMM there;
+# wider strided layers wait for their measurement (benchmarks/conv2d.py's "s2" rows).
 DIRECT_SOURCE = "conv2d_direct.cu"
 DIRECT_PIXELS, DIRECT_CHANNELS = 4, 8  # per thread: direct::kPixels, direct::kChannels
 DIRECT_COLUMNS = 4  # filter taps per thread in backward-filter: direct::kColumns
 DIRECT_MAX_GROUPS = 8  # groups of DIRECT_CHANNELS output channels a block: 64 in 256 threads
 DIRECT_MAX_CHUNK = 8  # input channels staged in shared memory at a time
 DIRECT_SHARED_BYTES = 48 << 10  # the most a launch may ask for without opting in
+AUTO_DIRECT_PHASES_MAX_CHANNELS = 32
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,17 @@ def direct_filter_plan(
     threads = -(-groups * column_threads // 32) * 32
     return DirectFilterPlan(
         groups, column_threads, chunk, band_rows, units, -(-total_units // units), threads, shared
+    )
+
+
+def takes_direct_phases(w_shape, window: Window, algorithm: str) -> bool:
+    """Whether backward-data runs by phases of dx (conv2d_direct_phase, where its plan fits):
+    a strided, undilated layer under "direct", or under "auto" with few channels."""
+    if window.stride == (1, 1) or window.dilation != (1, 1):
+        return False
+    k, c = w_shape[:2]
+    return algorithm == "direct" or (
+        algorithm == "auto" and max(k, c) <= AUTO_DIRECT_PHASES_MAX_CHANNELS
     )
 
 
@@ -411,35 +428,35 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     shape = _shape(x.shape, w.shape, window, dy.shape[2:])
     algorithm = conv_algorithm()
     tile = winograd_tile(x.shape, w.shape, window, dy.shape[2:], algorithm)
-    direct = algorithm == "direct"
     dx = None
     if need_dx:
-        dx = _backward_data(dy, w, empty(x, x.shape, x.dtype), window, shape, tile, direct)
+        dx = _backward_data(dy, w, empty(x, x.shape, x.dtype), window, shape, tile, algorithm)
     dw = None
     if need_dw:
         dw = (
             _winograd_backward_filter(dy, x, w, window, tile)
             if tile
-            else _backward_filter(dy, x, w, window, shape, direct)
+            else _backward_filter(dy, x, w, window, shape, algorithm == "direct")
         )
     db = backward_bias(dy) if with_bias else None
     return dx, dw, db
 
 
-def _backward_data(dy, w, dx, window: Window, shape, tile: int, direct: bool):
-    """dx through Winograd (tile > 0), the direct kernel (``direct``, where it applies; at a
-    stride, by phases of dx) or the implicit GEMM's gather."""
+def _backward_data(dy, w, dx, window: Window, shape, tile: int, algorithm: str):
+    """dx through Winograd (tile > 0), the direct kernel (where it applies: at stride 1 under
+    "direct"; at a stride by phases of dx, see takes_direct_phases) or the implicit GEMM's
+    gather."""
     n, c, height, width = dx.shape
     k, _, r, s = w.shape
     (ph, pw), (dh, dw) = window.padding, window.dilation
     if tile:
         return _winograd(dy, w, None, dx, (2 - ph, 2 - pw), True, tile)
-    if direct and window.stride == (1, 1):
+    if algorithm == "direct" and window.stride == (1, 1):
         plan = direct_plan(k, c, (height, width), (r, s), (1, 1), window.dilation, dx.itemsize)
         if plan:
             padding = ((r - 1) * dh - ph, (s - 1) * dw - pw)
             return _direct(dy, w, None, dx, (1, 1), padding, window.dilation, True, plan)
-    elif direct and window.dilation == (1, 1):  # strided: by phases
+    elif takes_direct_phases(w.shape, window, algorithm):
         plan = direct_phase_plan(w.shape, (height, width), window, dx.itemsize)
         if plan:
             return _direct_phases(dy, w, dx, window, plan)

@@ -1,6 +1,6 @@
-"""cuda/conv2d_direct.cu (GPUCNN_CONV_ALGORITHM=direct): forward, backward-filter and, at
-stride 1, backward-data, against the NumPy path in float64, on the emulator (and on a
-GPU)."""
+"""cuda/conv2d_direct.cu (GPUCNN_CONV_ALGORITHM=direct, and "auto"'s backward-data of strided
+layers of few channels): forward, backward-filter and backward-data (at a stride by phases),
+against the NumPy path in float64, on the emulator (and on a GPU)."""
 
 from __future__ import annotations
 
@@ -109,6 +109,50 @@ def test_a_strided_backward_data_is_one_launch_planned_for_its_largest_phase(bac
     window = conv_window(3, 2, 1, 1)
     plan = cuda_conv.direct_phase_plan((4, 3, 3, 3), (9, 8), window, 8)
     assert plan == cuda_conv.direct_plan(4, 3, (5, 4), (2, 2), (1, 1), (1, 1), 8)
+
+
+# (C, K, stride, dilation, whether "auto" runs backward-data by phases): ResNet-20's 16 -> 32
+# at stride 2, where the rule was measured, and each bound crossed by one step.
+AUTO_PHASE_CASES = [
+    (16, 32, 2, 1, True),
+    (32, 32, 2, 1, True),
+    (33, 32, 2, 1, False),  # one input channel past the bound
+    (16, 33, 2, 1, False),  # one output channel past it
+    (3, 8, (1, 2), 1, True),  # strided along one axis
+    (16, 32, 1, 1, False),  # stride 1: the GEMM (or Winograd)
+    (16, 32, 2, 2, False),  # strided and dilated: no phases
+]
+
+
+@pytest.mark.parametrize(("c", "k", "stride", "dilation", "expected"), AUTO_PHASE_CASES)
+def test_auto_runs_strided_backward_data_of_few_channels_by_phases(
+    c, k, stride, dilation, expected
+):
+    window = conv_window(3, stride, 1, dilation)
+    w_shape = (k, c, 3, 3)
+    assert cuda_conv.takes_direct_phases(w_shape, window, "auto") == expected
+    phased = window.stride != (1, 1) and window.dilation == (1, 1)
+    assert cuda_conv.takes_direct_phases(w_shape, window, "direct") == phased
+    for other in ("gemm", "winograd", "winograd4"):
+        assert not cuda_conv.takes_direct_phases(w_shape, window, other)
+
+
+@pytest.mark.parametrize(("c", "k", "phases"), [(4, 6, True), (33, 6, False)])
+def test_auto_strided_backward_data_launches_what_the_rule_says(backend, monkeypatch, c, k, phases):
+    monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE, raising=False)
+    launched = record_launches(monkeypatch, cuda_conv)
+    x, w, _ = conv_case_inputs((2, c, 9, 8, k, 3, 3))
+    dy = np.random.default_rng(1).standard_normal(
+        ops.conv2d_forward(x, w, stride=2, padding=1).shape
+    )
+    expected = ops.conv2d_backward(dy, x, w, stride=2, padding=1, with_bias=False)
+    x, w, dy = (a.astype(np.float32) for a in (x, w, dy))
+    got = backend.run(ops.conv2d_backward, dy, x, w, stride=2, padding=1, with_bias=False)
+    assert rel_error(got[0], expected[0]) < 1e-6 and rel_error(got[1], expected[1]) < 1e-6
+    assert ("conv2d_direct_phase" in launched) == phases
+    assert any(name.startswith("conv2d_backward_data") for name in launched) == (not phases)
+    assert "conv2d_direct" not in launched  # forward and filter gradient keep the GEMM
+    assert not any(name.startswith("conv2d_direct_backward_filter") for name in launched)
 
 
 # (N, C, H, W, K, stride, shared memory in elements, TARGET_BLOCKS): 3x3 filters, padding
