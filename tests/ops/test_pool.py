@@ -37,6 +37,10 @@ CASES = [
     # usual 3x3/2, whose windows its unrolled path bounds, and 3x3/1, read at run time
     ((2, 3, 8, 12), 3, 2, 1, False),
     ((1, 2, 6, 8), 3, 1, 1, True),
+    # the gather's unrolled 2 x 3 windows a 4-input segment, each bound passed alone: three
+    # window rows hold an input row, then four window columns a segment (read at run time)
+    ((1, 2, 7, 8), (3, 1), (1, 2), (1, 0), False),
+    ((1, 2, 6, 12), (2, 5), 2, (1, 2), True),
     # windows that tile the image exactly (the CUDA path's _tiled kernels): 2x2 above, 3x3
     # (both unrolled), rectangular (sizes read at run time)
     ((2, 3, 6, 9), (3, 1), None, 0, True),
