@@ -71,7 +71,11 @@ def max_pool2d_backward(
 
     The window arguments are optional: given (as the MaxPool2D layer does), they are checked
     against dy's shape and let the GPU gather each input's gradient from just the windows that
-    hold it; without them the GPU walks each plane's outputs in order. Same result either way.
+    hold it; without them the GPU walks each plane's outputs in order. Same result either way
+    for the argmax that max_pool2d_forward gives with that window, whose every index points
+    inside its own window. An index outside its window is routed to where it points by the
+    NumPy path and by the GPU without the window, but dropped by the GPU with it (which never
+    reads or writes out of bounds). Every index must lie in [0, H*W); the NumPy path checks.
     """
     x_shape = check_shape4(x_shape, "x_shape")
     window = None
