@@ -81,6 +81,34 @@ def test_an_index_outside_its_window_is_dropped_only_with_the_window(backend, ge
     assert np.array_equal(got, dropped)
 
 
+@pytest.mark.parametrize(
+    ("geometry", "given"),
+    [
+        (dict(kernel_size=3, stride=2, padding=1), False),
+        (dict(kernel_size=2), True),
+        (dict(kernel_size=3, stride=2, padding=1), True),
+    ],
+    ids=["planes", "tiled", "gather"],
+)
+def test_an_index_out_of_range_is_never_followed(backend, geometry, given):
+    # The NumPy path refuses argmax values outside [0, H*W); the kernels skip that check (on
+    # a GPU a host sync) but never index with one: its gradient goes nowhere. H*W in the
+    # first plane would land in the second plane's first pixel, in the last plane past dx.
+    x = shuffled_linspace((2, 1, 6, 8), np.float32)
+    _, argmax = ops.max_pool2d_forward(x, **geometry)
+    dy = shuffled_linspace(argmax.shape, np.float32, seed=5)
+    bad = [(0, 0, 0, 0, -1), (0, 0, 0, 1, 48), (1, 0, -1, -1, 48), (1, 0, 0, 0, 2**31 - 1)]
+    kept = dy.copy()
+    for *where, value in bad:
+        argmax[tuple(where)], kept[tuple(where)] = value, 0
+    expected = ops.max_pool2d_backward(kept, np.clip(argmax, 0, 47), x.shape)
+    window = geometry if given else {}
+    got = backend.run(ops.max_pool2d_backward, dy, argmax, x.shape, **window)
+    assert np.array_equal(got, expected)
+    with pytest.raises(ValueError, match="argmax"):
+        ops.max_pool2d_backward(dy, argmax, x.shape, **window)
+
+
 @pytest.mark.parametrize("kind", ["ties", "nan", "-inf"])
 @pytest.mark.parametrize("case", CASES)
 def test_max_pool_special_values_match_exactly(backend, case, kind):
