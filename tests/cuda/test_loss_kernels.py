@@ -105,14 +105,26 @@ def test_huge_logits_nan_and_determinism(backend):
     assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
 
 
-def test_unchecked_bad_label_gives_nan_not_a_stray_read(backend):
+@pytest.mark.parametrize(
+    "forward",
+    [ops.softmax_cross_entropy_forward, ops.mse_forward, ops.hinge_forward],
+    ids=["softmax-cross-entropy", "mse", "hinge"],
+)
+@pytest.mark.parametrize("row", [0, 1, 3])
+@pytest.mark.parametrize("label", [-1, 5, 2**40])
+def test_unchecked_bad_label_gives_nan_not_a_stray_read(backend, forward, row, label):
     # With check_targets=False the caller promises valid labels; a broken promise yields a
     # NaN loss on the CUDA path, and the sanitized emulator proves nothing is read out of
-    # bounds.
+    # bounds. One bad label at a time, so no other row's NaN can hide a row that read a
+    # neighbour's logit instead (label C = 5 in the last row reads past the array).
     logits, _ = _case(4, 5, np.float32)
-    target = np.array([0, 5, -1, 2])
-    loss, _ = backend.run(ops.softmax_cross_entropy_forward, logits, target, check_targets=False)
+    target = np.array([0, 4, 1, 2])
+    target[row] = label
+    loss, _ = backend.run(forward, logits, target, check_targets=False)
     assert np.isnan(loss)
+    target[row] = 3
+    loss, _ = backend.run(forward, logits, target, check_targets=False)
+    assert np.isfinite(loss)
 
 
 def test_bad_input_is_named():
