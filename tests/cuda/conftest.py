@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 import gpucnn
+from gpucnn._checks import env_flag
 from gpucnn.cuda import limit_grid_stride_blocks, poison_outputs
 from gpucnn.emulator import set_sanitize
 from gpucnn.emulator.build import EmulatorCompileError, compiler
@@ -52,7 +53,8 @@ def backend(request):
             compiler()
         except EmulatorCompileError as exc:
             pytest.skip(f"no C++ compiler for the emulator: {exc}")
-        set_sanitize(True)
+        # GPUCNN_TEST_SANITIZE=0: unsanitized, for tests.mutation's fast first pass only
+        set_sanitize(env_flag("GPUCNN_TEST_SANITIZE", True))
         with poison_outputs(), limit_grid_stride_blocks(3):
             yield Backend("emulator")
         set_sanitize(None)
