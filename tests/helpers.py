@@ -132,6 +132,22 @@ def rel_error(out, ref) -> float:
     return float(diff / scale) if scale > 0 else float(diff)
 
 
+def same_bits(got, expected) -> bool:
+    """The same dtype, shape and values bit for bit, the sign of zero included (which
+    np.array_equal ignores: -0.0 == 0.0); NaN matches NaN in the same places whatever its
+    payload and sign, which the hardware picks (x86 and CUDA make different NaNs)."""
+    got, expected = np.asarray(got), np.asarray(expected)
+    if got.dtype != expected.dtype or got.shape != expected.shape:
+        return False
+    if got.dtype.kind not in "fc":
+        return np.array_equal(got, expected)
+    nan = np.isnan(expected)
+    if not np.array_equal(np.isnan(got), nan):
+        return False
+    got, expected = got[~nan], expected[~nan]
+    return np.array_equal(got, expected) and np.array_equal(np.signbit(got), np.signbit(expected))
+
+
 def shuffled_linspace(shape, dtype=np.float64, seed=0, low=-1.0, high=1.0):
     """Distinct values in random order (Chainer's trick): no ties, so max pooling's argmax and
     a finite-difference gradient never depend on tie-breaking."""

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpucnn import ops
-from tests.helpers import misaligned, rel_error, shuffled_linspace
+from tests.helpers import misaligned, rel_error, same_bits, shuffled_linspace
 
 # More elements than the emulator's three 256-thread blocks cover, so every loop loops; an odd
 # count; and the values where the functions change branch or are undefined.
@@ -37,7 +37,7 @@ def test_relu_and_every_backward_give_numpys_values(backend, dtype):
         expected = op(*args)
         got = backend.run(op, *args)
         assert got.dtype == dtype and got.shape == SHAPE
-        assert np.array_equal(got, expected, equal_nan=True), op.__name__
+        assert same_bits(got, expected), op.__name__
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -60,8 +60,8 @@ def test_dropout_draws_numpys_mask(backend, dtype, p, seed, step):
     x, _ = _inputs(dtype)
     y_ref, mask_ref = ops.dropout_forward(x, p, seed, step)
     y, mask = backend.run(ops.dropout_forward, x, p, seed, step)
-    assert np.array_equal(mask, mask_ref)
-    assert np.array_equal(y, y_ref, equal_nan=True)
+    assert same_bits(mask, mask_ref)
+    assert same_bits(y, y_ref)
     kept = np.count_nonzero(mask) / mask.size
     assert abs(kept - (1 - p)) < 0.08  # 1001 draws: a wrong generator would miss this
 
@@ -87,7 +87,7 @@ def test_a_step_counter_draws_the_steps_masks_and_advances_on_the_device(backend
 
     *masks, counter = backend.run(draws, x, np.array([5, 0], np.uint64))
     for step, mask in zip((5, 6, 7), masks, strict=True):
-        assert np.array_equal(mask, ops.dropout_forward(x, 0.5, 9, step)[1]), step
+        assert same_bits(mask, ops.dropout_forward(x, 0.5, 9, step)[1]), step
     assert counter.tolist() == [9, 0]
     reference = np.array([5, 0], np.uint64)
     draws(x, reference)
@@ -127,13 +127,13 @@ def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend):
         (ops.relu_backward, (dy, x)),
         (ops.tanh_backward, (dy, np.tanh(x))),
     ]:
-        assert np.array_equal(gpu_backend.run(op, *args), op(*args)), op.__name__
+        assert same_bits(gpu_backend.run(op, *args), op(*args)), op.__name__
     y_ref, mask_ref = ops.dropout_forward(x, 0.3, 11, 5)
     first = gpu_backend.run(ops.dropout_forward, x, 0.3, 11, 5)
-    assert np.array_equal(first[1], mask_ref) and np.array_equal(first[0], y_ref)
+    assert same_bits(first[1], mask_ref) and same_bits(first[0], y_ref)
     sigmoid = gpu_backend.run(ops.sigmoid_forward, x)
     assert rel_error(sigmoid, ops.sigmoid_forward(x.astype(np.float64))) < 1e-6
-    assert np.array_equal(sigmoid, gpu_backend.run(ops.sigmoid_forward, x))
+    assert same_bits(sigmoid, gpu_backend.run(ops.sigmoid_forward, x))
 
 
 def test_strided_and_misaligned_inputs_give_the_same_result(backend):
@@ -147,4 +147,4 @@ def test_strided_and_misaligned_inputs_give_the_same_result(backend):
         return ops.relu_backward(misaligned(dy), strided), ops.sigmoid_backward(dy, misaligned(y))
 
     got = backend.run(from_views, x, dy, y)
-    assert all(np.array_equal(g, e, equal_nan=True) for g, e in zip(got, expected, strict=True))
+    assert all(same_bits(g, e) for g, e in zip(got, expected, strict=True))

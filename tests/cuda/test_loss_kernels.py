@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from gpucnn import ops
-from tests.helpers import misaligned, rel_error, shuffled_linspace
+from tests.helpers import misaligned, rel_error, same_bits, shuffled_linspace
 
 TOLERANCE = {np.float32: 1e-6, np.float64: 1e-13}
 
@@ -32,7 +32,7 @@ def test_matches_numpy(backend, n, classes, dtype):
     # backward from the same probabilities: the same two roundings, the same bits
     grad_ref = ops.softmax_cross_entropy_backward(prob_ref, target)
     grad = backend.run(ops.softmax_cross_entropy_backward, prob_ref, target)
-    assert np.array_equal(grad, grad_ref)
+    assert same_bits(grad, grad_ref)
 
 
 @pytest.mark.parametrize("n, classes", [(1, 1), (5, 3), (70, 33), (300, 10), (9, 100)])
@@ -51,13 +51,13 @@ def test_squared_error_and_hinge_match_numpy(backend, n, classes, dtype):
         loss, saved = backend.run(forward, *args)
         assert loss.shape == () and loss.dtype == dtype, name
         assert rel_error(loss, loss_ref) < 10 * TOLERANCE[dtype], name
-        assert np.array_equal(saved, saved_ref), name
+        assert same_bits(saved, saved_ref), name
         if backward is None:  # the hinge's backward needs the labels too
             grad_ref = ops.hinge_backward(saved_ref, target)
             grad = backend.run(ops.hinge_backward, saved_ref, target)
         else:
             grad_ref, grad = backward(saved_ref), backend.run(backward, saved_ref)
-        assert np.array_equal(grad, grad_ref), name
+        assert same_bits(grad, grad_ref), name
 
 
 def test_hinge_keeps_nan_and_counts_only_violations(backend):
@@ -65,10 +65,10 @@ def test_hinge_keeps_nan_and_counts_only_violations(backend):
     target = np.array([0, 3])
     loss_ref, violations_ref = ops.hinge_forward(pred, target)
     loss, violations = backend.run(ops.hinge_forward, pred, target)
-    assert np.array_equal(violations, violations_ref, equal_nan=True)
+    assert same_bits(violations, violations_ref)
     assert np.isnan(loss) and np.isnan(loss_ref)
     grad = backend.run(ops.hinge_backward, violations_ref, target)
-    assert np.array_equal(grad, ops.hinge_backward(violations_ref, target))
+    assert same_bits(grad, ops.hinge_backward(violations_ref, target))
 
 
 @pytest.mark.parametrize("label_dtype", [np.int32, np.uint8, np.int16])
@@ -102,7 +102,7 @@ def test_huge_logits_nan_and_determinism(backend):
     first = backend.run(ops.softmax_cross_entropy_forward, clean, target[[0, 1, 3]])
     again = backend.run(ops.softmax_cross_entropy_forward, clean, target[[0, 1, 3]])
     assert abs(float(first[0]) - (2e4 + np.log(3)) / 3) < 1e-2  # rows: 0, 2e4, log 3
-    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(same_bits(a, b) for a, b in zip(first, again, strict=True))
 
 
 @pytest.mark.parametrize(
@@ -144,9 +144,9 @@ def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend, n, classes):
     first = gpu_backend.run(ops.softmax_cross_entropy_forward, logits, target)
     again = gpu_backend.run(ops.softmax_cross_entropy_forward, logits, target)
     assert rel_error(first[0], loss_ref) < 1e-6 and rel_error(first[1], prob_ref) < 1e-6
-    assert all(np.array_equal(a, b) for a, b in zip(first, again, strict=True))
+    assert all(same_bits(a, b) for a, b in zip(first, again, strict=True))
     grad = gpu_backend.run(ops.softmax_cross_entropy_backward, first[1], target)
-    assert np.array_equal(grad, ops.softmax_cross_entropy_backward(first[1], target))
+    assert same_bits(grad, ops.softmax_cross_entropy_backward(first[1], target))
     for forward, args in [
         (ops.mse_forward, (logits, target)),
         (ops.hinge_forward, (logits, target)),
@@ -154,8 +154,8 @@ def test_realistic_sizes_on_the_gpu_and_bitwise_reruns(gpu_backend, n, classes):
         _, saved_ref = forward(*args)
         loss, saved = gpu_backend.run(forward, *args)
         assert rel_error(loss, forward(logits.astype(np.float64), target)[0]) < 1e-6
-        assert np.array_equal(saved, saved_ref), forward.__name__
-        assert np.array_equal(loss, gpu_backend.run(forward, *args)[0]), forward.__name__
+        assert same_bits(saved, saved_ref), forward.__name__
+        assert same_bits(loss, gpu_backend.run(forward, *args)[0]), forward.__name__
 
 
 def test_strided_and_misaligned_inputs_give_the_same_result(backend):
@@ -196,7 +196,7 @@ def test_accumulated_scores_match_numpy(backend, n, classes, dtype):
         return totals
 
     got = backend.run(on_device, pred, target, dense, np.zeros(2))
-    assert np.array_equal(got, expected)
+    assert same_bits(got, expected)
     assert expected[0] == 3 * 0.25 * n and expected[1] == 3 * np.count_nonzero(
         pred.argmax(axis=1) == target
     )
