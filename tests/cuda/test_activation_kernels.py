@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from gpucnn import ops
+from gpucnn._random import dropout_key
+from gpucnn.cpu.activation import dropout_uniform
 from tests.helpers import misaligned, rel_error, same_bits, shuffled_linspace
 
 # More elements than the emulator's three 256-thread blocks cover, so every loop loops; an odd
@@ -64,6 +66,17 @@ def test_dropout_draws_numpys_mask(backend, dtype, p, seed, step):
     assert same_bits(y, y_ref)
     kept = np.count_nonzero(mask) / mask.size
     assert abs(kept - (1 - p)) < 0.08  # 1001 draws: a wrong generator would miss this
+
+
+def test_dropout_keeps_an_element_whose_draw_equals_p(backend):
+    # An element is kept when its uniform u >= p (NumPy's rule): with p set to one element's
+    # own draw, that element must be kept and its neighbours decided as NumPy decides them.
+    x = np.ones(SHAPE, np.float32)
+    draws = dropout_uniform(SHAPE, dropout_key(11, 4))
+    p = float(np.sort(draws, axis=None)[draws.size // 2])  # a draw near the middle
+    y_ref, mask_ref = ops.dropout_forward(x, p, 11, 4)
+    y, mask = backend.run(ops.dropout_forward, x, p, 11, 4)
+    assert mask_ref[draws == p].all() and same_bits(mask, mask_ref) and same_bits(y, y_ref)
 
 
 def test_dropout_steps_draw_different_masks(backend):
