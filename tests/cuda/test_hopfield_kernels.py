@@ -113,12 +113,13 @@ def test_a_product_split_over_neurons_gives_the_same_bits(backend, monkeypatch, 
 
 
 @pytest.mark.parametrize("rule", ["hebb", "storkey"])
-def test_energy_of_states_longer_than_four_block_widths(backend, rule):
-    # hopfield_energy sums a state in four chains a thread, 256 threads a block: 1100
-    # neurons reach the fourth chain's guard (j < n) and wrap the loop once. Hebbian weights
-    # give exact integers (the same bits in any order); Storkey's fractions are compared by
-    # relative error, as the block's summing order differs from NumPy's.
-    n = 1100
+@pytest.mark.parametrize("n", [300, 1100])
+def test_energy_of_states_longer_than_a_block_width(backend, rule, n):
+    # hopfield_energy sums a state in four chains a thread, 256 threads a block: at 300
+    # neurons thread 44's second chain stops exactly at the guard (j < n: j = 300); 1100
+    # wraps the loop once. Hebbian weights give exact integers (the same bits in any order);
+    # Storkey's fractions are compared by relative error, as the block's summing order
+    # differs from NumPy's.
     patterns = random_patterns(5, n, seed=7)
     states = _noisy(patterns[:3], 0.3, seed=8).astype(np.float64)
     expected = _network(n, patterns, np.float64, rule).energy(states)
