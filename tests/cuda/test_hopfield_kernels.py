@@ -25,11 +25,15 @@ def _noisy(patterns, fraction, seed):
     return noisy
 
 
-def _compare(backend, n, p, batch, dtype=np.float32, **recall):
+def _compare(backend, n, p, batch, dtype=np.float32, clean=0, **recall):
+    """Recall, energy and a synchronous step on the device against the NumPy path, bit for
+    bit: ``batch`` states, noisy copies of the stored patterns (of random states past ``p``)
+    but for the first ``clean``, left as stored (stable from the start)."""
     patterns = random_patterns(p, n, seed=n)
     states = _noisy(
         random_patterns(batch, n, seed=1) if batch > p else patterns[:batch], 0.2, seed=2
     ).astype(dtype)
+    states[:clean] = patterns[:clean]
     reference = _network(n, patterns, dtype)
     expected = reference.recall(states, **recall)
 
@@ -80,6 +84,14 @@ def _compare(backend, n, p, batch, dtype=np.float32, **recall):
 )
 def test_recall_matches_numpy_bit_for_bit(backend, n, p, batch, mode, order):
     _compare(backend, n, p, batch, mode=mode, order=order, seed=5, max_sweeps=20)
+
+
+@pytest.mark.parametrize("mode", ["async", "sync"])
+def test_states_that_stop_early_repeat_their_energy_to_max_sweeps(backend, mode):
+    # Two sweeps at most: the stored patterns stop after the first (no change), the noisy
+    # states run both, so the stopped states' energies after sweep 2 are the ones the
+    # kernel fills in for them.
+    _compare(backend, 60, 4, 4, clean=2, mode=mode, max_sweeps=2)
 
 
 def test_float64_and_two_cycles(backend):
