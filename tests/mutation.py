@@ -26,6 +26,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -94,6 +95,29 @@ def _copy_tree(destination: Path) -> None:
         shutil.copy2(ROOT / name, target)
 
 
+def _run_tests(tests: list[str], tree: Path, env: dict, timeout: int):
+    """(pytest's exit status, its last line of output), or (None, "") past ``timeout``.
+    pytest runs in a session of its own, killed whole on a timeout: a mutant's endless loop
+    would otherwise keep spinning in the emulator's sanitizer runner, a child of pytest."""
+    command = [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests]
+    process = subprocess.Popen(
+        command,
+        cwd=tree,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return None, ""
+    return process.returncode, (output.strip().splitlines() or [""])[-1]
+
+
 def run(kernel: str, only: list[int] | None, fast: bool, timeout: int) -> int:
     """Run ``kernel``'s mutants (all, or those numbered in ``only``); the number survived."""
     name = Path(kernel).name
@@ -118,22 +142,13 @@ def run(kernel: str, only: list[int] | None, fast: bool, timeout: int) -> int:
             path.write_text("".join(lines[:index] + [changed] + lines[index + 1 :]))
             started = time.monotonic()
             try:
-                result = subprocess.run(
-                    [sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider"]
-                    + KERNEL_TESTS[name],
-                    cwd=tree,
-                    env=env,
-                    capture_output=True,
-                    text=True,
-                    timeout=timeout,
-                )
-                last = (result.stdout.strip().splitlines() or [""])[-1]
-                if result.returncode:
+                returncode, last = _run_tests(KERNEL_TESTS[name], tree, env, timeout)
+                if returncode is None:
+                    verdict = "timeout"
+                elif returncode:
                     verdict = "killed"
                 else:  # a zero exit without the summary line: the process was corrupted
                     verdict = "SURVIVED" if " passed" in last else "crashed"
-            except subprocess.TimeoutExpired:
-                verdict, last = "timeout", ""
             finally:
                 path.write_text(original)
             survived += verdict == "SURVIVED"
