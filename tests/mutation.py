@@ -73,14 +73,13 @@ def mutants(source: str) -> list[tuple[int, str]]:
     (comments and preprocessor lines left alone), in order."""
     found = []
     for index, line in enumerate(source.splitlines(keepends=True)):
-        code, comment = (line.split("//", 1) + [""])[:2]
-        comment = "//" + comment if "//" in line else ""
+        code, slashes, comment = line.partition("//")
         if not code.strip() or code.lstrip().startswith(("#", "*", "/*")):
             continue
         for pattern, replacement in OPERATORS:
             for match in re.finditer(pattern, code):
                 changed = code[: match.start()] + replacement + code[match.end() :]
-                found.append((index, changed + comment))
+                found.append((index, changed + slashes + comment))
     return found
 
 
@@ -118,11 +117,9 @@ def _run_tests(tests: list[str], tree: Path, env: dict, timeout: int):
     return process.returncode, (output.strip().splitlines() or [""])[-1]
 
 
-def run(kernel: str, only: list[int] | None, fast: bool, timeout: int) -> int:
-    """Run ``kernel``'s mutants (all, or those numbered in ``only``); the number survived."""
-    name = Path(kernel).name
-    if name not in KERNEL_TESTS:
-        raise SystemExit(f"no kernel tests known for {kernel} (known: {sorted(KERNEL_TESTS)})")
+def run(name: str, only: list[int] | None, fast: bool, timeout: int) -> int:
+    """Run the mutants of cuda/``name`` (all, or those numbered in ``only``); the number
+    that survived."""
     survived = 0
     with tempfile.TemporaryDirectory(prefix="gpucnn-mutation-") as folder:
         tree = Path(folder)
@@ -173,14 +170,20 @@ def main(argv=None) -> int:
     parser.add_argument("--fast", action="store_true", help="the emulator unsanitized")
     parser.add_argument("--timeout", type=int, default=300, help="seconds per mutant")
     args = parser.parse_args(argv)
+    name = Path(args.kernel).name
+    if name not in KERNEL_TESTS:
+        parser.error(f"no kernel tests known for {args.kernel} (known: {sorted(KERNEL_TESTS)})")
     if args.list:
-        source = (ROOT / "cuda" / Path(args.kernel).name).read_text()
+        source = (ROOT / "cuda" / name).read_text()
         lines = source.splitlines()
         for number, (index, changed) in enumerate(mutants(source)):
             print(f"{number:4d}  line {index + 1}: {lines[index].strip()}  =>  {changed.strip()}")
         return 0
-    only = None if args.only is None else [int(n) for n in args.only.split(",")]
-    return 1 if run(args.kernel, only, args.fast, args.timeout) else 0
+    try:
+        only = None if args.only is None else [int(n) for n in args.only.split(",")]
+    except ValueError:
+        parser.error(f"--only must be comma-separated mutant numbers, got {args.only!r}")
+    return 1 if run(name, only, args.fast, args.timeout) else 0
 
 
 if __name__ == "__main__":
