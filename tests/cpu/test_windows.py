@@ -1,0 +1,92 @@
+"""gpucnn.cpu._windows: how a batch is split for the workers, and that no strided view the
+NumPy path takes reaches outside its array."""
+
+from __future__ import annotations
+
+import pytest
+from numpy.lib.stride_tricks import as_strided
+
+import gpucnn.cpu._windows
+import gpucnn.cpu.conv
+from gpucnn import ops
+from gpucnn.cpu._windows import CHUNK_BYTES, CHUNK_MULTIPLE, chunks
+from tests.helpers import conv_case_geometry, conv_case_inputs, shuffled_linspace
+from tests.ops import test_conv, test_pool
+
+
+def _lengths(count, bytes_per_item):
+    runs = list(chunks(count, bytes_per_item))
+    assert [run.step for run in runs] == [None] * len(runs)
+    starts = [run.start for run in runs] + [count]
+    assert starts[0] == 0 and [run.stop for run in runs] == starts[1:]  # covers, in order
+    return [run.stop - run.start for run in runs]
+
+
+@pytest.mark.parametrize("count", [1, 2, 5, 64, 1000])
+def test_a_batch_that_fits_is_one_chunk(count):
+    assert _lengths(count, CHUNK_BYTES // count) == [count]
+    assert _lengths(count, 0) == [count]
+
+
+def test_an_empty_batch_has_no_chunks():
+    assert _lengths(0, 100) == []
+
+
+@pytest.mark.parametrize(
+    ("count", "bytes_per_item"),
+    [
+        (7, CHUNK_BYTES // 3),
+        (64, CHUNK_BYTES // 16 + 1),
+        (1000, 9 * CHUNK_BYTES // 1000),
+        (3, 1 << 30),
+    ],
+)
+def test_a_larger_batch_splits_into_even_chunks_a_multiple_of_four_where_it_can(
+    count, bytes_per_item
+):
+    lengths = _lengths(count, bytes_per_item)
+    assert max(lengths) - min(lengths) <= 1
+    assert len(lengths) % CHUNK_MULTIPLE == 0 or len(lengths) == count
+    # at most about CHUNK_BYTES a chunk: never more items than one over the bound
+    assert (min(lengths) - 1) * bytes_per_item <= CHUNK_BYTES
+
+
+def _checked_as_strided(x, shape=None, strides=None, **kwargs):
+    """as_strided that fails a test when the view reaches a byte outside ``x``: NumPy does
+    not check, and a view one row too tall reads whatever lies past the array."""
+    view = as_strided(x, shape, strides, **kwargs)
+    if view.size:
+        extents = [(n - 1) * step for n, step in zip(view.shape, view.strides, strict=True)]
+        first = _address(view) + sum(e for e in extents if e < 0)
+        last = _address(view) + sum(e for e in extents if e > 0) + view.itemsize
+        assert _address(x) <= first and last <= _address(x) + x.nbytes, (
+            f"a strided view of {x.shape} reaches bytes [{first - _address(x)}, "
+            f"{last - _address(x)}) outside its {x.nbytes}"
+        )
+    return view
+
+
+def _address(a):
+    return a.__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize("case", test_conv.CASES)
+def test_the_convolutions_strided_views_stay_inside_their_arrays(case, monkeypatch):
+    for module in (gpucnn.cpu.conv, gpucnn.cpu._windows):
+        monkeypatch.setattr(module, "as_strided", _checked_as_strided)
+    x, w, b = conv_case_inputs(case)
+    geometry = conv_case_geometry(case)
+    ops.conv2d_backward(ops.conv2d_forward(x, w, b, **geometry), x, w, **geometry)
+
+
+@pytest.mark.parametrize("case", test_pool.CASES)
+def test_the_poolings_strided_views_stay_inside_their_arrays(case, monkeypatch):
+    monkeypatch.setattr(gpucnn.cpu._windows, "as_strided", _checked_as_strided)
+    shape, kernel, stride, padding, ceil_mode = case
+    x = shuffled_linspace(shape)
+    geometry = dict(kernel_size=kernel, stride=stride, padding=padding, ceil_mode=ceil_mode)
+    y, argmax = ops.max_pool2d_forward(x, **geometry)
+    ops.max_pool2d_backward(y, argmax, x.shape)
+    ops.avg_pool2d_backward(ops.avg_pool2d_forward(x, **geometry), x.shape, **geometry)
+    y = ops.l2_pool2d_forward(x, **geometry)
+    ops.l2_pool2d_backward(y, x, y, **geometry)
