@@ -37,6 +37,13 @@ def test_activation_values():
     assert rel_error(ops.tanh_forward(x), np.tanh(x.astype(np.float64))) < 1e-7
 
 
+def test_relu_passes_no_gradient_at_zero():
+    # The subgradient at 0 (and -0) is 0, as PyTorch's: only x > 0 passes dy.
+    x = np.array([-1.0, -0.0, 0.0, np.finfo(np.float32).tiny, 2.0], np.float32)
+    dy = np.full(x.shape, 3.0, np.float32)
+    assert np.array_equal(ops.relu_backward(dy, x), [0, 0, 0, 3, 3])
+
+
 def test_sigmoid_is_stable_for_large_inputs():
     x = np.array([-1000.0, -80.0, 80.0, 1000.0], np.float32)
     with warnings.catch_warnings():
@@ -73,6 +80,20 @@ def test_dropout_masks_scale_and_reproduce():
     assert not np.array_equal(y, other_step) and not np.array_equal(y, other_seed)
     dy = shuffled_linspace(x.shape, np.float32, seed=1)
     assert np.array_equal(ops.dropout_backward(dy, mask), dy * mask)
+
+
+def test_dropout_keeps_an_element_whose_draw_equals_p():
+    # The rule is keep where u >= p: with p set to one element's own draw, it is kept, and
+    # exactly the elements with a smaller draw are dropped.
+    from gpucnn._random import dropout_key
+    from gpucnn.cpu.activation import dropout_uniform
+
+    x = np.ones((16, 33), np.float32)
+    draws = dropout_uniform(x.shape, dropout_key(11, 4))
+    p = float(np.sort(draws, axis=None)[draws.size // 2])
+    _, mask = ops.dropout_forward(x, p, seed=11, step=4)
+    assert mask[draws == p].all()
+    assert np.array_equal(mask != 0, draws >= p)
 
 
 def test_the_dropout_step_counter_wraps_at_2_to_the_64_silently():
