@@ -114,3 +114,15 @@ def test_the_ops_name_their_own_arguments():
     for margin in ((1.0, 2.0), -1.0, float("nan")):  # was NumPy's broadcasting error
         with pytest.raises((TypeError, ValueError), match="margin must be"):
             ops.hinge_forward(np.zeros((2, 3), np.float32), labels, margin)
+
+
+def test_accumulated_scores_count_the_rows_whose_argmax_is_the_target():
+    from gpucnn import ops
+
+    pred = np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.3, 0.2, 0.1], [0.0, 0.1, 0.9]])
+    labels = np.array([1, 1, 0, 0])  # right, a tie (the first maximum, 0, is chosen), right, wrong
+    totals = np.zeros(2)
+    ops.accumulate_scores(totals, 0.5, pred, labels)
+    assert totals.tolist() == [2.0, 2.0]
+    ops.accumulate_scores(totals, np.float64(0.25), pred, np.eye(3)[labels])  # one-hot
+    assert totals.tolist() == [3.0, 4.0]
