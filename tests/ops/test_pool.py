@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -33,6 +35,9 @@ CASES = [
     ((1, 1, 6, 6), 4, 3, 2, True),
     ((1, 1, 5, 5), 2, 2, 1, True),
     ((1, 2, 10, 10), 3, 3, 1, True),
+    # a ceil_mode overhang as wide as the padding, on both axes and on the rows only
+    ((1, 1, 6, 6), 3, 2, 1, True),
+    ((1, 2, 6, 7), 3, 2, 1, True),
     # overlapping windows on rows a multiple of 4 wide (the CUDA gather's vector stores): the
     # usual 3x3/2, whose windows its unrolled path bounds, and 3x3/1, read at run time
     ((2, 3, 8, 12), 3, 2, 1, False),
@@ -264,6 +269,19 @@ def test_l2_all_zero_window_passes_zero_gradient_not_nan():
     assert y[0, 0, 0, 0] == 3.0 and np.all(y.ravel()[1:] == 0)
     assert np.all(np.isfinite(dx))
     assert dx[0, 0, 0, 0] == 1.0 and np.count_nonzero(dx) == 1
+
+
+def test_l2_window_whose_squares_underflow_passes_zero_gradient_without_warnings():
+    # 1e-30 squared is 0 in float32: y = 0 although x is not, and y = 0 means no gradient
+    # (as the kernel's `norm > 0`), not x * dy / 0 or a division warning.
+    x = np.full((1, 1, 2, 4), 1e-30, np.float32)
+    x[..., 2:] = 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        y = ops.l2_pool2d_forward(x, 2)
+        dx = ops.l2_pool2d_backward(np.ones_like(y), x, y, 2)
+    assert y.ravel().tolist() == [0.0, 2.0]
+    assert np.all(dx[..., :2] == 0) and np.array_equal(dx[..., 2:], np.full((1, 1, 2, 2), 0.5))
 
 
 @settings(max_examples=80, deadline=None)
