@@ -76,11 +76,6 @@ class Window:
         last_end = (self.output_size(length, axis) - 1) * self.stride[axis] + self.extent(axis)
         return max(0, last_end - (length + 2 * self.padding[axis]))
 
-    @property
-    def overlapping(self) -> bool:
-        """Whether one input pixel can fall in more than one window."""
-        return any(self.stride[a] < self.extent(a) for a in (0, 1))
-
 
 def _cached(build):
     """``build`` memoised on its arguments (by value and type, so True never passes for 1):

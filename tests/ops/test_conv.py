@@ -344,3 +344,16 @@ def test_window_cache_keeps_bools_out_and_takes_lists():
     assert pool_window(2, None, 0, False) is pool_window(2, None, 0, False)
     with pytest.raises(TypeError, match="ceil_mode"):
         pool_window(2, None, 0, 0)
+
+
+def test_numpy_integers_are_window_sizes_like_ints():
+    # A size read from an array's shape or computed in NumPy is an np.int64, not an int.
+    from gpucnn._shapes import conv_window
+
+    sizes = (np.int64(3), np.int32(2), np.uint8(1), np.int16(2))
+    assert conv_window(*sizes) == conv_window(3, 2, 1, 2)
+    assert conv_window((np.int64(3), 3), (2, np.int8(2)), 1, 2) == conv_window(3, 2, 1, 2)
+    with pytest.raises(TypeError, match="kernel_size"):
+        conv_window(np.float64(3), 2, 1, 2)
+    with pytest.raises(TypeError, match="stride"):
+        conv_window(3, np.bool_(True), 1, 2)
