@@ -109,6 +109,33 @@ def test_synchronous_recall_reports_a_two_cycle_as_not_converged():
     assert stable.converged and stable.sweeps == 1
 
 
+def test_synchronous_recall_follows_step_sync_past_its_host_checks():
+    # Recall reads "is every state done?" back every 8 steps only; states here take up to 16
+    # steps, and each must end, count its steps and record its energies as repeated
+    # step_sync calls do, stopping at a fixed point or at a 2-cycle.
+    net = HopfieldNetwork(35, dtype=np.float64)
+    net.store(random_patterns(23, 35, seed=0))
+    states = random_patterns(64, 35, seed=1000, dtype=np.float64)
+    result = net.recall(states, mode="sync", max_sweeps=100)
+    assert result.sweeps.max() > 8
+    assert result.energies.shape == (result.sweeps.max() + 1, len(states))
+    for i, state in enumerate(states):
+        history = [state]
+        while True:
+            new = net.step_sync(history[-1])
+            if np.array_equal(new, history[-1]) or (
+                len(history) > 1 and np.array_equal(new, history[-2])
+            ):
+                break
+            history.append(new)
+        assert result.converged[i] == np.array_equal(new, history[-1])
+        assert result.sweeps[i] == len(history)
+        assert np.array_equal(result.states[i], new)
+        energies = net.energy(np.stack([*history, new]))
+        assert np.array_equal(result.energies[: len(history) + 1, i], energies)
+        assert np.all(result.energies[len(history) + 1 :, i] == energies[-1])
+
+
 def test_unlearning_raises_a_phantoms_energy():
     net = HopfieldNetwork(20)
     net.store(random_patterns(3, 20, seed=5))
@@ -209,6 +236,17 @@ def test_float32_exactness_is_checked(monkeypatch):
         net.store(random_patterns(20, 100, seed=1))
     assert net.stored == 2  # the failed store changed nothing
     HopfieldNetwork(100, dtype=np.float64).store(random_patterns(20, 100, seed=1))
+
+
+def test_float32_exactness_is_refused_from_exactly_2_to_the_24(monkeypatch):
+    # n * max|w| must stay below the limit: at it, a field could round.
+    monkeypatch.setattr(hopfield, "EXACT_FLOAT32", 1000)
+    net = HopfieldNetwork(100)
+    pattern = random_patterns(1, 100, seed=0)
+    net.store(np.repeat(pattern, 9, axis=0))  # max|w| = 9: 900
+    with pytest.raises(ValueError, match="float64"):
+        net.store(pattern)  # max|w| = 10: 1000, the limit itself
+    assert net.stored == 9
 
 
 @pytest.mark.parametrize(
