@@ -110,8 +110,12 @@ class HopfieldNetwork:
                 f"{name} is on the {'GPU' if where == 'gpu' else 'host'} but the network lives "
                 f"on device {self.device!r}: move it with gpucnn.to_device"
             )
-        if states.dtype.kind not in "iuf":
-            raise TypeError(f"{name} must hold numbers +1/-1, got dtype {states.dtype}")
+        # (wider floats than float64, np.longdouble: no backend computes in them, and their
+        # check below, in float64, would round 1 + 1e-18 to a valid 1)
+        if states.dtype.kind not in "iuf" or states.dtype.itemsize > 8:
+            raise TypeError(
+                f"{name} must hold numbers +1/-1 of at most 64 bits, got dtype {states.dtype}"
+            )
         single = states.ndim == 1
         if states.ndim not in (1, 2) or states.shape[-1] != self.n:
             raise ValueError(

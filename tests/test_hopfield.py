@@ -287,6 +287,16 @@ def test_bad_input_is_named(call, error, words):
         call(HopfieldNetwork(4))
 
 
+@pytest.mark.skipif(np.dtype(np.longdouble).itemsize <= 8, reason="longdouble is float64 here")
+def test_states_wider_than_float64_are_refused():
+    # not checked after rounding to float64, where 1 + 1e-18 would pass as 1
+    states = np.array([1, 1, 1, -1], np.longdouble)
+    states[0] += np.longdouble(1e-18)
+    assert states[0] != 1
+    with pytest.raises(TypeError, match="at most 64 bits"):
+        HopfieldNetwork(4).energy(states)
+
+
 @pytest.mark.parametrize("value", [np.inf, np.nan])
 @pytest.mark.parametrize("method", ["energy", "step_sync"])
 def test_bad_states_are_refused_before_any_arithmetic(method, value):
