@@ -119,10 +119,13 @@ def test_the_ops_name_their_own_arguments():
 def test_accumulated_scores_count_the_rows_whose_argmax_is_the_target():
     from gpucnn import ops
 
-    pred = np.array([[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.3, 0.2, 0.1], [0.0, 0.1, 0.9]])
-    labels = np.array([1, 1, 0, 0])  # right, a tie (the first maximum, 0, is chosen), right, wrong
+    pred = np.array(
+        [[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.3, 0.2, 0.1], [0.0, 0.1, 0.9], [0.2, 0.1, 0.3]]
+    )
+    # right, a tie (the first maximum, 0, is the class), right, wrong, right
+    labels = np.array([1, 1, 0, 0, 2])
     totals = np.zeros(2)
     ops.accumulate_scores(totals, 0.5, pred, labels)
-    assert totals.tolist() == [2.0, 2.0]
+    assert totals.tolist() == [2.5, 3.0]
     ops.accumulate_scores(totals, np.float64(0.25), pred, np.eye(3)[labels])  # one-hot
-    assert totals.tolist() == [3.0, 4.0]
+    assert totals.tolist() == [3.75, 6.0]
