@@ -71,6 +71,25 @@ SOURCE_TESTS = {
         "tests/cpu/test_blas_threads.py",
     ],
     "gpucnn/hopfield.py": ["tests/test_hopfield.py"],
+    # the ops' validation and dispatch, and the untrusted files a user loads
+    "gpucnn/_checks.py": [
+        "tests/ops",
+        "tests/layers",
+        "tests/test_hopfield.py",
+        "tests/test_optim.py",
+        "tests/test_device.py",
+        "tests/test_data.py",
+        "tests/test_checkpoint.py",
+        "tests/test_train.py",
+    ],
+    "gpucnn/ops/activation.py": ["tests/ops/test_activation.py"],
+    "gpucnn/ops/conv.py": ["tests/ops/test_conv.py"],
+    "gpucnn/ops/dense.py": ["tests/ops/test_activation.py"],
+    "gpucnn/ops/loss.py": ["tests/ops/test_loss.py"],
+    "gpucnn/ops/optim.py": ["tests/ops/test_optim.py", "tests/test_optim.py"],
+    "gpucnn/ops/pool.py": ["tests/ops/test_pool.py"],
+    "gpucnn/checkpoint.py": ["tests/test_checkpoint.py"],
+    "gpucnn/data.py": ["tests/test_data.py"],
 }
 # (pattern, replacement). clang-format and ruff format space every binary operator, so
 # " < " is a comparison and never a template's bracket, a shift or a unary minus. A loop's
