@@ -91,6 +91,12 @@ def test_mismatched_files_are_refused_and_change_nothing(tmp_path):
     _write_npz(tmp_path / "missing.npz", **missing, extra=np.zeros(2, np.float32))
     with pytest.raises(ValueError, match=r"missing \['9.bias'\], unexpected \['extra'\]"):
         load_weights(model, tmp_path / "missing.npz")
+    _write_npz(tmp_path / "only_missing.npz", **missing)
+    with pytest.raises(ValueError, match=r"missing \['9.bias'\], unexpected nothing"):
+        load_weights(model, tmp_path / "only_missing.npz")
+    _write_npz(tmp_path / "only_extra.npz", **good, extra=np.zeros(2, np.float32))
+    with pytest.raises(ValueError, match=r"missing nothing, unexpected \['extra'\]"):
+        load_weights(model, tmp_path / "only_extra.npz")
 
     ints = dict(good, **{"9.bias": np.zeros(10, np.int64)})
     _write_npz(tmp_path / "ints.npz", **ints)

@@ -39,6 +39,11 @@ def test_split_is_seeded_and_disjoint():
         train_test_split(x, y, seed=-1)
     with pytest.raises(TypeError, match="test_fraction must be a number"):
         train_test_split(x, y, "0.2")
+    # every example in the test set leaves none to train on: refused, down to one example
+    for count, fraction in ((10, 0.96), (1, 0.2)):
+        with pytest.raises(ValueError, match=f"cannot split {count} examples"):
+            train_test_split(x[:count], y[:count], fraction)
+    assert [len(part) for part in train_test_split(x[:10], y[:10], 0.94)] == [1, 1, 9, 9]
     lists = train_test_split(x.tolist(), y.tolist(), 0.25, seed=1)  # sequences become arrays
     assert all(np.array_equal(u, v) for u, v in zip(lists, a, strict=True))
     for bad in (None, 3.0, "digits", [[1, 2], [3]]):  # was len()'s "unsized object"
@@ -99,6 +104,25 @@ def test_mnist_images_without_pixels_are_refused(tmp_path):
     folder = _mnist_folder(tmp_path)
     write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((3, 0, 28), np.uint8))
     with pytest.raises(ValueError, match="at least one pixel"):
+        load_mnist(folder)
+
+
+@pytest.mark.parametrize(
+    ("stem", "array", "type_code", "words"),
+    [
+        ("t10k-images-idx3-ubyte", np.zeros((3, 784), np.uint8), 0x08, "uint8 images"),
+        ("t10k-images-idx3-ubyte", np.zeros((3, 28, 28), np.int32), 0x0C, "uint8 images"),
+        ("t10k-labels-idx1-ubyte", np.zeros((3, 1), np.uint8), 0x08, "uint8 labels"),
+        ("t10k-labels-idx1-ubyte", np.zeros(3, np.int16), 0x0B, "uint8 labels"),
+    ],
+)
+def test_mnist_files_of_the_wrong_shape_or_type_are_refused(
+    tmp_path, stem, array, type_code, words
+):
+    # each wrong in one way only: the shape right and the type wrong, or the other way round
+    folder = _mnist_folder(tmp_path)
+    write_idx(folder / stem, array, type_code)
+    with pytest.raises(ValueError, match=f"{stem}: expected {words}"):
         load_mnist(folder)
 
 
