@@ -111,6 +111,24 @@ def test_the_dropout_step_counter_wraps_at_2_to_the_64_silently():
         )
 
 
+def test_a_step_counter_must_be_a_c_contiguous_pair_of_uint64():
+    x = np.ones(3, np.float32)
+    # each wrong in one way only: the dtype, the shape, the layout
+    for counter in (np.zeros(2, np.int64), np.zeros(3, np.uint64), np.zeros(4, np.uint64)[::2]):
+        with pytest.raises(ValueError, match="step counter"):
+            ops.dropout_forward(x, 0.5, 0, counter)
+    with pytest.raises(TypeError, match="step must be an integer or a step counter"):
+        ops.dropout_forward(x, 0.5, 0, [0, 0])
+
+
+def test_dropout_seed_and_step_must_be_integers():
+    for seed in (1.5, True):
+        with pytest.raises(TypeError, match="seed must be an integer"):
+            ops.dropout_forward(np.ones(3, np.float32), 0.5, seed, 0)
+    with pytest.raises(TypeError, match="step must be an integer"):
+        ops.dropout_forward(np.ones(3, np.float32), 0.5, 0, None)
+
+
 def test_dropout_uniform_is_uniform():
     from gpucnn._random import dropout_key
     from gpucnn.cpu.activation import dropout_uniform

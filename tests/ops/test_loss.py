@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
+from gpucnn import ops
 from gpucnn.losses import HingeLoss, MSELoss, SoftmaxCrossEntropyLoss
 from tests.helpers import numerical_gradient, rel_error, shuffled_linspace
 
@@ -106,8 +107,6 @@ def test_float_labels_rejected_for_classification_and_backward_before_forward():
 
 def test_the_ops_name_their_own_arguments():
     # The functional ops are public too: their errors name their own arguments.
-    from gpucnn import ops
-
     labels = np.array([0, 1])
     with pytest.raises(ValueError, match="logits must be 2-D"):
         ops.softmax_cross_entropy_forward(np.zeros(3, np.float32), labels)
@@ -117,8 +116,6 @@ def test_the_ops_name_their_own_arguments():
 
 
 def test_accumulated_scores_count_the_rows_whose_argmax_is_the_target():
-    from gpucnn import ops
-
     pred = np.array(
         [[0.1, 0.7, 0.2], [0.5, 0.5, 0.0], [0.3, 0.2, 0.1], [0.0, 0.1, 0.9], [0.2, 0.1, 0.3]]
     )
@@ -129,3 +126,15 @@ def test_accumulated_scores_count_the_rows_whose_argmax_is_the_target():
     assert totals.tolist() == [2.5, 3.0]
     ops.accumulate_scores(totals, np.float64(0.25), pred, np.eye(3)[labels])  # one-hot
     assert totals.tolist() == [3.75, 6.0]
+
+
+def test_accumulate_scores_bad_input_is_named():
+    pred = np.zeros((3, 2), np.float32)
+    with pytest.raises(ValueError, match="totals must be float64 of shape"):
+        ops.accumulate_scores(np.zeros(3), 0.0, pred, np.zeros(3, np.int64))
+    with pytest.raises(ValueError, match="totals must be float64 of shape"):
+        ops.accumulate_scores(np.zeros(2, np.float32), 0.0, pred, np.zeros(3, np.int64))
+    with pytest.raises(TypeError, match="target must hold integer classes"):
+        ops.accumulate_scores(np.zeros(2), 0.0, pred, np.zeros(3))
+    with pytest.raises(ValueError, match="target must have shape"):
+        ops.accumulate_scores(np.zeros(2), 0.0, pred, np.zeros((3, 3)))
