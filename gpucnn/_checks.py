@@ -102,14 +102,19 @@ def check_shape(x, name: str, expected: tuple[int, ...]) -> None:
 
 
 def check_shape4(shape, name: str) -> tuple[int, int, int, int]:
-    """A 4-tuple of non-negative ints (an NCHW shape passed as an argument)."""
+    """A 4-tuple of non-negative ints (an NCHW shape passed as an argument). Only integers:
+    int() would have turned 4.9 into 4 and "4" into 4."""
     try:
-        dims = tuple(int(d) for d in shape)
+        dims = tuple(shape)
     except TypeError:
         raise TypeError(f"{name} must be a tuple of 4 ints, got {shape!r}") from None
+    if isinstance(shape, (str, bytes)) or not all(
+        isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims
+    ):
+        raise TypeError(f"{name} must be a tuple of 4 ints, got {shape!r}")
     if len(dims) != 4 or any(d < 0 for d in dims):
         raise ValueError(f"{name} must be a tuple of 4 non-negative ints, got {shape!r}")
-    return dims
+    return tuple(int(d) for d in dims)
 
 
 def check_number(value, name: str, low: float, high: float = math.inf, low_open=False) -> float:

@@ -393,6 +393,26 @@ X = np.zeros((2, 3, 6, 6), np.float32)
             ValueError,
             "x_shape",
         ),
+        # an x_shape of the wrong length alone; of floats or strings (int() took 6.9 as 6)
+        (
+            lambda: ops.max_pool2d_backward(
+                np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int32), (2, 3, 6)
+            ),
+            ValueError,
+            "x_shape must be a tuple of 4",
+        ),
+        (
+            lambda: ops.max_pool2d_backward(
+                np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int32), (2, 3, 6.9, 6)
+            ),
+            TypeError,
+            "x_shape must be a tuple of 4 ints",
+        ),
+        (
+            lambda: ops.avg_pool2d_backward(np.zeros((2, 3, 3, 3), np.float32), "2366", 2),
+            TypeError,
+            "x_shape must be a tuple of 4 ints",
+        ),
         (
             lambda: ops.max_pool2d_backward(
                 np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int32), X.shape, 3, 1
