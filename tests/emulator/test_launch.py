@@ -186,3 +186,69 @@ def test_the_driver_launcher_hands_cuda_each_argument_in_its_c_type(monkeypatch)
     half = (Param("scale", np.dtype(np.float16), False, False),)
     with pytest.raises(TypeError, match="scale: .* float16"):
         DriverLauncher(raw_kernel, half)
+
+
+def _recording_kernel(*kinds):
+    """A Kernel of parameters (name, dtype, pointer) whose function records what launch()
+    hands it instead of running: limits and conversions checked without a kernel to run."""
+    from gpucnn.cuda._source import Param
+
+    calls = []
+    params = tuple(Param(name, np.dtype(dtype), pointer, False) for name, dtype, pointer in kinds)
+
+    def function(grid, block, args, shared_mem):
+        calls.append((grid, block, args))
+
+    return Kernel("x.cu", "k", params, function, on_gpu=False), calls
+
+
+def test_grid_and_block_limits_are_cudas_to_the_last_block_and_thread():
+    from gpucnn.cuda import _launch
+
+    assert _launch.MAX_GRID == (2**31 - 1, 65535, 65535)  # maxGridSize of every CUDA GPU
+    kernel, calls = _recording_kernel()
+    launch(kernel, (2**31 - 1, 65535, 65535), (32, 32), ())
+    launch(kernel, [7], [1024], ())  # lists of one to three ints, too
+    launch(kernel, [1, 2, 3], [1, 1, 64], ())
+    assert [call[:2] for call in calls] == [
+        ((2**31 - 1, 65535, 65535), (32, 32, 1)),
+        ((7, 1, 1), (1024, 1, 1)),
+        ((1, 2, 3), (1, 1, 64)),
+    ]
+    for grid in ((2**31, 1, 1), (1, 65536, 1), (1, 1, 65536)):
+        with pytest.raises(ValueError, match="exceeds CUDA's limits"):
+            launch(kernel, grid, 1, ())
+    for block in ((1025,), (32, 33), (0, 4)):
+        with pytest.raises(ValueError, match="1 to 1024 threads"):
+            launch(kernel, 1, block, ())
+    for grid in ([], [1, 1, 1, 1], (1.0,)):
+        with pytest.raises(TypeError, match="grid must be an int or 1 to 3 ints"):
+            launch(kernel, grid, 1, ())
+
+
+def test_scalars_take_their_parameters_type_up_to_its_last_value():
+    kernel, calls = _recording_kernel(
+        ("n", np.int32, False), ("rate", np.float32, False), ("flag", np.bool_, False)
+    )
+    for n in (2**31 - 1, -(2**31), np.int64(4), np.int16(-3)):  # NumPy ints too
+        for rate in (0.5, np.float64(0.25), np.float32(2.0), 3):
+            launch(kernel, 1, 1, (n, rate, True))
+            converted = calls.pop()[2]
+            assert [type(v) for v in converted] == [np.int32, np.float32, np.bool_]
+            assert converted == (n, rate, True)
+    for n in (2**31, -(2**31) - 1, np.int64(2**31)):
+        with pytest.raises(ValueError, match="does not fit int32"):
+            launch(kernel, 1, 1, (n, 0.5, True))
+    for rate in (True, np.bool_(False), "0.5", None):
+        with pytest.raises(TypeError, match="rate is float32"):
+            launch(kernel, 1, 1, (1, rate, True))
+
+
+def test_poisoned_outputs_are_nan_or_the_most_negative_integer():
+    from gpucnn.cuda._launch import empty, poison_outputs
+
+    like = np.zeros(1, np.float32)
+    with poison_outputs():
+        floats, ints = empty(like, (3, 2), np.float64), empty(like, 5, np.int32)
+    assert floats.dtype == np.float64 and np.isnan(floats).all()
+    assert ints.dtype == np.int32 and (ints == np.iinfo(np.int32).min).all()
