@@ -70,7 +70,8 @@ SOURCE_TESTS = {
         "tests/cpu/test_windows.py",
         "tests/cpu/test_blas_threads.py",
     ],
-    "gpucnn/hopfield.py": ["tests/test_hopfield.py"],
+    # the network's API, in front of both paths: the emulator's tests too
+    "gpucnn/hopfield.py": ["tests/test_hopfield.py", "tests/cuda/test_hopfield_kernels.py"],
     # the ops' validation and dispatch, and the untrusted files a user loads
     "gpucnn/_checks.py": [
         "tests/ops",
@@ -81,6 +82,7 @@ SOURCE_TESTS = {
         "tests/test_data.py",
         "tests/test_checkpoint.py",
         "tests/test_train.py",
+        "tests/test_cli.py",
     ],
     "gpucnn/ops/activation.py": ["tests/ops/test_activation.py"],
     "gpucnn/ops/conv.py": ["tests/ops/test_conv.py"],
@@ -88,6 +90,7 @@ SOURCE_TESTS = {
     "gpucnn/ops/loss.py": ["tests/ops/test_loss.py"],
     "gpucnn/ops/optim.py": ["tests/ops/test_optim.py", "tests/test_optim.py"],
     "gpucnn/ops/pool.py": ["tests/ops/test_pool.py"],
+    "gpucnn/cuda/_launch.py": ["tests/emulator/test_launch.py"],
     "gpucnn/checkpoint.py": ["tests/test_checkpoint.py"],
     "gpucnn/data.py": ["tests/test_data.py"],
 }
