@@ -82,13 +82,34 @@ def test_an_error_in_a_chunk_reaches_the_caller_and_restores_blas(monkeypatch):
 
 
 def test_nested_calls_run_inline_instead_of_waiting_on_the_pool(monkeypatch):
-    # Two workers, each asking the same pool for more work, would wait on each other forever.
+    # Two workers, each asking the same pool for more work, would wait on each other forever:
+    # on a fresh pool of exactly two threads (an earlier test may have left a bigger one, with
+    # threads to spare), in a thread of its own, so that a deadlock fails instead of hanging.
     monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
+    monkeypatch.setattr(parallel, "_pool", None)
 
     def outer(item):
         return parallel.parallel_map(lambda inner: (item, inner), range(3))
 
-    assert parallel.parallel_map(outer, range(2)) == [[(i, j) for j in range(3)] for i in range(2)]
+    results = []
+    caller = threading.Thread(
+        target=lambda: results.append(parallel.parallel_map(outer, range(2))), daemon=True
+    )
+    caller.start()
+    caller.join(timeout=60)
+    assert not caller.is_alive(), "nested parallel_map calls deadlocked on the pool"
+    assert results == [[[(i, j) for j in range(3)] for i in range(2)]]
+
+
+def test_a_pool_replaced_by_a_bigger_one_is_shut_down(monkeypatch):
+    monkeypatch.setattr(parallel, "_pool", None)
+    small = parallel._executor(2)
+    assert parallel._executor(2) is small and parallel._executor(1) is small
+    bigger = parallel._executor(3)
+    assert bigger is not small
+    with pytest.raises(RuntimeError, match="shutdown"):  # its threads end, none left idle
+        small.submit(int)
+    bigger.shutdown()
 
 
 def test_overlapping_calls_from_user_threads_restore_blas_once_all_end(monkeypatch):
