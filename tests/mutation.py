@@ -90,7 +90,26 @@ SOURCE_TESTS = {
     "gpucnn/ops/loss.py": ["tests/ops/test_loss.py"],
     "gpucnn/ops/optim.py": ["tests/ops/test_optim.py", "tests/test_optim.py"],
     "gpucnn/ops/pool.py": ["tests/ops/test_pool.py"],
+    "gpucnn/cpu/_parallel.py": ["tests/cpu/test_parallel.py"],
+    "gpucnn/_device.py": ["tests/test_device.py"],
+    # the layers, the optimizer and the training loop above the ops
+    "gpucnn/layers/base.py": ["tests/layers/test_layers.py"],
+    "gpucnn/layers/conv.py": ["tests/layers/test_layers.py"],
+    "gpucnn/layers/core.py": ["tests/layers/test_layers.py"],
+    "gpucnn/layers/sequential.py": ["tests/layers/test_layers.py"],
+    "gpucnn/optim.py": ["tests/test_optim.py"],
+    "gpucnn/train.py": ["tests/test_train.py"],
+    # the kernels' Python side: sources, launches, and the wrappers that size each launch
+    "gpucnn/cuda/_source.py": ["tests/cuda/test_source.py"],
     "gpucnn/cuda/_launch.py": ["tests/emulator/test_launch.py"],
+    "gpucnn/cuda/conv.py": [
+        "tests/cuda/test_conv_kernels.py",
+        "tests/cuda/test_conv_direct.py",
+        "tests/cuda/test_conv_winograd.py",
+    ],
+    "gpucnn/cuda/dense.py": ["tests/cuda/test_dense_kernels.py"],
+    "gpucnn/cuda/hopfield.py": ["tests/cuda/test_hopfield_kernels.py"],
+    "gpucnn/cuda/pool.py": ["tests/cuda/test_pool_kernels.py"],
     "gpucnn/checkpoint.py": ["tests/test_checkpoint.py"],
     "gpucnn/data.py": ["tests/test_data.py"],
 }
