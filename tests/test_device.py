@@ -110,6 +110,29 @@ def test_to_device_and_to_numpy_on_the_host():
         gpucnn.to_device(array, "tpu")
 
 
+def _array_class(module):
+    """A class that looks like a GPU array from ``module``: it has the CUDA interface."""
+    return type("ndarray", (), {"__module__": module, "__cuda_array_interface__": {}})
+
+
+def test_which_arrays_take_the_cuda_kernels(fresh):
+    # The one dispatch decision: a CuPy array always; a NumPy array only on the emulator.
+    host, gpu_array = np.zeros(2), _array_class("cupy._core.core")()
+    assert _device.array_device(gpu_array) == "gpu" and _device.array_device(host) == "host"
+    for device, host_takes_kernels in (("cpu", False), ("emulator", True)):
+        gpucnn.set_device(device)
+        assert _device.uses_cuda_kernels(host) is host_takes_kernels
+        assert _device.uses_cuda_kernels(gpu_array) is True
+    assert _device.array_module(host) is np
+
+
+def test_another_librarys_gpu_array_is_not_taken_for_cupys():
+    # A Torch or Numba CUDA array has the CUDA interface too, but no CuPy array API.
+    foreign = _array_class("torch")()
+    with pytest.raises(TypeError, match="expected a numpy.ndarray or cupy.ndarray, got ndarray"):
+        _device.array_device(foreign)
+
+
 def test_gpu_request_without_cupy_names_the_cause(fresh):
     fresh.setitem(sys.modules, "cupy", None)
     with pytest.raises(gpucnn.DeviceUnavailableError, match="CuPy is not installed"):
