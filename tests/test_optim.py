@@ -90,3 +90,11 @@ def test_a_schedules_bad_rate_is_refused_with_the_epoch(rate, error):
 def test_bad_arguments_are_named(kwargs, error, words):
     with pytest.raises(error, match=words):
         SGD(Dense(2, 2), **kwargs)
+
+
+def test_the_model_must_have_params_and_grads():
+    import types
+
+    for model in (types.SimpleNamespace(params={}), types.SimpleNamespace(grads={}), 3):
+        with pytest.raises(TypeError, match="model must be a gpucnn layer or Sequential"):
+            SGD(model, lr=0.1)

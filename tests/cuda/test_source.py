@@ -45,10 +45,19 @@ def test_signatures_and_name_expressions():
     __global__ void __launch_bounds__(256) scale(const T* __restrict__ x, T* y, long long n,
                                                  T alpha) {}
     extern "C" __global__ void count(unsigned int* bins, const int* values, int n) {}
+    extern "C" __global__ void no_arguments() {}
+    extern "C" __global__ void no_arguments_either(void) {}
     """
     kernels = parse_kernels(source)
-    assert set(kernels) == {"scale", "count"}
-    assert name_expressions(source) == ["scale<float>", "scale<double>", "count"]
+    assert set(kernels) == {"scale", "count", "no_arguments", "no_arguments_either"}
+    assert kernels["no_arguments"].params == kernels["no_arguments_either"].params == ()
+    assert name_expressions(source) == [
+        "scale<float>",
+        "scale<double>",
+        "count",
+        "no_arguments",
+        "no_arguments_either",
+    ]
     x, y, n, alpha = resolve_params(kernels["scale"], ("double",))
     assert (x.dtype, x.pointer, x.const) == (np.float64, True, True)
     assert (y.const, n.dtype, n.pointer, alpha.dtype) == (False, np.int64, False, np.float64)

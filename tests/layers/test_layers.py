@@ -227,6 +227,23 @@ def test_summary_names_a_bad_input_shape(shape):
 def test_sequential_wants_a_list_of_layers():
     with pytest.raises(TypeError, match="layers must be a list of gpucnn layers, got ReLU"):
         Sequential(ReLU())
+    with pytest.raises(TypeError, match="layers must be a list of gpucnn layers, got int"):
+        Sequential(5)
+
+
+def test_output_shapes_down_to_one_pixel_and_not_below():
+    # A window that just fits gives one output pixel; one a pixel too big on either axis
+    # is refused by name (the summary and the model builders rely on it).
+    conv = Conv2D(2, 3, kernel_size=(3, 2))
+    assert conv.output_shape((2, 3, 2)) == (3, 1, 1)
+    for pool in (MaxPool2D(2), AvgPool2D((2, 3))):
+        assert pool.output_shape((4, 2, 3)) == (4, 1, 1)
+    for shape in ((2, 2, 2), (2, 3, 1)):
+        with pytest.raises(ValueError, match="Conv2D: kernel larger than the padded input"):
+            conv.output_shape(shape)
+    for shape in ((4, 1, 3), (4, 2, 2)):
+        with pytest.raises(ValueError, match="AvgPool2D: window larger than the input"):
+            AvgPool2D((2, 3)).output_shape(shape)
 
 
 def test_one_layer_object_in_two_places_is_refused():
@@ -255,6 +272,9 @@ def test_flatten_round_trips():
     assert layer.forward(x).shape == (2, 60)
     assert np.array_equal(layer.backward(layer.forward(x)), x)
     assert layer.forward(x[:0]).shape == (0, 60)  # an empty batch keeps its feature count
+    assert layer.forward(x[:, 0, 0, 0]).shape == (2, 1)  # no feature axes: one feature
+    with pytest.raises(ValueError, match="Flatten needs a batch axis"):
+        layer.forward(x[0, 0, 0, 0, ...])  # a 0-d array
 
 
 def test_backward_before_forward_is_an_error():
