@@ -117,6 +117,32 @@ def test_progress_bar_and_verbose_lines(digits, capsys):
     assert "epoch 1/1" in captured.err  # tqdm's bar
 
 
+@pytest.mark.parametrize(("progress", "reads"), [(False, 2), (True, 2 * (4 + 1))])
+def test_scores_reach_the_host_only_when_the_bar_refreshes(digits, monkeypatch, progress, reads):
+    # On a GPU each read is a host sync: once an epoch (at its end) without a bar; with one,
+    # also every refresh_every steps and at the last (7 steps, refresh_every=2: 2, 4, 6, 7)
+    from gpucnn.train import TrainStep
+
+    counted = []
+    original = TrainStep.scores
+    monkeypatch.setattr(TrainStep, "scores", lambda self: counted.append(1) or original(self))
+    x_train, y_train, *_ = digits
+    model = digits_cnn(seed=0)
+    loss, sgd = SoftmaxCrossEntropyLoss(), SGD(model, 0.05)
+    fit(
+        model,
+        loss,
+        sgd,
+        x_train[:63],
+        y_train[:63],
+        epochs=2,
+        batch_size=9,
+        progress=progress,
+        refresh_every=2,
+    )
+    assert len(counted) == reads
+
+
 def test_lenet5_shapes():
     model = lenet5()
     assert model.output_shape((1, 28, 28)) == (10,)
@@ -137,6 +163,12 @@ def test_lenet5_shapes():
         (dict(batch_size=-1), ValueError, "batch_size"),
         (dict(y=np.zeros(5, np.int64)), ValueError, "x has 10 examples but y has 5"),
         (dict(y=np.full(10, 12)), ValueError, "class labels"),
+        # the first label past the last class: the steps skip their own range checks
+        (
+            dict(y=np.arange(1, 11)),
+            ValueError,
+            r"class labels in \[1, 10\] but the model has 10",
+        ),
         (dict(validation_data=(np.zeros((3, 1, 8, 8), np.float32),)), ValueError, "pair"),
         (dict(seed=-1), ValueError, "seed must be >= 0"),
         (dict(seed=0.5), TypeError, "seed must be an int"),

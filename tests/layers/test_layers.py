@@ -263,6 +263,7 @@ def test_summary_lists_shapes_and_parameter_counts():
     assert "(3, 9, 9)" in text and "(5,)" in text
     expected = (3 * 2 * 9 + 3) + (4 * 3 * 4 + 4) + (5 * 4 + 5)
     assert f"total parameters: {expected:,}" in text
+    assert text.splitlines()[3].endswith(" 57")  # counts right-aligned under "params"
     assert "?" in _model().summary()  # without an input shape, shapes are unknown
 
 
