@@ -34,6 +34,16 @@ def _special_input(kind: str, shape, dtype):
     return x
 
 
+def _tiles_the_image(case) -> bool:
+    """Whether a case's windows tile its image exactly (stride = window, no padding, nothing
+    left over): where the _tiled kernels must run, and only there."""
+    shape, kernel, stride, padding, _ = case
+    size = (kernel, kernel) if isinstance(kernel, int) else tuple(kernel)
+    step = size if stride is None else (stride, stride) if isinstance(stride, int) else stride
+    pad = (padding, padding) if isinstance(padding, int) else tuple(padding)
+    return tuple(step) == size and pad == (0, 0) and shape[2] % size[0] == shape[3] % size[1] == 0
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("staged", [True, False], ids=["planes-in-shared", "global"])
@@ -56,7 +66,9 @@ def test_max_pool_matches_numpy(backend, monkeypatch, case, dtype, staged):
     # without the window geometry: the plane-by-plane kernel, same answer
     dx_planes = backend.run(ops.max_pool2d_backward, dy, argmax_ref, x.shape)
     assert rel_error(dx_planes, dx_ref) < TOLERANCE[dtype]
-    if not any(name.endswith("_tiled") for name in launched):
+    tiled = any(name.endswith("_tiled") for name in launched)
+    assert tiled == _tiles_the_image(case)
+    if not tiled:
         assert launched[1] == "maxpool2d_backward" + ("_shared" if staged else "")
 
 

@@ -53,6 +53,12 @@ CASES = [
     ((1, 2, 6, 4), (3, 2), None, 0, False),
     ((2, 2, 4, 6), 2, None, 0, False),  # 2x2 with an odd number of windows a row
     ((2, 2, 9, 6), 3, None, 0, False),
+    # ... and windows that miss tiling it by one condition each: overlapping, padded, a
+    # row or a column left over
+    ((1, 1, 6, 6), 3, 2, 0, False),
+    ((1, 2, 4, 4), 2, 2, 1, False),
+    ((1, 2, 5, 4), 2, None, 0, False),
+    ((1, 2, 4, 5), 2, None, 0, False),
 ]
 
 
