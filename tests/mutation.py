@@ -98,9 +98,10 @@ SOURCE_TESTS = {
     "gpucnn/layers/core.py": ["tests/layers/test_layers.py"],
     "gpucnn/layers/sequential.py": ["tests/layers/test_layers.py"],
     "gpucnn/optim.py": ["tests/test_optim.py"],
-    "gpucnn/train.py": ["tests/test_train.py"],
+    "gpucnn/train.py": ["tests/test_train.py", "tests/cuda/test_training.py"],
     # the kernels' Python side: sources, launches, and the wrappers that size each launch
     "gpucnn/cuda/_source.py": ["tests/cuda/test_source.py"],
+    "gpucnn/emulator/__init__.py": ["tests/emulator/test_emulator.py"],
     "gpucnn/cuda/_launch.py": ["tests/emulator/test_launch.py"],
     "gpucnn/cuda/conv.py": [
         "tests/cuda/test_conv_kernels.py",
