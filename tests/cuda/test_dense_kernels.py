@@ -10,7 +10,7 @@ import pytest
 from gpucnn import ops
 from gpucnn.cuda.dense import ALGORITHM_VARIABLE, dense_algorithm
 
-from ..helpers import rel_error
+from ..helpers import record_launches, rel_error
 
 # (N, in, out), each crossing an edge: odd sizes (scalar loads), multiples of 4 (vector
 # loads), the 32-row tile (M <= 64) and the 128-row one, a single row or column, reductions
@@ -109,6 +109,21 @@ def test_empty_sizes(kernels, shape):
     y, dx, dw, db = kernels.run(on_device, x, w, b, dy)
     assert np.array_equal(y, np.full((n, outputs), 2, np.float32))
     assert dx.shape == x.shape and dw.shape == w.shape and np.array_equal(db, np.full(outputs, n))
+
+
+@pytest.mark.parametrize("backend", ["emulator"], indirect=True)
+def test_auto_gives_only_cupy_arrays_to_cublas(backend, monkeypatch):
+    # "auto" (the default) sends a GPU's eager products to cuBLAS; the emulator's NumPy
+    # arrays must still run the kernels, or its tests would test NumPy's matmul.
+    import gpucnn.cuda.dense as cuda_dense
+
+    monkeypatch.delenv(ALGORITHM_VARIABLE, raising=False)
+    launched = record_launches(monkeypatch, cuda_dense)
+    x, w, b, dy = _inputs(5, 7, 3, np.float32)
+    backend.run(
+        lambda *a: (ops.dense_forward(*a[:3]), ops.dense_backward(a[3], *a[:2])), x, w, b, dy
+    )
+    assert launched and all(name.startswith("dense_") for name in launched)
 
 
 def test_unknown_algorithm_is_an_error_naming_the_variable(monkeypatch):
