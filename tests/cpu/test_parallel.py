@@ -97,7 +97,10 @@ def test_nested_calls_run_inline_instead_of_waiting_on_the_pool(monkeypatch):
     )
     caller.start()
     caller.join(timeout=60)
-    assert not caller.is_alive(), "nested parallel_map calls deadlocked on the pool"
+    deadlocked = caller.is_alive()
+    if deadlocked:  # cancel the queued inner tasks, so the workers and the process can end
+        parallel._pool[2].shutdown(wait=False, cancel_futures=True)
+    assert not deadlocked, "nested parallel_map calls deadlocked on the pool"
     assert results == [[[(i, j) for j in range(3)] for i in range(2)]]
 
 
