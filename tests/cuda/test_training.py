@@ -255,6 +255,26 @@ def test_fit_records_the_step_by_default_where_nothing_stands_in_its_way(backend
     assert asked == [True, False, False, False]
 
 
+def test_an_epochs_smaller_last_batch_stays_eager_and_the_graph_is_recorded_once(
+    backend, monkeypatch
+):
+    # 30 examples in batches of 8: three full batches and one of 6 an epoch. The full
+    # batches' step is recorded once (after one eager warm-up step) and replayed in every
+    # epoch; the batch of 6 runs eagerly each time, never recorded, never displacing it.
+    set_sanitize(False)  # (the kernels' own tests run sanitized)
+    recorded = []
+    record = gpucnn.train.TrainStep._record
+
+    def counting(self, x, y, size):
+        recorded.append(size)
+        return record(self, x, y, size)
+
+    monkeypatch.setattr(gpucnn.train.TrainStep, "_record", counting)
+    x, y = load_digits()
+    _fit_digits(backend, x[:30], y[:30], epochs=3, batch_size=8, cuda_graph=True)
+    assert recorded == [8]
+
+
 def _digits_step(cuda_graph, dropout=0.0, momentum=0.0):
     """The digits model and a TrainStep for it (its labels checked by the caller)."""
     model = digits_cnn(dropout=dropout, seed=0)
