@@ -217,11 +217,22 @@ def test_save_and_load(tmp_path):
     for weights, words in (
         (net.weights.astype(np.float16), "float32 or float64 matrix, got float16"),
         (net.weights / 2, "hebb weights must be whole numbers"),  # a Storkey file relabelled
+        # not a square matrix of at least 2 neurons, each in one way only
+        (net.weights[:, :11], r"square float32 or float64 matrix, got float32 \(12, 11\)"),
+        (net.weights[0], r"square float32 or float64 matrix, got float32 \(12,\)"),
+        (np.zeros((2, 2, 2), np.float32), "square float32 or float64 matrix"),
+        (np.zeros((1, 1), np.float32), r"square float32 or float64 matrix, got float32 \(1, 1\)"),
     ):
         arrays = {"weights": weights, "rule": np.array("hebb"), "stored": np.array(3)}
         save_arrays(tmp_path / "weights.npz", arrays)
         with pytest.raises(ValueError, match=words):
             HopfieldNetwork.load(tmp_path / "weights.npz")
+    # the smallest network, with nothing stored: saved and loaded as it is
+    empty = HopfieldNetwork(2)
+    empty.save(tmp_path / "empty.npz")
+    loaded = HopfieldNetwork.load(tmp_path / "empty.npz")
+    assert (loaded.n, loaded.stored, loaded.rule) == (2, 0, None)
+    assert np.array_equal(loaded.weights, np.zeros((2, 2)))
     storkey = HopfieldNetwork(12, dtype=np.float64)
     storkey.store(random_patterns(3, 12, seed=1), rule="storkey")
     storkey.save(tmp_path / "storkey.npz")  # fractional weights: loaded as they are
