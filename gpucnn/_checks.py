@@ -108,6 +108,7 @@ def check_shape4(shape, name: str) -> tuple[int, int, int, int]:
         dims = tuple(shape)
     except TypeError:
         raise TypeError(f"{name} must be a tuple of 4 ints, got {shape!r}") from None
+    # (bytes iterate as ints: b"1144" would pass as (49, 49, 52, 52))
     if isinstance(shape, (str, bytes)) or not all(
         isinstance(d, numbers.Integral) and not isinstance(d, bool) for d in dims
     ):

@@ -420,6 +420,11 @@ X = np.zeros((2, 3, 6, 6), np.float32)
             "x_shape must be a tuple of 4 ints",
         ),
         (
+            lambda: ops.avg_pool2d_backward(np.zeros((2, 3, 3, 3), np.float32), b"2366", 2),
+            TypeError,
+            "x_shape must be a tuple of 4 ints",
+        ),
+        (
             lambda: ops.max_pool2d_backward(
                 np.zeros((2, 3, 3, 3), np.float32), np.zeros((2, 3, 3, 3), np.int32), X.shape, 3, 1
             ),
