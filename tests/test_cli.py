@@ -28,7 +28,8 @@ def test_train_on_digits_prints_epochs_and_test_accuracy_and_saves(tmp_path):
     path = tmp_path / "w.npz"
     result = run("train", "--epochs", "2", "--no-progress", "--device", "cpu", "--save", str(path))
     assert result.returncode == 0, result.stderr
-    assert "epoch   1" in result.stdout and "epoch   2" in result.stdout
+    assert "epoch   1  lr 0.05  " in result.stdout  # cosine annealing, the default:
+    assert "epoch   2  lr 0.025  " in result.stdout  # half-way through two epochs
     accuracy = float(result.stdout.split("test accuracy ")[1].split()[0])
     assert accuracy > 0.9
     model = digits_cnn()
@@ -89,6 +90,7 @@ def test_info_names_versions_and_the_device():
     assert "device   " in result.stdout
     assert "worker threads; malloc " in result.stdout
     assert "gpu.nvml" in result.stdout or "gpu.name" in result.stdout  # a fact or why not
+    assert "gpu.unavailable" not in result.stdout  # the reasons, one line each, not the dict
 
 
 def test_hopfield_demo_shows_text_and_a_picture(tmp_path):
@@ -101,5 +103,8 @@ def test_hopfield_demo_shows_text_and_a_picture(tmp_path):
         assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     else:
         assert "no picture: matplotlib is not installed" in result.stdout and not png.exists()
-    result = run("hopfield-demo", "--noise", "1.5", "--no-png")
-    assert result.returncode == 2 and "--noise" in result.stderr
+    for noise in ("1.5", "1.0", "-0.1"):  # [0, 1): every pixel flipped is the negative
+        result = run("hopfield-demo", "--noise", noise, "--no-png")
+        assert result.returncode == 2 and "--noise" in result.stderr, noise
+    result = run("hopfield-demo", "--noise", "0", "--trials", "1", "--no-png")
+    assert result.returncode == 0 and "0% flipped" in result.stdout, result.stderr

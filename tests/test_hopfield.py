@@ -341,6 +341,54 @@ def test_demo_figures_are_eight_distinct_12x10_patterns():
     assert np.all((noisy != figures).sum(axis=1) == 30)
 
 
+def test_demo_figure_d_is_digit_d():
+    # Each figure is the mean image of its digit (resized, centred on the eight's mean and
+    # binarised): it must agree best with its own digit's centred mean image.
+    from gpucnn.data import load_digits
+    from gpucnn.demos import _resize, digit_figures
+
+    images, labels = load_digits()
+    means = np.array([_resize(images[labels == d, 0].mean(axis=0), 12, 10) for d in range(8)])
+    centred = (means - means.mean(axis=0)).reshape(8, 120)
+    assert np.array_equal((digit_figures() @ centred.T).argmax(axis=1), np.arange(8))
+
+
+def test_demo_resize_keeps_an_image_of_its_size_and_a_ramps_ends():
+    from gpucnn.demos import _resize
+    from tests.helpers import shuffled_linspace
+
+    image = shuffled_linspace((8, 8))
+    assert np.allclose(_resize(image, 8, 8), image, rtol=0, atol=1e-15)
+    ramp = np.add.outer(np.arange(8.0), 10 * np.arange(8.0))  # linear: resized exactly
+    resized = _resize(ramp, 12, 10)
+    expected = np.add.outer(np.linspace(0, 7, 12), 10 * np.linspace(0, 7, 10))
+    assert np.allclose(resized, expected, rtol=0, atol=1e-12)
+
+
+def test_the_demo_reports_what_its_network_does(capsys, tmp_path, monkeypatch):
+    # The printed and returned numbers against the same experiment through the public API
+    # (4 trials, seed 3); without matplotlib (save_png says so), no picture is claimed.
+    import gpucnn.demos
+    from gpucnn.demos import digit_figures, flip_pixels, hopfield_demo
+
+    monkeypatch.setattr(gpucnn.demos, "save_png", lambda *args, **kwargs: False)
+    result = hopfield_demo(trials=4, seed=3, png=tmp_path / "demo.png")
+    figures = digit_figures()
+    net = HopfieldNetwork(120)
+    net.store(figures)
+    stable = int((net.step_sync(figures) == figures).all(axis=1).sum())
+    rng = np.random.default_rng(3)
+    noisy = np.concatenate([flip_pixels(figures, 0.25, rng) for _ in range(4)])
+    recalled = net.recall(noisy).states
+    exact = float((recalled == np.tile(figures, (4, 1))).all(axis=1).mean())
+    assert 0 < stable < 8 and 0 < exact < 1  # so that an inverted count would show
+    assert result == {"stable": stable, "recalled": exact, "picture": None}
+    out = capsys.readouterr().out
+    assert f"{stable} of 8 stored figures are stable states" in out
+    assert f"recalled exactly: {exact:.1%} of 32 noisy copies" in out
+    assert "no picture: matplotlib is not installed" in out and "picture written" not in out
+
+
 def test_capacity_measurement():
     from benchmarks.hopfield_capacity import measure
 
