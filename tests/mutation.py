@@ -102,6 +102,12 @@ SOURCE_TESTS = {
     # the kernels' Python side: sources, launches, and the wrappers that size each launch
     "gpucnn/cuda/_source.py": ["tests/cuda/test_source.py"],
     "gpucnn/emulator/__init__.py": ["tests/emulator/test_emulator.py"],
+    "gpucnn/cuda/graph.py": ["tests/cuda/test_graph.py"],
+    "gpucnn/cuda/nvrtc.py": ["tests/cuda/test_compile.py"],
+    # the command line, its demonstration and the GPU facts it prints
+    "gpucnn/__main__.py": ["tests/test_cli.py"],
+    "gpucnn/demos.py": ["tests/test_hopfield.py", "tests/test_cli.py"],
+    "gpucnn/gpuinfo.py": ["tests/test_gpuinfo.py"],
     "gpucnn/cuda/_launch.py": ["tests/emulator/test_launch.py"],
     "gpucnn/cuda/conv.py": [
         "tests/cuda/test_conv_kernels.py",
