@@ -23,6 +23,16 @@ def test_nvrtc_covers_every_required_architecture():
     )
 
 
+def test_each_nvrtc_builds_what_its_cuda_supports():
+    # CUDA 13 dropped every architecture before Turing (sm_75); CUDA 12 builds Maxwell
+    # (sm_50) on. Which NVRTC builds which sm_ in the tests below follows from this.
+    from gpucnn.cuda.nvrtc import Nvrtc
+
+    cuda13, cuda12 = Nvrtc("libnvrtc.so.13", (13, 0)), Nvrtc("libnvrtc.so.12", (12, 9))
+    assert [a for a in (70, 72, 75, 80, 90, 100) if cuda13.supports(a)] == [75, 80, 90, 100]
+    assert [a for a in (35, 37, 50, 52, 70, 90) if cuda12.supports(a)] == [50, 52, 70, 90]
+
+
 # CUDA 13 dropped sm_70: each NVRTC builds the architectures it supports.
 TARGETS = [
     pytest.param(nvrtc, arch, id=f"nvrtc{nvrtc.version[0]}.{nvrtc.version[1]}-sm_{arch}")
