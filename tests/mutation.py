@@ -90,6 +90,9 @@ SOURCE_TESTS = {
     "gpucnn/ops/loss.py": ["tests/ops/test_loss.py"],
     "gpucnn/ops/optim.py": ["tests/ops/test_optim.py", "tests/test_optim.py"],
     "gpucnn/ops/pool.py": ["tests/ops/test_pool.py"],
+    "gpucnn/checkpoint.py": ["tests/test_checkpoint.py"],
+    "gpucnn/data.py": ["tests/test_data.py"],
+    # the worker threads and the device dispatch
     "gpucnn/cpu/_parallel.py": ["tests/cpu/test_parallel.py"],
     "gpucnn/_device.py": ["tests/test_device.py"],
     # the layers, the optimizer and the training loop above the ops
@@ -101,14 +104,10 @@ SOURCE_TESTS = {
     "gpucnn/train.py": ["tests/test_train.py", "tests/cuda/test_training.py"],
     # the kernels' Python side: sources, launches, and the wrappers that size each launch
     "gpucnn/cuda/_source.py": ["tests/cuda/test_source.py"],
+    "gpucnn/cuda/_launch.py": ["tests/emulator/test_launch.py"],
     "gpucnn/emulator/__init__.py": ["tests/emulator/test_emulator.py"],
     "gpucnn/cuda/graph.py": ["tests/cuda/test_graph.py"],
     "gpucnn/cuda/nvrtc.py": ["tests/cuda/test_compile.py"],
-    # the command line, its demonstration and the GPU facts it prints
-    "gpucnn/__main__.py": ["tests/test_cli.py"],
-    "gpucnn/demos.py": ["tests/test_hopfield.py", "tests/test_cli.py"],
-    "gpucnn/gpuinfo.py": ["tests/test_gpuinfo.py"],
-    "gpucnn/cuda/_launch.py": ["tests/emulator/test_launch.py"],
     "gpucnn/cuda/conv.py": [
         "tests/cuda/test_conv_kernels.py",
         "tests/cuda/test_conv_direct.py",
@@ -117,8 +116,10 @@ SOURCE_TESTS = {
     "gpucnn/cuda/dense.py": ["tests/cuda/test_dense_kernels.py"],
     "gpucnn/cuda/hopfield.py": ["tests/cuda/test_hopfield_kernels.py"],
     "gpucnn/cuda/pool.py": ["tests/cuda/test_pool_kernels.py"],
-    "gpucnn/checkpoint.py": ["tests/test_checkpoint.py"],
-    "gpucnn/data.py": ["tests/test_data.py"],
+    # the command line, its demonstration and the GPU facts it prints
+    "gpucnn/__main__.py": ["tests/test_cli.py"],
+    "gpucnn/demos.py": ["tests/test_hopfield.py", "tests/test_cli.py"],
+    "gpucnn/gpuinfo.py": ["tests/test_gpuinfo.py"],
 }
 # (pattern, replacement). clang-format and ruff format space every binary operator, so
 # " < " is a comparison and never a template's bracket, a shift or a unary minus. A loop's
