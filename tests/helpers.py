@@ -139,7 +139,7 @@ def same_bits(got, expected) -> bool:
     got, expected = np.asarray(got), np.asarray(expected)
     if got.dtype != expected.dtype or got.shape != expected.shape:
         return False
-    if got.dtype.kind not in "fc":
+    if got.dtype.kind != "f":
         return np.array_equal(got, expected)
     nan = np.isnan(expected)
     if not np.array_equal(np.isnan(got), nan):
