@@ -156,8 +156,15 @@ def _params(model) -> dict:
 
 
 def save_weights(model, path) -> None:
-    """Save ``model.params`` to ``path`` (.npz), atomically."""
-    save_arrays(path, _params(model))
+    """Save ``model.params`` to ``path`` (.npz), atomically. Weights holding NaN or inf (a
+    diverged training run) are refused and the file is left as it was: ``load_weights`` would
+    refuse them, and the save must not replace good weights with ones that cannot load."""
+    params = _params(model)
+    host = {name: to_numpy(value) for name, value in params.items()}
+    for name, value in host.items():
+        if not np.isfinite(value).all():
+            raise ValueError(f"cannot save to {path}: {name} holds NaN or infinite values")
+    save_arrays(path, host)
 
 
 def load_weights(model, path) -> None:

@@ -153,3 +153,19 @@ def test_damaged_files_raise_value_error_and_nothing_else(tmp_path, save):
     save(good, a=np.arange(1000, dtype=np.float32).reshape(10, 100), b=np.ones(37))
     refused = count_refusals(load_arrays, good.read_bytes(), tmp_path / "bad.npz", 300, seed=1)
     assert refused > 250  # most damage is caught (the CRC covers the data)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_weights_that_are_not_finite_are_not_saved_over_good_ones(tmp_path, bad):
+    # load_weights refuses them, so saving them would lose the file's good weights.
+    path = tmp_path / "weights.npz"
+    save_weights(digits_cnn(seed=1), path)
+    before = path.read_bytes()
+    model = digits_cnn(seed=2)
+    model.params["9.bias"][3] = bad
+    with pytest.raises(ValueError, match=r"9\.bias holds NaN or infinite values"):
+        save_weights(model, path)
+    assert path.read_bytes() == before
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        save_weights(model, tmp_path / "new.npz")
+    assert sorted(os.listdir(tmp_path)) == ["weights.npz"]
