@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, FloatingPointError) as exc:
         print(f"gpucnn {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

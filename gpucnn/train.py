@@ -54,13 +54,18 @@ def _check_model(model) -> None:
         )
 
 
-def _check_dataset(x, y, name: str):
-    """(x, y) as arrays of as many examples, at least one; ``name`` leads each error."""
+def _dataset_on_model(model, x, y, name: str):
+    """(x, y) checked and on the model's device and in its dtype (``_on_model``): arrays of as
+    many examples, at least one, all finite; ``name`` leads each error."""
     x, y = check_examples(x, f"{name}: x"), check_examples(y, f"{name}: y")
     if len(x) != len(y):
         raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)}")
     if len(x) == 0:
         raise ValueError(f"{name}: the data set is empty")
+    with np.errstate(over="ignore"):  # what overflows the model's dtype is named next
+        x, y = _on_model(model, x), _on_model(model, y)
+    for label, array in (("x", x), ("y", y)):
+        _check_finite(array, f"{name}: {label}")
     return x, y
 
 
@@ -73,6 +78,17 @@ def _on_model(model, array):
     if params and array.dtype.kind == "f" and array.dtype != params[0].dtype:
         array = array.astype(params[0].dtype)
     return array
+
+
+def _check_finite(array, name: str) -> None:
+    """Refuse NaN and inf in data (checked in the model's dtype: 1e39 is inf in float32). One
+    would make every loss and weight NaN from its first batch on, silently."""
+    if array.dtype.kind != "f":
+        return
+    finite = array_module(array).isfinite(array).reshape(len(array), -1).all(axis=1)
+    if not bool(finite.all()):  # one host read on a GPU
+        first = int(to_numpy(finite).argmin())
+        raise ValueError(f"{name} holds NaN or infinite values (the first in example {first})")
 
 
 def _labels_checked(model, x, y, name: str) -> bool:
@@ -304,8 +320,7 @@ def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
     batch_size = check_int(batch_size, "batch_size", 1)
     _check_loss(loss_fn)
     _check_model(model)
-    x, y = _check_dataset(x, y, "evaluate")
-    x, y = _on_model(model, x), _on_model(model, y)
+    x, y = _dataset_on_model(model, x, y, "evaluate")
     check_targets = not _labels_checked(model, x, y, "evaluate")
     was_training = model.training
     model.eval()
@@ -359,14 +374,12 @@ def fit(
     batch_size = check_int(batch_size, "batch_size", 1)
     refresh_every = check_int(refresh_every, "refresh_every", 1)
     _check_model(model)
-    x, y = _check_dataset(x, y, "fit")
+    x, y = _dataset_on_model(model, x, y, "fit")
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
         # On the model's device and in its dtype once, not again by every epoch's evaluate
-        x_val, y_val = _check_dataset(*validation_data, "validation_data")
-        validation_data = _on_model(model, x_val), _on_model(model, y_val)
-    x, y = _on_model(model, x), _on_model(model, y)
+        validation_data = _dataset_on_model(model, *validation_data, "validation_data")
     check_targets = not _labels_checked(model, x, y, "fit")
     if cuda_graph is None:  # wherever nothing stands in its way
         cuda_graph = graph_obstacle(model, loss_fn, check_targets) is None
@@ -406,9 +419,11 @@ def fit(
             bar.update(1)
             if progress and (number % refresh_every == 0 or number == steps_per_epoch):
                 loss_sum, correct = step.scores()  # the only host sync
+                _stop_if_diverged(loss_sum, epoch, lr, history, bar)
                 bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.4f}")
         bar.close()
         loss_sum, correct = step.scores()
+        _stop_if_diverged(loss_sum, epoch, lr, history, bar)
         history.epoch.append(epoch + 1)
         history.lr.append(lr)
         history.loss.append(float(loss_sum) / seen)
@@ -424,6 +439,30 @@ def fit(
         if verbose:
             print(history.line(), flush=True)
     return history
+
+
+class TrainingDiverged(FloatingPointError):
+    """``fit`` stopped because the training loss became NaN or infinite: every step after
+    that only spreads NaN through the weights. ``history`` holds the epochs completed
+    before it (the model's weights are no longer finite, so restore saved ones)."""
+
+    def __init__(self, message: str, history: History):
+        super().__init__(message)
+        self.history = history
+
+
+def _stop_if_diverged(loss_sum, epoch: int, lr: float, history: History, bar) -> None:
+    """Raise TrainingDiverged if the loss read back from the device is not finite. Checked
+    only where the loss reaches the host anyway (bar refreshes and each epoch's end)."""
+    if np.isfinite(loss_sum):
+        return
+    bar.close()
+    raise TrainingDiverged(
+        f"fit: the training loss became {float(loss_sum)} in epoch {epoch + 1} (learning rate "
+        f"{lr:.4g}): training diverged and the weights are no longer finite; try a smaller "
+        "learning rate",
+        history,
+    )
 
 
 def predict(model, x, batch_size: int = 256):

@@ -108,3 +108,14 @@ def test_hopfield_demo_shows_text_and_a_picture(tmp_path):
         assert result.returncode == 2 and "--noise" in result.stderr, noise
     result = run("hopfield-demo", "--noise", "0", "--trials", "1", "--no-png")
     assert result.returncode == 0 and "0% flipped" in result.stdout, result.stderr
+
+
+def test_a_diverging_run_is_an_error_and_keeps_the_saved_weights(tmp_path):
+    path = tmp_path / "w.npz"
+    good = run("train", "--epochs", "1", "--no-progress", "--save", str(path))
+    assert good.returncode == 0, good.stderr
+    saved = path.read_bytes()
+    result = run("train", "--epochs", "2", "--lr", "1e30", "--no-progress", "--save", str(path))
+    assert result.returncode == 2 and "training diverged" in result.stderr
+    assert "Traceback" not in result.stderr and "test accuracy" not in result.stdout
+    assert path.read_bytes() == saved  # the NaN weights did not replace the good ones

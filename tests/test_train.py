@@ -10,7 +10,7 @@ from gpucnn.layers import Dense, Sequential
 from gpucnn.losses import HingeLoss, MSELoss, SoftmaxCrossEntropyLoss
 from gpucnn.models import digits_cnn, lenet5
 from gpucnn.optim import SGD, CosineLR
-from gpucnn.train import evaluate, fit, predict
+from gpucnn.train import TrainingDiverged, evaluate, fit, predict
 
 
 @pytest.fixture(scope="module")
@@ -190,6 +190,74 @@ def test_bad_arguments_are_named(kwargs, error, words):
     x, y = arguments.pop("x"), arguments.pop("y")
     with pytest.raises(error, match=words):
         fit(model, SoftmaxCrossEntropyLoss(), SGD(model, 0.1), x, y, **arguments)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_data_that_is_not_finite_is_refused_naming_the_first_example(bad):
+    # One NaN would make every loss and weight NaN from its first batch on, silently.
+    model, loss = digits_cnn(), SoftmaxCrossEntropyLoss()
+    x, y = np.zeros((10, 1, 8, 8), np.float32), np.arange(10)
+    x[7, 0, 2, 3] = x[9, 0, 0, 0] = bad
+    words = r"holds NaN or infinite values \(the first in example 7\)"
+    with pytest.raises(ValueError, match="fit: x " + words):
+        fit(model, loss, SGD(model, 0.1), x, y, progress=False)
+    with pytest.raises(ValueError, match="evaluate: x " + words):
+        evaluate(model, loss, x, y)
+    with pytest.raises(ValueError, match="validation_data: x " + words):
+        fit(model, loss, SGD(model, 0.1), x[:7], y[:7], validation_data=(x, y), progress=False)
+    targets = np.zeros((10, 10), np.float32)  # MSE's float targets are data too
+    targets[7, 1] = bad
+    with pytest.raises(ValueError, match="fit: y " + words):
+        fit(model, MSELoss(), SGD(model, 0.1), np.zeros_like(x), targets, progress=False)
+
+
+def test_data_is_checked_in_the_model_dtype():
+    # 1e39 is a float64 but inf in a float32 model, which is where it would be used.
+    model = digits_cnn()
+    x = np.zeros((4, 1, 8, 8))
+    x[2, 0, 0, 0] = 1e39
+    with pytest.raises(ValueError, match="fit: x holds NaN .* example 2"):
+        fit(model, SoftmaxCrossEntropyLoss(), SGD(model, 0.1), x, np.arange(4), progress=False)
+    scores = evaluate(digits_cnn(dtype=np.float64), SoftmaxCrossEntropyLoss(), x, np.arange(4))
+    assert np.isfinite(scores["loss"])
+
+
+class _CountingLoss(SoftmaxCrossEntropyLoss):
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, *args, **kwargs):
+        self.calls += 1
+        return super().forward(*args, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
+@pytest.mark.parametrize(("progress", "steps"), [(False, 20), (True, range(11, 20))])
+def test_a_diverging_run_stops_with_the_epochs_before_it(digits, progress, steps):
+    # Epoch 2's learning rate blows the weights up. Without a bar the loss reaches the host
+    # at the epoch's end; with one, at the next refresh, which stops the epoch early.
+    x_train, y_train, *_ = digits
+    model, loss = digits_cnn(dropout=0.0, seed=0), _CountingLoss()
+    optimizer = SGD(model, 0.05, schedule=lambda base_lr, epoch: base_lr if epoch == 0 else 1e30)
+    with pytest.raises(
+        TrainingDiverged, match=r"became (nan|inf) in epoch 2 \(learning rate 1e\+30"
+    ) as error:
+        fit(
+            model,
+            loss,
+            optimizer,
+            x_train[:90],
+            y_train[:90],
+            epochs=3,
+            batch_size=9,
+            progress=progress,
+            refresh_every=2,
+        )
+    assert isinstance(error.value, FloatingPointError)
+    history = error.value.history
+    assert history.epoch == [1] and np.isfinite(history.loss[0]) and len(history.lr) == 1
+    assert loss.calls in (steps if progress else [steps])
 
 
 def test_a_loss_or_optimizer_that_cannot_train_the_model_is_named():

@@ -8,11 +8,11 @@ import pytest
 import gpucnn
 from gpucnn.data import load_digits, train_test_split
 from gpucnn.emulator import set_sanitize
-from gpucnn.layers import Layer, Sequential
+from gpucnn.layers import Dense, Flatten, Layer, Sequential
 from gpucnn.losses import HingeLoss, MSELoss, SoftmaxCrossEntropyLoss
 from gpucnn.models import digits_cnn
 from gpucnn.optim import SGD, CosineLR, StepLR
-from gpucnn.train import TrainStep, evaluate, fit
+from gpucnn.train import TrainingDiverged, TrainStep, evaluate, fit
 
 
 @pytest.mark.parametrize("dropout", [0.0, 0.25])
@@ -82,6 +82,46 @@ def test_labels_out_of_range_are_caught_once_before_training(backend):
 
     with pytest.raises(ValueError, match=r"fit: class labels in \[0, 10\] but the model has 10"):
         backend.run(train)
+
+
+def test_data_that_is_not_finite_is_refused_on_the_device(backend):
+    x, y = load_digits()
+    x = x[:16].copy()
+    x[11, 0, 4, 4] = np.nan
+
+    def train():
+        model = digits_cnn(seed=0)
+        fit(model, SoftmaxCrossEntropyLoss(), SGD(model, 0.05), x, y[:16], progress=False)
+
+    with pytest.raises(ValueError, match=r"fit: x holds NaN .*\(the first in example 11\)"):
+        backend.run(train)
+
+
+@pytest.mark.filterwarnings("ignore:.*encountered in:RuntimeWarning")
+@pytest.mark.parametrize("cuda_graph", [False, True])
+def test_a_diverging_run_stops_on_the_device(backend, cuda_graph):
+    x, y = load_digits()
+
+    def train():
+        model = Sequential([Flatten(), Dense(64, 10, seed=0)])
+        optimizer = SGD(
+            model, 0.05, schedule=lambda base_lr, epoch: base_lr if epoch == 0 else 1e38
+        )
+        fit(
+            model,
+            SoftmaxCrossEntropyLoss(),
+            optimizer,
+            x[:18],
+            y[:18],
+            epochs=3,
+            batch_size=9,
+            progress=False,
+            cuda_graph=cuda_graph,
+        )
+
+    with pytest.raises(TrainingDiverged, match="in epoch 2") as error:
+        backend.run(train)
+    assert error.value.history.epoch == [1]
 
 
 # A kernel that keeps the GPU busy for a given number of nanoseconds (%globaltimer, sm_70+).
