@@ -15,6 +15,7 @@ def lenet5(
     with ReLU and max pooling in place of the original's scaled tanh and trainable
     subsampling. ``input_size`` 32 is the original; 28 (MNIST) pads the first convolution by 2
     so the feature maps match the original's."""
+    input_size = check_int(input_size, "input_size", 1)
     if input_size not in (28, 32):
         raise ValueError(f"lenet5 takes 28x28 or 32x32 inputs, got input_size={input_size}")
     num_classes = check_int(num_classes, "num_classes", 1)

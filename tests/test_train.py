@@ -149,6 +149,8 @@ def test_lenet5_shapes():
     assert lenet5(3, 100, 32).output_shape((3, 32, 32)) == (100,)
     with pytest.raises(ValueError, match="input_size"):
         lenet5(input_size=8)
+    with pytest.raises(TypeError, match="input_size must be an int"):
+        lenet5(input_size=28.0)
     with pytest.raises(ValueError, match="seed must be >= 0"):
         lenet5(seed=-3)
     for model in (lenet5, digits_cnn):  # the argument's own name, not the Dense layer's
