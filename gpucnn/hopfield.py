@@ -79,6 +79,12 @@ class HopfieldNetwork:
         self.rule: str | None = None  # the rule of the stored patterns, once there are some
         self.stored = 0  # patterns stored so far (minus none: unlearning is separate)
 
+    def __repr__(self) -> str:
+        return (
+            f"HopfieldNetwork({self.n}, dtype={self.dtype.name}, device={self.device!r}, "
+            f"rule={self.rule!r}, stored={self.stored})"
+        )
+
     @property
     def xp(self):
         return array_module(self._w)

@@ -190,6 +190,13 @@ def test_storkey_first_pattern_is_hebb_over_n():
     assert np.allclose(net.weights, expected, rtol=0, atol=1e-15)
 
 
+def test_repr_names_the_size_type_device_and_what_is_stored():
+    net = HopfieldNetwork(6, dtype=np.float64)
+    assert repr(net) == "HopfieldNetwork(6, dtype=float64, device='cpu', rule=None, stored=0)"
+    net.store(random_patterns(2, 6, seed=0), rule="storkey")
+    assert repr(net) == "HopfieldNetwork(6, dtype=float64, device='cpu', rule='storkey', stored=2)"
+
+
 def test_save_and_load(tmp_path):
     net = HopfieldNetwork(12)
     net.store(random_patterns(3, 12, seed=1))
