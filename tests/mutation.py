@@ -101,10 +101,22 @@ SOURCE_TESTS = {
     "gpucnn/layers/core.py": ["tests/layers/test_layers.py"],
     "gpucnn/layers/sequential.py": ["tests/layers/test_layers.py"],
     "gpucnn/optim.py": ["tests/test_optim.py"],
+    "gpucnn/losses.py": [
+        "tests/ops/test_loss.py",
+        "tests/layers/test_layers.py",
+        "tests/test_train.py",
+        "tests/cuda/test_training.py",
+    ],
+    "gpucnn/models.py": ["tests/test_train.py"],
     "gpucnn/train.py": ["tests/test_train.py", "tests/cuda/test_training.py"],
     # the kernels' Python side: sources, launches, and the wrappers that size each launch
     "gpucnn/cuda/_source.py": ["tests/cuda/test_source.py"],
     "gpucnn/cuda/_launch.py": ["tests/emulator/test_launch.py"],
+    "gpucnn/cuda/_loader.py": [
+        "tests/emulator/test_launch.py",
+        "tests/cuda/test_source.py",
+        "tests/cuda/test_activation_kernels.py",
+    ],
     "gpucnn/emulator/__init__.py": ["tests/emulator/test_emulator.py"],
     "gpucnn/cuda/graph.py": ["tests/cuda/test_graph.py"],
     "gpucnn/cuda/nvrtc.py": ["tests/cuda/test_compile.py"],
