@@ -55,7 +55,7 @@ def _candidates() -> list[str]:
         paths += glob.glob(os.path.join(site, "nvidia", "cuda_nvrtc", "lib", "libnvrtc.so.*"))
     for root in ("/usr/local/cuda", *sorted(glob.glob("/usr/local/cuda-*"))):
         paths += glob.glob(os.path.join(root, "lib64", "libnvrtc.so.*"))
-    return [p for p in paths if "builtins" not in p and ".alt." not in p]
+    return paths
 
 
 def find_nvrtc() -> list[Nvrtc]:
@@ -63,11 +63,11 @@ def find_nvrtc() -> list[Nvrtc]:
     found: dict[int, Nvrtc] = {}
     for path in _candidates():
         try:
-            library = ctypes.CDLL(path)
-        except OSError:
+            nvrtc_version = ctypes.CDLL(path).nvrtcVersion
+        except (OSError, AttributeError):  # not loadable, or not NVRTC (its -builtins library)
             continue
         major, minor = ctypes.c_int(), ctypes.c_int()
-        if library.nvrtcVersion(ctypes.byref(major), ctypes.byref(minor)) != 0:
+        if nvrtc_version(ctypes.byref(major), ctypes.byref(minor)) != 0:
             continue
         version = (major.value, minor.value)
         if version[0] not in found or version > found[version[0]].version:

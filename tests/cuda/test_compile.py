@@ -23,6 +23,19 @@ def test_nvrtc_covers_every_required_architecture():
     )
 
 
+def test_what_gpucnn_nvrtc_names_that_is_not_nvrtc_is_passed_over(monkeypatch, tmp_path):
+    # NVRTC's -builtins library loads but has no nvrtcVersion, and a plain C library neither.
+    import ctypes.util
+    import glob
+    import os
+
+    builtins = glob.glob(os.path.join(os.path.dirname(NVRTCS[0].path), "libnvrtc-builtins*"))
+    assert builtins, "the NVRTC wheel's -builtins library is where it used to be"
+    not_nvrtc = [*builtins, ctypes.util.find_library("m"), str(tmp_path / "missing.so")]
+    monkeypatch.setenv("GPUCNN_NVRTC", os.pathsep.join(not_nvrtc))
+    assert find_nvrtc() == NVRTCS
+
+
 def test_each_nvrtc_builds_what_its_cuda_supports():
     # CUDA 13 dropped every architecture before Turing (sm_75); CUDA 12 builds Maxwell
     # (sm_50) on. Which NVRTC builds which sm_ in the tests below follows from this.
