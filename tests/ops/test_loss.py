@@ -24,9 +24,24 @@ def test_softmax_cross_entropy_value_and_gradient():
     value = loss.forward(pred, TARGET)
     probabilities = np.exp(pred) / np.exp(pred).sum(axis=1, keepdims=True)
     expected = -np.mean(np.log(probabilities[np.arange(6), TARGET]))
-    assert isinstance(value, float) and abs(value - expected) < 1e-14
+    assert type(value) is float and abs(value - expected) < 1e-14
     grad = loss.backward()
     assert rel_error(grad, _numeric_loss_gradient(SoftmaxCrossEntropyLoss(), pred, TARGET)) < 1e-8
+
+
+@pytest.mark.parametrize(
+    ("loss", "target"),
+    [
+        (SoftmaxCrossEntropyLoss(), TARGET),
+        (MSELoss(), np.ones((6, 5), np.float32)),
+        (HingeLoss(), TARGET),
+    ],
+)
+def test_on_the_host_forward_returns_a_python_float_and_keeps_the_array(loss, target):
+    # A NumPy scalar would pass isinstance(value, float) (np.float64 subclasses it).
+    value = loss.forward(shuffled_linspace((6, 5), np.float32, low=-3, high=3), target)
+    assert type(value) is float
+    assert isinstance(loss.value, np.ndarray | np.generic) and float(loss.value) == value
 
 
 def test_softmax_cross_entropy_is_stable_for_huge_logits():
