@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 
+import gpucnn
 from gpucnn.cuda import warmup
 from gpucnn.cuda._source import (
     kernel_dir,
@@ -83,7 +86,15 @@ def test_the_checkout_kernel_folder():
     assert kernel_dir().name == "cuda" and "pool2d.cu" in kernel_files()
 
 
-def test_warmup_builds_every_kernel_for_the_emulator():
+def test_warmup_builds_every_kernel_for_the_emulator(monkeypatch):
     compiled = warmup(on_gpu=False)
     assert "pool2d.cu:maxpool2d_forward<float>" in compiled
     assert all(":" in entry for entry in compiled)
+    # By default, for the current device: the emulator's build, never the GPU's, off a GPU.
+    gpucnn.set_device("emulator")
+    try:
+        with monkeypatch.context() as patch:
+            patch.setitem(sys.modules, "cupy", None)  # importing it is an ImportError
+            assert warmup() == compiled
+    finally:
+        gpucnn.set_device("cpu")
