@@ -6,7 +6,7 @@ import argparse
 import platform
 import sys
 
-from ._checks import cli_int_at_least
+from ._checks import cli_int_at_least, cli_number_in
 
 
 def _info(args) -> int:
@@ -62,11 +62,9 @@ def _train(args) -> int:
         x, y = load_digits()
         x_train, y_train, x_test, y_test = train_test_split(x, y, 0.2, seed=args.seed)
         default_model = "digits-cnn"
-    elif args.data.startswith("mnist:"):
+    else:  # mnist:PATH (checked by _data_source)
         (x_train, y_train), (x_test, y_test) = load_mnist(args.data[len("mnist:") :])
         default_model = "lenet5"
-    else:
-        raise ValueError(f"--data must be 'digits' or 'mnist:PATH', got {args.data!r}")
     model_name = args.model or default_model
     num_classes = int(max(y_train.max(), y_test.max())) + 1
     if model_name == "lenet5":
@@ -119,8 +117,6 @@ def _hopfield_demo(args) -> int:
     from .demos import hopfield_demo
 
     gpucnn.set_device(args.device)
-    if not 0.0 <= args.noise < 1.0:
-        raise ValueError(f"--noise must be in [0, 1), got {args.noise}")
     hopfield_demo(
         rule=args.rule,
         noise=args.noise,
@@ -149,14 +145,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument(
         "--data",
+        type=_data_source,
         default="digits",
         help="'digits' (bundled 8x8 digits) or 'mnist:PATH' (folder of IDX files)",
     )
     train.add_argument("--epochs", type=_positive, default=10)
     train.add_argument("--batch-size", type=_positive, default=32)
-    train.add_argument("--lr", type=float, default=0.05)
-    train.add_argument("--momentum", type=float, default=0.9)
-    train.add_argument("--weight-decay", type=float, default=0.0)
+    train.add_argument("--lr", type=cli_number_in(0.0, low_open=True), default=0.05)
+    train.add_argument("--momentum", type=cli_number_in(0.0, 1.0), default=0.9)
+    train.add_argument("--weight-decay", type=cli_number_in(0.0), default=0.0)
     train.add_argument(
         "--schedule",
         choices=["cosine", "constant"],
@@ -180,13 +177,25 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--device", choices=["auto", "cpu", "gpu", "emulator"], default="auto")
     demo.add_argument("--rule", choices=["hebb", "storkey"], default="hebb")
-    demo.add_argument("--noise", type=float, default=0.25, help="fraction of pixels flipped")
+    demo.add_argument(
+        "--noise", type=cli_number_in(0.0, 1.0), default=0.25, help="fraction of pixels flipped"
+    )
     demo.add_argument("--trials", type=_positive, default=50, help="noisy copies per figure")
     demo.add_argument("--seed", type=_non_negative, default=0)
     demo.add_argument("--png", default="hopfield-demo.png", help="picture of the recall")
     demo.add_argument("--no-png", action="store_true", help="text only")
     demo.set_defaults(run=_hopfield_demo)
     return parser
+
+
+def _data_source(text: str) -> str:
+    """--data: 'digits' or 'mnist:PATH' with a path (an empty one would read the current
+    folder), refused at parse time, before anything is loaded."""
+    if text != "digits" and not (text.startswith("mnist:") and text[len("mnist:") :]):
+        raise argparse.ArgumentTypeError(
+            f"must be 'digits' or 'mnist:PATH' (a folder of MNIST IDX files), got {text!r}"
+        )
+    return text
 
 
 _positive = cli_int_at_least(1)

@@ -143,6 +143,23 @@ def check_int(value, name: str, lowest: int) -> int:
     return int(value)
 
 
+def cli_number_in(low: float, high: float = math.inf, low_open: bool = False):
+    """An argparse type for a command-line rate: a float checked as ``check_number`` checks
+    it, at parse time, so a bad value is refused before any data is loaded."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        try:
+            return check_number(value, "value", low, high, low_open)
+        except ValueError as error:  # "value must be in ...": argparse names the option
+            raise argparse.ArgumentTypeError(str(error).removeprefix("value ")) from None
+
+    return parse
+
+
 def env_flag(variable: str, default: bool = False) -> bool:
     """The environment variable ``variable`` as a switch: 1/true/yes/on or 0/false/no/off in
     any case; unset or empty means ``default``. Anything else is an error naming it, rather

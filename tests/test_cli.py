@@ -53,8 +53,18 @@ def test_errors_are_reported_not_raised(tmp_path):
     assert "Traceback" not in result.stderr
     result = run("train", "--epochs", "0")
     assert result.returncode == 2 and "must be >= 1" in result.stderr
-    result = run("train", "--data", "cifar")
-    assert result.returncode == 2 and "--data must be" in result.stderr
+    for option, value, words in [
+        ("--data", "cifar", "must be 'digits' or 'mnist:PATH'"),
+        ("--data", "mnist:", "must be 'digits' or 'mnist:PATH'"),  # not the current folder
+        ("--lr", "0", r"must be in (0.0, inf), got 0.0"),
+        ("--lr", "nan", r"must be in (0.0, inf), got nan"),
+        ("--lr", "fast", "must be a number, got 'fast'"),
+        ("--momentum", "1", r"must be in [0.0, 1.0), got 1.0"),
+        ("--weight-decay", "-0.1", r"must be in [0.0, inf), got -0.1"),
+    ]:  # refused as the command line is read: before any data is loaded or model shown
+        result = run("train", option, value)
+        assert result.returncode == 2 and f"argument {option}: {words}" in result.stderr
+        assert result.stdout == ""
     for command in ("train", "hopfield-demo"):
         result = run(command, "--seed", "-1")
         assert result.returncode == 2 and "argument --seed: must be >= 0" in result.stderr
