@@ -57,7 +57,7 @@ def _check_model(model) -> None:
 def _dataset_on_model(model, x, y, name: str):
     """(x, y) checked and on the model's device and in its dtype (``_on_model``): arrays of as
     many examples, at least one, all finite; ``name`` leads each error."""
-    x, y = check_examples(x, f"{name}: x"), check_examples(y, f"{name}: y")
+    x, y = _check_inputs(x, f"{name}: x"), check_examples(y, f"{name}: y")
     if len(x) != len(y):
         raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)}")
     if len(x) == 0:
@@ -67,6 +67,18 @@ def _dataset_on_model(model, x, y, name: str):
     for label, array in (("x", x), ("y", y)):
         _check_finite(array, f"{name}: {label}")
     return x, y
+
+
+def _check_inputs(x, name: str):
+    """``x`` as examples a model can take: floats. 8-bit images would otherwise be refused
+    by the first layer at the first step, in words that name neither the data nor a fix."""
+    x = check_examples(x, name)
+    if x.dtype.kind != "f":
+        raise TypeError(
+            f"{name} must hold floats, got {x.dtype}: convert it first, e.g. "
+            "x.astype(np.float32) / 255 for 8-bit images"
+        )
+    return x
 
 
 def _on_model(model, array):
@@ -469,7 +481,7 @@ def predict(model, x, batch_size: int = 256):
     """Model outputs for x in eval mode, as a NumPy array."""
     batch_size = check_int(batch_size, "batch_size", 1)
     _check_model(model)
-    x = _on_model(model, check_examples(x, "x"))
+    x = _on_model(model, _check_inputs(x, "predict: x"))
     was_training = model.training
     model.eval()
     try:

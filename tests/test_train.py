@@ -213,6 +213,24 @@ def test_data_that_is_not_finite_is_refused_naming_the_first_example(bad):
         fit(model, MSELoss(), SGD(model, 0.1), np.zeros_like(x), targets, progress=False)
 
 
+def test_inputs_that_are_not_floats_are_refused_with_a_fix():
+    # Raw 8-bit images: the first convolution would refuse them at the first step, naming
+    # neither the data nor what to do.
+    model, loss = digits_cnn(), SoftmaxCrossEntropyLoss()
+    x, y = np.full((4, 1, 8, 8), 255, np.uint8), np.arange(4)
+    words = (
+        r"x must hold floats, got uint8: convert it first, e\.g\. x\.astype\(np\.float32\) / 255"
+    )
+    with pytest.raises(TypeError, match="fit: " + words):
+        fit(model, loss, SGD(model, 0.1), x, y, progress=False)
+    with pytest.raises(TypeError, match="evaluate: " + words):
+        evaluate(model, loss, x, y)
+    with pytest.raises(TypeError, match="predict: " + words):
+        predict(model, x)
+    with pytest.raises(TypeError, match="validation_data: x must hold floats, got bool"):
+        fit(model, loss, SGD(model, 0.1), x / 255, y, validation_data=(x > 0, y), progress=False)
+
+
 def test_data_is_checked_in_the_model_dtype():
     # 1e39 is a float64 but inf in a float32 model, which is where it would be used.
     model = digits_cnn()
