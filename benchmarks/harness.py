@@ -345,13 +345,9 @@ def host_facts() -> dict:
     except (AttributeError, OSError):
         pass
     try:
-        from threadpoolctl import threadpool_info
+        from gpucnn.cpu._parallel import blas_libraries
 
-        facts["blas"] = [
-            {key: pool.get(key) for key in ("internal_api", "version", "architecture")}
-            for pool in threadpool_info()
-            if pool.get("user_api") == "blas"
-        ]
+        facts["blas"] = blas_libraries()
     except Exception:  # a fact for the record, never a reason to fail a benchmark
         facts["blas"] = None
     for module in ("cupy", "torch"):

@@ -36,6 +36,14 @@ def _info(args) -> int:
 
     malloc = "tuned" if _malloc.tune_malloc() else "untouched (turned off, or not glibc)"
     print(f"cpu      {_parallel.worker_count()} worker threads; malloc {malloc}")
+    libraries = _parallel.blas_libraries()
+    for blas in libraries:
+        print(
+            f"blas     {blas['internal_api']} {blas['version']} ({blas['architecture']} "
+            f"kernels), {blas['num_threads']} threads; 1 inside the workers"
+        )
+    if not libraries:
+        print("blas     not found by threadpoolctl: its threads are not held at 1 in workers")
     facts = nvml_facts()
     for key, value in facts.items():
         if key != "unavailable":

@@ -96,6 +96,18 @@ def _blas_controller():
     return ThreadpoolController().select(user_api="blas")
 
 
+BLAS_FACTS = ("internal_api", "version", "architecture", "num_threads")
+
+
+def blas_libraries() -> list[dict]:
+    """NumPy's BLAS as threadpoolctl sees it: per library, its implementation, version, CPU
+    kernels and thread count (what decides the NumPy path's GEMM speed on a host)."""
+    return [
+        {key: library.info().get(key) for key in BLAS_FACTS}
+        for library in _blas_controller().lib_controllers
+    ]
+
+
 def blas_threads_controlled() -> bool:
     """Whether ``one_thread_blas`` reaches NumPy's BLAS (threadpoolctl found it)."""
     return bool(_blas_controller().lib_controllers)
