@@ -56,7 +56,7 @@ def _check_model(model) -> None:
 
 def _dataset_on_model(model, x, y, name: str):
     """(x, y) checked and on the model's device and in its dtype (``_on_model``): arrays of as
-    many examples, at least one, all finite; ``name`` leads each error."""
+    many examples, at least one, x of floats, all finite; ``name`` leads each error."""
     x, y = _check_inputs(x, f"{name}: x"), check_examples(y, f"{name}: y")
     if len(x) != len(y):
         raise ValueError(f"{name}: x has {len(x)} examples but y has {len(y)}")
@@ -456,7 +456,7 @@ def fit(
 class TrainingDiverged(FloatingPointError):
     """``fit`` stopped because the training loss became NaN or infinite: every step after
     that only spreads NaN through the weights. ``history`` holds the epochs completed
-    before it (the model's weights are no longer finite, so restore saved ones)."""
+    before it; the model's weights may no longer be finite (restore saved ones)."""
 
     def __init__(self, message: str, history: History):
         super().__init__(message)
@@ -471,8 +471,8 @@ def _stop_if_diverged(loss_sum, epoch: int, lr: float, history: History, bar) ->
     bar.close()
     raise TrainingDiverged(
         f"fit: the training loss became {float(loss_sum)} in epoch {epoch + 1} (learning rate "
-        f"{lr:.4g}): training diverged and the weights are no longer finite; try a smaller "
-        "learning rate",
+        f"{lr:.4g}): training diverged, and the weights may no longer be finite; try a "
+        "smaller learning rate",
         history,
     )
 
