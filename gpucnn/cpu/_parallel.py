@@ -89,6 +89,8 @@ def _executor(workers: int) -> ThreadPoolExecutor:
         return _pool[2]
 
 
+# Found once, at first use: NumPy's BLAS is loaded by then (gpucnn imports NumPy first), and
+# a BLAS loaded later (SciPy's, with scikit-learn) never runs the NumPy path's products.
 @functools.cache
 def _blas_controller():
     from threadpoolctl import ThreadpoolController
