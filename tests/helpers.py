@@ -4,8 +4,10 @@ references that are obviously correct (one output element at a time)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
+from threadpoolctl import threadpool_info
 
 
 def draw_conv_case(draw, max_size: int = 12, max_stride: int = 4, max_dilation: int = 3):
@@ -292,3 +294,15 @@ def record_launches(monkeypatch, module) -> list[str]:
 
     monkeypatch.setattr(module, "launch", recording)
     return launched
+
+
+def numpy_blas() -> list[dict]:
+    """threadpoolctl's entries for NumPy's own BLAS, the one that runs its products: a wheel
+    carries it in numpy.libs (or inside the package). SciPy's, loaded with scikit-learn,
+    never runs them. Where none is found there (a NumPy linked to a system BLAS), every BLAS
+    threadpoolctl sees."""
+    package = Path(np.__file__).parent
+    homes = (package, package.parent / "numpy.libs")
+    blas = [info for info in threadpool_info() if info["user_api"] == "blas"]
+    own = [i for i in blas if any(Path(i["filepath"]).is_relative_to(h) for h in homes)]
+    return own or blas

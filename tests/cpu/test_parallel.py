@@ -8,16 +8,15 @@ import threading
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
 
 import gpucnn.cpu._parallel as parallel
 import gpucnn.cpu._windows
 from gpucnn import ops
-from tests.helpers import shuffled_linspace
+from tests.helpers import numpy_blas, shuffled_linspace
 
 
 def _blas_threads():
-    return [entry["num_threads"] for entry in threadpool_info() if entry["user_api"] == "blas"]
+    return [entry["num_threads"] for entry in numpy_blas()]
 
 
 def _conv_and_pool(seed=0):
