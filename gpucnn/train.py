@@ -321,19 +321,27 @@ class TrainStep:
         self._bound = True
 
 
+EVAL_BATCH_SIZE = 256  # evaluate's default, and fit's for its validation set
+
+
 def _batches(count: int, batch_size: int, order=None):
     for start in range(0, count, batch_size):
         stop = min(start + batch_size, count)
         yield order[start:stop] if order is not None else slice(start, stop)
 
 
-def evaluate(model, loss_fn, x, y, batch_size: int = 256) -> dict:
+def evaluate(model, loss_fn, x, y, batch_size: int = EVAL_BATCH_SIZE) -> dict:
     """Mean loss and accuracy of ``model`` on (x, y), in eval mode (dropout off)."""
     batch_size = check_int(batch_size, "batch_size", 1)
     _check_loss(loss_fn)
     _check_model(model)
     x, y = _dataset_on_model(model, x, y, "evaluate")
-    check_targets = not _labels_checked(model, x, y, "evaluate")
+    return _evaluate(model, loss_fn, x, y, batch_size, not _labels_checked(model, x, y, "evaluate"))
+
+
+def _evaluate(model, loss_fn, x, y, batch_size: int, check_targets: bool) -> dict:
+    """``evaluate`` on data already checked and on the model (``fit``'s validation set, each
+    epoch: its checks ran once, up front)."""
     was_training = model.training
     model.eval()
     try:
@@ -390,8 +398,9 @@ def fit(
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise ValueError("validation_data must be a pair (x_val, y_val)")
-        # On the model's device and in its dtype once, not again by every epoch's evaluate
-        validation_data = _dataset_on_model(model, *validation_data, "validation_data")
+        # Checked, and on the model's device and in its dtype, once: not by every epoch
+        x_val, y_val = _dataset_on_model(model, *validation_data, "validation_data")
+        val_check_targets = not _labels_checked(model, x_val, y_val, "validation_data")
     check_targets = not _labels_checked(model, x, y, "fit")
     if cuda_graph is None:  # wherever nothing stands in its way
         cuda_graph = graph_obstacle(model, loss_fn, check_targets) is None
@@ -441,7 +450,7 @@ def fit(
         history.loss.append(float(loss_sum) / seen)
         history.accuracy.append(float(correct) / seen)
         if validation_data is not None:
-            scores = evaluate(model, loss_fn, *validation_data)
+            scores = _evaluate(model, loss_fn, x_val, y_val, EVAL_BATCH_SIZE, val_check_targets)
             history.val_loss.append(scores["loss"])
             history.val_accuracy.append(scores["accuracy"])
         else:
