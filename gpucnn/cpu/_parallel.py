@@ -98,14 +98,12 @@ def _blas_controller():
     return ThreadpoolController().select(user_api="blas")
 
 
-BLAS_FACTS = ("internal_api", "version", "architecture", "num_threads")
-
-
 def blas_libraries() -> list[dict]:
     """NumPy's BLAS as threadpoolctl sees it: per library, its implementation, version, CPU
     kernels and thread count (what decides the NumPy path's GEMM speed on a host)."""
+    facts = ("internal_api", "version", "architecture", "num_threads")
     return [
-        {key: library.info().get(key) for key in BLAS_FACTS}
+        {key: library.info().get(key) for key in facts}
         for library in _blas_controller().lib_controllers
     ]
 
