@@ -10,13 +10,14 @@
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
-# take the other steps' logs with it. On an H100 (2026-11-23, session 11): info 3 s, tests
-# 85-92 s, memcheck 77-81 s and racecheck 183-194 s (beside the tests), bench 102-116 s;
-# session 10: bench-quick 55 s, resources 40 s, ncu 32-41 s a kernel. On this project's device machines (10
-# minutes per command, 8 files back) run the sanitizers beside the tests, then the
+# take the other steps' logs with it. NCU_KERNELS (space-separated names from the list below)
+# limits the ncu step to those kernels. On an H100 (2026-11-24, session 20): info 2 s, tests
+# 118 s, memcheck 111 s and racecheck 222 s (beside the tests), bench 128 s; session 10:
+# bench-quick 55 s, resources 40 s; ncu 42-51 s a kernel. On this project's device machines
+# (10 minutes per command, 8 files back) run the sanitizers beside the tests, then the
 # benchmarks alone, and pack the logs into one:
-#   for s in memcheck racecheck; do STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/$s $s & done
-#   STEP_TIMEOUT=230 benchmarks/gpu_check.sh /tmp/gc/t info tests; wait
+#   for s in memcheck racecheck; do STEP_TIMEOUT=240 benchmarks/gpu_check.sh /tmp/gc/$s $s & done
+#   STEP_TIMEOUT=240 benchmarks/gpu_check.sh /tmp/gc/t info tests; wait
 #   benchmarks/gpu_check.sh /tmp/gc/b bench-quick compare resources host host-graph
 #   tar czf $OUT/gpu-check.tgz -C /tmp gc
 set -u
@@ -52,10 +53,10 @@ sanitized=(-m pytest -m gpu -q -x
 # ncu: the hardware counters of one launch (the fourth, after warm-up) of each kernel that
 # benchmarks/NOTES.md leaves as an open question, inside the quick run of its family.
 profiled=(
-    "pool2d maxpool2d_forward"          # 3x3/2 at 64x256x56x56, the quick run's first case
-                                        # (ahead of the 2x2/2 _tiled one): 69% of copy,
-                                        # target 85%
-    "pool2d maxpool2d_backward_shared"  # the same, backward: 46%
+    "pool2d maxpool2d_forward"          # 3x3/2 at 64x256x56x56 (its _pairs kernel), the
+                                        # quick run's first case (ahead of the 2x2/2 _tiled
+                                        # one): 72% of copy, target 85%
+    "pool2d maxpool2d_backward_shared"  # the same, backward: 49%
     "hopfield hopfield_product_gemm"    # n = 4096, batch 256: 60% of cuBLAS, target 70%
     "conv2d conv2d_direct"              # LeNet conv2 / ResNet-20: never profiled
     "conv2d conv2d_forward"             # LeNet conv2 implicit GEMM: 3% of the FP32 ceiling
@@ -78,6 +79,8 @@ for step in $steps; do
         host-graph) run host-graph "$python" benchmarks/host_profile.py --cuda-graph ;;
         ncu) for target in "${profiled[@]}"; do
                 read -r family kernel <<<"$target"
+                # NCU_KERNELS (names, space-separated) profiles only those.
+                [[ -z ${NCU_KERNELS:-} || " $NCU_KERNELS " == *" $kernel "* ]] || continue
                 run "ncu-$kernel" ncu --clock-control none --kernel-name "regex:^$kernel" \
                     --launch-skip 3 --launch-count 1 "${ncu_sections[@]}" \
                     "$python" -m benchmarks --quick --only "$family" --out "$out/ncu-runs"

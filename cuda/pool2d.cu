@@ -13,9 +13,10 @@
 // input element (max pooling's: a segment of kSegment inputs of a row) and gather from the
 // windows that contain it, so each dx element is written exactly once: no zero-fill, no
 // atomics, bit-for-bit reproducible. Where the windows tile the image, the _tiled kernels
-// own one window each instead (forward and backward: a direct write). Where they overlap and
-// a plane of dy and argmax fits in shared memory, the max-pool backward gives each block a
-// plane (maxpool2d_backward_shared).
+// own one window each instead (forward and backward: a direct write); where they are 3x3 at
+// column stride 2, the forward _pairs kernels own two neighbouring outputs of a row, which
+// share a column of inputs. Where they overlap and a plane of dy and argmax fits in shared
+// memory, the max-pool backward gives each block a plane (maxpool2d_backward_shared).
 //
 // Max pooling reads a 2x2 or 3x3 window's elements before comparing any (compile-time
 // sizes, predicated loads), so a thread's loads are in flight together.
@@ -220,10 +221,14 @@ __device__ __forceinline__ void gather_segment(const T* dy, const int* argmax, c
                                                int Q, int S, int stride_w, int pad_w,
                                                T (&sum)[kSegment]) {
     const auto add = [&](int q, int chosen, T gradient) {
-        const int left = q * stride_w - pad_w - g.w0;  // the window covers [left, left + S)
+        // the window covers [left, left + S): an input it does not cover gets nothing (checked
+        // once a window, not once an input: the loop below is what the kernel spends its
+        // instructions on)
+        const int left = q * stride_w - pad_w - g.w0;
+        const int hit = chosen >= left && chosen < left + S ? chosen : -1;
 #pragma unroll
         for (int e = 0; e < kSegment; ++e)
-            if (e == chosen && e >= left && e < left + S) sum[e] += gradient;
+            if (e == hit) sum[e] += gradient;
     };
     if constexpr (kRows > 0 && kCols > 0) {
         int chosen[kRows * kCols];
@@ -306,6 +311,76 @@ __device__ __forceinline__ void stage_plane(const T* __restrict__ source, T* sta
     }
 }
 
+// Two neighbouring 3x3 windows of a row at column stride 2 (outputs q and q + 1), the
+// overlapping pooling of ResNet and AlexNet: together they cover 3 rows of 5 columns from
+// (h0, w0), the middle column shared. Loaded whole, predicated (inputs outside the image read
+// as 0 and are flagged), so every load is in flight at once.
+constexpr int kPairWindow = 3, kPairStride = 2;
+
+template <typename T>
+struct PairPatch {
+    static constexpr int kRows = kPairWindow, kCols = kPairWindow + kPairStride;
+    T value[kRows][kCols];
+    bool row_in[kRows], col_in[kCols];
+};
+
+template <typename T>
+__device__ __forceinline__ PairPatch<T> load_pair_patch(const T* image, int H, int W, int h0,
+                                                        int w0) {
+    PairPatch<T> patch;
+#pragma unroll
+    for (int r = 0; r < patch.kRows; ++r)
+        patch.row_in[r] = (unsigned)(h0 + r) < (unsigned)H;
+#pragma unroll
+    for (int c = 0; c < patch.kCols; ++c)
+        patch.col_in[c] = (unsigned)(w0 + c) < (unsigned)W;
+#pragma unroll
+    for (int r = 0; r < patch.kRows; ++r)
+#pragma unroll
+        for (int c = 0; c < patch.kCols; ++c)
+            patch.value[r][c] =
+                patch.row_in[r] && patch.col_in[c] ? image[(h0 + r) * W + w0 + c] : T(0);
+    return patch;
+}
+
+// Where the pair of outputs a thread owns lies: (plane, row p, first column q) and its
+// patch's corner; pairs run along each row, ceil(Q / 2) a row (the last one single when Q is
+// odd).
+struct OutputPair {
+    long long plane, first;  // first: the index of output q in y
+    int h0, w0;
+    bool second;  // whether output q + 1 exists
+};
+
+__device__ __forceinline__ OutputPair output_pair(long long pair, int P, int Q, int stride_h,
+                                                  int pad_h, int pad_w) {
+    const PlaneIndex at = plane_index(pair, P, (Q + 1) / 2);
+    const int q = 2 * at.col;
+    return OutputPair{at.plane, (at.plane * P + at.row) * Q + q, at.row * stride_h - pad_h,
+                      q * kPairStride - pad_w, q + 1 < Q};
+}
+
+// y[first] and y[first + 1] (when there is a second): one 2-wide store where Q is even (every
+// pair then starts at an even index).
+__device__ __forceinline__ void store_two(int* address, const int (&v)[2]) {
+    *reinterpret_cast<int2*>(address) = make_int2(v[0], v[1]);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_two(T* address, const T (&v)[2]) {
+    store_vector(address, v);
+}
+
+template <typename T>
+__device__ __forceinline__ void store_pair(T* out, const OutputPair& o, int Q, const T (&v)[2]) {
+    if (Q % 2 == 0) {
+        store_two(out + o.first, v);
+    } else {
+        out[o.first] = v[0];
+        if (o.second) out[o.first + 1] = v[1];
+    }
+}
+
 }  // namespace pool
 
 // Max pooling. Semantics (those of gpucnn.cpu.pool): start from the first in-bounds element
@@ -326,6 +401,45 @@ __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
         pool::window_max(image, W, o, R, S, best, best_index);
         y[i] = best;
         argmax[i] = best_index;
+    }
+}
+
+// maxpool2d_forward for 3x3 windows at column stride 2, two outputs of a row to a thread
+// (pool::PairPatch): 15 loads for two windows instead of 18, and one set of divisions. ncu on
+// an H100 found the one-output kernel bound by instruction issue at 64x256x56x56, not by
+// memory (benchmarks/NOTES.md). Same semantics: the first in-bounds element in row-major
+// order anchors, a strictly greater value or the first NaN moves (while best is not NaN,
+// !(v <= best) is exactly "v > best or v is NaN").
+template <typename T>
+__global__ void maxpool2d_forward_pairs(const T* __restrict__ x, T* __restrict__ y,
+                                        int* __restrict__ argmax, long long pairs, int H, int W,
+                                        int P, int Q, int stride_h, int pad_h, int pad_w) {
+    using Patch = pool::PairPatch<T>;
+    GPUCNN_GRID_STRIDE_LOOP(pair, pairs) {
+        const pool::OutputPair o = pool::output_pair(pair, P, Q, stride_h, pad_h, pad_w);
+        const Patch patch = pool::load_pair_patch(x + o.plane * H * W, H, W, o.h0, o.w0);
+        T best[2];
+        int best_index[2];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            bool anchored = false;
+            best[k] = T(0), best_index[k] = 0;
+#pragma unroll
+            for (int r = 0; r < pool::kPairWindow; ++r)
+#pragma unroll
+                for (int s = 0; s < pool::kPairWindow; ++s) {
+                    const int c = k * pool::kPairStride + s;
+                    const T value = patch.value[r][c];
+                    const bool inside = patch.row_in[r] && patch.col_in[c];
+                    const bool take =
+                        inside && (!anchored || (best[k] == best[k] && !(value <= best[k])));
+                    best[k] = take ? value : best[k];
+                    best_index[k] = take ? (o.h0 + r) * W + o.w0 + c : best_index[k];
+                    anchored = anchored || inside;
+                }
+        }
+        pool::store_pair(y, o, Q, best);
+        pool::store_pair(argmax, o, Q, best_index);
     }
 }
 
@@ -482,6 +596,36 @@ __global__ void avgpool2d_forward(const T* __restrict__ x, T* __restrict__ y, lo
         const T* image = x + o.plane * H * W;
         y[i] = pool::window_sum(image, W, o, R, S) /
                T(pool::avg_divisor(o.h0, o.w0, g, count_include_pad));
+    }
+}
+
+// avgpool2d_forward for 3x3 windows at column stride 2, two outputs of a row to a thread, as
+// maxpool2d_forward_pairs: each sum in clipped_window_sum's order (row-major from 0, inputs
+// outside the image adding 0).
+template <typename T>
+__global__ void avgpool2d_forward_pairs(const T* __restrict__ x, T* __restrict__ y, long long pairs,
+                                        int H, int W, int P, int Q, int stride_h, int pad_h,
+                                        int pad_w, int count_include_pad) {
+    using Patch = pool::PairPatch<T>;
+    const pool::Geometry g{
+        H,     W,    P, Q, pool::kPairWindow, pool::kPairWindow, stride_h, pool::kPairStride,
+        pad_h, pad_w};
+    GPUCNN_GRID_STRIDE_LOOP(pair, pairs) {
+        const pool::OutputPair o = pool::output_pair(pair, P, Q, stride_h, pad_h, pad_w);
+        const Patch patch = pool::load_pair_patch(x + o.plane * H * W, H, W, o.h0, o.w0);
+        T mean[2];
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            T sum = T(0);
+#pragma unroll
+            for (int r = 0; r < pool::kPairWindow; ++r)
+#pragma unroll
+                for (int s = 0; s < pool::kPairWindow; ++s)
+                    sum += patch.value[r][k * pool::kPairStride + s];
+            const int w0 = o.w0 + k * pool::kPairStride;
+            mean[k] = sum / T(pool::avg_divisor(o.h0, w0, g, count_include_pad));
+        }
+        pool::store_pair(y, o, Q, mean);
     }
 }
 

@@ -41,16 +41,28 @@ def _tiles(window: Window, height: int, width: int) -> bool:
     )
 
 
-def _forward(name: str, x, window: Window, *extra, with_argmax: bool = False, tiled=False):
+def _pairs(window: Window) -> bool:
+    """Whether the windows are 3x3 at column stride 2 (the overlapping pooling of ResNet and
+    AlexNet, any row stride and padding): the ``_pairs`` kernels then give each thread two
+    neighbouring outputs of a row, which share a column of inputs."""
+    return window.size == (3, 3) and window.stride[1] == 2 and window.dilation == (1, 1)
+
+
+def _forward(name: str, x, window: Window, *extra, with_argmax: bool = False, twins=False):
     """Launch a forward kernel: one thread per output element, y (and argmax) allocated.
-    With ``tiled``, the kernel's ``_tiled`` twin where the windows tile the image."""
+    With ``twins``, the kernel's ``_tiled`` twin where the windows tile the image, else its
+    ``_pairs`` twin where they are 3x3 at column stride 2 (one thread per pair of outputs)."""
     x = contiguous(x)
     n, c, height, width = x.shape
     out_hw = window.output_shape(height, width)
     y = empty(x, (n, c, *out_hw), x.dtype)
     outputs = (y, empty(x, y.shape, np.int32)) if with_argmax else (y,)
-    if tiled and _tiles(window, height, width):
+    if twins and _tiles(window, height, width):
         _run(f"{name}_tiled", x, y.size, (x, *outputs, y.size, width, *out_hw, *window.size))
+    elif twins and _pairs(window):
+        pairs = n * c * out_hw[0] * -(-out_hw[1] // 2)
+        geometry = (height, width, *out_hw, window.stride[0], *window.padding, *extra)
+        _run(f"{name}_pairs", x, pairs, (x, *outputs, pairs, *geometry))
     else:
         geometry = (height, width, *out_hw, *_geometry(window), *extra)
         _run(name, x, y.size, (x, *outputs, y.size, *geometry))
@@ -77,7 +89,7 @@ def _plane_threads(*work: int) -> int:
 
 
 def max_pool2d_forward(x, window: Window):
-    return _forward("maxpool2d_forward", x, window, with_argmax=True, tiled=True)
+    return _forward("maxpool2d_forward", x, window, with_argmax=True, twins=True)
 
 
 def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
@@ -122,7 +134,7 @@ def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
 
 
 def avg_pool2d_forward(x, window: Window, count_include_pad: bool):
-    return _forward("avgpool2d_forward", x, window, int(count_include_pad), tiled=True)
+    return _forward("avgpool2d_forward", x, window, int(count_include_pad), twins=True)
 
 
 def avg_pool2d_backward(dy, x_shape, window: Window, count_include_pad: bool):

@@ -44,6 +44,19 @@ def _tiles_the_image(case) -> bool:
     return tuple(step) == size and pad == (0, 0) and shape[2] % size[0] == shape[3] % size[1] == 0
 
 
+def _pairs_the_windows(case) -> bool:
+    """Whether a case's windows are 3x3 at column stride 2: where the forward _pairs kernels
+    must run (unless the windows tile the image), and only there."""
+    _, kernel, stride, _, _ = case
+    step = 3 if stride is None else stride if isinstance(stride, int) else stride[1]
+    return kernel == 3 and step == 2
+
+
+def _forward_kernel(case) -> str:
+    """The suffix of the forward kernel a case must launch."""
+    return "_tiled" if _tiles_the_image(case) else "_pairs" if _pairs_the_windows(case) else ""
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("staged", [True, False], ids=["planes-in-shared", "global"])
@@ -66,9 +79,10 @@ def test_max_pool_matches_numpy(backend, monkeypatch, case, dtype, staged):
     # without the window geometry: the plane-by-plane kernel, same answer
     dx_planes = backend.run(ops.max_pool2d_backward, dy, argmax_ref, x.shape)
     assert rel_error(dx_planes, dx_ref) < TOLERANCE[dtype]
-    tiled = any(name.endswith("_tiled") for name in launched)
-    assert tiled == _tiles_the_image(case)
-    if not tiled:
+    assert launched[0] == "maxpool2d_forward" + _forward_kernel(case)
+    if _tiles_the_image(case):
+        assert launched[1] == "maxpool2d_backward_tiled"
+    else:
         assert launched[1] == "maxpool2d_backward" + ("_shared" if staged else "")
 
 
@@ -137,11 +151,13 @@ def test_max_pool_special_values_match_exactly(backend, case, kind):
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("count_include_pad", [True, False])
-def test_avg_pool_matches_numpy(backend, case, dtype, count_include_pad):
+def test_avg_pool_matches_numpy(backend, monkeypatch, case, dtype, count_include_pad):
+    launched = record_launches(monkeypatch, cuda_pool)
     x = shuffled_linspace(case[0], dtype)
     geometry = dict(_geometry(case), count_include_pad=count_include_pad)
     y_ref = ops.avg_pool2d_forward(x, **geometry)
     assert rel_error(backend.run(ops.avg_pool2d_forward, x, **geometry), y_ref) < TOLERANCE[dtype]
+    assert launched[0] == "avgpool2d_forward" + _forward_kernel(case)
     dy = shuffled_linspace(y_ref.shape, dtype, seed=5)
     dx_ref = ops.avg_pool2d_backward(dy, x.shape, **geometry)
     dx = backend.run(ops.avg_pool2d_backward, dy, x.shape, **geometry)

@@ -59,6 +59,11 @@ CASES = [
     ((1, 2, 4, 4), 2, 2, 1, False),
     ((1, 2, 5, 4), 2, None, 0, False),
     ((1, 2, 4, 5), 2, None, 0, False),
+    # 3x3 windows at column stride 2 (the CUDA path's _pairs kernels, two outputs a thread):
+    # an odd number of outputs a row, and with it another row stride, no column padding and
+    # a ceil_mode overhang
+    ((1, 2, 5, 9), 3, 2, 1, False),
+    ((2, 1, 7, 10), 3, (3, 2), (1, 0), True),
 ]
 
 
