@@ -36,7 +36,7 @@ LAYERS = [
     ("resnet20 16@32", 128, (16, 32, 32), (16, 3, 3, 1, 1)),
     ("resnet20 32@16 s2", 128, (16, 32, 32), (32, 3, 3, 2, 1)),
     ("resnet20 32@16", 128, (32, 16, 16), (32, 3, 3, 1, 1)),
-    # the second downsampling layer: the first wider than "auto"'s direct-phases bound
+    # the second downsampling layer (its backward-data by the direct kernel's phases)
     ("resnet20 64@8 s2", 128, (32, 16, 16), (64, 3, 3, 2, 1)),
     ("resnet20 64@8", 128, (64, 8, 8), (64, 3, 3, 1, 1)),
     # the training-step benchmark's CIFAR CNN: its two largest layers (2.4 GFLOP each); the

@@ -59,17 +59,18 @@ WINOGRAD_WORKSPACE_BYTES = 256 << 20
 # not fit in shared memory, keeps the GEMM. "auto" takes it only for the backward-data of
 # strided, undilated layers of at most AUTO_DIRECT_PHASES_MAX_CHANNELS input and output
 # channels: the GEMM's gather multiplies every filter tap, three in four of them zeros at
-# stride 2, and ResNet-20's 16 -> 32 at stride 2 (batch 128) measured 0.087-0.103 ms by
-# phases against the GEMM's 0.223 in three H100 runs (sessions 10-11). Elsewhere the direct
-# kernel measured 0.1-1.3x the GEMM (benchmarks/NOTES.md), so "auto" keeps the GEMM there;
-# wider strided layers wait for their measurement (benchmarks/conv2d.py's "s2" rows).
+# stride 2. On an H100 (session 20, benchmarks/NOTES.md) the phases beat the GEMM on every
+# strided 3x3 layer measured, 1.3-3.0x: ResNet-20's 16 -> 32 and 32 -> 64 (batch 128), 48,
+# 64 and 64 -> 128 channels at 16x16, ResNet-18's 64 -> 128 at 56x56 and ResNet-50's 128 and
+# 256 channels (batch 32). The bound is the widest measured. Elsewhere the direct kernel
+# measured 0.1-1.3x the GEMM, so "auto" keeps the GEMM there.
 DIRECT_SOURCE = "conv2d_direct.cu"
 DIRECT_PIXELS, DIRECT_CHANNELS = 4, 8  # per thread: direct::kPixels, direct::kChannels
 DIRECT_COLUMNS = 4  # filter taps per thread in backward-filter: direct::kColumns
 DIRECT_MAX_GROUPS = 8  # groups of DIRECT_CHANNELS output channels a block: 64 in 256 threads
 DIRECT_MAX_CHUNK = 8  # input channels staged in shared memory at a time
 DIRECT_SHARED_BYTES = 48 << 10  # the most a launch may ask for without opting in
-AUTO_DIRECT_PHASES_MAX_CHANNELS = 32
+AUTO_DIRECT_PHASES_MAX_CHANNELS = 256
 
 
 @dataclass(frozen=True)

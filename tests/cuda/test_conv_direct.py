@@ -112,12 +112,13 @@ def test_a_strided_backward_data_is_one_launch_planned_for_its_largest_phase(bac
 
 
 # (C, K, stride, dilation, whether "auto" runs backward-data by phases): ResNet-20's 16 -> 32
-# at stride 2, where the rule was measured, and each bound crossed by one step.
+# at stride 2 and ResNet-50's widest strided layer, where the rule was measured, and each
+# bound crossed by one step.
 AUTO_PHASE_CASES = [
     (16, 32, 2, 1, True),
-    (32, 32, 2, 1, True),
-    (33, 32, 2, 1, False),  # one input channel past the bound
-    (16, 33, 2, 1, False),  # one output channel past it
+    (256, 256, 2, 1, True),
+    (257, 256, 2, 1, False),  # one input channel past the bound
+    (16, 257, 2, 1, False),  # one output channel past it
     (3, 8, (1, 2), 1, True),  # strided along one axis
     (16, 32, 1, 1, False),  # stride 1: the GEMM (or Winograd)
     (16, 32, 2, 2, False),  # strided and dilated: no phases
@@ -137,7 +138,7 @@ def test_auto_runs_strided_backward_data_of_few_channels_by_phases(
         assert not cuda_conv.takes_direct_phases(w_shape, window, other)
 
 
-@pytest.mark.parametrize(("c", "k", "phases"), [(4, 6, True), (33, 6, False)])
+@pytest.mark.parametrize(("c", "k", "phases"), [(4, 6, True), (257, 6, False)])
 def test_auto_strided_backward_data_launches_what_the_rule_says(backend, monkeypatch, c, k, phases):
     monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE, raising=False)
     launched = record_launches(monkeypatch, cuda_conv)
