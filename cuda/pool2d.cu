@@ -313,33 +313,60 @@ __device__ __forceinline__ void stage_plane(const T* __restrict__ source, T* sta
 
 // Two neighbouring 3x3 windows of a row at column stride 2 (outputs q and q + 1), the
 // overlapping pooling of ResNet and AlexNet: together they cover 3 rows of 5 columns from
-// (h0, w0), the middle column shared. Loaded whole, predicated (inputs outside the image read
-// as 0 and are flagged), so every load is in flight at once.
+// (h0, w0), the middle column shared. Loaded whole and without branches, so every load is in
+// flight at once.
 constexpr int kPairWindow = 3, kPairStride = 2;
 
 template <typename T>
 struct PairPatch {
     static constexpr int kRows = kPairWindow, kCols = kPairWindow + kPairStride;
     T value[kRows][kCols];
-    bool row_in[kRows], col_in[kCols];
+    int index[kRows][kCols];  // h * W + w of the input each value was read from
 };
 
+// For sums: inputs outside the image read as 0 (which leaves a sum's bits unchanged).
 template <typename T>
 __device__ __forceinline__ PairPatch<T> load_pair_patch(const T* image, int H, int W, int h0,
                                                         int w0) {
     PairPatch<T> patch;
 #pragma unroll
     for (int r = 0; r < patch.kRows; ++r)
-        patch.row_in[r] = (unsigned)(h0 + r) < (unsigned)H;
+#pragma unroll
+        for (int c = 0; c < patch.kCols; ++c) {
+            const bool inside =
+                (unsigned)(h0 + r) < (unsigned)H && (unsigned)(w0 + c) < (unsigned)W;
+            patch.index[r][c] = (h0 + r) * W + w0 + c;
+            patch.value[r][c] = inside ? image[patch.index[r][c]] : T(0);
+        }
+    return patch;
+}
+
+// For max pooling: a position outside the image reads the nearest input of its window (its
+// row and column clamped to the image), index included. Scanned in row-major order with ties
+// to the first, a window then chooses exactly what its in-bounds elements alone would: a
+// clamped copy lies just before its original (the padding row and column) or after it (the
+// ceil_mode overhang), with no other input between them in the scan order, so the first
+// occurrence of the maximum (or of a NaN) is, or copies, the first in-bounds one; and the
+// first element is the first in-bounds one, the anchor. No predicates or flags are left in
+// the comparisons, which are what the kernel spends its instructions on.
+template <typename T>
+__device__ __forceinline__ PairPatch<T> load_clamped_pair_patch(const T* image, int H, int W,
+                                                                int h0, int w0) {
+    PairPatch<T> patch;
+    int row[patch.kRows], col[patch.kCols];
+#pragma unroll
+    for (int r = 0; r < patch.kRows; ++r)
+        row[r] = min(max(h0 + r, 0), H - 1) * W;
 #pragma unroll
     for (int c = 0; c < patch.kCols; ++c)
-        patch.col_in[c] = (unsigned)(w0 + c) < (unsigned)W;
+        col[c] = min(max(w0 + c, 0), W - 1);
 #pragma unroll
     for (int r = 0; r < patch.kRows; ++r)
 #pragma unroll
-        for (int c = 0; c < patch.kCols; ++c)
-            patch.value[r][c] =
-                patch.row_in[r] && patch.col_in[c] ? image[(h0 + r) * W + w0 + c] : T(0);
+        for (int c = 0; c < patch.kCols; ++c) {
+            patch.index[r][c] = row[r] + col[c];
+            patch.value[r][c] = image[patch.index[r][c]];
+        }
     return patch;
 }
 
@@ -405,37 +432,34 @@ __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
 }
 
 // maxpool2d_forward for 3x3 windows at column stride 2, two outputs of a row to a thread
-// (pool::PairPatch): 15 loads for two windows instead of 18, and one set of divisions. ncu on
-// an H100 found the one-output kernel bound by instruction issue at 64x256x56x56, not by
-// memory (benchmarks/NOTES.md). Same semantics: the first in-bounds element in row-major
-// order anchors, a strictly greater value or the first NaN moves (while best is not NaN,
-// !(v <= best) is exactly "v > best or v is NaN").
+// (pool::PairPatch): 15 loads for two windows instead of 18, one set of divisions, and no
+// bounds in the comparisons (pool::load_clamped_pair_patch). ncu on an H100 found the
+// one-output kernel bound by instruction issue at 64x256x56x56, not by memory
+// (benchmarks/NOTES.md). Same semantics: the first element anchors; a strictly greater value
+// or the first NaN moves (while best is not NaN, !(v <= best) is exactly "v > best or v is
+// NaN"; once it is, nothing moves).
 template <typename T>
 __global__ void maxpool2d_forward_pairs(const T* __restrict__ x, T* __restrict__ y,
                                         int* __restrict__ argmax, long long pairs, int H, int W,
                                         int P, int Q, int stride_h, int pad_h, int pad_w) {
-    using Patch = pool::PairPatch<T>;
     GPUCNN_GRID_STRIDE_LOOP(pair, pairs) {
         const pool::OutputPair o = pool::output_pair(pair, P, Q, stride_h, pad_h, pad_w);
-        const Patch patch = pool::load_pair_patch(x + o.plane * H * W, H, W, o.h0, o.w0);
+        const pool::PairPatch<T> patch =
+            pool::load_clamped_pair_patch(x + o.plane * H * W, H, W, o.h0, o.w0);
         T best[2];
         int best_index[2];
 #pragma unroll
         for (int k = 0; k < 2; ++k) {
-            bool anchored = false;
-            best[k] = T(0), best_index[k] = 0;
+            const int first = k * pool::kPairStride;
+            best[k] = patch.value[0][first], best_index[k] = patch.index[0][first];
 #pragma unroll
             for (int r = 0; r < pool::kPairWindow; ++r)
 #pragma unroll
-                for (int s = 0; s < pool::kPairWindow; ++s) {
-                    const int c = k * pool::kPairStride + s;
-                    const T value = patch.value[r][c];
-                    const bool inside = patch.row_in[r] && patch.col_in[c];
-                    const bool take =
-                        inside && (!anchored || (best[k] == best[k] && !(value <= best[k])));
+                for (int s = r == 0 ? 1 : 0; s < pool::kPairWindow; ++s) {
+                    const T value = patch.value[r][first + s];
+                    const bool take = best[k] == best[k] && !(value <= best[k]);
                     best[k] = take ? value : best[k];
-                    best_index[k] = take ? (o.h0 + r) * W + o.w0 + c : best_index[k];
-                    anchored = anchored || inside;
+                    best_index[k] = take ? patch.index[r][first + s] : best_index[k];
                 }
         }
         pool::store_pair(y, o, Q, best);

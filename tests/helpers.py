@@ -70,15 +70,21 @@ def check_drawn_conv_case(draw, backend) -> None:
         assert rel_error(value, reference) < 1e-13
 
 
-def draw_pool_case(draw, max_size: int = 9):
+def draw_pool_case(draw, max_size: int = 9, pairs: bool = False):
     """Hypothesis: a valid pooling's ((N, C, H, W), geometry): kernels 1-4 wide, strides
     below, at and past the kernel, padding up to kernel // 2, ceil_mode either way; one case
     in four has windows that tile the image exactly (stride = kernel, no padding, sizes a
-    multiple of the kernel: the usual 2x2/2, which the CUDA path runs on its own kernels)."""
+    multiple of the kernel: the usual 2x2/2, which the CUDA path runs on its own kernels).
+    With ``pairs``, 3x3 windows at column stride 2 only (the CUDA path's forward _pairs
+    kernels), any row stride."""
     from hypothesis import strategies as st
 
-    kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
-    if draw(st.integers(0, 3)) == 0:
+    kernel = (3, 3) if pairs else (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+    if pairs:
+        stride = (draw(st.integers(1, 4)), 2)
+        padding = tuple(draw(st.integers(0, 1)) for _ in range(2))
+        hw = tuple(draw(st.integers(3 - 2 * padding[a], max_size + 3)) for a in (0, 1))
+    elif draw(st.integers(0, 3)) == 0:
         stride, padding = kernel, (0, 0)
         hw = tuple(kernel[a] * draw(st.integers(1, max(1, max_size // kernel[a]))) for a in (0, 1))
     else:

@@ -279,3 +279,27 @@ def test_any_geometry_and_values_match_numpy(backend, data):
     assert rel_error(backend.run(ops.l2_pool2d_forward, x, **geometry), l2) < 1e-13
     dx_ref = ops.l2_pool2d_backward(dy, x, l2, **geometry)
     assert rel_error(backend.run(ops.l2_pool2d_backward, dy, x, l2, **geometry), dx_ref) < 1e-13
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(data=st.data())
+def test_paired_windows_match_numpy_exactly(backend, monkeypatch, data):
+    # The forward _pairs kernels read positions outside the image as the nearest input (max)
+    # or as 0 (average): random 3x3 geometries at column stride 2 (padding, ceil_mode
+    # overhangs, odd numbers of outputs a row); max pooling with ties, NaN and -inf, bit
+    # for bit.
+    launched = record_launches(monkeypatch, cuda_pool)
+    draw = data.draw
+    shape, geometry = draw_pool_case(draw, pairs=True)
+    special = draw_special_values(draw, shape)
+    y_ref, argmax_ref = ops.max_pool2d_forward(special, **geometry)
+    y, argmax = backend.run(ops.max_pool2d_forward, special, **geometry)
+    assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
+    include_pad = draw(st.booleans())
+    x = shuffled_linspace(shape, np.float64, draw(st.integers(0, 100)), low=0.1, high=1.1)
+    avg_ref = ops.avg_pool2d_forward(x, **geometry, count_include_pad=include_pad)
+    avg = backend.run(ops.avg_pool2d_forward, x, **geometry, count_include_pad=include_pad)
+    assert rel_error(avg, avg_ref) < 1e-13  # NumPy sums in another order
+    assert launched == ["maxpool2d_forward_pairs", "avgpool2d_forward_pairs"]
