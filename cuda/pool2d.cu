@@ -15,8 +15,10 @@
 // atomics, bit-for-bit reproducible. Where the windows tile the image, the _tiled kernels
 // own one window each instead (forward and backward: a direct write); where they are 3x3 at
 // column stride 2, the forward _pairs kernels own two neighbouring outputs of a row, which
-// share a column of inputs. Where they overlap and a plane of dy and argmax fits in shared
-// memory, the max-pool backward gives each block a plane (maxpool2d_backward_shared).
+// share a column of inputs, and at stride 2 both ways the max-pool backward's _quads kernel
+// owns the four inputs from a window's centre. Where other windows overlap and a plane of dy
+// and argmax fits in shared memory, the max-pool backward gives each block a plane
+// (maxpool2d_backward_shared).
 //
 // Max pooling reads a 2x2 or 3x3 window's elements before comparing any (compile-time
 // sizes, predicated loads), so a thread's loads are in flight together.
@@ -256,7 +258,7 @@ __device__ __forceinline__ void gather_segment(const T* dy, const int* argmax, c
 
 // Whether every segment's windows fit gather_segment's unrolled 2 x 3: at most
 // ceil(R / stride_h) window rows hold an input row, and ceil((S + kSegment - 1) / stride_w)
-// window columns a segment (2 and 3 for the usual 3x3/2, and for 2x2/2).
+// window columns a segment (2 and 3 for 3x3/2, and for 2x2/2).
 __device__ __forceinline__ bool few_windows(const Geometry& g) {
     return (g.R + g.stride_h - 1) / g.stride_h <= 2 &&
            (g.S + kSegment - 1 + g.stride_w - 1) / g.stride_w <= 3;
@@ -560,9 +562,73 @@ __global__ void maxpool2d_backward(const T* __restrict__ dy, const int* __restri
     }
 }
 
+// maxpool2d_backward for 3x3 windows at stride 2 (any padding, which is 0 or 1), without
+// the window arithmetic of the general gather: window (p, q) is centred on input
+// (2p - pad + 1, 2q - pad + 1), so an input in a centre row lies in window row p alone and
+// the row below it in rows p and p + 1; the same for columns. A thread owns the quad of
+// inputs from a centre (the centre, the input right of it, below it, and diagonally below):
+// they lie in windows (p .. p + 1, q .. q + 1), whose argmax and dy it loads once, and each
+// input sums those of its windows that chose it, in window order (p, then q), from 0: the
+// gather's semantics and bits, and an argmax outside its window is dropped (no input it
+// could match looks at that window). ncu on an H100 found the general gather bound by
+// instruction issue (benchmarks/NOTES.md). Quads run along each row, ceil((W + 1 - pad) / 2)
+// a row (the first starts at column -1 when pad is 0), ceil((H + 1 - pad) / 2) rows of them.
+template <typename T>
+__global__ void maxpool2d_backward_quads(const T* __restrict__ dy, const int* __restrict__ argmax,
+                                         T* __restrict__ dx, long long quads, int H, int W, int P,
+                                         int Q, int pad_h, int pad_w) {
+    const int quad_rows = (H + 2 - pad_h) / 2, quad_cols = (W + 2 - pad_w) / 2;
+    GPUCNN_GRID_STRIDE_LOOP(quad, quads) {
+        const pool::PlaneIndex at = pool::plane_index(quad, quad_rows, quad_cols);
+        const int p = at.row - (1 - pad_h), q = at.col - (1 - pad_w);  // the centre's window
+        const int h0 = 2 * p - pad_h + 1, w0 = 2 * q - pad_w + 1;      // the centre
+        const long long outputs = at.plane * P * Q;
+        int chosen[2][2];
+        T gradient[2][2];
+#pragma unroll
+        for (int i = 0; i < 2; ++i)
+#pragma unroll
+            for (int j = 0; j < 2; ++j) {
+                const bool exists =
+                    (unsigned)(p + i) < (unsigned)P && (unsigned)(q + j) < (unsigned)Q;
+                const long long o = outputs + (p + i) * Q + q + j;
+                chosen[i][j] = exists ? argmax[o] : -1;  // -1 matches no input
+                gradient[i][j] = exists ? dy[o] : T(0);
+            }
+        // input (h0 + a, w0 + b) lies in windows (p + i, q + j) for i <= a, j <= b
+        T sum[2][2];
+#pragma unroll
+        for (int a = 0; a < 2; ++a)
+#pragma unroll
+            for (int b = 0; b < 2; ++b) {
+                const int self = (h0 + a) * W + w0 + b;
+                sum[a][b] = T(0);
+#pragma unroll
+                for (int i = 0; i <= a; ++i)
+#pragma unroll
+                    for (int j = 0; j <= b; ++j)
+                        if (chosen[i][j] == self) sum[a][b] += gradient[i][j];
+            }
+        T* plane = dx + at.plane * H * W;
+#pragma unroll
+        for (int a = 0; a < 2; ++a) {
+            const int h = h0 + a;
+            if ((unsigned)h >= (unsigned)H) continue;
+            // one 2-wide store where the quad starts on an even column of an even-wide row
+            if (pad_w == 1 && W % 2 == 0) {
+                store_vector(plane + h * W + w0, sum[a]);
+            } else {
+#pragma unroll
+                for (int b = 0; b < 2; ++b)
+                    if ((unsigned)(w0 + b) < (unsigned)W) plane[h * W + w0 + b] = sum[a][b];
+            }
+        }
+    }
+}
+
 // maxpool2d_backward with one block per (n, c) plane, for planes the host found small enough:
 // the block first copies the plane's dy (in 16-byte loads) and argmax into shared memory,
-// then gathers from there, so overlapping windows (3x3/2) read each dy and argmax from
+// then gathers from there, so overlapping windows (3x3/1, say) read each dy and argmax from
 // global memory once instead of from L1/L2 for every segment that holds them. Same
 // semantics and bits as maxpool2d_backward. (The same staging of x measured no faster for
 // the forward on an H100: see benchmarks/NOTES.md.)

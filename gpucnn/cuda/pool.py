@@ -16,8 +16,8 @@ SOURCE = "pool2d.cu"
 THREADS = 256
 SEGMENT = 4  # inputs per thread in the max-pool backward gather (pool::kSegment)
 # The max-pool backward with overlapping windows stages each plane of dy and argmax in
-# shared memory when it fits in this much (the default without an opt-in): 6.1 KB for a
-# 3x3/2 pooling of 56 x 56 float32 planes.
+# shared memory when it fits in this much (the default without an opt-in): 6.1 KB for
+# 28 x 28 float32 outputs.
 SHARED_PLANE_BYTES = 48 * 1024
 
 
@@ -103,6 +103,16 @@ def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
             dy,
             dy.size,
             (dy, argmax, dx, dy.size, width, *dy.shape[2:], *window.size),
+        )
+    elif window is not None and window.size == (3, 3) and window.stride == (2, 2):
+        # one thread per quad of inputs around a window's centre (see the kernel)
+        pad_h, pad_w = window.padding
+        quads = n * c * ((height + 2 - pad_h) // 2) * ((width + 2 - pad_w) // 2)
+        _run(
+            "maxpool2d_backward_quads",
+            dy,
+            quads,
+            (dy, argmax, dx, quads, height, width, *dy.shape[2:], pad_h, pad_w),
         )
     elif window is not None:
         # one thread per SEGMENT consecutive inputs of a row, reading dy and argmax from

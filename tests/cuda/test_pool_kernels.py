@@ -57,12 +57,29 @@ def _forward_kernel(case) -> str:
     return "_tiled" if _tiles_the_image(case) else "_pairs" if _pairs_the_windows(case) else ""
 
 
+def _quads_the_inputs(case) -> bool:
+    """Whether a case's windows are 3x3 at stride 2 both ways: where the max-pool backward's
+    _quads kernel must run, and only there."""
+    _, kernel, stride, _, _ = case
+    return kernel == 3 and stride in (2, (2, 2))
+
+
+def _backward_kernel(case, staged: bool) -> str:
+    """The suffix of the max-pool backward kernel a case must launch."""
+    if _tiles_the_image(case):
+        return "_tiled"
+    if _quads_the_inputs(case):
+        return "_quads"
+    return "_shared" if staged else ""
+
+
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("staged", [True, False], ids=["planes-in-shared", "global"])
 def test_max_pool_matches_numpy(backend, monkeypatch, case, dtype, staged):
     # Overlapping windows' backward runs the _shared kernel (a plane per block, staged in
-    # shared memory) where a plane fits, else the global-memory one: both, on every case.
+    # shared memory) where a plane fits, else the global-memory one: both, on every case
+    # but 3x3/2 (the _quads kernel).
     if not staged:
         monkeypatch.setattr(cuda_pool, "SHARED_PLANE_BYTES", 0)
     launched = record_launches(monkeypatch, cuda_pool)
@@ -80,10 +97,7 @@ def test_max_pool_matches_numpy(backend, monkeypatch, case, dtype, staged):
     dx_planes = backend.run(ops.max_pool2d_backward, dy, argmax_ref, x.shape)
     assert rel_error(dx_planes, dx_ref) < TOLERANCE[dtype]
     assert launched[0] == "maxpool2d_forward" + _forward_kernel(case)
-    if _tiles_the_image(case):
-        assert launched[1] == "maxpool2d_backward_tiled"
-    else:
-        assert launched[1] == "maxpool2d_backward" + ("_shared" if staged else "")
+    assert launched[1] == "maxpool2d_backward" + _backward_kernel(case, staged)
 
 
 @pytest.mark.parametrize(
@@ -281,6 +295,25 @@ def test_any_geometry_and_values_match_numpy(backend, data):
     assert rel_error(backend.run(ops.l2_pool2d_backward, dy, x, l2, **geometry), dx_ref) < 1e-13
 
 
+@pytest.mark.parametrize("padding", [1, 0])
+def test_quads_sum_each_input_in_window_order(backend, padding):
+    # Every other input between window centres (rows and columns padding, padding + 4, ...)
+    # is the largest of the four windows around it, so the _quads kernel adds four gradients
+    # to each; the plane-by-plane kernel adds them in window order (p, then q). Random
+    # gradients round differently in another order: the sums must match bit for bit.
+    x = np.zeros((2, 3, 11, 12))
+    winners = slice(padding, None, 4)
+    x[:, :, winners, winners] = 1 + np.arange(x[:, :, winners, winners].size).reshape(
+        x[:, :, winners, winners].shape
+    )
+    geometry = dict(kernel_size=3, stride=2, padding=padding)
+    _, argmax = ops.max_pool2d_forward(x, **geometry)
+    dy = np.random.default_rng(7).standard_normal(argmax.shape)
+    dx = backend.run(ops.max_pool2d_backward, dy, argmax, x.shape, **geometry)
+    assert np.array_equal(dx, backend.run(ops.max_pool2d_backward, dy, argmax, x.shape))
+    assert np.all(dx[:, :, winners, winners] != 0)
+
+
 @settings(
     max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -289,7 +322,8 @@ def test_paired_windows_match_numpy_exactly(backend, monkeypatch, data):
     # The forward _pairs kernels read positions outside the image as the nearest input (max)
     # or as 0 (average): random 3x3 geometries at column stride 2 (padding, ceil_mode
     # overhangs, odd numbers of outputs a row); max pooling with ties, NaN and -inf, bit
-    # for bit.
+    # for bit. At stride 2 both ways, the backward's _quads kernel against the plane-by-plane
+    # one, which sums in the same window order: bit for bit.
     launched = record_launches(monkeypatch, cuda_pool)
     draw = data.draw
     shape, geometry = draw_pool_case(draw, pairs=True)
@@ -297,9 +331,16 @@ def test_paired_windows_match_numpy_exactly(backend, monkeypatch, data):
     y_ref, argmax_ref = ops.max_pool2d_forward(special, **geometry)
     y, argmax = backend.run(ops.max_pool2d_forward, special, **geometry)
     assert np.array_equal(y, y_ref, equal_nan=True) and np.array_equal(argmax, argmax_ref)
+    quads = geometry["stride"] == (2, 2)
+    if quads:
+        dy = np.random.default_rng(draw(st.integers(0, 100))).standard_normal(y_ref.shape)
+        dx = backend.run(ops.max_pool2d_backward, dy, argmax_ref, shape, **geometry)
+        dx_planes = backend.run(ops.max_pool2d_backward, dy, argmax_ref, shape)
+        assert np.array_equal(dx, dx_planes, equal_nan=True)
     include_pad = draw(st.booleans())
     x = shuffled_linspace(shape, np.float64, draw(st.integers(0, 100)), low=0.1, high=1.1)
     avg_ref = ops.avg_pool2d_forward(x, **geometry, count_include_pad=include_pad)
     avg = backend.run(ops.avg_pool2d_forward, x, **geometry, count_include_pad=include_pad)
     assert rel_error(avg, avg_ref) < 1e-13  # NumPy sums in another order
-    assert launched == ["maxpool2d_forward_pairs", "avgpool2d_forward_pairs"]
+    backward = ["maxpool2d_backward_quads", "maxpool2d_backward_planes"] if quads else []
+    assert launched == ["maxpool2d_forward_pairs", *backward, "avgpool2d_forward_pairs"]
