@@ -372,6 +372,25 @@ __device__ __forceinline__ PairPatch<T> load_clamped_pair_patch(const T* image, 
     return patch;
 }
 
+// maxpool2d_forward_pairs' launch bounds. The kernel waits on memory, so warps in flight
+// decide its speed: for float on sm_90, 8 blocks of 256 threads an SM (every warp slot, 32
+// registers, no spill: kernel_resources.py) instead of the 6 its 38 registers allowed took an
+// H100 from 83% to 97% of copy bandwidth (benchmarks/NOTES.md). 8 blocks spill on sm_70 and
+// sm_80, and sm_75 holds 1024 threads an SM, so elsewhere the bound asks for nothing: 1024
+// threads and no minimum. (The template spells the bounds without parentheses, for the
+// kernel parser.)
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+constexpr int kPairsFloatBlocks = 8;
+#else
+constexpr int kPairsFloatBlocks = 0;
+#endif
+
+template <typename T>
+struct PairsBounds {
+    static constexpr int blocks = sizeof(T) == 4 ? kPairsFloatBlocks : 0;
+    static constexpr int threads = blocks ? 256 : 1024;  // 256: the host's THREADS
+};
+
 // Where the pair of outputs a thread owns lies: (plane, row p, first column q) and its
 // patch's corner; pairs run along each row, ceil(Q / 2) a row (the last one single when Q is
 // odd).
@@ -441,9 +460,10 @@ __global__ void maxpool2d_forward(const T* __restrict__ x, T* __restrict__ y,
 // or the first NaN moves (while best is not NaN, !(v <= best) is exactly "v > best or v is
 // NaN"; once it is, nothing moves).
 template <typename T>
-__global__ void maxpool2d_forward_pairs(const T* __restrict__ x, T* __restrict__ y,
-                                        int* __restrict__ argmax, long long pairs, int H, int W,
-                                        int P, int Q, int stride_h, int pad_h, int pad_w) {
+__global__ void __launch_bounds__(pool::PairsBounds<T>::threads, pool::PairsBounds<T>::blocks)
+    maxpool2d_forward_pairs(const T* __restrict__ x, T* __restrict__ y, int* __restrict__ argmax,
+                            long long pairs, int H, int W, int P, int Q, int stride_h, int pad_h,
+                            int pad_w) {
     GPUCNN_GRID_STRIDE_LOOP(pair, pairs) {
         const pool::OutputPair o = pool::output_pair(pair, P, Q, stride_h, pad_h, pad_w);
         const pool::PairPatch<T> patch =
