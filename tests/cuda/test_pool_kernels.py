@@ -102,13 +102,17 @@ def test_max_pool_matches_numpy(backend, monkeypatch, case, dtype, staged):
 
 @pytest.mark.parametrize(
     "geometry",
-    [dict(kernel_size=2), dict(kernel_size=3, stride=2, padding=1)],
-    ids=["tiled", "gather"],
+    [
+        dict(kernel_size=2),
+        dict(kernel_size=3, stride=2, padding=1),
+        dict(kernel_size=3, stride=1, padding=1),
+    ],
+    ids=["tiled", "quads", "gather"],
 )
 @pytest.mark.parametrize("pixel", [(0, 2), (2, 0), (5, 7)], ids=["right", "below", "last"])
 def test_an_index_outside_its_window_is_dropped_only_with_the_window(backend, geometry, pixel):
     # As max_pool2d_backward's docstring says: window (0, 0) (rows and columns 0-1 for 2x2,
-    # -1 to 1 for 3x3/2 padded) made to point at a pixel outside it: just right of it (in the
+    # -1 to 1 for 3x3 padded) made to point at a pixel outside it: just right of it (in the
     # gather's 4-input segment), just below, or the last. The NumPy path and the kernel
     # without the window route it there; the kernels given the window drop it.
     x = shuffled_linspace((1, 1, 6, 8), np.float32)
