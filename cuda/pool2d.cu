@@ -323,10 +323,11 @@ template <typename T>
 struct PairPatch {
     static constexpr int kRows = kPairWindow, kCols = kPairWindow + kPairStride;
     T value[kRows][kCols];
-    int index[kRows][kCols];  // h * W + w of the input each value was read from
+    int index[kRows][kCols];  // h * W + w of the input each value was read from (max only)
 };
 
-// For sums: inputs outside the image read as 0 (which leaves a sum's bits unchanged).
+// For sums: inputs outside the image read as 0 (which leaves a sum's bits unchanged); the
+// indices are left unset.
 template <typename T>
 __device__ __forceinline__ PairPatch<T> load_pair_patch(const T* image, int H, int W, int h0,
                                                         int w0) {
@@ -337,8 +338,7 @@ __device__ __forceinline__ PairPatch<T> load_pair_patch(const T* image, int H, i
         for (int c = 0; c < patch.kCols; ++c) {
             const bool inside =
                 (unsigned)(h0 + r) < (unsigned)H && (unsigned)(w0 + c) < (unsigned)W;
-            patch.index[r][c] = (h0 + r) * W + w0 + c;
-            patch.value[r][c] = inside ? image[patch.index[r][c]] : T(0);
+            patch.value[r][c] = inside ? image[(h0 + r) * W + w0 + c] : T(0);
         }
     return patch;
 }
@@ -408,8 +408,8 @@ __device__ __forceinline__ OutputPair output_pair(long long pair, int P, int Q, 
                       q * kPairStride - pad_w, q + 1 < Q};
 }
 
-// y[first] and y[first + 1] (when there is a second): one 2-wide store where Q is even (every
-// pair then starts at an even index).
+// Two consecutive elements at an address aligned to two: one 8-byte store for int (argmax),
+// store_vector's for float and double.
 __device__ __forceinline__ void store_two(int* address, const int (&v)[2]) {
     *reinterpret_cast<int2*>(address) = make_int2(v[0], v[1]);
 }
@@ -419,6 +419,8 @@ __device__ __forceinline__ void store_two(T* address, const T (&v)[2]) {
     store_vector(address, v);
 }
 
+// out[first] and out[first + 1] (when there is a second): one 2-wide store where Q is even
+// (every pair then starts at an even index).
 template <typename T>
 __device__ __forceinline__ void store_pair(T* out, const OutputPair& o, int Q, const T (&v)[2]) {
     if (Q % 2 == 0) {

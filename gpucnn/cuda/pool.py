@@ -48,6 +48,13 @@ def _pairs(window: Window) -> bool:
     return window.size == (3, 3) and window.stride[1] == 2 and window.dilation == (1, 1)
 
 
+def _quads(window: Window) -> bool:
+    """Whether the windows are 3x3 at stride 2 both ways (any padding): the max-pool
+    backward's ``_quads`` kernel then gives each thread the four inputs around a window's
+    centre."""
+    return window.size == (3, 3) and window.stride == (2, 2) and window.dilation == (1, 1)
+
+
 def _forward(name: str, x, window: Window, *extra, with_argmax: bool = False, twins=False):
     """Launch a forward kernel: one thread per output element, y (and argmax) allocated.
     With ``twins``, the kernel's ``_tiled`` twin where the windows tile the image, else its
@@ -104,8 +111,7 @@ def max_pool2d_backward(dy, argmax, x_shape, window: Window | None):
             dy.size,
             (dy, argmax, dx, dy.size, width, *dy.shape[2:], *window.size),
         )
-    elif window is not None and window.size == (3, 3) and window.stride == (2, 2):
-        # one thread per quad of inputs around a window's centre (see the kernel)
+    elif window is not None and _quads(window):
         pad_h, pad_w = window.padding
         quads = n * c * ((height + 2 - pad_h) // 2) * ((width + 2 - pad_w) // 2)
         _run(
