@@ -12,7 +12,7 @@ import inspect
 
 import numpy as np
 
-from .._checks import check_array, check_choice, check_flag
+from .._checks import check_array, check_choice, check_flag, make_rng
 from .._device import get_device, resolve_device, to_device
 
 
@@ -149,12 +149,52 @@ def float_dtype(dtype) -> np.dtype:
     return resolved
 
 
-def init_weight(shape, fan_in: int, fan_out: int, init: str, rng, dtype) -> np.ndarray:
-    """He (normal, std sqrt(2 / fan_in)) or Glorot (uniform, limit sqrt(6 / (fan_in +
-    fan_out))) initialisation, drawn in float64 and rounded to ``dtype``."""
-    if check_choice(init, "init", ("he", "glorot")) == "he":
-        values = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
-    else:
-        limit = np.sqrt(6.0 / (fan_in + fan_out))
-        values = rng.uniform(-limit, limit, size=shape)
-    return values.astype(dtype)
+class WeightedLayer(Layer):
+    """A layer y = op(x, weight, bias) with a weight whose first axis is the output's
+    (Conv2D, Dense): one place for their parameters, forward and backward. A subclass names
+    its op pair and the geometry they take besides the arrays (``_geometry``)."""
+
+    graph_safe = True
+    forward_op = None  # staticmethod: (x, weight, bias, **geometry) -> y
+    backward_op = None  # staticmethod: (dy, x, weight, with_bias=, need_input_grad=, **geometry)
+
+    def _create_params(self, shape, fan_in: int, fan_out: int, bias, init, seed, dtype) -> None:
+        """He (normal, std sqrt(2 / fan_in)) or Glorot (uniform, limit sqrt(6 / (fan_in +
+        fan_out))) initial weights, drawn in float64 from ``seed`` and rounded to ``dtype``;
+        a zero bias when ``bias``."""
+        dtype = float_dtype(dtype)
+        rng = make_rng(seed)
+        if check_choice(init, "init", ("he", "glorot")) == "he":
+            values = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=shape)
+        else:
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            values = rng.uniform(-limit, limit, size=shape)
+        self.params["weight"] = to_device(values.astype(dtype), self.device)
+        if check_flag(bias, "bias"):
+            self.params["bias"] = to_device(np.zeros(shape[0], dtype), self.device)
+
+    def _geometry(self) -> dict:
+        """The keyword arguments both ops take besides the arrays (none for Dense)."""
+        return {}
+
+    def forward(self, x):
+        self._check_input(x)
+        y = self.forward_op(x, self.params["weight"], self.params.get("bias"), **self._geometry())
+        self._save(x)
+        return y
+
+    def backward(self, grad_out, need_input_grad: bool = True):
+        self._check_input(grad_out, "grad_out")
+        (x,) = self._restore()
+        dx, dw, db = self.backward_op(
+            grad_out,
+            x,
+            self.params["weight"],
+            with_bias="bias" in self.params,
+            need_input_grad=need_input_grad,
+            **self._geometry(),
+        )
+        self.grads["weight"] = dw
+        if db is not None:
+            self.grads["bias"] = db
+        return dx

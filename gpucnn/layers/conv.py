@@ -5,20 +5,20 @@ from __future__ import annotations
 import numpy as np
 
 from .. import ops
-from .._checks import check_flag, check_int, make_rng
-from .._device import to_device
+from .._checks import check_flag, check_int
 from .._shapes import conv_window, pool_window
-from .base import Layer, float_dtype, init_weight
+from .base import Layer, WeightedLayer
 
 
-class Conv2D(Layer):
+class Conv2D(WeightedLayer):
     """2-D convolution: (N, in_channels, H, W) -> (N, out_channels, P, Q).
 
     ``init`` is ``"he"`` (default, for ReLU networks) or ``"glorot"``; the bias starts at 0.
     ``seed`` (int or numpy Generator) makes the initial weights reproducible.
     """
 
-    graph_safe = True
+    forward_op = staticmethod(ops.conv2d_forward)
+    backward_op = staticmethod(ops.conv2d_backward)
 
     def __init__(
         self,
@@ -37,50 +37,22 @@ class Conv2D(Layer):
         super().__init__()
         self.in_channels = check_int(in_channels, "in_channels", 1)
         self.out_channels = check_int(out_channels, "out_channels", 1)
-        dtype = float_dtype(dtype)
         self._window = window = conv_window(kernel_size, stride, padding, dilation)
         self.kernel_size, self.stride = window.size, window.stride
         self.padding, self.dilation = window.padding, window.dilation
         r, s = window.size
-        fan_in, fan_out = self.in_channels * r * s, self.out_channels * r * s
-        weight = init_weight(
+        self._create_params(
             (self.out_channels, self.in_channels, r, s),
-            fan_in,
-            fan_out,
+            self.in_channels * r * s,
+            self.out_channels * r * s,
+            bias,
             init,
-            make_rng(seed),
+            seed,
             dtype,
         )
-        self.params["weight"] = to_device(weight, self.device)
-        if check_flag(bias, "bias"):
-            self.params["bias"] = to_device(np.zeros(self.out_channels, dtype), self.device)
 
     def _geometry(self):
         return dict(stride=self.stride, padding=self.padding, dilation=self.dilation)
-
-    def forward(self, x):
-        self._check_input(x)
-        y = ops.conv2d_forward(
-            x, self.params["weight"], self.params.get("bias"), **self._geometry()
-        )
-        self._save(x)
-        return y
-
-    def backward(self, grad_out, need_input_grad: bool = True):
-        self._check_input(grad_out, "grad_out")
-        (x,) = self._restore()
-        dx, dw, db = ops.conv2d_backward(
-            grad_out,
-            x,
-            self.params["weight"],
-            with_bias="bias" in self.params,
-            need_input_grad=need_input_grad,
-            **self._geometry(),
-        )
-        self.grads["weight"] = dw
-        if db is not None:
-            self.grads["bias"] = db
-        return dx
 
     def output_shape(self, input_shape):
         c, height, width = _chw(input_shape, type(self).__name__)

@@ -7,18 +7,19 @@ import math
 import numpy as np
 
 from .. import ops
-from .._checks import check_flag, check_int, check_probability, check_seed, make_rng
+from .._checks import check_int, check_probability, check_seed, make_rng
 from .._device import to_device, to_numpy
-from .base import Layer, float_dtype, init_weight
+from .base import Layer, WeightedLayer
 
 
-class Dense(Layer):
+class Dense(WeightedLayer):
     """Fully connected: (N, in_features) -> (N, out_features), y = x W^T + b.
 
     ``init`` is ``"he"`` (default) or ``"glorot"``; the bias starts at 0.
     """
 
-    graph_safe = True
+    forward_op = staticmethod(ops.dense_forward)
+    backward_op = staticmethod(ops.dense_backward)
 
     def __init__(
         self, in_features, out_features, bias=True, *, init="he", seed=None, dtype=np.float32
@@ -26,39 +27,15 @@ class Dense(Layer):
         super().__init__()
         self.in_features = check_int(in_features, "in_features", 1)
         self.out_features = check_int(out_features, "out_features", 1)
-        dtype = float_dtype(dtype)
-        weight = init_weight(
+        self._create_params(
             (self.out_features, self.in_features),
             self.in_features,
             self.out_features,
+            bias,
             init,
-            make_rng(seed),
+            seed,
             dtype,
         )
-        self.params["weight"] = to_device(weight, self.device)
-        if check_flag(bias, "bias"):
-            self.params["bias"] = to_device(np.zeros(self.out_features, dtype), self.device)
-
-    def forward(self, x):
-        self._check_input(x)
-        y = ops.dense_forward(x, self.params["weight"], self.params.get("bias"))
-        self._save(x)
-        return y
-
-    def backward(self, grad_out, need_input_grad: bool = True):
-        self._check_input(grad_out, "grad_out")
-        (x,) = self._restore()
-        dx, dw, db = ops.dense_backward(
-            grad_out,
-            x,
-            self.params["weight"],
-            with_bias="bias" in self.params,
-            need_input_grad=need_input_grad,
-        )
-        self.grads["weight"] = dw
-        if db is not None:
-            self.grads["bias"] = db
-        return dx
 
     def output_shape(self, input_shape):
         if tuple(input_shape) != (self.in_features,):
