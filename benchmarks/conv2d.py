@@ -19,6 +19,7 @@ from gpucnn import ops
 from gpucnn._shapes import conv_window
 from gpucnn.cuda.conv import (
     PER_TAP_FILTER_TAPS,
+    chosen_direct_plan,
     direct_filter_plan,
     direct_phase_plan,
     direct_plan,
@@ -135,7 +136,7 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
     layers each of gemm, winograd (F(2x2, 3x3)) and winograd4 (F(4x4, 3x3)) it did not pick
     (same flop count for the fraction of peak: the rate of useful work), so each run shows
     whether the rule holds; the direct kernel in each direction where it applies and was not
-    picked, and the GEMM's backward-data where the direct kernel's phases were."""
+    picked, and the GEMM's in each direction where the direct kernel (or its phases) was."""
     if target.name != "gpu":
         return []
     k, c, r, s = w_shape
@@ -147,22 +148,38 @@ def _alternatives(target: Target, x_shape, w_shape, stride: int, padding: int):
         every = ("forward", "backward-data", "backward-filter")
         tiles = {"gemm": 0, "winograd": 2, "winograd4": 4}
         found += [(name, every) for name, tile in tiles.items() if tile != chosen]
+    algorithm = algorithm_in_use()
+    chosen_forward = chosen_direct_plan(algorithm, c, k, out_hw, (r, s), window, 4)
     phases = stride != 1 and direct_phase_plan(w_shape, x_shape[2:], window, 4)
-    if phases and takes_direct_phases(w_shape, window, algorithm_in_use()):
-        found.append(("gemm", ("backward-data",)))
-        phases = None  # the plain row times them
+    if stride == 1:
+        chosen_data = chosen_direct_plan(algorithm, k, c, x_shape[2:], (r, s), window, 4)
+    else:
+        chosen_data = phases and takes_direct_phases(w_shape, window, algorithm)
+    # (filters of few taps keep their own reduction under every algorithm)
+    filter_plan = k * c * r * s > PER_TAP_FILTER_TAPS and direct_filter_plan(
+        x_shape[0], c, k, out_hw, (r, s), window.stride, window.dilation, 4
+    )
     applies = {
-        "forward": direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, 4),
-        "backward-data": direct_plan(k, c, x_shape[2:], (r, s), (1, 1), window.dilation, 4)
-        if stride == 1
-        else phases,
-        # (filters of few taps keep their own reduction under every algorithm)
-        "backward-filter": k * c * r * s > PER_TAP_FILTER_TAPS
-        and direct_filter_plan(x_shape[0], c, k, out_hw, (r, s), window.stride, window.dilation, 4),
+        "forward": (
+            direct_plan(c, k, out_hw, (r, s), window.stride, window.dilation, 4),
+            chosen_forward,
+        ),
+        "backward-data": (
+            direct_plan(k, c, x_shape[2:], (r, s), (1, 1), window.dilation, 4)
+            if stride == 1
+            else phases,
+            chosen_data,
+        ),
+        "backward-filter": (filter_plan, filter_plan and chosen_forward),
     }
-    directions = tuple(direction for direction, plan in applies.items() if plan)
-    if directions:
-        found.append(("direct", directions))
+    picked = tuple(direction for direction, (_, chosen) in applies.items() if chosen)
+    if picked:  # (never beside Winograd, which takes layers of 32 channels and more)
+        found.insert(0, ("gemm", picked))  # the plain rows time the direct kernel
+    unpicked = tuple(
+        direction for direction, (plan, chosen) in applies.items() if plan and not chosen
+    )
+    if unpicked:
+        found.append(("direct", unpicked))
     return found
 
 

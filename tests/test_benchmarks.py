@@ -139,7 +139,8 @@ def test_a_run_of_some_families_is_named_after_them(tmp_path):
 @pytest.mark.parametrize(
     ("layer", "expected"),
     [
-        ("lenet5 conv1", ["direct forward backward-data"]),  # 150 taps: their own dw
+        # auto takes the direct kernel for its backward-data; 150 taps: their own dw
+        ("lenet5 conv1", ["gemm backward-data", "direct forward"]),
         ("lenet5 conv2", ["direct forward backward-data backward-filter"]),
         # "auto" runs their backward-data by the direct kernel's phases: the GEMM beside it
         ("resnet20 32@16 s2", ["gemm backward-data", "direct forward backward-filter"]),
@@ -147,9 +148,9 @@ def test_a_run_of_some_families_is_named_after_them(tmp_path):
         (
             "resnet20 16@32",
             [
+                "gemm forward backward-data backward-filter",  # auto: direct throughout
                 "winograd forward backward-data backward-filter",
                 "winograd4 forward backward-data backward-filter",
-                "direct forward backward-data backward-filter",
             ],
         ),
         (

@@ -62,8 +62,20 @@ WINOGRAD_WORKSPACE_BYTES = 256 << 20
 # stride 2. On an H100 (session 20, benchmarks/NOTES.md) the phases beat the GEMM on every
 # strided 3x3 layer measured, 1.3-3.0x: ResNet-20's 16 -> 32 and 32 -> 64 (batch 128), 48,
 # 64 and 64 -> 128 channels at 16x16, ResNet-18's 64 -> 128 at 56x56 and ResNet-50's 128 and
-# 256 channels (batch 32). The bound is the widest measured. Elsewhere the direct kernel
-# measured 0.1-1.3x the GEMM, so "auto" keeps the GEMM there.
+# 256 channels (batch 32). The bound is the widest measured.
+# "auto" also takes it for the forward and the stride-1 backward-data of a stride-1,
+# undilated layer whose direction computes at most AUTO_DIRECT_MAX_ROWS channels from at
+# least AUTO_DIRECT_MIN_CHANNELS, with outputs that give a block at least
+# AUTO_DIRECT_MIN_WARPS of its 8 warps; its backward-filter follows its forward. Where the
+# implicit GEMM's narrow tile (32 rows) is at least half zeros and each image fills a
+# block, staging beats gathering. The three H100 runs since the direct kernel's last change
+# (sessions 11 and 20, three machines; direct / GEMM, ms): ResNet-20 16@32 (batch 128)
+# forward 0.078 / 0.086, 0.068 / 0.086, 0.053 / 0.086; backward-data 0.090 / 0.094, 0.080 /
+# 0.093, 0.062 / 0.094; backward-filter 0.119 / 0.174, 0.109 / 0.174, 0.109 / 0.173; LeNet
+# conv1's backward-data (6 -> 1 channel at 28x28: 7 warps) 0.049 / 0.133, 0.100 / 0.163,
+# 0.068 / 0.133. Each bound is the widest measured to win: the GEMM won 2 of 3 runs on
+# LeNet conv1's forward (1 input channel), LeNet conv2 (10x10 and 14x14 outputs: 2 warps)
+# and ResNet-20's 32- and 64-channel layers.
 DIRECT_SOURCE = "conv2d_direct.cu"
 DIRECT_PIXELS, DIRECT_CHANNELS = 4, 8  # per thread: direct::kPixels, direct::kChannels
 DIRECT_COLUMNS = 4  # filter taps per thread in backward-filter: direct::kColumns
@@ -71,6 +83,9 @@ DIRECT_MAX_GROUPS = 8  # groups of DIRECT_CHANNELS output channels a block: 64 i
 DIRECT_MAX_CHUNK = 8  # input channels staged in shared memory at a time
 DIRECT_SHARED_BYTES = 48 << 10  # the most a launch may ask for without opting in
 AUTO_DIRECT_PHASES_MAX_CHANNELS = 256
+AUTO_DIRECT_MAX_ROWS = 16
+AUTO_DIRECT_MIN_CHANNELS = 6
+AUTO_DIRECT_MIN_WARPS = 7
 
 
 @dataclass(frozen=True)
@@ -163,6 +178,32 @@ def direct_filter_plan(
     return DirectFilterPlan(
         groups, column_threads, chunk, band_rows, units, -(-total_units // units), threads, shared
     )
+
+
+def chosen_direct_plan(
+    algorithm: str, in_channels: int, out_channels: int, out_hw, kernel_hw, window: Window, itemsize
+) -> DirectPlan | None:
+    """The direct kernel's plan for the forward of ``window`` (or, with the channels swapped
+    and stride 1, its backward-data) where ``algorithm`` takes the direct kernel, else None:
+    "direct" wherever the plan applies, "auto" within the bounds measured to win (see
+    AUTO_DIRECT_MAX_ROWS)."""
+    if algorithm not in ("direct", "auto"):
+        return None
+    plan = direct_plan(
+        in_channels, out_channels, out_hw, kernel_hw, window.stride, window.dilation, itemsize
+    )
+    if (
+        algorithm == "auto"
+        and plan
+        and not (
+            window.stride == window.dilation == (1, 1)
+            and out_channels <= AUTO_DIRECT_MAX_ROWS
+            and in_channels >= AUTO_DIRECT_MIN_CHANNELS
+            and plan.groups * plan.pixel_threads >= 32 * AUTO_DIRECT_MIN_WARPS
+        )
+    ):
+        return None
+    return plan
 
 
 def takes_direct_phases(w_shape, window: Window, algorithm: str) -> bool:
@@ -399,9 +440,7 @@ def conv2d_forward(x, w, b, window: Window):
     bias = None if b is None else contiguous(b)
     if tile:
         return _winograd(x, w, bias, y, window.padding, False, tile)
-    plan = algorithm == "direct" and direct_plan(
-        c, k, out_hw, (r, s), window.stride, window.dilation, x.itemsize
-    )
+    plan = chosen_direct_plan(algorithm, c, k, out_hw, (r, s), window, x.itemsize)
     if plan:
         return _direct(x, w, bias, y, window.stride, window.padding, window.dilation, False, plan)
     # w's rows hold C*R*S elements: four along a row are one aligned vector when 4 divides it
@@ -433,27 +472,30 @@ def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, ne
     if need_dx:
         dx = _backward_data(dy, w, empty(x, x.shape, x.dtype), window, shape, tile, algorithm)
     dw = None
-    if need_dw:
-        dw = (
-            _winograd_backward_filter(dy, x, w, window, tile)
-            if tile
-            else _backward_filter(dy, x, w, window, shape, algorithm == "direct")
+    if need_dw and tile:
+        dw = _winograd_backward_filter(dy, x, w, window, tile)
+    elif need_dw:  # the direct kernel under "direct", and under "auto" where the forward takes it
+        k, c, r, s = w.shape
+        direct = algorithm == "direct" or (
+            chosen_direct_plan(algorithm, c, k, dy.shape[2:], (r, s), window, x.itemsize)
+            is not None
         )
+        dw = _backward_filter(dy, x, w, window, shape, direct)
     db = backward_bias(dy) if with_bias else None
     return dx, dw, db
 
 
 def _backward_data(dy, w, dx, window: Window, shape, tile: int, algorithm: str):
-    """dx through Winograd (tile > 0), the direct kernel (where it applies: at stride 1 under
-    "direct"; at a stride by phases of dx, see takes_direct_phases) or the implicit GEMM's
-    gather."""
+    """dx through Winograd (tile > 0), the direct kernel (where it applies: at stride 1 where
+    chosen_direct_plan takes it; at a stride by phases of dx, see takes_direct_phases) or the
+    implicit GEMM's gather."""
     n, c, height, width = dx.shape
     k, _, r, s = w.shape
     (ph, pw), (dh, dw) = window.padding, window.dilation
     if tile:
         return _winograd(dy, w, None, dx, (2 - ph, 2 - pw), True, tile)
-    if algorithm == "direct" and window.stride == (1, 1):
-        plan = direct_plan(k, c, (height, width), (r, s), (1, 1), window.dilation, dx.itemsize)
+    if window.stride == (1, 1):
+        plan = chosen_direct_plan(algorithm, k, c, (height, width), (r, s), window, dx.itemsize)
         if plan:
             padding = ((r - 1) * dh - ph, (s - 1) * dw - pw)
             return _direct(dy, w, None, dx, (1, 1), padding, window.dilation, True, plan)
@@ -484,7 +526,7 @@ def _backward_filter(dy, x, w, window: Window, shape, direct: bool):
     """dw through the split-K implicit GEMM: the reduction over N*P*Q is split only as far as
     the tiles alone cannot fill the GPU, and the splits are summed in a fixed order. Filters
     of at most PER_TAP_FILTER_TAPS taps take a thread per tap instead, and with ``direct``
-    (GPUCNN_CONV_ALGORITHM=direct) others take the direct kernel where it applies."""
+    others take the direct kernel where it applies."""
     n, c = x.shape[:2]
     k, _, r, s = w.shape
     dw = empty(x, w.shape, x.dtype)
@@ -522,7 +564,7 @@ def _backward_filter(dy, x, w, window: Window, shape, direct: bool):
 
 def _direct_backward_filter(dy, x, dw, shape, plan: DirectFilterPlan):
     """dw through cuda/conv2d_direct.cu's staged reduction, the batch's splits summed in
-    order (GPUCNN_CONV_ALGORITHM=direct)."""
+    order."""
     k, c = dw.shape[:2]
     block_channels = plan.groups * DIRECT_CHANNELS
     out = dw if plan.splits == 1 else empty(x, (plan.splits, dw.size), x.dtype)

@@ -262,12 +262,91 @@ def test_layers_the_kernel_cannot_cover_keep_the_implicit_gemm(backend, direct, 
     assert direct[-1] == "conv2d_forward_narrow"
 
 
-def test_the_default_does_not_take_the_direct_kernel(backend, monkeypatch):
+# (x shape, K, kernel side, padding, stride, dilation, whether "auto" takes the direct
+# kernel for the forward, for the backward-data): the layers the rule was measured on, then
+# each bound crossed by one step (float32). ResNet-20 16@32 and LeNet conv1's backward-data
+# won on the H100, LeNet conv1's forward (1 input channel), LeNet conv2 (2 warps) and the
+# 32-channel layers lost.
+AUTO_DIRECT_CASES = [
+    ((128, 16, 32, 32), 16, 3, 1, 1, 1, True, True),  # ResNet-20 16@32
+    ((256, 1, 28, 28), 6, 5, 2, 1, 1, False, True),  # LeNet conv1: 1 -> 6, 6 -> 1
+    ((256, 6, 14, 14), 16, 5, 0, 1, 1, False, False),  # LeNet conv2: 10x10, 14x14 outputs
+    ((128, 32, 16, 16), 32, 3, 1, 1, 1, False, False),  # ResNet-20 32@16
+    ((128, 16, 32, 32), 17, 3, 1, 1, 1, False, True),  # 17 output channels
+    ((128, 5, 32, 32), 16, 3, 1, 1, 1, False, True),  # 5 input channels (5 rows from 16)
+    ((128, 6, 32, 32), 16, 3, 1, 1, 1, True, True),  # 6 input channels
+    ((128, 8, 24, 32), 8, 3, 1, 1, 1, False, False),  # 768 pixels: 6 warps of 128
+    ((128, 8, 27, 29), 8, 3, 1, 1, 1, True, True),  # 783: 7
+    ((128, 16, 16, 24), 16, 3, 1, 1, 1, False, False),  # two groups of 3 warps (384 pixels)
+    ((128, 16, 16, 25), 16, 3, 1, 1, 1, True, True),  # two of 4 (400 pixels)
+    ((128, 16, 32, 32), 16, 3, 1, 2, 1, False, False),  # strided: the phases' rule instead
+    ((128, 16, 32, 32), 16, 3, 2, 1, 2, False, False),  # dilated
+]
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "k", "side", "padding", "stride", "dilation", "forward", "backward_data"),
+    AUTO_DIRECT_CASES,
+)
+def test_auto_takes_the_direct_kernel_where_it_was_measured_faster(
+    x_shape, k, side, padding, stride, dilation, forward, backward_data
+):
+    n, c, height, width = x_shape
+    window = conv_window(side, stride, padding, dilation)
+    out_hw = window.output_shape(height, width)
+    args = ((side, side), window, 4)
+    assert bool(cuda_conv.chosen_direct_plan("auto", c, k, out_hw, *args)) == forward
+    assert bool(cuda_conv.chosen_direct_plan("auto", k, c, (height, width), *args)) == (
+        backward_data
+    )
+    # "direct" takes it wherever it applies, the other algorithms never
+    assert cuda_conv.chosen_direct_plan("direct", c, k, out_hw, *args) == cuda_conv.direct_plan(
+        c, k, out_hw, (side, side), window.stride, window.dilation, 4
+    )
+    for other in ("gemm", "winograd", "winograd4"):
+        assert cuda_conv.chosen_direct_plan(other, c, k, out_hw, *args) is None
+
+
+@pytest.mark.parametrize(
+    ("case", "expected"),
+    [
+        # 8 -> 8 at 28x28: 7 warps each way, so every direction is direct
+        (
+            (1, 8, 28, 28, 8, 3, 3, 1, 1, 1),
+            ["conv2d_direct", "conv2d_direct", "conv2d_direct_backward_filter"],
+        ),
+        # LeNet's conv1: only the backward-data (the filter gradient is per tap anyway)
+        (
+            (2, 1, 28, 28, 6, 5, 5, 1, 2, 1),
+            ["conv2d_forward_narrow", "conv2d_direct", "conv2d_backward_filter_per_tap"],
+        ),
+        # LeNet's conv2: the GEMM throughout
+        (
+            CASES[1],
+            [
+                "conv2d_forward_narrow",
+                "conv2d_backward_data_narrow",
+                "conv2d_backward_filter_narrow",
+            ],
+        ),
+    ],
+)
+def test_auto_launches_what_the_rule_says(backend, monkeypatch, case, expected):
     monkeypatch.delenv(cuda_conv.ALGORITHM_VARIABLE, raising=False)
     launched = record_launches(monkeypatch, cuda_conv)
-    x, w, b = conv_case_inputs(CASES[1])
-    backend.run(ops.conv2d_forward, x, w, b)
-    assert launched == ["conv2d_forward_narrow"]
+    geometry = conv_case_geometry(case)
+    x, w, b = conv_case_inputs(case)
+    y = ops.conv2d_forward(x, w, b, **geometry)
+    dy = np.random.default_rng(1).standard_normal(y.shape)
+    reference = ops.conv2d_backward(dy, x, w, **geometry)
+    x, w, b, dy = (a.astype(np.float32) for a in (x, w, b, dy))
+    assert rel_error(backend.run(ops.conv2d_forward, x, w, b, **geometry), y) < 1e-6
+    got = backend.run(ops.conv2d_backward, dy, x, w, with_bias=False, **geometry)
+    assert all(rel_error(a, e) < 1e-6 for a, e in zip(got[:2], reference[:2], strict=True))
+    kernels = [
+        name for name in launched if not name.startswith(("conv2d_sum", "conv2d_backward_bias"))
+    ]
+    assert kernels == expected
 
 
 def test_same_bits_on_every_run(backend, direct):
