@@ -187,23 +187,19 @@ def chosen_direct_plan(
     and stride 1, its backward-data) where ``algorithm`` takes the direct kernel, else None:
     "direct" wherever the plan applies, "auto" within the bounds measured to win (see
     AUTO_DIRECT_MAX_ROWS)."""
-    if algorithm not in ("direct", "auto"):
-        return None
-    plan = direct_plan(
-        in_channels, out_channels, out_hw, kernel_hw, window.stride, window.dilation, itemsize
-    )
-    if (
-        algorithm == "auto"
-        and plan
-        and not (
-            window.stride == window.dilation == (1, 1)
-            and out_channels <= AUTO_DIRECT_MAX_ROWS
-            and in_channels >= AUTO_DIRECT_MIN_CHANNELS
-            and plan.groups * plan.pixel_threads >= 32 * AUTO_DIRECT_MIN_WARPS
-        )
+    geometry = (window.stride, window.dilation, itemsize)
+    if algorithm == "direct":
+        return direct_plan(in_channels, out_channels, out_hw, kernel_hw, *geometry)
+    if algorithm != "auto" or not (  # the cheap tests before the plan: this runs every call
+        window.stride == window.dilation == (1, 1)
+        and out_channels <= AUTO_DIRECT_MAX_ROWS
+        and in_channels >= AUTO_DIRECT_MIN_CHANNELS
     ):
         return None
-    return plan
+    plan = direct_plan(in_channels, out_channels, out_hw, kernel_hw, *geometry)
+    if plan and plan.groups * plan.pixel_threads >= 32 * AUTO_DIRECT_MIN_WARPS:
+        return plan
+    return None
 
 
 def takes_direct_phases(w_shape, window: Window, algorithm: str) -> bool:
