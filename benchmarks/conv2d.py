@@ -35,6 +35,9 @@ LAYERS = [
     ("lenet5 conv1", 256, (1, 28, 28), (6, 5, 5, 1, 2)),
     ("lenet5 conv2", 256, (6, 14, 14), (16, 5, 5, 1, 0)),
     ("resnet20 16@32", 128, (16, 32, 32), (16, 3, 3, 1, 1)),
+    # the first layer: "auto" gives its backward-data (16 -> 3 channels) the direct kernel,
+    # a direction of more input channels than any the rule was measured on
+    ("resnet20 3->16@32", 128, (3, 32, 32), (16, 3, 3, 1, 1)),
     ("resnet20 32@16 s2", 128, (16, 32, 32), (32, 3, 3, 2, 1)),
     ("resnet20 32@16", 128, (32, 16, 16), (32, 3, 3, 1, 1)),
     # the second downsampling layer (its backward-data by the direct kernel's phases)

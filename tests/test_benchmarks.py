@@ -154,6 +154,15 @@ def test_a_run_of_some_families_is_named_after_them(tmp_path):
             ],
         ),
         (
+            "resnet20 3->16@32",
+            [
+                "gemm backward-data",  # auto: direct for the backward-data alone
+                "winograd forward backward-data backward-filter",
+                "winograd4 forward backward-data backward-filter",
+                "direct forward backward-filter",
+            ],
+        ),
+        (
             "vgg16 64@224",
             [
                 "gemm forward backward-data backward-filter",
