@@ -51,7 +51,10 @@ AVG_POOL_LAYERS = [
     ("lenet avg 2x2/2", (256, 6, 28, 28), (2, 2, 0)),
     ("cifar avg 3x3/2", (128, 64, 32, 32), (3, 2, 1)),
 ]
-L2_POOL_LAYERS = [("lenet l2 2x2/2", (256, 6, 28, 28), (2, 2, 0))]
+L2_POOL_LAYERS = [
+    ("lenet l2 2x2/2", (256, 6, 28, 28), (2, 2, 0)),
+    ("cifar l2 3x3/2", (128, 64, 32, 32), (3, 2, 0)),  # (lp_pool2d has no padding)
+]
 GLOBAL_POOL_LAYERS = [("cifar global avg", (128, 64, 8, 8), None)]
 
 
