@@ -39,6 +39,8 @@ CONV_LAYERS = [
     ("cifar conv 16->16", (128, 16, 32, 32), (16, 3, 3, 1, 1)),
     ("cifar conv 32->32", (128, 32, 16, 16), (32, 3, 3, 1, 1)),
     ("cifar conv 64->64", (128, 64, 8, 8), (64, 3, 3, 1, 1)),
+    # a ResNet bottleneck's 1x1 (no lowering: one GEMM an image)
+    ("1x1 conv 64->128", (128, 64, 16, 16), (128, 1, 1, 1, 0)),
 ]
 POOL_LAYERS = [
     ("lenet pool1", (256, 6, 28, 28), (2, 2, 0)),

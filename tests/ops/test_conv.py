@@ -33,6 +33,8 @@ CASES = [
     (3, 3, 9, 8, 4, 1, 1, 2, 0, 1, True),  # stride > R: rows between windows never lowered
     (2, 2, 2, 3, 2, 3, 3, 1, 3, 1, True),  # padding past R: first/last rows only padding
     (2, 3, 9, 7, 2, 3, 3, 2, (3, 1), 1, True),  # stride 2, padding as wide as R
+    (2, 10, 3, 5, 6, 1, 1, 1, 0, 2, True),  # 1x1 (one GEMM an image), a dilation that cannot act
+    (2, 5, 4, 6, 3, 1, 1, 1, 1, 1, False),  # 1x1 with padding: a border that sees only zeros
 ]
 
 
