@@ -22,8 +22,9 @@ def sigmoid_forward(x):
     """1 / (1 + e) where x >= 0, else e / (1 + e), with e = exp(-|x|) in (0, 1]: never
     overflows. On L2-sized chunks on the workers, in place: the whole-array version made
     eight batch-sized temporaries and chose between its two branches with np.where, which
-    took 4 ns an element on random signs (N=128, C=64, 32x32, two workers, medians of 15: 74-76 -> 10-14 ms, PyTorch 12-13; the
-    same bits, NaN, infinities and signed zeros included)."""
+    took 4 ns an element on random signs (N=128, C=64, 32x32, two workers, medians of 15:
+    74-76 -> 10-14 ms, PyTorch 12-13; the same bits, NaN, infinities and signed zeros
+    included)."""
     flat, y = x.reshape(-1), np.empty(x.shape, x.dtype)
     flat_y = y.reshape(-1)
 
