@@ -256,7 +256,8 @@ def l2_pool2d_backward(dy, x, y, window: Window):
 
     def backward_chunk(part, dx):
         norms = y_planes[part]
-        scale = np.where(norms > 0, dy_planes[part] / np.where(norms > 0, norms, 1), 0)
+        passing = norms > 0  # (NaN norms pass nothing, as all-zero windows)
+        scale = np.where(passing, dy_planes[part] / np.where(passing, norms, 1), 0)
         spread = _spread_window_sums(scale.astype(dy.dtype, copy=False), padded_hw, window)
         np.multiply(planes[part], crop(spread, window, height, width), out=dx[part])
 
