@@ -52,18 +52,25 @@ def test_a_larger_batch_splits_into_even_chunks_a_multiple_of_four_where_it_can(
 
 
 def _checked_as_strided(x, shape=None, strides=None, **kwargs):
-    """as_strided that fails a test when the view reaches a byte outside ``x``: NumPy does
-    not check, and a view one row too tall reads whatever lies past the array."""
+    """as_strided that fails a test when the view reaches a byte outside the bytes ``x``
+    spans (for a view such as ``padded[:, :, 3:]``, its first to its last element): NumPy
+    does not check, and a view one row too tall reads whatever lies past the array."""
     view = as_strided(x, shape, strides, **kwargs)
     if view.size:
-        extents = [(n - 1) * step for n, step in zip(view.shape, view.strides, strict=True)]
-        first = _address(view) + sum(e for e in extents if e < 0)
-        last = _address(view) + sum(e for e in extents if e > 0) + view.itemsize
-        assert _address(x) <= first and last <= _address(x) + x.nbytes, (
-            f"a strided view of {x.shape} reaches bytes [{first - _address(x)}, "
-            f"{last - _address(x)}) outside its {x.nbytes}"
+        first, last = _span(view)
+        x_first, x_last = _span(x)
+        assert x_first <= first and last <= x_last, (
+            f"a strided view of {x.shape} reaches bytes [{first - x_first}, "
+            f"{last - x_first}) outside its [0, {x_last - x_first})"
         )
     return view
+
+
+def _span(a):
+    """[first, last) byte addresses that ``a``'s elements occupy, whatever its strides."""
+    extents = [(n - 1) * step for n, step in zip(a.shape, a.strides, strict=True)]
+    first = _address(a) + sum(e for e in extents if e < 0)
+    return first, _address(a) + sum(e for e in extents if e > 0) + a.itemsize
 
 
 def _address(a):
