@@ -16,7 +16,7 @@ p + dh (at stride 1) share rows instead, so L holds one run of rows per phase p 
 lowered row. The input gradient
 of a few-channel layer at stride 1 needs no lowering at all (``_backward_data_by_rows``):
 the dy rows an input row reads are consecutive, so its GEMM operand is a view of dy. Nor
-does a 1x1 filter at stride 1 without padding (``_pointwise``): each image is one GEMM.
+does a 1x1 filter without padding (``_pointwise``): each image is one GEMM.
 
 Measured on 2 cores against the per-image im2col this replaced (best of 30, benchmarks'
 LeNet and CIFAR layers): forward + backward 1.3-1.6x faster, except CIFAR's 3->16 layer
@@ -209,24 +209,27 @@ def _sum_of_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _is_pointwise(w_shape, window: Window) -> bool:
-    """A 1x1 filter at stride 1 without padding: each image's output is one GEMM with its
-    (C, H*W) input as it lies, so nothing is padded or lowered (dilation cannot matter)."""
-    return w_shape[2:] == (1, 1) and window.stride == (1, 1) and window.padding == (0, 0)
+    """A 1x1 filter without padding: each image's output is one GEMM with its (C, H*W)
+    input as it lies, or at a stride its every sh-th row and sw-th column, so nothing is
+    padded or lowered (dilation cannot matter)."""
+    return w_shape[2:] == (1, 1) and window.padding == (0, 0)
 
 
-def _pointwise(inp, w_matrix, b=None):
-    """out[n] = w_matrix @ inp[n] (+ b) for inp (N, red, H, W) and w_matrix (rows, red): a
-    1x1 convolution's forward, or with the weight transposed its backward-data. One GEMM
-    stack per chunk of images. Against the row lowering (two workers, medians of 15): 64 ->
-    128 at 16x16, N=128, forward 6.4 -> 3.5 ms, backward-data 5.0 -> 3.5; 256 -> 64 at 8x8
-    3.5 -> 2.0 and 4.9 -> 1.7; 64 -> 64 at 56x56, N=32, 7.4 -> 6.0 and 7.7 -> 6.0."""
-    n, red, height, width = inp.shape
+def _pointwise(inp, w_matrix, b=None, stride=(1, 1)):
+    """out[n] = w_matrix @ inp[n, :, ::sh, ::sw] (+ b) for inp (N, red, H, W) and w_matrix
+    (rows, red): a 1x1 convolution's forward, or with the weight transposed its stride-1
+    backward-data. One GEMM stack per chunk of images, a strided input gathered chunk by
+    chunk. Against the row lowering (two workers, medians of 15): 64 -> 128 at 16x16,
+    N=128, forward 6.4 -> 3.5 ms, backward-data 5.0 -> 3.5; 256 -> 64 at 8x8 3.5 -> 2.0 and
+    4.9 -> 1.7; 64 -> 64 at 56x56, N=32, 7.4 -> 6.0 and 7.7 -> 6.0."""
+    sampled = inp[:, :, :: stride[0], :: stride[1]]
+    n, red, height, width = sampled.shape
     rows, plane = w_matrix.shape[0], height * width
-    flat = inp.reshape(n, red, plane)
     out = np.empty((n, rows, plane), dtype=inp.dtype)
 
     def pointwise_chunk(part: slice) -> None:
-        np.matmul(w_matrix, flat[part], out=out[part])
+        flat = sampled[part].reshape(part.stop - part.start, red, plane)  # (copies if strided)
+        np.matmul(w_matrix, flat, out=out[part])
         if b is not None:
             out[part] += b[:, None]
 
@@ -234,18 +237,19 @@ def _pointwise(inp, w_matrix, b=None):
     return out.reshape(n, rows, height, width)
 
 
-def _pointwise_filter(dy, x):
-    """dw of a 1x1 convolution at stride 1: sum over images of dy[n] (K, H*W) @ x[n]^T, per
-    chunk of images one GEMM stack and its sum, the chunks' sums added in order (the same
-    bits every run). Against the lowering's GEMM per output row (two workers, medians of
-    15): 64 -> 128 at 16x16, N=128, 11.0 -> 4.6 ms; 256 -> 64 at 8x8 5.6 -> 2.4; 64 -> 64 at
-    56x56, N=32, 11.4 -> 6.8."""
+def _pointwise_filter(dy, x, stride=(1, 1)):
+    """dw of a 1x1 convolution without padding: sum over images of dy[n] (K, P*Q) @
+    x[n, :, ::sh, ::sw]^T, per chunk of images one GEMM stack and its sum, the chunks' sums
+    added in order (the same bits every run). Against the lowering's GEMM per output row
+    (two workers, medians of 15): 64 -> 128 at 16x16, N=128, 11.0 -> 4.6 ms; 256 -> 64 at
+    8x8 5.6 -> 2.4; 64 -> 64 at 56x56, N=32, 11.4 -> 6.8."""
     n, k, height, width = dy.shape
     c, plane = x.shape[1], height * width
-    dy_flat, x_flat = dy.reshape(n, k, plane), x.reshape(n, c, plane)
+    dy_flat, sampled = dy.reshape(n, k, plane), x[:, :, :: stride[0], :: stride[1]]
 
     def filter_chunk(part: slice) -> np.ndarray:
-        return np.matmul(dy_flat[part], x_flat[part].transpose(0, 2, 1)).sum(axis=0)
+        x_flat = sampled[part].reshape(part.stop - part.start, c, plane)
+        return np.matmul(dy_flat[part], x_flat.transpose(0, 2, 1)).sum(axis=0)
 
     dw = np.zeros((k, c), dtype=x.dtype)
     for partial in parallel_map(filter_chunk, chunks(n, (k + c) * plane * x.itemsize)):
@@ -253,9 +257,21 @@ def _pointwise_filter(dy, x):
     return dw.reshape(k, c, 1, 1)
 
 
+def _pointwise_data(dy, w, stride, hw):
+    """dx of a 1x1 convolution without padding: w^T dy per image, which at a stride lands
+    on every sh-th row and sw-th column of dx, zeros elsewhere."""
+    k, c = w.shape[:2]
+    grad = _pointwise(dy, np.ascontiguousarray(w.reshape(k, c).T))
+    if stride == (1, 1):
+        return grad
+    dx = np.zeros((dy.shape[0], c, *hw), dtype=dy.dtype)
+    dx[:, :, :: stride[0], :: stride[1]] = grad
+    return dx
+
+
 def conv2d_forward(x, w, b, window: Window):
     if _is_pointwise(w.shape, window):
-        return _pointwise(x, w.reshape(w.shape[:2]), b)
+        return _pointwise(x, w.reshape(w.shape[:2]), b, window.stride)
     n, c, height, width = x.shape
     k = w.shape[0]
     out_h, out_w = window.output_shape(height, width)
@@ -303,7 +319,7 @@ def _backward_filter(dy, x, w, window: Window):
     11.3 ms; never slower on the benchmark layers). dy_p^T is a K-last copy or a transposed
     view of a K-first one (see DY_K_LAST_MIN_DEPTH)."""
     if _is_pointwise(w.shape, window):
-        return _pointwise_filter(dy, x)
+        return _pointwise_filter(dy, x, window.stride)
     n, c = x.shape[:2]
     k, _, r, s = w.shape
     out_h, out_w = dy.shape[2:]
@@ -330,7 +346,7 @@ def _backward_filter(dy, x, w, window: Window):
 
 
 def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
-    """dx: of a 1x1 filter at stride 1 without padding, w^T dy per image; with stride 1, by
+    """dx: of a 1x1 filter without padding, w^T dy per image; with stride 1, by
     input rows where the input has few channels (see ROWS_MAX_CHANNELS), else a forward
     convolution of dy with the flipped, transposed
     kernel; with a larger stride, col2im (w^T dy, then R*S strided adds) in cache-sized
@@ -343,7 +359,7 @@ def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
     _, c, r, s = w.shape
     height, width = hw
     if _is_pointwise(w.shape, window):
-        return _pointwise(dy, np.ascontiguousarray(w.reshape(k, c).T))
+        return _pointwise_data(dy, w, window.stride, hw)
     if window.stride == window.dilation == (1, 1) and c <= ROWS_MAX_CHANNELS:
         return _backward_data_by_rows(dy, w, window, hw)
     if window.stride == (1, 1):

@@ -30,7 +30,8 @@ CASES = [
     (2, 2, 11, 13, 3, 3, 3, 3, 2, 2, True),
     (1, 4, 6, 6, 5, 2, 2, 2, 0, 1, False),
     (2, 2, 8, 8, 12, 3, 3, 1, 0, 1, True),  # K >> C
-    (3, 3, 9, 8, 4, 1, 1, 2, 0, 1, True),  # stride > R: rows between windows never lowered
+    (3, 3, 9, 8, 4, 1, 1, 2, 0, 1, True),  # 1x1 at stride 2: a subsampled GEMM, a column unread
+    (2, 3, 10, 9, 4, 2, 2, 3, 0, 1, True),  # stride > R: rows between windows never lowered
     (2, 2, 2, 3, 2, 3, 3, 1, 3, 1, True),  # padding past R: first/last rows only padding
     (2, 3, 9, 7, 2, 3, 3, 2, (3, 1), 1, True),  # stride 2, padding as wide as R
     (2, 10, 3, 5, 6, 1, 1, 1, 0, 2, True),  # 1x1 (one GEMM an image), a dilation that cannot act
