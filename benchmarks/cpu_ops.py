@@ -31,7 +31,8 @@ from benchmarks.harness import (  # noqa: E402
 from gpucnn import ops  # noqa: E402
 from gpucnn.cpu._parallel import worker_count  # noqa: E402
 
-# name, x shape (N, C, H, W), conv (K, R, S, stride, padding) or pool (kernel, stride, padding)
+# name, x shape (N, C, H, W), conv (K, R, S, stride, padding[, dilation]) or pool (kernel,
+# stride, padding)
 CONV_LAYERS = [
     ("lenet conv1", (256, 1, 28, 28), (6, 5, 5, 1, 2)),
     ("lenet conv2", (256, 6, 14, 14), (16, 5, 5, 1, 0)),
@@ -41,6 +42,10 @@ CONV_LAYERS = [
     ("cifar conv 64->64", (128, 64, 8, 8), (64, 3, 3, 1, 1)),
     # a ResNet bottleneck's 1x1 (no lowering: one GEMM an image)
     ("1x1 conv 64->128", (128, 64, 16, 16), (128, 1, 1, 1, 0)),
+    # ResNet-20's downsampling: the 3x3 at stride 2 and its 1x1 projection shortcut
+    ("cifar conv 16->32 s2", (128, 16, 32, 32), (32, 3, 3, 2, 1)),
+    ("1x1 conv 16->32 s2", (128, 16, 32, 32), (32, 1, 1, 2, 0)),
+    ("cifar conv 32->32 d2", (128, 32, 16, 16), (32, 3, 3, 1, 2, 2)),  # dilated, same size
 ]
 POOL_LAYERS = [
     ("lenet pool1", (256, 6, 28, 28), (2, 2, 0)),
@@ -70,26 +75,28 @@ def _torch():
 
 def conv_calls(shape, spec):
     """({direction: NumPy call}, {direction: PyTorch call}) for one convolution layer."""
-    k, r, s, stride, padding = spec
+    k, r, s, stride, padding, *rest = spec
+    dilation = rest[0] if rest else 1
     rng = np.random.default_rng(0)
     x = rng.standard_normal(shape).astype(np.float32)
     w = rng.standard_normal((k, shape[1], r, s)).astype(np.float32)
     b = rng.standard_normal(k).astype(np.float32)
-    y = ops.conv2d_forward(x, w, b, stride, padding)
+    y = ops.conv2d_forward(x, w, b, stride, padding, dilation)
     dy = rng.standard_normal(y.shape).astype(np.float32)
     ours = {
-        "forward": lambda: ops.conv2d_forward(x, w, b, stride, padding),
-        "backward": lambda: ops.conv2d_backward(dy, x, w, stride, padding),
+        "forward": lambda: ops.conv2d_forward(x, w, b, stride, padding, dilation),
+        "backward": lambda: ops.conv2d_backward(dy, x, w, stride, padding, dilation),
     }
     torch = _torch()
     if torch is None:
         return ours, {}
     tx, tw, tb, tdy = (torch.from_numpy(a) for a in (x, w, b, dy))
     everything = [True, True, True]
+    geometry = ([stride] * 2, [padding] * 2, [dilation] * 2)
     theirs = {
-        "forward": lambda: torch.nn.functional.conv2d(tx, tw, tb, stride, padding),
+        "forward": lambda: torch.nn.functional.conv2d(tx, tw, tb, stride, padding, dilation),
         "backward": lambda: torch.ops.aten.convolution_backward(
-            tdy, tx, tw, [k], [stride] * 2, [padding] * 2, [1, 1], False, [0, 0], 1, everything
+            tdy, tx, tw, [k], *geometry, False, [0, 0], 1, everything
         ),
     }
     return ours, theirs

@@ -408,6 +408,7 @@ def test_the_step_runner_times_each_gpu_variant_on_the_emulator(capsys, monkeypa
 # Each family of benchmarks/cpu_ops.py at a small size: (calls, shape, spec).
 CPU_OPS_FAMILIES = [
     ("conv_calls", (2, 3, 9, 9), (4, 3, 3, 1, 1)),
+    ("conv_calls", (2, 3, 9, 9), (4, 3, 3, 2, 2, 2)),  # with a dilation (and a stride)
     ("pool_calls", (2, 3, 9, 9), (3, 2, 1)),
     ("avg_pool_calls", (2, 3, 9, 9), (3, 2, 1)),
     ("l2_pool_calls", (2, 3, 8, 8), (2, 2, 0)),
