@@ -51,6 +51,8 @@ SMALL_GEMM_VOLUME = 1_000_000
 # rounds: CIFAR 32->32 forward 0.80-0.82x the time, its backward-data 0.77-0.79x, 16->16
 # 0.96-1.00x, LeNet conv2 0.97-1.03x. Shallower GEMMs (LeNet conv1, CIFAR 3->16: depth
 # 25-27) lose to the per-call cost; CIFAR 64->64 (64x576 by 576x64) is past the volume.
+# Where 64 columns would pass the volume, the widest block within it, if MIN_BLOCK_COLUMNS
+# wide: one thread, 32x800 (5x5, 32 channels) by 800x32 at 115 GFLOP/s, by 800x128 at 78.
 BLOCK_COLUMNS = 64
 BLOCK_MIN_DEPTH = 64
 # Narrower blocks gain nothing: 64x576 by 576x24 at 100 GFLOP/s against 96 in one call.
@@ -163,12 +165,17 @@ def _lower(padded: np.ndarray, window: Window, out_hw: tuple[int, int], per_bloc
 def _images_per_block(images: int, k: int, depth: int, out_w: int) -> int:
     """Images in one GEMM block of a chunk's lowered operand (see BLOCK_COLUMNS): the divisor
     of ``images`` nearest BLOCK_COLUMNS / Q, so every block of the chunk has the same width;
-    all of them where the blocks would not help."""
-    if depth < BLOCK_MIN_DEPTH or k * depth * BLOCK_COLUMNS > SMALL_GEMM_VOLUME:
+    where a block that wide would pass SMALL_GEMM_VOLUME, the widest divisor that stays
+    within it and at least MIN_BLOCK_COLUMNS wide; all of them where blocks would not help."""
+    if depth < BLOCK_MIN_DEPTH:
         return images
-    target = BLOCK_COLUMNS / max(1, out_w)
     divisors = [d for d in range(1, images + 1) if images % d == 0]
-    return min(divisors, key=lambda d: abs(math.log(d / target)))
+    if k * depth * BLOCK_COLUMNS <= SMALL_GEMM_VOLUME:
+        target = BLOCK_COLUMNS / max(1, out_w)
+        return min(divisors, key=lambda d: abs(math.log(d / target)))
+    widest = SMALL_GEMM_VOLUME // (k * depth)
+    fitting = [d for d in divisors if MIN_BLOCK_COLUMNS <= d * out_w <= widest]
+    return max(fitting) if fitting else images
 
 
 def _weight_matrix(w: np.ndarray) -> np.ndarray:
