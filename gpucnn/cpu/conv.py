@@ -51,10 +51,12 @@ SMALL_GEMM_VOLUME = 1_000_000
 # rounds: CIFAR 32->32 forward 0.80-0.82x the time, its backward-data 0.77-0.79x, 16->16
 # 0.96-1.00x, LeNet conv2 0.97-1.03x. Shallower GEMMs (LeNet conv1, CIFAR 3->16: depth
 # 25-27) lose to the per-call cost; CIFAR 64->64 (64x576 by 576x64) is past the volume.
-# Where 64 columns would pass the volume, the widest block within it, if MIN_BLOCK_COLUMNS
-# wide: one thread, 32x800 (5x5, 32 channels) by 800x32 at 115 GFLOP/s, by 800x128 at 78.
+# Where 64 columns would pass the volume, the widest block within it, if at least
+# IMAGE_BLOCK_MIN_COLUMNS wide: one thread, 32x800 (5x5, 32 channels) by 800x32 at 115
+# GFLOP/s, by 800x128 at 78; 64x800 by 800x16 at 110, by 800x128 at 92.
 BLOCK_COLUMNS = 64
 BLOCK_MIN_DEPTH = 64
+IMAGE_BLOCK_MIN_COLUMNS = 16
 # Narrower blocks gain nothing: 64x576 by 576x24 at 100 GFLOP/s against 96 in one call.
 MIN_BLOCK_COLUMNS = 32
 # The filter gradient's dy operand is copied K-last, (P, nQ, K), where R*C*S reaches this:
@@ -166,7 +168,8 @@ def _images_per_block(images: int, k: int, depth: int, out_w: int) -> int:
     """Images in one GEMM block of a chunk's lowered operand (see BLOCK_COLUMNS): the divisor
     of ``images`` nearest BLOCK_COLUMNS / Q, so every block of the chunk has the same width;
     where a block that wide would pass SMALL_GEMM_VOLUME, the widest divisor that stays
-    within it and at least MIN_BLOCK_COLUMNS wide; all of them where blocks would not help."""
+    within it and at least IMAGE_BLOCK_MIN_COLUMNS wide; all of them where blocks would not
+    help."""
     if depth < BLOCK_MIN_DEPTH:
         return images
     divisors = [d for d in range(1, images + 1) if images % d == 0]
@@ -174,7 +177,7 @@ def _images_per_block(images: int, k: int, depth: int, out_w: int) -> int:
         target = BLOCK_COLUMNS / max(1, out_w)
         return min(divisors, key=lambda d: abs(math.log(d / target)))
     widest = SMALL_GEMM_VOLUME // (k * depth)
-    fitting = [d for d in divisors if MIN_BLOCK_COLUMNS <= d * out_w <= widest]
+    fitting = [d for d in divisors if IMAGE_BLOCK_MIN_COLUMNS <= d * out_w <= widest]
     return max(fitting) if fitting else images
 
 

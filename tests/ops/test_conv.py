@@ -156,17 +156,19 @@ def test_forward_gemm_blocks_of_any_width_match_the_loop_reference(
         (7, 64, 8, 7),  # a prime count: one image (8 columns) or all 7 (56), 7 is nearer
         (12, 64, 200, 1),  # an image wider than the target: one a block
         (12, 8, 8, 12),  # too shallow to gain: one block
-        (12, 4096, 8, 12),  # past the small-GEMM volume even 32 columns wide: one block
-        # 64 columns past the volume, up to 39 within it (16 x 1600 x 39 < 1e6): the widest
+        (12, 4096, 8, 12),  # past the small-GEMM volume even 16 columns wide: one block
+        # 64 columns past the volume, 16 to 39 within it (16 x 1600 x 39 < 1e6): the widest
         (8, 1600, 16, 2),  # 2 images, 32 columns
         (12, 1600, 8, 4),  # 4 images, 32 columns (6 would be 48)
-        (7, 1600, 16, 7),  # 1 image is under 32 columns, 7 over 39: one block
+        (7, 1600, 12, 7),  # 1 image is under 16 columns, 7 over 39: one block
         (6, 1600, 13, 3),  # 3 images are 39 columns: at the volume, still within it
+        (5, 1600, 16, 1),  # 1 image is 16 columns: the narrowest block taken
     ],
 )
 def test_images_per_block_divides_the_chunk(images, depth, out_w, expected):
     assert gpucnn.cpu.conv.BLOCK_COLUMNS == 64 and gpucnn.cpu.conv.BLOCK_MIN_DEPTH == 64
-    assert gpucnn.cpu.conv.SMALL_GEMM_VOLUME == 10**6 and gpucnn.cpu.conv.MIN_BLOCK_COLUMNS == 32
+    assert gpucnn.cpu.conv.SMALL_GEMM_VOLUME == 10**6
+    assert gpucnn.cpu.conv.IMAGE_BLOCK_MIN_COLUMNS == 16
     assert gpucnn.cpu.conv._images_per_block(images, 16, depth, out_w) == expected
 
 
