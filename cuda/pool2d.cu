@@ -391,6 +391,18 @@ struct PairsBounds {
     static constexpr int threads = blocks ? 256 : 1024;  // 256: the host's THREADS
 };
 
+// avgpool2d_forward_tiled's: the same 8 blocks for float on sm_90, where its 38 registers
+// allowed 6 (2x2/2 at 85% of copy bandwidth, session 20), now 31 without spill. Elsewhere
+// 256 threads (the host's THREADS) and no minimum, not 1024: given 1024, ptxas aims at two
+// such blocks an SM, 32 registers, and spills this kernel (float on sm_70, double on sm_80
+// and sm_90); given 256, the other builds move by at most 6 registers and spill nothing
+// (kernel_resources.py).
+template <typename T>
+struct TiledAverageBounds {
+    static constexpr int blocks = sizeof(T) == 4 ? kPairsFloatBlocks : 0;
+    static constexpr int threads = 256;
+};
+
 // Where the pair of outputs a thread owns lies: (plane, row p, first column q) and its
 // patch's corner; pairs run along each row, ceil(Q / 2) a row (the last one single when Q is
 // odd).
@@ -540,8 +552,10 @@ __global__ void maxpool2d_backward_tiled(const T* __restrict__ dy, const int* __
 // is one 16-byte load (4 divides W) and the two means one vector store; a divisor of 4 is
 // a multiplication by 0.25, which rounds exactly as the division does.
 template <typename T>
-__global__ void avgpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__ y, long long total,
-                                        int W, int P, int Q, int R, int S) {
+__global__ void __launch_bounds__(pool::TiledAverageBounds<T>::threads,
+                                  pool::TiledAverageBounds<T>::blocks)
+    avgpool2d_forward_tiled(const T* __restrict__ x, T* __restrict__ y, long long total, int W,
+                            int P, int Q, int R, int S) {
     if (R == 2 && S == 2 && Q % 2 == 0) {
         GPUCNN_GRID_STRIDE_LOOP(pair, total / 2) {
             const pool::OutputWindow o = pool::tiled_window(2 * pair, P, Q, R, S);
