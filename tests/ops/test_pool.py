@@ -424,6 +424,17 @@ X = np.zeros((2, 3, 6, 6), np.float32)
             TypeError,
             "x_shape must be a tuple of 4 ints",
         ),
+        # plain-int tuples take a fast path: a negative size or a bool must still be refused
+        (
+            lambda: ops.global_avg_pool2d_backward(np.zeros((2, 3), np.float32), (2, 3, -1, 4)),
+            ValueError,
+            "x_shape must be a tuple of 4 non-negative ints",
+        ),
+        (
+            lambda: ops.global_avg_pool2d_backward(np.zeros((2, 3), np.float32), (2, 3, True, 4)),
+            TypeError,
+            "x_shape must be a tuple of 4 ints",
+        ),
         (
             lambda: ops.avg_pool2d_backward(np.zeros((2, 3, 3, 3), np.float32), b"2366", 2),
             TypeError,
