@@ -167,16 +167,17 @@ def _lower(padded: np.ndarray, window: Window, out_hw: tuple[int, int], per_bloc
 def _images_per_block(images: int, k: int, depth: int, out_w: int) -> int:
     """Images in one GEMM block of a chunk's lowered operand (see BLOCK_COLUMNS): the divisor
     of ``images`` nearest BLOCK_COLUMNS / Q, so every block of the chunk has the same width;
-    where a block that wide would pass SMALL_GEMM_VOLUME, the widest divisor that stays
-    within it and at least IMAGE_BLOCK_MIN_COLUMNS wide; all of them where blocks would not
-    help."""
+    where that block would pass SMALL_GEMM_VOLUME (a wide layer, or a chunk of a prime number
+    of images), the widest divisor that stays within it and at least IMAGE_BLOCK_MIN_COLUMNS
+    wide; all of them where blocks would not help."""
     if depth < BLOCK_MIN_DEPTH:
         return images
     divisors = [d for d in range(1, images + 1) if images % d == 0]
-    if k * depth * BLOCK_COLUMNS <= SMALL_GEMM_VOLUME:
-        target = BLOCK_COLUMNS / max(1, out_w)
-        return min(divisors, key=lambda d: abs(math.log(d / target)))
+    target = BLOCK_COLUMNS / max(1, out_w)
+    nearest = min(divisors, key=lambda d: abs(math.log(d / target)))
     widest = SMALL_GEMM_VOLUME // (k * depth)
+    if nearest * out_w <= widest:
+        return nearest
     fitting = [d for d in divisors if IMAGE_BLOCK_MIN_COLUMNS <= d * out_w <= widest]
     return max(fitting) if fitting else images
 

@@ -163,6 +163,9 @@ def test_forward_gemm_blocks_of_any_width_match_the_loop_reference(
         (7, 1600, 12, 7),  # 1 image is under 16 columns, 7 over 39: one block
         (6, 1600, 13, 3),  # 3 images are 39 columns: at the volume, still within it
         (5, 1600, 16, 1),  # 1 image is 16 columns: the narrowest block taken
+        # within the volume at 64 columns (16 x 900 x 69 < 1e6), but a prime count of images
+        # leaves 1 (16 columns) or all 11 (176, past it): the one that fits
+        (11, 900, 16, 1),
     ],
 )
 def test_images_per_block_divides_the_chunk(images, depth, out_w, expected):
