@@ -51,9 +51,10 @@ SMALL_GEMM_VOLUME = 1_000_000
 # rounds: CIFAR 32->32 forward 0.80-0.82x the time, its backward-data 0.77-0.79x, 16->16
 # 0.96-1.00x, LeNet conv2 0.97-1.03x. Shallower GEMMs (LeNet conv1, CIFAR 3->16: depth
 # 25-27) lose to the per-call cost; CIFAR 64->64 (64x576 by 576x64) is past the volume.
-# Where 64 columns would pass the volume, the widest block within it, if at least
-# IMAGE_BLOCK_MIN_COLUMNS wide: one thread, 32x800 (5x5, 32 channels) by 800x32 at 115
-# GFLOP/s, by 800x128 at 78; 64x800 by 800x16 at 110, by 800x128 at 92.
+# Where that block would pass the volume (a wide layer, or a chunk of a prime number of
+# images), the widest block within it, if at least IMAGE_BLOCK_MIN_COLUMNS wide: one
+# thread, 32x800 (5x5, 32 channels) by 800x32 at 115 GFLOP/s, by 800x128 at 78; 64x800 by
+# 800x16 at 110, by 800x128 at 92.
 BLOCK_COLUMNS = 64
 BLOCK_MIN_DEPTH = 64
 IMAGE_BLOCK_MIN_COLUMNS = 16
