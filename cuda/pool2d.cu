@@ -372,22 +372,23 @@ __device__ __forceinline__ PairPatch<T> load_clamped_pair_patch(const T* image, 
     return patch;
 }
 
-// maxpool2d_forward_pairs' launch bounds. The kernel waits on memory, so warps in flight
-// decide its speed: for float on sm_90, 8 blocks of 256 threads an SM (every warp slot, 32
-// registers, no spill: kernel_resources.py) instead of the 6 its 38 registers allowed took an
-// H100 from 83% to 97% of copy bandwidth (benchmarks/NOTES.md). 8 blocks spill on sm_70 and
-// sm_80, and sm_75 holds 1024 threads an SM, so elsewhere the bound asks for nothing: 1024
-// threads and no minimum. (The template spells the bounds without parentheses, for the
-// kernel parser.)
+// Launch bounds of memory-bound kernels whose registers leave warp slots empty
+// (kFullSmFloatBlocks serves both structs below). Such a kernel waits on memory, so warps in
+// flight decide its speed: for float on sm_90, 8 blocks of 256 threads an SM (every warp
+// slot, 32 registers, no spill: kernel_resources.py) instead of the 6 that 38 registers
+// allowed took maxpool2d_forward_pairs on an H100 from 83% to 97% of copy bandwidth
+// (benchmarks/NOTES.md). 8 blocks spill on sm_70 and sm_80, and sm_75 holds 1024 threads an
+// SM, so elsewhere the pairs kernel's bound asks for nothing: 1024 threads and no minimum.
+// (The templates spell the bounds without parentheses, for the kernel parser.)
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-constexpr int kPairsFloatBlocks = 8;
+constexpr int kFullSmFloatBlocks = 8;
 #else
-constexpr int kPairsFloatBlocks = 0;
+constexpr int kFullSmFloatBlocks = 0;
 #endif
 
 template <typename T>
 struct PairsBounds {
-    static constexpr int blocks = sizeof(T) == 4 ? kPairsFloatBlocks : 0;
+    static constexpr int blocks = sizeof(T) == 4 ? kFullSmFloatBlocks : 0;
     static constexpr int threads = blocks ? 256 : 1024;  // 256: the host's THREADS
 };
 
@@ -399,7 +400,7 @@ struct PairsBounds {
 // (kernel_resources.py).
 template <typename T>
 struct TiledAverageBounds {
-    static constexpr int blocks = sizeof(T) == 4 ? kPairsFloatBlocks : 0;
+    static constexpr int blocks = sizeof(T) == 4 ? kFullSmFloatBlocks : 0;
     static constexpr int threads = 256;
 };
 
