@@ -36,6 +36,19 @@ def chunks(count: int, bytes_per_item: int):
         yield slice(count * index // parts, count * (index + 1) // parts)
 
 
+def copy_rows(dst: np.ndarray, src: np.ndarray) -> None:
+    """``np.copyto(dst, src)`` for arrays of one shape and dtype, moving each last-axis row
+    as one opaque element (a void view) where the rows of both are contiguous. NumPy's
+    strided copy pays a loop call for every row, and a lowered convolution operand's rows
+    are Q = 8-32 values: one thread, a chunk of 32 images, CIFAR 64 channels at 8x8 307 ->
+    173 us, 32 at 16x16 348 -> 205, 16 at 32x32 178 -> 135."""
+    row = dst.shape[-1] * dst.itemsize if dst.ndim else 0
+    if row and dst.strides[-1] == src.strides[-1] == dst.itemsize:
+        row_type = np.dtype((np.void, row))
+        dst, src = dst.view(row_type), src.view(row_type)
+    np.copyto(dst, src)
+
+
 def pad(x: np.ndarray, window: Window, value: float) -> np.ndarray:
     """``x`` padded by ``window.padding`` on every side, plus any ceil_mode overhang at the
     bottom/right, filled with ``value``. Returns ``x`` itself when nothing is padded."""
@@ -47,7 +60,7 @@ def pad(x: np.ndarray, window: Window, value: float) -> np.ndarray:
     out = np.full(
         x.shape[:2] + (height + 2 * ph + extra_h, width + 2 * pw + extra_w), value, x.dtype
     )
-    out[:, :, ph : ph + height, pw : pw + width] = x
+    copy_rows(out[:, :, ph : ph + height, pw : pw + width], x)
     return out
 
 

@@ -33,7 +33,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .._shapes import Window
 from ._parallel import parallel_map
-from ._windows import add_windows, chunks, crop, pad
+from ._windows import add_windows, chunks, copy_rows, crop, pad
 
 # OpenBLAS (0.3.x, x86-64) multiplies a GEMM of M*N*D <= 1e6 without packing its operands.
 # On the narrow GEMMs of few-channel layers that is the faster path (one thread, this VM's
@@ -147,14 +147,14 @@ def _lower(padded: np.ndarray, window: Window, out_hw: tuple[int, int], per_bloc
                 (blocks, run, c, s, per_block, out_w),
                 (sn * per_block, sh * dil_h, sc, sw * dil_w, sn, sw * stride_w),
             )
-            np.copyto(target[:, :run], source)
+            copy_rows(target[:, :run], source)
         else:  # input rows p*sh + r*dh, every (p, r) its own lowered row
             source = as_strided(
                 padded,
                 (blocks, out_h, r, c, s, per_block, out_w),
                 (sn * per_block, sh * stride_h, sh * dil_h, sc, sw * dil_w, sn, sw * stride_w),
             )
-            np.copyto(target.reshape(source.shape), source)
+            copy_rows(target.reshape(source.shape), source)
         operand = as_strided(
             target,
             (count, blocks, r * c * s, columns),
@@ -303,11 +303,10 @@ def conv2d_forward(x, w, b, window: Window):
         out = y[part].reshape(blocks, per_block, k, out_h, out_w)
         for rows, operand in _lower(padded, window, (out_h, out_w), per_block):
             products = np.matmul(w_mat, operand)  # (rows, blocks, K, per_block*Q)
+            if b is not None:
+                products += b[:, None]
             products = products.reshape(-1, blocks, k, per_block, out_w).transpose(1, 3, 2, 0, 4)
-            if b is None:
-                out[:, :, :, rows] = products
-            else:  # the bias rides on the store: one pass
-                np.add(products, b[:, None, None], out=out[:, :, :, rows])
+            copy_rows(out[:, :, :, rows], products)
 
     parallel_map(forward_chunk, chunks(n, _lowered_bytes(c, window, (out_h, out_w), x.itemsize)))
     return y
@@ -348,7 +347,9 @@ def _backward_filter(dy, x, w, window: Window):
         if dy_k_last:
             dy_rows = dy[part].transpose(2, 0, 3, 1).reshape(out_h, -1, k)  # (P, nQ, K)
         else:
-            dy_rows = dy[part].transpose(2, 1, 0, 3).reshape(out_h, k, -1).transpose(0, 2, 1)
+            dy_rows = np.empty((out_h, k, images, out_w), dtype=dy.dtype)
+            copy_rows(dy_rows, dy[part].transpose(2, 1, 0, 3))
+            dy_rows = dy_rows.reshape(out_h, k, -1).transpose(0, 2, 1)
         total = None
         for rows, operand in _lower(pad(x[part], window, 0.0), window, (out_h, out_w), images):
             partial = _sum_of_products(operand[:, 0], dy_rows[rows])
@@ -405,7 +406,7 @@ def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
         columns = np.matmul(w_columns, dy[part].reshape(images, k, out_h * out_w))
         dx_padded = np.zeros((images, c, *padded_hw), dtype=dy.dtype)
         add_windows(dx_padded, columns.reshape(images, c, r, s, out_h, out_w), window)
-        dx[part] = crop(dx_padded, window, height, width)
+        copy_rows(dx[part], crop(dx_padded, window, height, width))
 
     parallel_map(col2im_chunk, chunks(n, c * r * s * out_h * out_w * dy.itemsize))
     return dx
@@ -447,7 +448,7 @@ def _backward_data_by_rows(dy, w, window: Window, hw: tuple[int, int]):
         images = part.stop - part.start
         columns = images * pitch
         dy_rows = np.empty((out_h, k, images, pitch), dtype=dy.dtype)
-        dy_rows[..., :out_w] = dy[part].transpose(2, 1, 0, 3)
+        copy_rows(dy_rows[..., :out_w], dy[part].transpose(2, 1, 0, 3))
         dy_rows[..., out_w:] = 0  # only the pitch's zero columns: dy overwrites the rest
         dy_rows = dy_rows.reshape(out_h, k, columns)
         grads = np.empty((height, c * s, columns), dtype=dy.dtype)  # G_h for every h
@@ -475,7 +476,9 @@ def _backward_data_by_rows(dy, w, window: Window, hw: tuple[int, int]):
             first, end = max(0, -shift), min(columns, columns - shift)
             if end > first:
                 rows[..., first:end] += by_tap[:, :, tap, first + shift : end + shift]
-        dx[part] = rows.reshape(height, c, images, pitch)[..., :width].transpose(2, 1, 0, 3)
+        copy_rows(
+            dx[part], rows.reshape(height, c, images, pitch)[..., :width].transpose(2, 1, 0, 3)
+        )
 
     per_image = (height * c * s + out_h * k) * pitch * dy.itemsize
     parallel_map(rows_chunk, chunks(n, per_image))

@@ -3,13 +3,14 @@ NumPy path takes reaches outside its array."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from numpy.lib.stride_tricks import as_strided
 
 import gpucnn.cpu._windows
 import gpucnn.cpu.conv
 from gpucnn import ops
-from gpucnn.cpu._windows import CHUNK_BYTES, CHUNK_MULTIPLE, chunks
+from gpucnn.cpu._windows import CHUNK_BYTES, CHUNK_MULTIPLE, chunks, copy_rows
 from tests.helpers import conv_case_geometry, conv_case_inputs, shuffled_linspace
 from tests.ops import test_conv, test_pool
 
@@ -97,3 +98,34 @@ def test_the_poolings_strided_views_stay_inside_their_arrays(case, monkeypatch):
     ops.avg_pool2d_backward(ops.avg_pool2d_forward(x, **geometry), x.shape, **geometry)
     y = ops.l2_pool2d_forward(x, **geometry)
     ops.l2_pool2d_backward(y, x, y, **geometry)
+
+
+def _copy_rows_sources():
+    """(name, source) pairs: rows contiguous in a transposed or offset view (the row path),
+    rows strided (the fallback), rows of one value, and empty arrays."""
+    base = shuffled_linspace((3, 4, 5, 6)).astype(np.float64)
+    return [
+        ("transposed planes", base.transpose(2, 1, 0, 3)),
+        ("offset rows", base[:, :, 1:, 2:]),
+        ("float32", base.astype(np.float32).transpose(1, 0, 2, 3)),
+        ("strided rows", base[..., ::2]),
+        ("one-value rows", base[:, :, 1:2, 1:2]),
+        ("no rows", base[:0]),
+        ("empty rows", base[..., :0]),
+    ]
+
+
+@pytest.mark.parametrize(("name", "source"), _copy_rows_sources())
+def test_copy_rows_copies_what_copyto_copies(name, source):
+    into = np.full(source.shape, np.nan, source.dtype)
+    copy_rows(into, source)
+    np.testing.assert_array_equal(into, source, err_msg=name)
+
+
+def test_copy_rows_writes_only_the_destination_view():
+    padded = np.zeros((2, 3, 6, 7), np.float32)
+    x = shuffled_linspace((2, 3, 4, 5)).astype(np.float32)
+    copy_rows(padded[:, :, 1:5, 1:6], x)
+    expected = np.zeros_like(padded)
+    expected[:, :, 1:5, 1:6] = x
+    np.testing.assert_array_equal(padded, expected)
