@@ -102,7 +102,7 @@ def test_the_poolings_strided_views_stay_inside_their_arrays(case, monkeypatch):
 
 def _copy_rows_sources():
     """(name, source) pairs: rows contiguous in a transposed or offset view (the row path),
-    rows strided (the fallback), rows of one value, and empty arrays."""
+    rows strided (the fallback), rows of one value, empty arrays and a 0-d array."""
     base = shuffled_linspace((3, 4, 5, 6)).astype(np.float64)
     return [
         ("transposed planes", base.transpose(2, 1, 0, 3)),
@@ -112,6 +112,7 @@ def _copy_rows_sources():
         ("one-value rows", base[:, :, 1:2, 1:2]),
         ("no rows", base[:0]),
         ("empty rows", base[..., :0]),
+        ("a single value", np.array(0.5)),
     ]
 
 
@@ -120,6 +121,22 @@ def test_copy_rows_copies_what_copyto_copies(name, source):
     into = np.full(source.shape, np.nan, source.dtype)
     copy_rows(into, source)
     np.testing.assert_array_equal(into, source, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    ("name", "source"),
+    [
+        ("another dtype", shuffled_linspace((2, 3, 4)).astype(np.float32)),
+        ("broadcast rows", shuffled_linspace((2, 3, 1))),
+        ("broadcast planes", shuffled_linspace((3, 4))),
+    ],
+)
+def test_copy_rows_converts_and_broadcasts_as_copyto_does(name, source):
+    into = np.full((2, 3, 4), np.nan)
+    expected = into.copy()
+    np.copyto(expected, source)
+    copy_rows(into, source)
+    np.testing.assert_array_equal(into, expected, err_msg=name)
 
 
 def test_copy_rows_writes_only_the_destination_view():
@@ -140,6 +157,8 @@ def test_copy_rows_moves_whole_rows_exactly_where_both_sides_rows_are_contiguous
     monkeypatch.setattr(np, "copyto", lambda dst, src: seen.append(dst.dtype) or copyto(dst, src))
     copy_rows(np.empty(source.shape, source.dtype), source)
     # (an empty array has nothing to move; NumPy gives a new one zero strides)
-    rows_contiguous = source.size > 0 and source.strides[-1] == source.itemsize
-    expected = np.dtype((np.void, source.shape[-1] * source.itemsize))
-    assert seen == [expected if rows_contiguous else source.dtype], name
+    rows_contiguous = source.ndim and source.size and source.strides[-1] == source.itemsize
+    if rows_contiguous:
+        assert seen == [np.dtype((np.void, source.shape[-1] * source.itemsize))], name
+    else:
+        assert seen == [source.dtype], name
