@@ -21,16 +21,26 @@ CHUNK_BYTES = 2 << 20
 # Measured on 2 cores (LeNet conv2, CIFAR 3->16: three 2 MB chunks before): forward +
 # backward 10-25% faster with four balanced chunks than with three.
 CHUNK_MULTIPLE = 4
+# Chunks of this many flops (a convolution forward's) are worth the hand-over to a worker
+# even where the batch fits one CHUNK_BYTES. 2-core AMD EPYC VM, CIFAR 64 channels at 8x8,
+# N=32 (151 MFLOP, one chunk by bytes, 1.90 ms on one thread), four chunks instead, separate
+# processes alternated: 1.43-1.46 ms in four rounds of five (2.17 in the fifth), 0.76x, in
+# a quiet period; 1.96-2.05 ms, 1.05x, in a series while the VM's other core was busy (the
+# one-thread times did not move). Two chunks of 38 MFLOP (16 images) were 1.12-1.17x slower
+# in both series, so a split takes four chunks of at least this size.
+CHUNK_MIN_FLOPS = 32_000_000
 
 
-def chunks(count: int, bytes_per_item: int):
+def chunks(count: int, bytes_per_item: int, flops_per_item: int = 0):
     """Slices splitting ``range(count)`` into runs of at most about CHUNK_BYTES, of equal
     length to within one item. Their number is a multiple of CHUNK_MULTIPLE (where ``count``
     allows), so 1, 2 or 4 worker threads (``_parallel``) finish together; it does not depend
-    on the worker count, so neither do the results."""
+    on the worker count, so neither do the results. Work that fits one chunk but would hold
+    one thread long (CHUNK_MULTIPLE * CHUNK_MIN_FLOPS of ``flops_per_item`` and more) is
+    split as well."""
     parts = -(-count * max(1, bytes_per_item) // CHUNK_BYTES)
-    if parts > 1:
-        parts = min(count, -(-parts // CHUNK_MULTIPLE) * CHUNK_MULTIPLE)
+    if parts > 1 or count * flops_per_item >= CHUNK_MULTIPLE * CHUNK_MIN_FLOPS:
+        parts = min(count, max(CHUNK_MULTIPLE, -(-parts // CHUNK_MULTIPLE) * CHUNK_MULTIPLE))
     parts = max(1, parts) if count else 0
     for index in range(parts):
         yield slice(count * index // parts, count * (index + 1) // parts)

@@ -308,7 +308,8 @@ def conv2d_forward(x, w, b, window: Window):
             products = products.reshape(-1, blocks, k, per_block, out_w).transpose(1, 3, 2, 0, 4)
             copy_rows(out[:, :, :, rows], products)
 
-    parallel_map(forward_chunk, chunks(n, _lowered_bytes(c, window, (out_h, out_w), x.itemsize)))
+    lowered_bytes = _lowered_bytes(c, window, (out_h, out_w), x.itemsize)
+    parallel_map(forward_chunk, chunks(n, lowered_bytes, 2 * w.size * out_h * out_w))
     return y
 
 

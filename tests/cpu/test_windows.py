@@ -10,13 +10,19 @@ from numpy.lib.stride_tricks import as_strided
 import gpucnn.cpu._windows
 import gpucnn.cpu.conv
 from gpucnn import ops
-from gpucnn.cpu._windows import CHUNK_BYTES, CHUNK_MULTIPLE, chunks, copy_rows
+from gpucnn.cpu._windows import (
+    CHUNK_BYTES,
+    CHUNK_MIN_FLOPS,
+    CHUNK_MULTIPLE,
+    chunks,
+    copy_rows,
+)
 from tests.helpers import conv_case_geometry, conv_case_inputs, shuffled_linspace
 from tests.ops import test_conv, test_pool
 
 
-def _lengths(count, bytes_per_item):
-    runs = list(chunks(count, bytes_per_item))
+def _lengths(count, bytes_per_item, flops_per_item=0):
+    runs = list(chunks(count, bytes_per_item, flops_per_item))
     assert [run.step for run in runs] == [None] * len(runs)
     starts = [run.start for run in runs] + [count]
     assert starts[0] == 0 and [run.stop for run in runs] == starts[1:]  # covers, in order
@@ -31,6 +37,23 @@ def test_a_batch_that_fits_is_one_chunk(count):
 
 def test_an_empty_batch_has_no_chunks():
     assert _lengths(0, 100) == []
+    assert _lengths(0, 100, CHUNK_MIN_FLOPS) == []
+
+
+@pytest.mark.parametrize("count", [4, 32, 33, 1000])
+def test_work_that_fits_one_chunk_splits_in_four_from_four_times_the_minimum(count):
+    least = -(-CHUNK_MULTIPLE * CHUNK_MIN_FLOPS // count)  # per item, for the total to reach it
+    assert _lengths(count, 1, least - 1) == [count]
+    lengths = _lengths(count, 1, least)
+    assert len(lengths) == CHUNK_MULTIPLE and max(lengths) - min(lengths) <= 1
+
+
+def test_work_splits_into_no_more_chunks_than_items():
+    assert _lengths(3, 1, CHUNK_MIN_FLOPS * 10) == [1, 1, 1]
+
+
+def test_work_keeps_the_byte_chunks_where_they_are_more():
+    assert len(_lengths(64, CHUNK_BYTES // 4, CHUNK_MIN_FLOPS)) == 16
 
 
 @pytest.mark.parametrize(
@@ -162,3 +185,22 @@ def test_copy_rows_moves_whole_rows_exactly_where_both_sides_rows_are_contiguous
         assert seen == [np.dtype((np.void, source.shape[-1] * source.itemsize))], name
     else:
         assert seen == [source.dtype], name
+
+
+@pytest.mark.parametrize(("images", "expected_chunks"), [(16, 1), (32, 4)])
+def test_a_convolution_forward_passes_its_flops_to_chunks(images, expected_chunks, monkeypatch):
+    # 64 -> 64 channels, 3x3 at 8x8: 4.7 MFLOP an image, and under CHUNK_BYTES of lowered
+    # rows up to 34 images, so 32 images split by their work alone
+    seen = []
+    parallel_map = gpucnn.cpu.conv.parallel_map
+    monkeypatch.setattr(
+        gpucnn.cpu.conv,
+        "parallel_map",
+        lambda work, items: parallel_map(work, seen.append(list(items)) or seen[-1]),
+    )
+    x = shuffled_linspace((images, 64, 8, 8)).astype(np.float32)
+    w = shuffled_linspace((64, 64, 3, 3), seed=1).astype(np.float32)
+    y = ops.conv2d_forward(x, w, None, 1, 1)
+    assert [len(items) for items in seen] == [expected_chunks]
+    exact = ops.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, 1, 1)
+    assert np.linalg.norm(y - exact) / np.linalg.norm(exact) < 1e-6
