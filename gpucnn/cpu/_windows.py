@@ -74,8 +74,11 @@ def pad(x: np.ndarray, window: Window, value: float) -> np.ndarray:
     return out
 
 
-def window_view(padded: np.ndarray, window: Window, out_hw: tuple[int, int]) -> np.ndarray:
-    """Read-only (N, C, R, S, P, Q) view of ``padded``'s windows; no copy."""
+def window_view(
+    padded: np.ndarray, window: Window, out_hw: tuple[int, int], writeable: bool = False
+) -> np.ndarray:
+    """(N, C, R, S, P, Q) view of ``padded``'s windows; no copy. Read-only unless asked:
+    writing through it is safe only where no two windows share an element."""
     n, c = padded.shape[:2]
     sn, sc, sh, sw = padded.strides
     (r, s), (p, q) = window.size, out_hw
@@ -84,7 +87,7 @@ def window_view(padded: np.ndarray, window: Window, out_hw: tuple[int, int]) -> 
         padded,
         shape=(n, c, r, s, p, q),
         strides=(sn, sc, sh * dil_h, sw * dil_w, sh * stride_h, sw * stride_w),
-        writeable=False,
+        writeable=writeable,
     )
 
 

@@ -15,8 +15,9 @@ p + dh (at stride 1) share rows instead, so L holds one run of rows per phase p 
 (``_RowLayout``); where a stride past R would leave rows unused, each (p, r) gets its own
 lowered row. The input gradient of a few-channel layer at stride 1 needs no lowering at all
 (``_backward_data_by_rows``): the dy rows an input row reads are consecutive, so its GEMM
-operand is a view of dy. Nor does a 1x1 filter without padding (``_pointwise``): each image
-is one GEMM, on every sh-th row and sw-th column of its input.
+operand is a view of dy. Nor do windows that share no input element (``_is_disjoint``: any
+1x1 filter, a patch embedding, a 2x2 filter at stride 2): their im2col holds each element
+once at most, so each image is one GEMM on it (``_disjoint``).
 
 Measured on 2 cores against the per-image im2col this replaced (best of 30, benchmarks'
 LeNet and CIFAR layers): forward + backward 1.3-1.6x faster, except CIFAR's 3->16 layer
@@ -33,7 +34,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .._shapes import Window
 from ._parallel import parallel_map
-from ._windows import add_windows, chunks, copy_rows, crop, pad
+from ._windows import add_windows, chunks, copy_rows, crop, pad, window_view
 
 # OpenBLAS (0.3.x, x86-64) multiplies a GEMM of M*N*D <= 1e6 without packing its operands.
 # On the narrow GEMMs of few-channel layers that is the faster path (one thread, this VM's
@@ -225,70 +226,103 @@ def _sum_of_products(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return total
 
 
-def _is_pointwise(w_shape, window: Window) -> bool:
-    """A 1x1 filter without padding: each image's output is one GEMM with its (C, H*W)
-    input as it lies, or at a stride its every sh-th row and sw-th column, so nothing is
-    padded or lowered (dilation cannot matter)."""
-    return w_shape[2:] == (1, 1) and window.padding == (0, 0)
+def _is_disjoint(window: Window) -> bool:
+    """Windows that share no input element: a stride at least the window's extent on both
+    axes (any 1x1 filter, a patch embedding, a 2x2 convolution at stride 2). Their im2col
+    holds each input element at most once, so each image is one GEMM on its (C*R*S, P*Q)
+    columns (``_columns``), with the weight and the output as they lie: nothing is lowered
+    row by row, reordered or transposed."""
+    return all(window.stride[axis] >= window.extent(axis) for axis in (0, 1))
 
 
-def _pointwise(inp, w_matrix, b=None, stride=(1, 1)):
-    """out[n] = w_matrix @ inp[n, :, ::sh, ::sw] (+ b) for inp (N, red, H, W) and w_matrix
-    (rows, red): a 1x1 convolution's forward, or with the weight transposed its stride-1
-    backward-data. One GEMM stack per chunk of images, a strided input gathered chunk by
-    chunk. Against the row lowering (two workers, medians of 15): 64 -> 128 at 16x16,
+def _columns(x, window: Window, out_hw: tuple[int, int]) -> np.ndarray:
+    """(N, C*R*S, P*Q): the columns of x's disjoint windows. A view of x where it allows
+    one (a 1x1 filter at stride 1 without padding), else one copy of at most x's size."""
+    padded = pad(x, window, 0.0)
+    if window.size == (1, 1):  # a plain slice: cheaper to make than a strided view
+        windows = padded[:, :, :: window.stride[0], :: window.stride[1]]
+    else:
+        windows = window_view(padded, window, out_hw)
+    return windows.reshape(x.shape[0], -1, out_hw[0] * out_hw[1])
+
+
+def _disjoint(x, w_matrix, b, window: Window):
+    """out[n] = w_matrix (rows, C*R*S) @ _columns(x)[n] (+ b): a forward whose windows are
+    disjoint (``_is_disjoint``), or with the weight transposed a 1x1 filter's stride-1
+    backward-data. One GEMM stack per chunk of images, each chunk's columns gathered as it
+    runs. Against the row lowering (two workers, medians of 15): a 1x1 64 -> 128 at 16x16,
     N=128, forward 6.4 -> 3.5 ms, backward-data 5.0 -> 3.5; 256 -> 64 at 8x8 3.5 -> 2.0 and
-    4.9 -> 1.7; 64 -> 64 at 56x56, N=32, 7.4 -> 6.0 and 7.7 -> 6.0."""
-    sampled = inp[:, :, :: stride[0], :: stride[1]]
-    n, red, height, width = sampled.shape
-    rows, plane = w_matrix.shape[0], height * width
-    out = np.empty((n, rows, plane), dtype=inp.dtype)
+    4.9 -> 1.7; 64 -> 64 at 56x56, N=32, 7.4 -> 6.0 and 7.7 -> 6.0. Patches, forward /
+    backward, same-process A/B (medians of 5-6 alternating rounds): 2x2 at stride 2, 64 ->
+    128 at 32x32, N=32, 0.65x / 0.82-0.89x the time; 16x16 at stride 16, 3 -> 384 at
+    224x224, N=8, 0.70x / 0.58x; 3x3 at stride 3 with padding, 32 -> 32 at 16x16, N=128,
+    0.87-0.89x / 0.89-0.90x; 4x4 at stride 4, 3 -> 96, 1.02-1.04x / 0.78-0.84x."""
+    n = x.shape[0]
+    out_hw = window.output_shape(*x.shape[2:])
+    rows, depth = w_matrix.shape
+    plane = out_hw[0] * out_hw[1]
+    out = np.empty((n, rows, plane), dtype=x.dtype)
 
-    def pointwise_chunk(part: slice) -> None:
-        flat = sampled[part].reshape(part.stop - part.start, red, plane)  # (copies if strided)
-        np.matmul(w_matrix, flat, out=out[part])
+    def disjoint_chunk(part: slice) -> None:
+        np.matmul(w_matrix, _columns(x[part], window, out_hw), out=out[part])
         if b is not None:
             out[part] += b[:, None]
 
-    parallel_map(pointwise_chunk, chunks(n, (rows + red) * plane * inp.itemsize))
-    return out.reshape(n, rows, height, width)
+    parallel_map(disjoint_chunk, chunks(n, (rows + depth) * plane * x.itemsize))
+    return out.reshape(n, rows, *out_hw)
 
 
-def _pointwise_filter(dy, x, stride=(1, 1)):
-    """dw of a 1x1 convolution without padding: sum over images of dy[n] (K, P*Q) @
-    x[n, :, ::sh, ::sw]^T, per chunk of images one GEMM stack and its sum, the chunks' sums
-    added in order (the same bits every run). Against the lowering's GEMM per output row
-    (two workers, medians of 15): 64 -> 128 at 16x16, N=128, 11.0 -> 4.6 ms; 256 -> 64 at
-    8x8 5.6 -> 2.4; 64 -> 64 at 56x56, N=32, 11.4 -> 6.8."""
-    n, k, height, width = dy.shape
-    c, plane = x.shape[1], height * width
-    dy_flat, sampled = dy.reshape(n, k, plane), x[:, :, :: stride[0], :: stride[1]]
+def _disjoint_filter(dy, x, w_shape, window: Window):
+    """dw of disjoint windows: sum over images of dy[n] (K, P*Q) @ _columns(x)[n]^T, per
+    chunk of images one GEMM stack and its sum, the chunks' sums added in order (the same
+    bits every run). Against the lowering's GEMM per output row (two workers, medians of
+    15): a 1x1 64 -> 128 at 16x16, N=128, 11.0 -> 4.6 ms; 256 -> 64 at 8x8 5.6 -> 2.4;
+    64 -> 64 at 56x56, N=32, 11.4 -> 6.8."""
+    n, k, out_h, out_w = dy.shape
+    plane, depth = out_h * out_w, math.prod(w_shape[1:])
+    dy_flat = dy.reshape(n, k, plane)
 
     def filter_chunk(part: slice) -> np.ndarray:
-        x_flat = sampled[part].reshape(part.stop - part.start, c, plane)
-        return np.matmul(dy_flat[part], x_flat.transpose(0, 2, 1)).sum(axis=0)
+        columns = _columns(x[part], window, (out_h, out_w))
+        return np.matmul(dy_flat[part], columns.transpose(0, 2, 1)).sum(axis=0)
 
-    dw = np.zeros((k, c), dtype=x.dtype)
-    for partial in parallel_map(filter_chunk, chunks(n, (k + c) * plane * x.itemsize)):
+    dw = np.zeros((k, depth), dtype=x.dtype)
+    for partial in parallel_map(filter_chunk, chunks(n, (k + depth) * plane * x.itemsize)):
         dw += partial  # in chunk order
-    return dw.reshape(k, c, 1, 1)
+    return dw.reshape(w_shape)
 
 
-def _pointwise_data(dy, w, stride, hw):
-    """dx of a 1x1 convolution without padding: w^T dy per image, which at a stride lands
-    on every sh-th row and sw-th column of dx, zeros elsewhere."""
-    k, c = w.shape[:2]
-    grad = _pointwise(dy, np.ascontiguousarray(w.reshape(k, c).T))
-    if stride == (1, 1):
-        return grad
-    dx = np.zeros((dy.shape[0], c, *hw), dtype=dy.dtype)
-    dx[:, :, :: stride[0], :: stride[1]] = grad
+def _disjoint_data(dy, w, window: Window, hw: tuple[int, int]):
+    """dx of disjoint windows: each image's column gradients w^T dy[n] (C*R*S, P*Q), put back
+    on the input elements their windows read (each read once: no sums), zero where no
+    window reads, the padding cropped. A 1x1 filter at stride 1 without padding reads every
+    element where it lies: dx is the GEMM's output itself."""
+    n, k, out_h, out_w = dy.shape
+    c, r, s = w.shape[1:]
+    w_columns = np.ascontiguousarray(w.reshape(k, -1).T)  # (C*R*S, K)
+    if window.size == window.stride == (1, 1) and window.padding == (0, 0):
+        return _disjoint(dy, w_columns, None, window)
+    height, width = hw
+    padded_hw = (height + 2 * window.padding[0], width + 2 * window.padding[1])
+    dy_flat = dy.reshape(n, k, out_h * out_w)
+    dx = np.empty((n, c, height, width), dtype=dy.dtype)
+
+    def data_chunk(part: slice) -> None:
+        images = part.stop - part.start
+        grads = np.matmul(w_columns, dy_flat[part]).reshape(images, c, r, s, out_h, out_w)
+        padded = dx[part] if padded_hw == hw else np.empty((images, c, *padded_hw), dy.dtype)
+        padded.fill(0)
+        window_view(padded, window, (out_h, out_w), writeable=True)[...] = grads
+        if padded_hw != hw:
+            copy_rows(dx[part], crop(padded, window, height, width))
+
+    parallel_map(data_chunk, chunks(n, (k + 2 * c * r * s) * out_h * out_w * dy.itemsize))
     return dx
 
 
 def conv2d_forward(x, w, b, window: Window):
-    if _is_pointwise(w.shape, window):
-        return _pointwise(x, w.reshape(w.shape[:2]), b, window.stride)
+    if _is_disjoint(window):
+        return _disjoint(x, np.ascontiguousarray(w).reshape(w.shape[0], -1), b, window)
     n, c, height, width = x.shape
     k = w.shape[0]
     out_h, out_w = window.output_shape(height, width)
@@ -335,8 +369,8 @@ def _backward_filter(dy, x, w, window: Window):
     (M = R*C*S, N = K) measured up to 2x faster than dy_p @ B_p^T (CIFAR 16->16: 5.8 against
     11.3 ms; never slower on the benchmark layers). dy_p^T is a K-last copy or a transposed
     view of a K-first one (see DY_K_LAST_MIN_DEPTH)."""
-    if _is_pointwise(w.shape, window):
-        return _pointwise_filter(dy, x, window.stride)
+    if _is_disjoint(window):
+        return _disjoint_filter(dy, x, w.shape, window)
     n, c = x.shape[:2]
     k, _, r, s = w.shape
     out_h, out_w = dy.shape[2:]
@@ -377,8 +411,8 @@ def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
     n, k, out_h, out_w = dy.shape
     _, c, r, s = w.shape
     height, width = hw
-    if _is_pointwise(w.shape, window):
-        return _pointwise_data(dy, w, window.stride, hw)
+    if _is_disjoint(window):
+        return _disjoint_data(dy, w, window, hw)
     if window.stride == window.dilation == (1, 1) and c <= ROWS_MAX_CHANNELS:
         return _backward_data_by_rows(dy, w, window, hw)
     if window.stride == (1, 1):

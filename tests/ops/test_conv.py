@@ -31,7 +31,12 @@ CASES = [
     (1, 4, 6, 6, 5, 2, 2, 2, 0, 1, False),
     (2, 2, 8, 8, 12, 3, 3, 1, 0, 1, True),  # K >> C
     (3, 3, 9, 8, 4, 1, 1, 2, 0, 1, True),  # 1x1 at stride 2: a subsampled GEMM, a column unread
-    (2, 3, 10, 9, 4, 2, 2, 3, 0, 1, True),  # stride > R: rows between windows never lowered
+    (2, 3, 10, 9, 4, 2, 2, 3, 0, 1, True),  # stride > R: disjoint windows, elements unread
+    (2, 3, 10, 9, 4, 2, 2, (3, 1), 0, 1, True),  # stride > R down only: rows never lowered
+    (2, 3, 12, 10, 4, 3, 3, 3, 1, 1, True),  # patches with padding, the last row unread
+    (1, 2, 9, 8, 3, 2, 3, (2, 3), 0, 1, True),  # 2x3 patches, a row and two columns unread
+    (2, 2, 8, 8, 3, 4, 4, 4, 0, 1, False),  # patches tiling the input exactly
+    (2, 2, 9, 9, 3, 2, 2, 3, 0, 2, True),  # dilated windows, disjoint, with holes
     (2, 2, 2, 3, 2, 3, 3, 1, 3, 1, True),  # padding past R: first/last rows only padding
     (2, 3, 9, 7, 2, 3, 3, 2, (3, 1), 1, True),  # stride 2, padding as wide as R
     (2, 10, 3, 5, 6, 1, 1, 1, 0, 2, True),  # 1x1 (one GEMM an image), a dilation that cannot act
