@@ -62,7 +62,12 @@ SOURCE_TESTS = {
     "gpucnn/_shapes.py": _WINDOW_TESTS,
     "gpucnn/cpu/_windows.py": _WINDOW_TESTS,
     "gpucnn/cpu/activation.py": ["tests/ops/test_activation.py"],
-    "gpucnn/cpu/conv.py": ["tests/ops/test_conv.py", "tests/cpu/test_windows.py"],
+    "gpucnn/cpu/conv.py": [
+        "tests/ops/test_conv.py",
+        "tests/cpu/test_windows.py",
+        "tests/cpu/test_conv_rows.py",
+        "tests/cpu/test_conv_paths.py",
+    ],
     "gpucnn/cpu/hopfield.py": ["tests/test_hopfield.py"],
     "gpucnn/cpu/loss.py": ["tests/ops/test_loss.py"],
     "gpucnn/cpu/pool.py": [
