@@ -1,12 +1,17 @@
 """The NumPy path against PyTorch's CPU ops on LeNet- and CIFAR-sized layers.
 
-    python benchmarks/cpu_ops.py [--quick] [--out DIR]
+    python benchmarks/cpu_ops.py [--quick] [--threads N] [--out DIR]
 
 Forward and backward of convolution and of max, average, L2 and global-average pooling,
 float32, median of 30 runs after warm-up; PyTorch is timed on the same inputs in the same
 process when it is installed, in blocks of runs alternating with NumPy's (see
 harness.time_cpu_alternating).
 Goal (issue #2): conv2d forward+backward within 2x of PyTorch, pooling within 2x.
+
+Both sides use every core this process may run on unless ``--threads`` sets both (gpucnn's
+chunk workers through GPUCNN_CPU_THREADS, PyTorch's intra-op pool): the committed tables
+come from 2-vCPU VMs, and a host with more cores shows how each side scales
+(``benchmarks/gpu_check.sh OUT cpu`` runs it on the GPU machine's host).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import os
 import sys
 from pathlib import Path
 
@@ -29,7 +35,7 @@ from benchmarks.harness import (  # noqa: E402
     write_results,
 )
 from gpucnn import ops  # noqa: E402
-from gpucnn.cpu._parallel import worker_count  # noqa: E402
+from gpucnn.cpu._parallel import THREADS_VARIABLE, worker_count  # noqa: E402
 
 # name, x shape (N, C, H, W), conv (K, R, S, stride, padding[, dilation]) or pool (kernel,
 # stride, padding)
@@ -202,6 +208,13 @@ def global_pool_calls(shape, _spec):
     return ours, theirs
 
 
+def use_threads(torch, count: int) -> None:
+    """Both sides on ``count`` threads from here on (this process)."""
+    os.environ[THREADS_VARIABLE] = str(count)
+    if torch is not None:
+        torch.set_num_threads(count)
+
+
 def _threads(torch) -> dict:
     """Threads each side may use: gpucnn's chunk workers, PyTorch's intra-op pool."""
     return {
@@ -234,8 +247,15 @@ def _both_directions(pair) -> list[str]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer runs")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="threads for both sides (default: every core, each side's own default)",
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
+    if args.threads is not None and args.threads < 1:
+        parser.error(f"--threads must be at least 1, got {args.threads}")
     repeat = 5 if args.quick else 30
     layers = [("conv2d", *layer, conv_calls) for layer in CONV_LAYERS]
     layers += [("max_pool2d", *layer, pool_calls) for layer in POOL_LAYERS]
@@ -243,6 +263,8 @@ def main(argv=None) -> int:
     layers += [("l2_pool2d", *layer, l2_pool_calls) for layer in L2_POOL_LAYERS]
     layers += [("global_avg_pool2d", *layer, global_pool_calls) for layer in GLOBAL_POOL_LAYERS]
     torch = _torch()
+    if args.threads is not None:
+        use_threads(torch, args.threads)
     records, rows = [], []
     for kind, name, shape, spec, calls in layers:
         numpy_calls, torch_calls = calls(shape, spec)
@@ -292,10 +314,12 @@ def main(argv=None) -> int:
     )
     stamp = datetime.date.today().isoformat()
     host = host_facts()
-    table = f"{host_summary(host)}\n\n{table}"
+    threads = _threads(torch)
+    sides = f"Threads: gpucnn {threads['numpy']}, PyTorch {threads['torch'] or '-'}."
+    table = f"{host_summary(host)} {sides}\n\n{table}"
     path = write_results(
-        f"{stamp}_cpu_ops",
-        {"date": stamp, "host": host, "threads": _threads(torch), "records": records},
+        f"{stamp}_cpu_ops" + (f"_{args.threads}threads" if args.threads else ""),
+        {"date": stamp, "host": host, "threads": threads, "records": records},
         table,
         args.out,
     )

@@ -2,11 +2,13 @@
 # Everything that needs a real GPU, from the source tree (no install, no network):
 #   benchmarks/gpu_check.sh OUT [steps...]     steps: info tests memcheck racecheck bench
 #                                               bench-quick compare resources host host-graph
-#                                               ncu (default: all but bench and ncu)
+#                                               ncu cpu (default: all but bench, ncu, cpu)
 # compare sets the newest benchmark run in OUT against the committed results for the same
 # GPU (benchmarks/compare.py): which rows a change made faster or slower, beyond the noise.
 # host profiles the training steps' host time (benchmarks/host_profile.py); host-graph the
-# same steps recorded as CUDA graphs.
+# same steps recorded as CUDA graphs. cpu times the NumPy path against PyTorch's CPU ops on
+# the machine's host (benchmarks/cpu_ops.py), on every core and on two: the committed CPU
+# tables come from 2-vCPU VMs, and issue #2's ratios on a many-core host are unmeasured.
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
@@ -77,6 +79,8 @@ for step in $steps; do
         resources) run resources "$python" benchmarks/kernel_resources.py --out "$out" ;;
         host) run host "$python" benchmarks/host_profile.py ;;
         host-graph) run host-graph "$python" benchmarks/host_profile.py --cuda-graph ;;
+        cpu) run cpu-ops "$python" benchmarks/cpu_ops.py --out "$out"
+            run cpu-ops-2threads "$python" benchmarks/cpu_ops.py --threads 2 --out "$out" ;;
         ncu) for target in "${profiled[@]}"; do
                 read -r family kernel <<<"$target"
                 # NCU_KERNELS (names, space-separated) profiles only those.

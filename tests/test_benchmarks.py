@@ -442,6 +442,37 @@ def test_cpu_ops_times_what_pytorch_computes(family, shape, spec):
         assert rel_error(mine, other.detach().numpy()) < 1e-5, direction
 
 
+def test_cpu_ops_threads_set_both_sides(monkeypatch):
+    # --threads compares the two at one thread count: gpucnn's workers and PyTorch's pool.
+    from benchmarks import cpu_ops
+    from gpucnn.cpu._parallel import THREADS_VARIABLE, worker_count
+
+    monkeypatch.setenv(THREADS_VARIABLE, "2")  # restored after the test, as use_threads is not
+
+    class FakeTorch:
+        threads = None
+
+        def set_num_threads(self, count):
+            self.threads = count
+
+        def get_num_threads(self):
+            return self.threads
+
+    torch = FakeTorch()
+    cpu_ops.use_threads(torch, 3)
+    assert worker_count() == 3 and cpu_ops._threads(torch) == {"numpy": 3, "torch": 3}
+    cpu_ops.use_threads(None, 1)  # without PyTorch, gpucnn's side only
+    assert worker_count() == 1
+
+
+def test_cpu_ops_rejects_fewer_than_one_thread(capsys):
+    from benchmarks import cpu_ops
+
+    with pytest.raises(SystemExit):
+        cpu_ops.main(["--threads", "0"])
+    assert "--threads must be at least 1" in capsys.readouterr().err
+
+
 def test_host_facts_name_the_cpu_and_the_blas_for_cpu_results():
     # CPU ratios depend on the CPU and on NumPy's BLAS kernels, so result files say both.
     from benchmarks.harness import host_facts, host_summary
