@@ -56,13 +56,15 @@ def _info(args) -> int:
 def _train(args) -> int:
     import gpucnn
 
-    from .checkpoint import check_save_path, save_weights
+    from .checkpoint import check_save_path, load_weights, save_weights
     from .data import load_digits, load_mnist, train_test_split
     from .losses import SoftmaxCrossEntropyLoss
     from .models import MODELS
     from .optim import SGD, CosineLR
     from .train import evaluate, fit
 
+    if args.epochs == 0 and not args.load:
+        raise ValueError("--epochs 0 evaluates saved weights without training: give --load PATH")
     if args.save:
         check_save_path(args.save)  # now, not after the training it would lose
     device = gpucnn.set_device(args.device)
@@ -84,30 +86,35 @@ def _train(args) -> int:
                 f"{x_train.shape[1:]}; use --model lenet5"
             )
         model = MODELS[model_name](num_classes, seed=args.seed)
+    if args.load:
+        load_weights(model, args.load)  # names and shapes checked: the same --model and data
     print(f"device {device}; {len(x_train)} training and {len(x_test)} test examples")
     print(model.summary(x_train.shape[1:]))
-    optimizer = SGD(
-        model,
-        args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        schedule=CosineLR(args.epochs) if args.schedule == "cosine" else None,
-    )
+    if args.load:
+        print(f"weights loaded from {args.load}")
     loss = SoftmaxCrossEntropyLoss()
-    fit(
-        model,
-        loss,
-        optimizer,
-        x_train,
-        y_train,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        validation_data=(x_test, y_test),
-        seed=args.seed,
-        progress=not args.no_progress,
-        verbose=True,
-        cuda_graph=args.cuda_graph,
-    )
+    if args.epochs:
+        optimizer = SGD(
+            model,
+            args.lr,
+            momentum=args.momentum,
+            weight_decay=args.weight_decay,
+            schedule=CosineLR(args.epochs) if args.schedule == "cosine" else None,
+        )
+        fit(
+            model,
+            loss,
+            optimizer,
+            x_train,
+            y_train,
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            validation_data=(x_test, y_test),
+            seed=args.seed,
+            progress=not args.no_progress,
+            verbose=True,
+            cuda_graph=args.cuda_graph,
+        )
     scores = evaluate(model, loss, x_test, y_test)
     print(
         f"test accuracy {scores['accuracy']:.4f} (loss {scores['loss']:.4f}) "
@@ -157,7 +164,12 @@ def _parser() -> argparse.ArgumentParser:
         default="digits",
         help="'digits' (bundled 8x8 digits) or 'mnist:PATH' (folder of IDX files)",
     )
-    train.add_argument("--epochs", type=_positive, default=10)
+    train.add_argument(
+        "--epochs",
+        type=_non_negative,
+        default=10,
+        help="passes over the training set (default 10); 0 with --load: evaluate only",
+    )
     train.add_argument("--batch-size", type=_positive, default=32)
     train.add_argument("--lr", type=cli_number_in(0.0, low_open=True), default=0.05)
     train.add_argument("--momentum", type=cli_number_in(0.0, 1.0), default=0.9)
@@ -170,6 +182,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--seed", type=_non_negative, default=0)
     train.add_argument("--save", metavar="PATH", help="save the trained weights (.npz)")
+    train.add_argument(
+        "--load",
+        metavar="PATH",
+        help="start from weights saved with --save (same --model and data); the digits "
+        "split depends on --seed, so evaluate with the seed they were trained with",
+    )
     train.add_argument("--no-progress", action="store_true", help="no progress bar")
     train.add_argument(
         "--cuda-graph",

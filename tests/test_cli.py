@@ -37,6 +37,33 @@ def test_train_on_digits_prints_epochs_and_test_accuracy_and_saves(tmp_path):
     assert np.abs(model.params["0.weight"]).sum() > 0
 
 
+def test_saved_weights_load_to_evaluate_and_to_train_on(tmp_path):
+    path = tmp_path / "w.npz"
+    trained = run("train", "--epochs", "1", "--no-progress", "--save", str(path))
+    assert trained.returncode == 0, trained.stderr
+    score = trained.stdout.split("test accuracy ")[1].splitlines()[0]
+    evaluated = run("train", "--epochs", "0", "--load", str(path), "--no-progress")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert f"weights loaded from {path}" in evaluated.stdout and "epoch" not in evaluated.stdout
+    # the same weights on the same split: the score the training run printed, to the digit
+    assert evaluated.stdout.split("test accuracy ")[1].splitlines()[0] == score
+    more = run("train", "--epochs", "1", "--load", str(path), "--no-progress")
+    assert more.returncode == 0, more.stderr
+    assert "weights loaded" in more.stdout and "epoch   1" in more.stdout
+    assert more.stdout.split("test accuracy ")[1].splitlines()[0] != score  # trained on
+
+
+def test_weights_of_another_model_are_refused(tmp_path):
+    path = tmp_path / "w.npz"
+    assert run("train", "--epochs", "1", "--no-progress", "--save", str(path)).returncode == 0
+    folder = _mnist_folder(tmp_path, n_train=20, n_test=10)
+    result = run("train", "--data", f"mnist:{folder}", "--epochs", "0", "--load", str(path))
+    assert result.returncode == 2 and "does not match the model" in result.stderr
+    assert "Traceback" not in result.stderr and "test accuracy" not in result.stdout
+    result = run("train", "--epochs", "0", "--load", str(tmp_path / "none.npz"))
+    assert result.returncode == 2 and "no such file" in result.stderr
+
+
 def test_train_on_mnist_files(tmp_path):
     folder = _mnist_folder(tmp_path, n_train=20, n_test=10)
     result = run(
@@ -51,8 +78,11 @@ def test_errors_are_reported_not_raised(tmp_path):
     result = run("train", "--data", f"mnist:{tmp_path}/nowhere", "--epochs", "1")
     assert result.returncode == 2 and "MNIST folder not found" in result.stderr
     assert "Traceback" not in result.stderr
-    result = run("train", "--epochs", "0")
-    assert result.returncode == 2 and "must be >= 1" in result.stderr
+    result = run("train", "--epochs", "0")  # nothing to evaluate but an untrained model
+    assert result.returncode == 2 and "--epochs 0 evaluates saved weights" in result.stderr
+    assert result.stdout == ""  # refused before any data is loaded
+    result = run("train", "--epochs", "-1")
+    assert result.returncode == 2 and "must be >= 0" in result.stderr
     for option, value, words in [
         ("--data", "cifar", "must be 'digits' or 'mnist:PATH'"),
         ("--data", "mnist:", "must be 'digits' or 'mnist:PATH'"),  # not the current folder
