@@ -2,7 +2,8 @@
 # Everything that needs a real GPU, from the source tree (no install, no network):
 #   benchmarks/gpu_check.sh OUT [steps...]     steps: info tests memcheck racecheck bench
 #                                               bench-quick compare resources host host-graph
-#                                               ncu cpu (default: all but bench, ncu, cpu)
+#                                               ncu cpu device (default: all but bench,
+#                                               ncu, cpu and device)
 # compare sets the newest benchmark run in OUT against the committed results for the same
 # GPU (benchmarks/compare.py): which rows a change made faster or slower, beyond the noise.
 # host profiles the training steps' host time (benchmarks/host_profile.py); host-graph the
@@ -16,12 +17,11 @@
 # limits the ncu step to those kernels. On an H100 (2026-11-24, session 20): info 2 s, tests
 # 118 s, memcheck 111 s and racecheck 222 s (beside the tests), bench 128 s; session 10:
 # bench-quick 55 s, resources 40 s; ncu 42-51 s a kernel. On this project's device machines
-# (10 minutes per command, 8 files back) run the sanitizers beside the tests, then the
-# benchmarks alone, and pack the logs into one:
-#   for s in memcheck racecheck; do STEP_TIMEOUT=240 benchmarks/gpu_check.sh /tmp/gc/$s $s & done
-#   STEP_TIMEOUT=240 benchmarks/gpu_check.sh /tmp/gc/t info tests; wait
-#   benchmarks/gpu_check.sh /tmp/gc/b bench-quick compare resources host host-graph
-#   tar czf $OUT/gpu-check.tgz -C /tmp gc
+# (10 minutes per command, 8 files back) the step "device" does the lot in one command:
+# the sanitizers beside the tests (each step stopped after STEP_TIMEOUT, default 240 s
+# there), then the quick benchmarks, compare, resources and the host profiles, every log
+# packed into OUT/gpu-check.tgz beside OUT/summary.txt:
+#   benchmarks/gpu_check.sh $OUT device
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
 shift
@@ -89,6 +89,23 @@ for step in $steps; do
                     --launch-skip 3 --launch-count 1 "${ncu_sections[@]}" \
                     "$python" -m benchmarks --quick --only "$family" --out "$out/ncu-runs"
             done ;;
+        device) work=$(mktemp -d)
+            (
+                export STEP_TIMEOUT=${STEP_TIMEOUT:-240}
+                pids=()
+                for sanitizer in memcheck racecheck; do
+                    "$0" "$work/$sanitizer" $sanitizer >"$work/$sanitizer.txt" 2>&1 &
+                    pids+=($!)
+                done
+                status=0
+                "$0" "$work/tests" info tests || status=1
+                for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+                cat "$work/memcheck.txt" "$work/racecheck.txt"
+                "$0" "$work/bench" bench-quick compare resources host host-graph || status=1
+                exit $status
+            ) 2>&1 | tee "$out/summary.txt"
+            [[ ${PIPESTATUS[0]} == 0 ]] || failed+=(device)
+            tar czf "$out/gpu-check.tgz" -C "$work" . && rm -rf "$work" ;;
         *) echo "unknown step $step"; failed+=("$step") ;;
     esac
 done
