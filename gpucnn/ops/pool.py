@@ -37,6 +37,19 @@ def _window_for(x_shape, kernel_size, stride, padding, ceil_mode) -> Window:
     return window
 
 
+# argmax is int32 and holds h*W + w, so a plane may hold at most this many elements.
+ARGMAX_PLANE_LIMIT = 2**31
+
+
+def _check_argmax_plane(shape, name: str) -> None:
+    plane = shape[2] * shape[3]
+    if plane > ARGMAX_PLANE_LIMIT:
+        raise ValueError(
+            f"{name} {tuple(shape)} has planes of H*W = {plane} elements; max pooling's int32 "
+            f"argmax indexes at most 2**31"
+        )
+
+
 def _validate_dy(dy, x_shape, window: Window | None, reference=None) -> None:
     check_float_array(dy, "dy", ndim=4)
     if reference is not None:
@@ -59,6 +72,7 @@ def max_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False):
     all -inf points at its first in-bounds element.
     """
     check_float_array(x, "x", ndim=4)
+    _check_argmax_plane(x.shape, "x")
     window = _window_for(x.shape, kernel_size, stride, padding, ceil_mode)
     return backend(x).pool.max_pool2d_forward(x, window)
 
@@ -78,6 +92,7 @@ def max_pool2d_backward(
     reads or writes out of bounds). Every index must lie in [0, H*W); the NumPy path checks.
     """
     x_shape = check_shape4(x_shape, "x_shape")
+    _check_argmax_plane(x_shape, "x_shape")
     window = None
     if kernel_size is not None:
         window = _window_for(x_shape, kernel_size, stride, padding, ceil_mode)

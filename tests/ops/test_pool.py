@@ -473,3 +473,18 @@ X = np.zeros((2, 3, 6, 6), np.float32)
 def test_bad_arguments_are_named(call, error, words):
     with pytest.raises(error, match=words):
         call()
+
+
+def test_planes_past_the_int32_argmax_are_refused_not_wrapped():
+    # argmax holds h*W + w as int32: at 46341 x 46341 (2**31 + 30,277 elements) the last
+    # indices wrapped to negative values. A broadcast view makes the plane without the 8 GB.
+    big = np.broadcast_to(np.float32(1), (1, 1, 46341, 46341))
+    with pytest.raises(ValueError, match=r"x \(1, 1, 46341, 46341\) has planes of H\*W"):
+        ops.max_pool2d_forward(big, 1, (46340, 1))
+    dy, argmax = np.zeros((1, 1, 1, 1), np.float32), np.zeros((1, 1, 1, 1), np.int32)
+    with pytest.raises(ValueError, match="x_shape .* int32 argmax indexes at most 2"):
+        ops.max_pool2d_backward(dy, argmax, big.shape)
+    # 2**31 elements exactly is the largest plane the indices 0 .. 2**31 - 1 cover
+    edge = np.broadcast_to(np.float32(1), (1, 1, 2, 2**30))
+    y, argmax = ops.max_pool2d_forward(edge, 1, (1, 2**30 - 1))
+    assert argmax.max() == 2**31 - 1 and argmax.min() == 0
