@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_float_array, check_same_kind, check_shape
+from .._checks import check_flag, check_float_array, check_number, check_same_kind, check_shape
 from ._dispatch import backend
 
 
@@ -18,12 +18,18 @@ def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0
 
     ``velocity`` (updated in place) is needed when momentum > 0; start it at zeros, which
     makes the first step's velocity ``g``, as in PyTorch. The rates are rounded to param's
-    dtype. The same bits on the NumPy path and the CUDA kernel.
+    dtype, so each must be finite there: lr and weight_decay >= 0, momentum in [0, 1). The
+    same bits on the NumPy path and the CUDA kernel.
     """
-    for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay)):
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
-            raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    lr = check_number(lr, "lr", 0.0)
+    momentum = check_number(momentum, "momentum", 0.0, 1.0)
+    weight_decay = check_number(weight_decay, "weight_decay", 0.0)
+    nesterov = check_flag(nesterov, "nesterov")
     check_float_array(param, "param")
+    largest = float(np.finfo(param.dtype).max)
+    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
+        if value > largest:  # would round to inf
+            raise ValueError(f"{name} = {value} overflows {param.dtype}, the parameters' dtype")
     check_float_array(grad, "grad")
     check_same_kind(param, "param", grad=grad, velocity=velocity)
     check_shape(grad, "grad", param.shape)

@@ -83,3 +83,37 @@ def test_bad_input_is_named():
         ops.sgd_update(param, grad, lr="0.1")
     with pytest.raises(ValueError, match="param must be C-contiguous"):
         ops.sgd_update(np.ones((3, 2)).T, grad, lr=0.1)
+
+
+@pytest.mark.parametrize(
+    "rates, words",
+    [
+        ({"lr": float("nan")}, r"lr must be in \[0.0, inf\), got nan"),
+        ({"lr": float("inf")}, "lr must be in"),
+        ({"lr": -0.1}, "lr must be in"),  # ascent: PyTorch refuses it too
+        ({"lr": 0.1, "momentum": 1.0}, r"momentum must be in \[0.0, 1.0\)"),
+        ({"lr": 0.1, "momentum": -0.5}, "momentum must be in"),
+        ({"lr": 0.1, "weight_decay": float("nan")}, "weight_decay must be in"),
+        ({"lr": 1e39}, "lr = 1e.39 overflows float32"),  # finite, but inf once rounded
+        ({"lr": 0.1, "weight_decay": 1e39}, "weight_decay = 1e.39 overflows float32"),
+    ],
+)
+def test_rates_that_would_make_nan_or_inf_weights_are_refused(rates, words):
+    # Each of these wrote NaN or inf into the parameters (and the velocity) without a word.
+    param, grad, velocity = np.ones(3, np.float32), np.ones(3, np.float32), np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match=words):
+        ops.sgd_update(param, grad, velocity, **rates)
+    assert np.array_equal(param, np.ones(3)) and np.array_equal(velocity, np.zeros(3))
+
+
+def test_the_rates_limits_are_inclusive_where_they_should_be():
+    param, grad = np.ones(3), np.ones(3)
+    ops.sgd_update(param, grad, lr=0.0)  # a schedule may end at 0
+    assert np.array_equal(param, np.ones(3))
+    ops.sgd_update(param, grad, lr=1e39)  # float64 parameters hold it
+    assert np.all(param == 1 - 1e39)
+    single = np.ones(3, np.float32)  # float32's largest finite value is a finite rate
+    ops.sgd_update(single, np.zeros(3, np.float32), lr=float(np.finfo(np.float32).max))
+    assert np.array_equal(single, np.ones(3))
+    with pytest.raises(TypeError, match="nesterov must be a bool"):
+        ops.sgd_update(param, grad, np.zeros(3), lr=0.1, momentum=0.9, nesterov="no")
