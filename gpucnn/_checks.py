@@ -134,6 +134,14 @@ def check_number(value, name: str, low: float, high: float = math.inf, low_open=
     return value
 
 
+def check_finite_in(value: float, name: str, dtype) -> None:
+    """A rate or margin that an op rounds to the arrays' ``dtype`` must stay finite there
+    (1e39 is a float64 but rounds to inf in float32)."""
+    largest = float(np.finfo(dtype).max)
+    if abs(value) > largest:
+        raise ValueError(f"{name} = {value} overflows {np.dtype(dtype)}, the arrays' dtype")
+
+
 def check_probability(p, name: str) -> float:
     return check_number(p, name, 0.0, 1.0)
 

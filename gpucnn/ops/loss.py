@@ -11,7 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_array, check_float_array, check_number, check_same_kind, check_shape
+from .._checks import (
+    check_array,
+    check_finite_in,
+    check_float_array,
+    check_number,
+    check_same_kind,
+    check_shape,
+)
 from .._device import array_device
 from ._dispatch import backend
 
@@ -97,6 +104,7 @@ def hinge_forward(pred, target, margin=1.0, check_targets: bool = True):
     _check_pred(pred)
     check_class_targets(target, pred, check_targets)
     margin = check_number(margin, "margin", 0.0)
+    check_finite_in(margin, "margin", pred.dtype)
     return backend(pred).loss.hinge_forward(pred, target, pred.dtype.type(margin))
 
 

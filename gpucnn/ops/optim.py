@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import numpy as np
-
-from .._checks import check_flag, check_float_array, check_number, check_same_kind, check_shape
+from .._checks import (
+    check_finite_in,
+    check_flag,
+    check_float_array,
+    check_number,
+    check_same_kind,
+    check_shape,
+)
 from ._dispatch import backend
 
 
@@ -26,10 +31,8 @@ def sgd_update(param, grad, velocity=None, *, lr, momentum=0.0, weight_decay=0.0
     weight_decay = check_number(weight_decay, "weight_decay", 0.0)
     nesterov = check_flag(nesterov, "nesterov")
     check_float_array(param, "param")
-    largest = float(np.finfo(param.dtype).max)
-    for name, value in (("lr", lr), ("weight_decay", weight_decay)):
-        if value > largest:  # would round to inf
-            raise ValueError(f"{name} = {value} overflows {param.dtype}, the parameters' dtype")
+    check_finite_in(lr, "lr", param.dtype)
+    check_finite_in(weight_decay, "weight_decay", param.dtype)
     check_float_array(grad, "grad")
     check_same_kind(param, "param", grad=grad, velocity=velocity)
     check_shape(grad, "grad", param.shape)

@@ -128,6 +128,11 @@ def test_the_ops_name_their_own_arguments():
     for margin in ((1.0, 2.0), -1.0, float("nan")):  # was NumPy's broadcasting error
         with pytest.raises((TypeError, ValueError), match="margin must be"):
             ops.hinge_forward(np.zeros((2, 3), np.float32), labels, margin)
+    # a float64 margin that rounds to inf in float32 made the loss inf
+    with pytest.raises(ValueError, match="margin = 1e.39 overflows float32"):
+        ops.hinge_forward(np.zeros((2, 3), np.float32), labels, 1e39)
+    loss, _ = ops.hinge_forward(np.zeros((2, 3)), labels, 1e39)  # float64 holds it
+    assert loss == 2e39
 
 
 def test_accumulated_scores_count_the_rows_whose_argmax_is_the_target():

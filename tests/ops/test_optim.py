@@ -94,7 +94,10 @@ def test_bad_input_is_named():
         ({"lr": 0.1, "momentum": 1.0}, r"momentum must be in \[0.0, 1.0\)"),
         ({"lr": 0.1, "momentum": -0.5}, "momentum must be in"),
         ({"lr": 0.1, "weight_decay": float("nan")}, "weight_decay must be in"),
-        ({"lr": 1e39}, "lr = 1e.39 overflows float32"),  # finite, but inf once rounded
+        (
+            {"lr": 1e39},
+            "lr = 1e.39 overflows float32, the arrays' dtype",
+        ),  # finite, but inf once rounded
         ({"lr": 0.1, "weight_decay": 1e39}, "weight_decay = 1e.39 overflows float32"),
     ],
 )
