@@ -44,6 +44,24 @@ def test_relu_passes_no_gradient_at_zero():
     assert np.array_equal(ops.relu_backward(dy, x), [0, 0, 0, 3, 3])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_gives_the_bits_of_its_plain_numpy_formulas(dtype):
+    # The NumPy path computes them another way for speed; NaN, -0, inf and denormals must
+    # come out as np.maximum(x, 0) and dy * (x > 0) give them, on strided views too.
+    info = np.finfo(dtype)
+    special = [np.nan, -np.nan, -0.0, 0.0, np.inf, -np.inf, info.tiny, -info.tiny]
+    special += [info.smallest_subnormal, -info.smallest_subnormal, info.max, -1.5, 2.5]
+    x = np.array(special * 9, dtype).reshape(13, 9)
+    dy = np.roll(x, 5)
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for xs, dys in ((x, dy), (x[::2, 1::3], dy[::2, 2::3]), (x.T, dy.T)):
+        assert np.array_equal(ops.relu_forward(xs).view(bits), np.maximum(xs, 0).view(bits))
+        with np.errstate(invalid="ignore"):  # inf * 0, on both sides
+            expected = dys * (xs > 0)
+            got = ops.relu_backward(dys, xs)
+        assert np.array_equal(got.view(bits), expected.view(bits))
+
+
 def test_sigmoid_is_stable_for_large_inputs():
     x = np.array([-1000.0, -80.0, 80.0, 1000.0], np.float32)
     with warnings.catch_warnings():
