@@ -1,8 +1,8 @@
 """Saving and loading arrays: weights as ``.npz``, written atomically, read without pickle.
 
-A file a user loads is untrusted: it is opened with ``allow_pickle=False``, every array is
-checked (name, shape, float dtype) before any parameter changes, and anything malformed
-raises ValueError naming the file.
+A file a user loads is untrusted: no member is unpickled, each member's .npy header is
+checked (name, shape, float dtype) before any array is read, and anything malformed raises
+ValueError naming the file.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import tokenize
 import zipfile
 import zlib
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -102,39 +103,76 @@ _MALFORMED = (
 )
 
 
-def load_arrays(path) -> dict[str, np.ndarray]:
+class Header(NamedTuple):
+    """What an .npz member's .npy header promises: its array's name, shape and dtype."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+
+
+def load_arrays(path, check_headers=None) -> dict[str, np.ndarray]:
     """Read every array of an .npz file; ValueError naming the file if anything is off.
 
     Each member's .npy header is checked against the member's size before any allocation,
     so a crafted header cannot make us allocate more than the file holds; object (pickled)
-    arrays are refused.
+    arrays are refused. ``check_headers``, if given, is called with every member's
+    ``Header`` before any array is read, so a caller that knows what the file must hold
+    (``load_weights``: the model's names and shapes) refuses anything else before
+    decompressing a byte of it: a compressed member may expand a thousandfold.
     """
     path = check_path(path)
     if path.is_dir():
         raise IsADirectoryError(f"cannot load {path}: it is a folder, not an .npz file")
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
+    with _reported_as_malformed(path):
+        archive = zipfile.ZipFile(path)
+    with archive:
+        with _reported_as_malformed(path):
+            members = archive.infolist()
+            for info in members:
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"member {info.filename!r} is not an .npy array")
+            headers = [_header_of(archive, info) for info in members] if check_headers else []
+        if check_headers is not None:
+            check_headers(headers)  # its errors are the caller's, not "malformed"
+        with _reported_as_malformed(path):
+            return dict(_read_member(archive, info) for info in members)
+
+
+@contextlib.contextmanager
+def _reported_as_malformed(path):
     try:
-        with zipfile.ZipFile(path) as archive:
-            return dict(_read_member(archive, info) for info in archive.infolist())
+        yield
     except _MALFORMED as exc:
         raise ValueError(f"{path} is not a valid .npz weights file: {exc}") from exc
 
 
-def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, np.ndarray]:
-    if not info.filename.endswith(".npy"):
-        raise ValueError(f"member {info.filename!r} is not an .npy array")
+def _header_of(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Header:
     with archive.open(info) as member:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version in ((2, 0), (3, 0)):
-            shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise ValueError(f"unsupported .npy version {version}")
-        if dtype.hasobject:
-            raise ValueError(f"{info.filename} holds Python objects (pickle), which are refused")
-        expected = math.prod(shape) * dtype.itemsize
+        return _read_header(info, member)[0]
+
+
+def _read_header(info: zipfile.ZipInfo, member) -> tuple[Header, bool]:
+    """The member's header and whether its array is in Fortran order; leaves ``member`` at
+    the array's first byte."""
+    version = np.lib.format.read_magic(member)
+    if version == (1, 0):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_1_0(member)
+    elif version in ((2, 0), (3, 0)):
+        shape, fortran_order, dtype = np.lib.format.read_array_header_2_0(member)
+    else:
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError(f"{info.filename} holds Python objects (pickle), which are refused")
+    return Header(info.filename[: -len(".npy")], tuple(shape), dtype), fortran_order
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, np.ndarray]:
+    with archive.open(info) as member:
+        header, fortran_order = _read_header(info, member)
+        expected = math.prod(header.shape) * header.dtype.itemsize
         available = info.file_size - member.tell()
         if expected != available:
             raise ValueError(
@@ -143,9 +181,9 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> tuple[str, 
         data = member.read(expected)
     if len(data) != expected:
         raise ValueError(f"{info.filename} is truncated")
-    array = np.frombuffer(bytearray(data), dtype=dtype)  # bytearray: a writable copy
-    array = array.reshape(shape, order="F" if fortran_order else "C")
-    return info.filename[: -len(".npy")], array
+    array = np.frombuffer(bytearray(data), dtype=header.dtype)  # bytearray: a writable copy
+    array = array.reshape(header.shape, order="F" if fortran_order else "C")
+    return header.name, array
 
 
 def _params(model) -> dict:
@@ -174,21 +212,26 @@ def load_weights(model, path) -> None:
     parameter's dtype and device. Nothing changes unless the whole file checks out.
     """
     params = _params(model)
-    loaded = load_arrays(path)
-    missing, unexpected = sorted(set(params) - set(loaded)), sorted(set(loaded) - set(params))
-    if missing or unexpected:
-        raise ValueError(
-            f"{path} does not match the model: missing {missing or 'nothing'}, "
-            f"unexpected {unexpected or 'nothing'}"
-        )
-    for name, value in loaded.items():
-        if value.dtype.kind != "f":
-            raise ValueError(f"{path}: {name} has dtype {value.dtype}, expected floats")
-        if value.shape != tuple(params[name].shape):
+
+    def check_headers(headers: list[Header]) -> None:  # before any array is read
+        names = {header.name for header in headers}
+        missing, unexpected = sorted(set(params) - names), sorted(names - set(params))
+        if missing or unexpected:
             raise ValueError(
-                f"{path}: {name} has shape {value.shape}, the model expects "
-                f"{tuple(params[name].shape)}"
+                f"{path} does not match the model: missing {missing or 'nothing'}, "
+                f"unexpected {unexpected or 'nothing'}"
             )
+        for name, shape, dtype in headers:
+            if dtype.kind != "f":
+                raise ValueError(f"{path}: {name} has dtype {dtype}, expected floats")
+            if shape != tuple(params[name].shape):
+                raise ValueError(
+                    f"{path}: {name} has shape {shape}, the model expects "
+                    f"{tuple(params[name].shape)}"
+                )
+
+    loaded = load_arrays(path, check_headers)
+    for name, value in loaded.items():
         if not np.isfinite(value).all():
             raise ValueError(f"{path}: {name} holds NaN or infinite values")
     for name, value in loaded.items():

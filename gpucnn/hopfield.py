@@ -299,17 +299,33 @@ class HopfieldNetwork:
     def load(cls, path, dtype=None) -> HopfieldNetwork:
         """A network on the current device from a file written by ``save``; the weights are
         checked (square, symmetric, zero diagonal, finite) before anything is built."""
-        arrays = load_arrays(path)
-        missing = {"weights", "rule", "stored"} - set(arrays)
-        if missing:
-            raise ValueError(f"{path} is not a saved Hopfield network: missing {sorted(missing)}")
+
+        def check_headers(headers) -> None:  # before any array is read
+            members = {header.name: header for header in headers}
+            missing = {"weights", "rule", "stored"} - set(members)
+            unexpected = set(members) - {"weights", "rule", "stored"}
+            if missing or unexpected:
+                raise ValueError(
+                    f"{path} is not a saved Hopfield network: missing "
+                    f"{sorted(missing) or 'nothing'}, unexpected {sorted(unexpected) or 'nothing'}"
+                )
+            _, shape, dtype = members["weights"]
+            square = len(shape) == 2 and shape[0] == shape[1] and shape[0] >= 2
+            if not square or dtype not in (np.float32, np.float64):
+                raise ValueError(
+                    f"{path}: weights must be a square float32 or float64 matrix, got {dtype} "
+                    f"{shape}"
+                )
+            for name, kinds, what in (
+                ("rule", "U", "a rule's name"),
+                ("stored", "iu", "a non-negative integer count"),
+            ):
+                _, shape, dtype = members[name]
+                if shape != () or dtype.kind not in kinds:
+                    raise ValueError(f"{path}: {name} must be {what}, got {dtype} {shape}")
+
+        arrays = load_arrays(path, check_headers)
         w, rule = arrays["weights"], str(arrays["rule"])
-        square = w.ndim == 2 and w.shape[0] == w.shape[1] and w.shape[0] >= 2
-        if not square or w.dtype not in (np.float32, np.float64):
-            raise ValueError(
-                f"{path}: weights must be a square float32 or float64 matrix, got {w.dtype} "
-                f"{w.shape}"
-            )
         if not np.isfinite(w).all() or not np.array_equal(w, w.T) or np.any(np.diag(w) != 0):
             raise ValueError(f"{path}: weights must be finite, symmetric, with a zero diagonal")
         if rule not in ("", *RULES):
@@ -318,11 +334,8 @@ class HopfieldNetwork:
             # Hebb's rule and unlearning add products of +-1: anything else was not saved here
             raise ValueError(f"{path}: {rule or 'unlearned'} weights must be whole numbers")
         stored = arrays["stored"]
-        if stored.shape != () or stored.dtype.kind not in "iu" or stored < 0:
-            raise ValueError(
-                f"{path}: stored must be a non-negative integer count, got {stored.dtype} "
-                f"{stored.shape}"
-            )
+        if stored < 0:
+            raise ValueError(f"{path}: stored must be a non-negative integer count, got {stored}")
         network = cls(w.shape[0], dtype or w.dtype)
         network.rule = rule or None
         network.stored = int(stored)

@@ -132,6 +132,8 @@ def test_malformed_files(tmp_path):
         )
         member.write(b"\x00" * 16)
     with pytest.raises(ValueError, match="header promises"):
+        load_arrays(liar)
+    with pytest.raises(ValueError, match="does not match the model"):  # by the headers alone
         load_weights(model, liar)
 
     truncated = tmp_path / "truncated.npz"
@@ -144,6 +146,36 @@ def test_malformed_files(tmp_path):
         load_weights(model, tmp_path / "absent.npz")
     with pytest.raises(IsADirectoryError, match="it is a folder"):
         load_weights(model, tmp_path)
+
+
+def test_weights_are_checked_by_their_headers_before_any_array_is_read(tmp_path, monkeypatch):
+    # A compressed member can expand a thousandfold: a file whose names or shapes are not
+    # the model's is refused before a byte of its data is decompressed.
+    from gpucnn import checkpoint
+
+    model = digits_cnn()
+    arrays = {name: np.zeros(value.shape, np.float32) for name, value in model.params.items()}
+    arrays["0.weight"] = np.zeros((4000, 1000), np.float32)  # 16 MB of zeros, 16 KB deflated
+    bomb = tmp_path / "bomb.npz"
+    np.savez_compressed(bomb, **arrays)
+    assert bomb.stat().st_size < 200_000
+
+    def no_reading(*args):
+        raise AssertionError("an array was read before the headers were checked")
+
+    monkeypatch.setattr(checkpoint, "_read_member", no_reading)
+    with pytest.raises(ValueError, match=r"0.weight has shape \(4000, 1000\), the model expects"):
+        load_weights(model, bomb)
+    arrays["0.weight"] = np.zeros(model.params["0.weight"].shape, np.int32)
+    np.savez_compressed(bomb, **arrays)
+    with pytest.raises(ValueError, match="0.weight has dtype int32, expected floats"):
+        load_weights(model, bomb)
+    monkeypatch.undo()
+    before = {name: value.copy() for name, value in model.params.items()}
+    arrays["0.weight"] = np.ones(model.params["0.weight"].shape, np.float32)
+    np.savez_compressed(bomb, **arrays)  # compressed files of the right shapes do load
+    load_weights(model, bomb)
+    assert np.all(model.params["0.weight"] == 1) and not np.all(before["0.weight"] == 1)
 
 
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])

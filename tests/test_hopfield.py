@@ -216,6 +216,16 @@ def test_save_and_load(tmp_path):
     save_arrays(tmp_path / "other.npz", {"w": bad})
     with pytest.raises(ValueError, match="missing"):
         HopfieldNetwork.load(tmp_path / "other.npz")
+    # checked by their headers, before any array is read: a member too many, a rule that is
+    # not one name (a crafted file could make either as large as it likes)
+    for extra, words in (
+        ({"w": bad}, r"unexpected \['w'\]"),
+        ({"rule": np.array(["hebb"] * 3)}, r"rule must be a rule's name, got <U4 \(3,\)"),
+    ):
+        arrays = {"weights": net.weights, "rule": np.array("hebb"), "stored": np.array(3)}
+        save_arrays(tmp_path / "extra.npz", {**arrays, **extra})
+        with pytest.raises(ValueError, match=words):
+            HopfieldNetwork.load(tmp_path / "extra.npz")
     for stored in (np.array(-1), np.array(1.5), np.array([3, 3]), np.array("3")):
         arrays = {"weights": net.weights, "rule": np.array("hebb"), "stored": stored}
         save_arrays(tmp_path / "count.npz", arrays)
