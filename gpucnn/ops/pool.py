@@ -139,7 +139,10 @@ def avg_pool2d_backward(
 
 
 def l2_pool2d_forward(x, kernel_size, stride=None, padding=0, ceil_mode=False):
-    """L2 pooling: y = sqrt(sum of x^2 over the window); padding contributes zeros."""
+    """L2 pooling: y = sqrt(sum of x^2 over the window); padding contributes zeros, and so
+    does the part of a ceil_mode window past the input: y is the L2 norm of what the window
+    covers. (PyTorch's lp_pool2d, built from avg_pool2d, scales such a window's sum by the
+    kernel's area over the elements it covers, so the two differ there and only there.)"""
     check_float_array(x, "x", ndim=4)
     window = _window_for(x.shape, kernel_size, stride, padding, ceil_mode)
     return backend(x).pool.l2_pool2d_forward(x, window)

@@ -488,3 +488,13 @@ def test_planes_past_the_int32_argmax_are_refused_not_wrapped():
     edge = np.broadcast_to(np.float32(1), (1, 1, 2, 2**30))
     y, argmax = ops.max_pool2d_forward(edge, 1, (1, 2**30 - 1))
     assert argmax.max() == 2**31 - 1 and argmax.min() == 0
+
+
+def test_l2_pooling_of_a_ceil_mode_window_is_the_norm_of_what_it_covers():
+    # Not PyTorch's lp_pool2d, which scales a partial window's sum by area / covered count
+    # (differential fuzzing against it found every ceil_mode case apart, and only those).
+    x = np.random.default_rng(0).standard_normal((1, 1, 6, 2))
+    y = ops.l2_pool2d_forward(x, (5, 2), (4, 2), 0, ceil_mode=True)
+    full, partial = np.sqrt((x[0, 0, :5] ** 2).sum()), np.sqrt((x[0, 0, 4:] ** 2).sum())
+    assert y.shape == (1, 1, 2, 1)
+    assert rel_error(y.ravel(), [full, partial]) < 1e-15
