@@ -5,7 +5,11 @@ symmetric weights with w_jj = 0 and no bias.
 
 - Hebb's rule stores patterns x_k: w_ji = sum_k x_kj x_ki (j != i); storing more adds to W.
   (``rule="storkey"``, beyond the classic material, is Storkey's 1997 rule: higher capacity,
-  weights scaled by 1/n.)
+  weights scaled by 1/n. Its weights are fractions, so its fields are rounded sums: where a
+  field is 0 in exact arithmetic, rounding decides whether the neuron keeps its state, and
+  the NumPy path and the kernels, which sum in other orders, may decide such a neuron
+  differently. Hebbian weights are integers, their fields exact: there every backend gives
+  the same states, bit for bit.)
 - A neuron's local field is xi_j = sum_i w_ji y_i; its update sets y_j to +1 if xi_j > 0, to -1
   if xi_j < 0, and **keeps y_j if xi_j = 0**.
 - Asynchronous (sequential) activity updates neurons one at a time, cyclically j = 1..n (or in
