@@ -85,6 +85,18 @@ class Layer:
                 f"gpucnn.to_device({name}, {self.device!r}) or the model with .to(device)"
             )
 
+    def _check_grad_like(self, grad_out, shape, dtype) -> None:
+        """For layers whose ops cannot tell: ``grad_out`` must be shaped and typed like the
+        forward's output (a float64 gradient would silently turn the rest of the backward
+        pass float64)."""
+        name = f"{type(self).__name__}.backward: grad_out"
+        if grad_out.dtype != dtype:
+            raise TypeError(f"{name} has dtype {grad_out.dtype}, the output had {np.dtype(dtype)}")
+        if tuple(grad_out.shape) != tuple(shape):
+            raise ValueError(
+                f"{name} has shape {tuple(grad_out.shape)}, the output had {tuple(shape)}"
+            )
+
     def _save(self, *tensors) -> None:
         self._saved = tensors
 

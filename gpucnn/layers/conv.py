@@ -139,12 +139,13 @@ class MaxPool2D(_Pool2D):
     def forward(self, x):
         self._check_input(x)
         y, argmax = ops.max_pool2d_forward(x, **self._geometry())
-        self._save(argmax, x.shape)
+        self._save(argmax, x.shape, y.dtype)
         return y
 
     def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
-        argmax, x_shape = self._restore()
+        argmax, x_shape, dtype = self._restore()
+        self._check_grad_like(grad_out, argmax.shape, dtype)
         if not need_input_grad:
             return None
         return ops.max_pool2d_backward(grad_out, argmax, x_shape, **self._geometry())
@@ -166,12 +167,14 @@ class AvgPool2D(_Pool2D):
 
     def forward(self, x):
         self._check_input(x)
-        self._save(x.shape)
-        return ops.avg_pool2d_forward(x, **self._geometry())
+        y = ops.avg_pool2d_forward(x, **self._geometry())
+        self._save(x.shape, y.shape, y.dtype)
+        return y
 
     def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
-        (x_shape,) = self._restore()
+        x_shape, y_shape, dtype = self._restore()
+        self._check_grad_like(grad_out, y_shape, dtype)
         if not need_input_grad:
             return None
         return ops.avg_pool2d_backward(grad_out, x_shape, **self._geometry())
@@ -203,12 +206,14 @@ class GlobalAvgPool2D(Layer):
 
     def forward(self, x):
         self._check_input(x)
-        self._save(x.shape)
-        return ops.global_avg_pool2d_forward(x)
+        y = ops.global_avg_pool2d_forward(x)
+        self._save(x.shape, y.shape, y.dtype)
+        return y
 
     def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
-        (x_shape,) = self._restore()
+        x_shape, y_shape, dtype = self._restore()
+        self._check_grad_like(grad_out, y_shape, dtype)
         if not need_input_grad:
             return None
         return ops.global_avg_pool2d_backward(grad_out, x_shape)

@@ -147,12 +147,14 @@ class Flatten(Layer):
         self._check_input(x)
         if x.ndim < 1:
             raise ValueError("Flatten needs a batch axis")
-        self._save(x.shape)
-        return x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: N may be 0
+        y = x.reshape(x.shape[0], math.prod(x.shape[1:]))  # not -1: N may be 0
+        self._save(x.shape, y.shape, y.dtype)
+        return y
 
     def backward(self, grad_out, need_input_grad: bool = True):
         self._check_input(grad_out, "grad_out")
-        (shape,) = self._restore()
+        shape, y_shape, dtype = self._restore()
+        self._check_grad_like(grad_out, y_shape, dtype)
         return grad_out.reshape(shape) if need_input_grad else None
 
     def output_shape(self, input_shape):

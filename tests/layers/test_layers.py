@@ -378,3 +378,24 @@ def test_graph_safety_is_declared_by_the_class_that_runs():
 
     assert not is_graph_safe(Noisy()) and is_graph_safe(Vouched())
     assert not is_graph_safe(Sequential([Noisy()])) and not is_graph_safe(Layer())
+
+
+@pytest.mark.parametrize(
+    "layer, x",
+    [
+        (MaxPool2D(2), np.zeros((2, 3, 4, 4), np.float32)),
+        (AvgPool2D(2), np.zeros((2, 3, 4, 4), np.float32)),
+        (GlobalAvgPool2D(), np.zeros((2, 3, 4, 4), np.float32)),
+        (Flatten(), np.zeros((2, 3, 4, 4), np.float32)),
+    ],
+)
+def test_a_gradient_unlike_the_output_is_refused_by_layers_whose_ops_cannot_tell(layer, x):
+    # Their backward ops never see the forward's input, so a float64 gradient after a
+    # float32 forward went through and turned the rest of the backward pass float64.
+    y = layer.forward(x)
+    name = type(layer).__name__
+    with pytest.raises(TypeError, match=f"{name}.backward: grad_out has dtype float64"):
+        layer.backward(np.zeros(y.shape))
+    with pytest.raises(ValueError, match=f"{name}.backward: grad_out has shape"):
+        layer.backward(np.zeros((1, *y.shape[1:]), np.float32))
+    assert layer.backward(np.ones(y.shape, np.float32)).dtype == np.float32
