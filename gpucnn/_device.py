@@ -8,7 +8,7 @@ Devices:
   auto      resolves to ``gpu`` when CuPy imports and a CUDA device answers, else ``cpu``.
 
 The choice comes from ``set_device`` or, until that is called, the ``GPUCNN_DEVICE``
-environment variable (default ``auto``).
+environment variable (default ``auto``, also where it is set but empty).
 """
 
 from __future__ import annotations
@@ -113,7 +113,9 @@ def set_device(device: str) -> str:
 def _state() -> _Resolved:
     global _current
     if _current is None:
-        requested = os.environ.get(ENV_VAR, "auto")
+        # set but empty (``GPUCNN_DEVICE= cmd``, a compose file passing an unset variable)
+        # means unset, as for gpucnn's other variables
+        requested = os.environ.get(ENV_VAR, "").strip() or "auto"
         _current = _resolve(_check_device_name(requested, argument=ENV_VAR))
     return _current
 

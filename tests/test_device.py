@@ -68,6 +68,15 @@ def test_bad_environment_variable_is_named(fresh):
         gpucnn.get_device()
 
 
+@pytest.mark.parametrize("value", ["", "  "])
+def test_an_empty_environment_variable_means_auto(fresh, value):
+    # as for GPUCNN_CPU_THREADS and GPUCNN_CONV_ALGORITHM: set but empty is unset
+    fresh.setitem(sys.modules, "cupy", None)  # auto then resolves to the CPU, silently
+    fresh.setenv("GPUCNN_DEVICE", value)
+    assert gpucnn.get_device() == "cpu"
+    assert "requested 'auto'" in _device.device_reason()
+
+
 def test_auto_without_cupy_is_silent(fresh):
     fresh.setitem(sys.modules, "cupy", None)  # makes `import cupy` raise ImportError
     with warnings.catch_warnings():
