@@ -10,6 +10,10 @@ The kernels are compiled by the host C++ compiler (see ``build.py`` and
 memory, real atomics, 32-lane warps. Sanitizer mode (``GPUCNN_EMULATOR_SANITIZE=1`` or
 ``set_sanitize(True)``) runs every launch in a separate process built with AddressSanitizer
 and UBSan: an out-of-bounds access fails the launch with a ``KernelError`` naming the kernel.
+A block's threads run one at a time from barrier to barrier, in thread order, or in reverse
+(``GPUCNN_EMULATOR_THREAD_ORDER=reverse`` or ``set_thread_order("reverse")``): CUDA promises
+no order, so a race between a block's threads (two writes to one shared element, a read not
+separated from a write by a barrier) gives a wrong answer in one order or the other.
 
 Slow by design (a fiber per CUDA thread): for debugging and testing kernels on small shapes.
 """
@@ -35,6 +39,8 @@ __all__ = [
     "LaunchError",
     "sanitize_enabled",
     "set_sanitize",
+    "set_thread_order",
+    "thread_order",
 ]
 
 
@@ -47,6 +53,8 @@ class KernelError(RuntimeError):
 
 
 _sanitize_override: bool | None = None
+_thread_order_override: str | None = None
+THREAD_ORDERS = ("forward", "reverse")
 _lock = threading.Lock()
 _libraries: dict[str, ctypes.CDLL] = {}
 
@@ -64,6 +72,27 @@ def sanitize_enabled() -> bool:
     if _sanitize_override is not None:
         return _sanitize_override
     return env_flag("GPUCNN_EMULATOR_SANITIZE")
+
+
+def set_thread_order(order: str | None) -> None:
+    """Resume a block's threads in thread order ("forward") or the reverse (None: follow
+    ``GPUCNN_EMULATOR_THREAD_ORDER``, forward when unset)."""
+    if order is not None and order not in THREAD_ORDERS:
+        raise ValueError(f"order must be one of {THREAD_ORDERS} or None, got {order!r}")
+    global _thread_order_override
+    _thread_order_override = order
+
+
+def thread_order() -> str:
+    """The order launches resume a block's threads in: "forward" or "reverse"."""
+    if _thread_order_override is not None:
+        return _thread_order_override
+    order = os.environ.get("GPUCNN_EMULATOR_THREAD_ORDER", "").strip() or "forward"
+    if order not in THREAD_ORDERS:
+        raise ValueError(
+            f"GPUCNN_EMULATOR_THREAD_ORDER must be one of {THREAD_ORDERS}, got {order!r}"
+        )
+    return order
 
 
 def _workers() -> int:
@@ -115,6 +144,7 @@ class EmulatedModule:
                     ctypes.POINTER(ctypes.c_uint),
                     ctypes.c_ulonglong,
                     ctypes.POINTER(ctypes.c_void_p),
+                    ctypes.c_int,
                     ctypes.c_int,
                     ctypes.c_char_p,
                     ctypes.c_int,
@@ -210,6 +240,7 @@ class EmulatedKernel:
             shared_mem,
             pointers,
             _workers(),
+            int(thread_order() == "reverse"),
             error,
             len(error),
         )
@@ -223,7 +254,15 @@ class EmulatedKernel:
             b"GEMU",
             struct.pack("<I", len(name)),
             name,
-            struct.pack("<3I3IQiI", *grid, *block, shared_mem, _workers(), len(values)),
+            struct.pack(
+                "<3I3IQiiI",
+                *grid,
+                *block,
+                shared_mem,
+                _workers(),
+                int(thread_order() == "reverse"),
+                len(values),
+            ),
         ]
         for value, param in zip(values, self.params, strict=True):
             if param.pointer and value is None:

@@ -1,6 +1,8 @@
-"""Fixtures for the CUDA path: the same tests run on the emulator (always; in sanitizer mode,
-outputs poisoned, grids shrunk so every grid-stride loop loops) and on a real GPU (marked
-``gpu``; skipped with the reason where there is none)."""
+"""Fixtures for the CUDA path: the same tests run on the emulator (always: in sanitizer mode,
+outputs poisoned, grids shrunk so every grid-stride loop loops; then again with each block's
+threads resumed in reverse order, which turns a race between threads into a wrong answer
+in one pass or the other) and on a real GPU (marked ``gpu``; skipped with the reason where
+there is none)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ import pytest
 import gpucnn
 from gpucnn._checks import env_flag
 from gpucnn.cuda import limit_grid_stride_blocks, poison_outputs
-from gpucnn.emulator import set_sanitize
+from gpucnn.emulator import set_sanitize, set_thread_order
 from gpucnn.emulator.build import EmulatorCompileError, compiler
 
 
@@ -45,19 +47,27 @@ def _host(value):
     )
 
 
-@pytest.fixture(params=["emulator", pytest.param("gpu", marks=pytest.mark.gpu)])
+@pytest.fixture(
+    params=["emulator", "emulator-reversed", pytest.param("gpu", marks=pytest.mark.gpu)]
+)
 def backend(request):
-    """The CUDA path on the emulator (sanitized, poisoned, tiny grids) or a real GPU."""
-    if request.param == "emulator":
+    """The CUDA path on the emulator (poisoned, tiny grids; sanitized, or with each block's
+    threads in reverse order) or a real GPU."""
+    if request.param.startswith("emulator"):
         try:
             compiler()
         except EmulatorCompileError as exc:
             pytest.skip(f"no C++ compiler for the emulator: {exc}")
-        # GPUCNN_TEST_SANITIZE=0: unsanitized, for tests.mutation's fast first pass only
-        set_sanitize(env_flag("GPUCNN_TEST_SANITIZE", True))
+        reverse = request.param == "emulator-reversed"
+        # Reversed, unsanitized: the forward pass has checked every access already, and the
+        # sanitizers' processes would double the suite's time. GPUCNN_TEST_SANITIZE=0:
+        # unsanitized both ways, for tests.mutation's fast first pass only.
+        set_sanitize(False if reverse else env_flag("GPUCNN_TEST_SANITIZE", True))
+        set_thread_order("reverse" if reverse else "forward")
         with poison_outputs(), limit_grid_stride_blocks(3):
             yield Backend("emulator")
         set_sanitize(None)
+        set_thread_order(None)
     else:
         with poison_outputs():
             yield Backend("gpu")

@@ -14,6 +14,8 @@ from gpucnn.emulator import (
     KernelError,
     LaunchError,
     set_sanitize,
+    set_thread_order,
+    thread_order,
 )
 from gpucnn.emulator.build import compiler
 
@@ -60,6 +62,53 @@ def test_a_missing_barrier_gives_a_wrong_answer(checks):
     checks.get_function("racy_block_reduce")((3,), (256,), (x, out, np.int32(256)))
     # Thread 0 runs ahead of the others and reads slots they have not summed yet.
     assert not np.any(out == 256.0)
+
+
+def test_a_race_between_stores_shows_in_one_thread_order(checks, mode):
+    racy = checks.get_function("racy_overlapping_stores")
+    results = {}
+    for order in ("forward", "reverse"):
+        set_thread_order(order)
+        try:
+            results[order] = np.full(64, np.nan, np.float32)
+            racy((1,), (64,), (results[order],))
+        finally:
+            set_thread_order(None)
+    wanted = np.arange(1, 65, dtype=np.float32)
+    assert np.array_equal(results["forward"], wanted)  # thread 1 stored last
+    assert results["reverse"][1] == 0 and np.array_equal(results["reverse"][2:], wanted[2:])
+
+
+def test_a_race_free_kernel_gives_the_same_bits_in_either_thread_order(checks, mode):
+    x = np.random.default_rng(1).random((5, 300)).astype(np.float32)
+    results = []
+    for order in ("forward", "reverse"):
+        set_thread_order(order)
+        try:
+            out = np.full(5, np.nan, np.float32)
+            checks.get_function("block_reduce<float>")((5,), (256,), (x, out, np.int32(300)))
+            results.append(out)
+        finally:
+            set_thread_order(None)
+    assert np.array_equal(results[0], results[1])
+
+
+def test_the_thread_order_setting(monkeypatch):
+    monkeypatch.delenv("GPUCNN_EMULATOR_THREAD_ORDER", raising=False)
+    assert thread_order() == "forward"
+    for value, order in (("reverse", "reverse"), (" forward ", "forward"), ("", "forward")):
+        monkeypatch.setenv("GPUCNN_EMULATOR_THREAD_ORDER", value)
+        assert thread_order() == order
+    monkeypatch.setenv("GPUCNN_EMULATOR_THREAD_ORDER", "backwards")
+    with pytest.raises(ValueError, match="GPUCNN_EMULATOR_THREAD_ORDER"):
+        thread_order()
+    set_thread_order("forward")  # the override wins over the variable
+    try:
+        assert thread_order() == "forward"
+    finally:
+        set_thread_order(None)
+    with pytest.raises(ValueError, match="order"):
+        set_thread_order("random")
 
 
 def test_shared_memory_belongs_to_its_block(checks, monkeypatch):

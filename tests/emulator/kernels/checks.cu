@@ -26,6 +26,18 @@ extern "C" __global__ void racy_block_reduce(const float* x, float* out, int n) 
     if (t == 0) out[blockIdx.x] = partial[0];
 }
 
+// Thread 0 stores its own slot and then a zero over thread 1's: two threads' stores to one
+// shared element, in no order CUDA defines. Resumed in thread order, thread 1 stores last and
+// hides the race; in reverse order thread 0 does, and out[1] is 0.
+extern "C" __global__ void racy_overlapping_stores(float* out) {
+    __shared__ float slots[64];
+    const int t = threadIdx.x;
+    slots[t] = t + 1.0f;
+    if (t == 0) slots[1] = 0.0f;
+    __syncthreads();
+    out[t] = slots[t];
+}
+
 // Every thread reports the value its block's thread 0 put in shared memory.
 extern "C" __global__ void shared_is_per_block(int* out) {
     __shared__ int owner;
