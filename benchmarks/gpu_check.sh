@@ -60,6 +60,7 @@ profiled=(
                                         # one): 97% of copy since session 20
     "pool2d maxpool2d_backward_quads"   # the same, backward (before _quads: 49%)
     "hopfield hopfield_product_gemm"    # n = 4096, batch 256: 60% of cuBLAS, target 70%
+    "hopfield hopfield_product_skinny"  # n = 4096, batch 8 (session 25): never run on a GPU
     "conv2d conv2d_direct"              # LeNet conv2 / ResNet-20: never profiled
     "conv2d conv2d_forward"             # LeNet conv2 implicit GEMM: 3% of the FP32 ceiling
 )

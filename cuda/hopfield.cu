@@ -9,15 +9,18 @@
 // double in a fixed order.
 //
 // Kernels and launches:
-//   hopfield_product_gemm   batch > 8: the GEMM tile of gemm_tile.cuh (rows = states, columns
+//   hopfield_product_gemm   batch > 64: the GEMM tile of gemm_tile.cuh (rows = states, columns
 //                           = neurons), grid (ceil(n / 128), ceil(batch / 128), splits), 256
 //                           threads; with too few tiles to fill the GPU the reduction over
 //                           neurons is split and hopfield_finish_splits sums the splits.
-//   hopfield_product_small  batch <= 8: W is read once, a warp per row j (grid-stride over
-//                           rows), lanes stride along the row with 16-byte loads (8 or 4 when n
-//                           is not a multiple of 4), a fixed shuffle tree sums each state's dot
-//                           product. 256 threads.
-//   Both end in the same epilogue: the fields (sync = 0) or the synchronous step (sync = 1).
+//   hopfield_product_skinny 2 <= batch <= 64: W is read once and the states once per block, see
+//                           the kernel; grid (ceil(n / columns a block), 1, splits), 256 threads,
+//                           split and summed as the GEMM tile's.
+//   hopfield_product_vector batch 1: W is read once, a warp per row j (grid-stride over rows),
+//                           lanes stride along the row with 16-byte loads (8 or 4 when n is not
+//                           a multiple of 4), a fixed shuffle tree sums the dot product. 256
+//                           threads.
+//   All three end in the same epilogue: the fields (sync = 0) or the synchronous step (sync = 1).
 //   hopfield_check_states   sets a flag when any state value is neither +1 nor -1 (the
 //                           host's input check, in one launch); grid-stride, 256 threads.
 //   hopfield_energy         E[b] = -1/2 sum_j Y[b, j] F[b, j]; a block per state (grid-stride),
@@ -33,7 +36,21 @@
 namespace hopfield {
 
 constexpr int kThreads = 256;
-constexpr int kMaxSmallBatch = 8;
+// The skinny product: every thread holds kSkinnyAccumulators fields (kBatch states by
+// 64 / kBatch columns) and has kSkinnyLoads loads of W in flight; the states of a chunk of
+// neurons sit in kSkinnySharedBytes of shared memory.
+constexpr int kSkinnyAccumulators = 64;
+constexpr int kSkinnyLoads = 8;
+constexpr int kSkinnySharedBytes = 16384;
+
+// Its launch bounds: two blocks an SM for float, whose 64 fields and 8 loads in flight then
+// fit 128 registers without a spill on sm_70 to sm_90 (kernel_resources.py; ptxas took 168
+// on sm_90 unbounded: one block of 8 warps an SM, too few to keep W's loads in flight).
+// Double's fields alone take 128 registers: no minimum.
+template <typename T>
+struct SkinnyBounds {
+    static constexpr int blocks = sizeof(T) == 4 ? 2 : 1;
+};
 
 template <typename T>
 __device__ __forceinline__ T next_state(T field, T state) {
@@ -109,27 +126,114 @@ __device__ __forceinline__ void load_vector(const T* address, T (&out)[V]) {
     }
 }
 
-// acc[b] += this lane's share of row . Y[b] for b < batch: lane reads elements
-// [V * (lane + 32 k), + V) of the row and of each state as V-wide vectors (both 4V-byte
-// aligned), two iterations at a time, so each lane has two vectors of W in flight. Constant
-// bounds on b keep acc in registers.
+// This lane's share of row . y: lane reads elements [V * (lane + 32 k), + V) of the row and
+// of the state as V-wide vectors (both 4V-byte aligned), two iterations at a time, so each
+// lane has two vectors of W in flight.
 template <int V, typename T>
-__device__ __forceinline__ void row_dot(const T* row, const T* Y, int n, int batch, int lane,
-                                        T (&acc)[kMaxSmallBatch]) {
+__device__ __forceinline__ T row_dot(const T* row, const T* y, int n, int lane) {
+    T acc = T(0);
 #pragma unroll 2
     for (int i = V * lane; i < n; i += 32 * V) {
-        T w[V];
+        T w[V], v[V];
         load_vector<V>(row + i, w);
+        load_vector<V>(y + i, v);
 #pragma unroll
-        for (int b = 0; b < kMaxSmallBatch; ++b) {
-            if (b >= batch) break;
-            T y[V];
-            load_vector<V>(Y + (long long)b * n + i, y);
-#pragma unroll
-            for (int v = 0; v < V; ++v)
-                acc[b] += w[v] * y[v];
-        }
+        for (int k = 0; k < V; ++k)
+            acc += w[k] * v[k];
     }
+    return acc;
+}
+
+// W's values for neurons i0 .. i0 + kGroup - 1 (zeros from end on) at a thread's kCols
+// columns first + 256 c (zeros from n on): kGroup * kCols independent loads, each coalesced
+// across the warp.
+template <int kGroup, int kCols, typename T>
+__device__ __forceinline__ void load_weights(const T* __restrict__ W, int n, long long first,
+                                             long long i0, long long end, T (&w)[kGroup][kCols]) {
+#pragma unroll
+    for (int g = 0; g < kGroup; ++g)
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+            const long long i = i0 + g, j = first + c * (long long)kThreads;
+            w[g][c] = i < end && j < n ? W[i * n + j] : T(0);
+        }
+}
+
+// The skinny product for up to kBatch states (8, 16, 32 or 64), neurons [begin, end) of the
+// reduction: the field of state b at column j = first + threadIdx.x + 256 c (c < kCols),
+// passed to store(b, j, field) for b < batch and j < n. ys: kSkinnySharedBytes of shared
+// memory, 16-byte aligned.
+//
+// Why this shape: a warp per row of W, reading every state along the row, reads the states
+// from L2 once per row, batch times W's bytes in all: at batch 8, n = 16384, 8.6 GB, which
+// bounded it to 1.54 ms on an H100 (5.6 TB/s of L2) where reading W takes 0.37. Here a thread
+// owns kCols columns and every state, and the block walks the neurons in chunks whose states
+// it stages in shared memory as ys[i][b] (states contiguous): per neuron i a thread makes
+// kCols loads of W's row i (W is symmetric, so row i is column i), each coalesced across the
+// warp, and kBatch / 4 broadcast 16-byte shared loads, for kBatch * kCols multiply-adds. The
+// states are read once per block: 16384 / kBatch columns a block, so 8 (batch 8) to 64
+// (batch 64) times in all at n = 16384, against 16384 times. The neurons go by groups
+// (kGroup), whose W values are loaded while the group before is multiplied: kSkinnyLoads
+// loads in flight a thread.
+template <int kBatch, typename T, class Store>
+__device__ __forceinline__ void skinny_product(const T* __restrict__ W, const T* __restrict__ Y,
+                                               int n, int batch, long long begin, long long end,
+                                               T* __restrict__ ys, Store store) {
+    constexpr int kCols = kSkinnyAccumulators / kBatch;
+    // Neurons a group of loads covers: kSkinnyLoads loads in flight a thread, but half that
+    // with 64 states, bound by arithmetic rather than memory (and spilling with 8 at the 128
+    // registers that two blocks an SM leave).
+    constexpr int kGroup = kCols == 1 ? kSkinnyLoads / 2 : kSkinnyLoads / kCols;
+    constexpr int kChunk = kSkinnySharedBytes / (int)sizeof(T) / kBatch;  // neurons staged
+    static_assert(kChunk % kGroup == 0, "a group never straddles two staged chunks");
+    const long long first = (long long)blockIdx.x * kThreads * kCols + threadIdx.x;
+    T acc[kBatch][kCols];
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b)
+#pragma unroll
+        for (int c = 0; c < kCols; ++c)
+            acc[b][c] = T(0);
+    T w[kGroup][kCols], next[kGroup][kCols];
+    load_weights(W, n, first, begin, end, w);
+#pragma unroll 1
+    for (long long i0 = begin; i0 < end; i0 += kGroup) {
+        const int k0 = (int)((i0 - begin) % kChunk);  // the group's first row in ys
+        if (k0 == 0) {
+            const int count = (int)min((long long)kChunk, end - i0);
+            __syncthreads();  // the previous chunk's states are read
+            // Loads run along the neurons of a state (coalesced); states past batch are zeros.
+            for (int e = threadIdx.x; e < kChunk * kBatch; e += kThreads) {
+                const int b = e / kChunk, k = e % kChunk;
+                ys[k * kBatch + b] = b < batch && k < count ? Y[(long long)b * n + i0 + k] : T(0);
+            }
+            __syncthreads();
+        }
+        load_weights(W, n, first, i0 + kGroup, end, next);
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g)
+#pragma unroll
+            for (int b = 0; b < kBatch; b += 4) {
+                T y[4];
+                load4(&ys[(k0 + g) * kBatch + b], y);
+#pragma unroll
+                for (int v = 0; v < 4; ++v)
+#pragma unroll
+                    for (int c = 0; c < kCols; ++c)
+                        acc[b + v][c] += y[v] * w[g][c];
+            }
+#pragma unroll
+        for (int g = 0; g < kGroup; ++g)
+#pragma unroll
+            for (int c = 0; c < kCols; ++c)
+                w[g][c] = next[g][c];
+    }
+#pragma unroll
+    for (int b = 0; b < kBatch; ++b)
+#pragma unroll
+        for (int c = 0; c < kCols; ++c) {
+            const long long j = first + c * (long long)kThreads;
+            if (b < batch && j < n) store(b, j, acc[b][c]);
+        }
 }
 
 }  // namespace hopfield
@@ -178,34 +282,57 @@ __global__ void hopfield_check_states(const T* __restrict__ Y, long long size,
     }
 }
 
+// One state (batch 1): out = its fields (sync = 0) or its synchronous step (sync = 1).
 template <typename T>
 __global__ void __launch_bounds__(hopfield::kThreads)
-    hopfield_product_small(const T* __restrict__ W, const T* __restrict__ Y, T* __restrict__ out,
-                           int n, int batch, int sync) {
+    hopfield_product_vector(const T* __restrict__ W, const T* __restrict__ Y, T* __restrict__ out,
+                            int n, int sync) {
     const int lane = threadIdx.x % 32;
     const long long warps = (long long)gridDim.x * blockDim.x / 32;
     for (long long j = (blockIdx.x * (long long)blockDim.x + threadIdx.x) / 32; j < n; j += warps) {
-        T acc[hopfield::kMaxSmallBatch];
-#pragma unroll
-        for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
-            acc[b] = T(0);
         // Rows start 16-byte aligned when 4 divides n (8-byte when 2 does): each lane reads
         // them as vectors of that width.
+        T field;
         if (n % 4 == 0)
-            hopfield::row_dot<4>(W + j * n, Y, n, batch, lane, acc);
+            field = hopfield::row_dot<4>(W + j * n, Y, n, lane);
         else if (n % 2 == 0)
-            hopfield::row_dot<2>(W + j * n, Y, n, batch, lane, acc);
+            field = hopfield::row_dot<2>(W + j * n, Y, n, lane);
         else
-            hopfield::row_dot<1>(W + j * n, Y, n, batch, lane, acc);
-#pragma unroll
-        for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
-            for (int offset = 16; offset > 0; offset /= 2)
-                acc[b] += __shfl_down_sync(0xffffffffu, acc[b], offset);
-        if (lane == 0)
-#pragma unroll
-            for (int b = 0; b < hopfield::kMaxSmallBatch; ++b)
-                if (b < batch) hopfield::finish(out, Y, (long long)b * n + j, acc[b], sync);
+            field = hopfield::row_dot<1>(W + j * n, Y, n, lane);
+        for (int offset = 16; offset > 0; offset /= 2)
+            field += __shfl_down_sync(0xffffffffu, field, offset);
+        if (lane == 0) hopfield::finish(out, Y, j, field, sync);
     }
+}
+
+// 2 <= batch <= 64 states (hopfield::skinny_product, instantiated for the smallest of 8, 16,
+// 32 and 64 states that holds batch: every variant keeps 64 fields a thread, so the switch
+// costs no registers), 256 threads a block, 16384 / that many columns a block. Split
+// blockIdx.z reduces over neurons [z * chunk, (z + 1) * chunk), as hopfield_product_gemm.
+template <typename T>
+__global__ void __launch_bounds__(hopfield::kThreads, hopfield::SkinnyBounds<T>::blocks)
+    hopfield_product_skinny(const T* __restrict__ W, const T* __restrict__ Y, T* __restrict__ out,
+                            int n, int batch, int sync, long long chunk) {
+    const long long begin = blockIdx.z * chunk, end = min(begin + chunk, (long long)n);
+    const bool split = gridDim.z > 1;
+    T* slice = out + (long long)blockIdx.z * batch * n;
+    __shared__ __align__(16) unsigned char staged[hopfield::kSkinnySharedBytes];
+    T* ys = reinterpret_cast<T*>(staged);
+    const auto store = [&](int b, long long j, T field) {
+        const long long index = (long long)b * n + j;
+        if (split)
+            slice[index] = field;
+        else
+            hopfield::finish(out, Y, index, field, sync);
+    };
+    if (batch <= 8)
+        hopfield::skinny_product<8>(W, Y, n, batch, begin, end, ys, store);
+    else if (batch <= 16)
+        hopfield::skinny_product<16>(W, Y, n, batch, begin, end, ys, store);
+    else if (batch <= 32)
+        hopfield::skinny_product<32>(W, Y, n, batch, begin, end, ys, store);
+    else
+        hopfield::skinny_product<64>(W, Y, n, batch, begin, end, ys, store);
 }
 
 template <typename T>

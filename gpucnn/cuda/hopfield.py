@@ -16,39 +16,57 @@ from ._loader import get_kernel
 
 SOURCE = "hopfield.cu"
 THREADS = 256
-SMALL_BATCH = 8  # up to this many states, a warp per row of W reads W exactly once
+# 2 to 64 states: the skinny product (W read once), instantiated for these many states; a
+# thread holds SKINNY_ACCUMULATORS fields (hopfield::kSkinnyAccumulators). More: the GEMM tile.
+SKINNY_BUCKETS = (8, 16, 32, 64)
+SKINNY_BATCH = SKINNY_BUCKETS[-1]
+SKINNY_ACCUMULATORS = 64
 SHARED_BYTES = 48 * 1024  # dynamic shared memory available without an opt-in
+
+
+def skinny_columns(batch: int) -> int:
+    """Columns of the output one block of ``hopfield_product_skinny`` computes for ``batch``
+    states: a column per thread for each of SKINNY_ACCUMULATORS / bucket accumulators, the
+    bucket the smallest of SKINNY_BUCKETS that holds ``batch``."""
+    bucket = next(size for size in SKINNY_BUCKETS if batch <= size)
+    return THREADS * (SKINNY_ACCUMULATORS // bucket)
 
 
 def _product(w, y, sync: bool):
     y = contiguous(y)
     batch, n = y.shape
     out = empty(y, y.shape, y.dtype)
-    if batch <= SMALL_BATCH:
+    if batch == 1:
         launch(
-            get_kernel(SOURCE, "hopfield_product_small", y),
+            get_kernel(SOURCE, "hopfield_product_vector", y),
             grid_stride_blocks(n, THREADS // 32),
             THREADS,
-            (w, y, out, n, batch, int(sync)),
+            (w, y, out, n, int(sync)),
         )
+        return out
+    if batch <= SKINNY_BATCH:
+        kernel = get_kernel(SOURCE, "hopfield_product_skinny", y)
+        column_blocks, row_blocks = -(-n // skinny_columns(batch)), 1
     else:
-        # too few tiles to fill the GPU (e.g. n = 4096, batch 256: 64): split over neurons
-        column_tiles, row_tiles, _ = grid(n, batch, WIDE_ROWS)
-        splits, chunk = split_reduction(n, column_tiles * row_tiles)
-        partial = out if splits == 1 else empty(y, (splits, batch, n), y.dtype)
+        kernel = get_kernel(SOURCE, "hopfield_product_gemm", y)
+        column_blocks, row_blocks, _ = grid(n, batch, WIDE_ROWS)
+    # too few blocks to fill the GPU (n = 4096, batch 256: 64 tiles; batch 8: 2 blocks): split
+    # the reduction over neurons
+    splits, chunk = split_reduction(n, column_blocks * row_blocks)
+    partial = out if splits == 1 else empty(y, (splits, batch, n), y.dtype)
+    launch(
+        kernel,
+        (column_blocks, row_blocks, splits),
+        THREADS,
+        (w, y, partial, n, batch, int(sync), chunk),
+    )
+    if splits > 1:
         launch(
-            get_kernel(SOURCE, "hopfield_product_gemm", y),
-            grid(n, batch, WIDE_ROWS, splits),
+            get_kernel(SOURCE, "hopfield_finish_splits", y),
+            grid_stride_blocks(batch * n, THREADS),
             THREADS,
-            (w, y, partial, n, batch, int(sync), chunk),
+            (partial, y, out, splits, batch * n, int(sync)),
         )
-        if splits > 1:
-            launch(
-                get_kernel(SOURCE, "hopfield_finish_splits", y),
-                grid_stride_blocks(batch * n, THREADS),
-                THREADS,
-                (partial, y, out, splits, batch * n, int(sync)),
-            )
     return out
 
 

@@ -117,3 +117,11 @@ def test_memory_bound_pool_forwards_fill_an_sm90_with_warps(kernel):
     # H100 (cuda/pool2d.cu).
     resources = _sm90_resources()["kernels"][f"pool2d.cu:{kernel}<float>"]["sm_90"]
     assert resources["registers"] <= 32, resources
+
+
+def test_the_skinny_hopfield_product_fits_two_blocks_an_sm90():
+    # Its launch bounds ask for two blocks of 256 threads an SM for float (cuda/hopfield.cu's
+    # SkinnyBounds): 128 registers at most. Unbounded, ptxas took 168: one block of 8 warps an
+    # SM, too few loads of W in flight for a product bound by reading W.
+    resources = _sm90_resources()["kernels"]["hopfield.cu:hopfield_product_skinny<float>"]
+    assert resources["sm_90"]["registers"] <= 128, resources

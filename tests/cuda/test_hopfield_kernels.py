@@ -63,17 +63,18 @@ def _compare(backend, n, p, batch, dtype=np.float32, clean=0, **recall):
         assert np.array_equal(value, reference_value), name
 
 
-# (n, patterns, batch): batch <= 8 runs the warp-per-row product, more the GEMM tile; the
-# warp per row reads rows (and states) element by element for odd n, in pairs for even n,
-# as 4-wide vectors for n a multiple of 4 (the GEMM tile too); n past the tile's 128
-# columns, batch past its 128 rows.
+# (n, patterns, batch): batch 1 runs the warp-per-row product, which reads rows (and the
+# state) element by element for odd n, in pairs for even n, as 4-wide vectors for n a
+# multiple of 4; 2 to 64 states the skinny product; more the GEMM tile (n past its 128
+# columns, batch past its 128 rows).
 @pytest.mark.parametrize(
     "n, p, batch",
     [
-        (37, 3, 3),
+        (37, 3, 1),
         (66, 4, 1),
+        (64, 4, 1),
+        (37, 3, 3),
         (64, 4, 8),
-        (100, 6, 2),
         (100, 6, 9),
         (131, 5, 70),
         (66, 4, 130),
@@ -84,6 +85,13 @@ def _compare(backend, n, p, batch, dtype=np.float32, clean=0, **recall):
 )
 def test_recall_matches_numpy_bit_for_bit(backend, n, p, batch, mode, order):
     _compare(backend, n, p, batch, mode=mode, order=order, seed=5, max_sweeps=20)
+
+
+# One state in double through the warp-per-row product, at each of its row widths: 4-wide
+# vectors (n = 64), pairs (66) and single elements (37).
+@pytest.mark.parametrize("n", [64, 66, 37])
+def test_one_state_in_float64(backend, n):
+    _compare(backend, n, 3, 1, dtype=np.float64, mode="sync", max_sweeps=10)
 
 
 @pytest.mark.parametrize("mode", ["async", "sync"])
@@ -124,6 +132,65 @@ def test_a_product_split_over_neurons_gives_the_same_bits(backend, monkeypatch, 
     assert "hopfield_finish_splits" in launched
 
 
+# (n, batch): the skinny product's every bucket of states at both edges (2 and 8, 9 and 16,
+# 17 and 32, 33 and 64) and 65, past it (the GEMM tile); n past a block's columns (256 of
+# them with 33-64 states, 512 with 17-32, 1024 with 9-16, so at a bucket's top a kernel
+# choosing the next bucket would leave columns unwritten), past a chunk of neurons staged
+# in shared memory (64 with 64 states in float, 32 in double) and ending in a partial group
+# of neurons loaded together (2 with 9-16 states, 4 with 17-64); n of 256 and more split
+# over neurons (splits of at least 128), less not.
+@pytest.mark.parametrize(
+    "n, batch",
+    [
+        (37, 2),
+        (1100, 8),
+        (141, 9),
+        (1031, 16),
+        (523, 17),
+        (262, 32),
+        (302, 33),
+        (303, 64),
+        (150, 65),
+    ],
+)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fields_of_few_states_against_float64(backend, monkeypatch, n, batch, dtype):
+    # Weights with fractions (symmetric, zero diagonal), so no sum is exact by luck.
+    rng = np.random.default_rng(n + batch)
+    w = rng.standard_normal((n, n))
+    w = (w + w.T) / 2
+    np.fill_diagonal(w, 0.0)
+    y = np.where(rng.random((batch, n)) < 0.5, -1.0, 1.0)
+    launched = record_launches(monkeypatch, cuda_hopfield)
+    got = backend.run(cuda_hopfield.fields, w.astype(dtype), y.astype(dtype))
+    expected = y @ w
+    error = np.linalg.norm(got - expected) / np.linalg.norm(expected)
+    assert error < (1e-6 if dtype == np.float32 else 1e-14), error
+    product = "hopfield_product_skinny" if batch <= 64 else "hopfield_product_gemm"
+    assert launched[0] == product
+    assert ("hopfield_finish_splits" in launched) == (n >= 2 * cuda_gemm.MIN_SPLIT)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_skinny_product_in_one_split_walks_every_staged_chunk(backend, monkeypatch, dtype):
+    # One split over all 1100 neurons: five states take chunks of 512 neurons (256 in
+    # double) through shared memory, the last one partial, and the epilogue writes the step.
+    monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", 10**6)
+    launched = record_launches(monkeypatch, cuda_hopfield)
+    n, patterns = 1100, random_patterns(6, 1100, seed=9)
+    states = _noisy(patterns[:5], 0.3, seed=10).astype(dtype)
+    reference = _network(n, patterns, dtype)
+
+    def on_device():
+        net = _network(n, gpucnn.to_device(patterns), dtype)
+        return net.step_sync(gpucnn.to_device(states)), net.energy(gpucnn.to_device(states))
+
+    step, energy = backend.run(on_device)
+    assert np.array_equal(step, reference.step_sync(states))
+    assert np.array_equal(energy, reference.energy(states))
+    assert "hopfield_product_skinny" in launched and "hopfield_finish_splits" not in launched
+
+
 @pytest.mark.parametrize("rule", ["hebb", "storkey"])
 @pytest.mark.parametrize("n", [300, 1100])
 def test_energy_of_states_longer_than_a_block_width(backend, rule, n):
@@ -149,7 +216,9 @@ def test_energy_of_states_longer_than_a_block_width(backend, rule, n):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("n, batch", [(4096, 1), (4096, 300), (2048, 64), (4096, 256)])
+@pytest.mark.parametrize(
+    "n, batch", [(4096, 1), (4096, 8), (3001, 20), (2048, 64), (4096, 256), (4096, 300)]
+)
 def test_realistic_sizes_on_the_gpu(gpu_backend, n, batch):
     _compare(gpu_backend, n, n // 100, batch, mode="async", max_sweeps=30)
     _compare(gpu_backend, n, n // 100, batch, mode="sync", max_sweeps=30)
