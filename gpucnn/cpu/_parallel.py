@@ -7,10 +7,12 @@ measured on 2 cores, the convolution forward of the benchmark layers 1.3-1.6x fa
 one chunk at a time with a 2-thread BLAS (NumPy releases the GIL inside copies and GEMMs).
 
 Results do not depend on the worker count: chunks are the same either way, each writes its
-own slice of the output, and reductions across chunks are summed by the caller in chunk
-order. ``GPUCNN_CPU_THREADS`` sets the worker count (1: everything in the calling thread).
+own slice of the output, reductions across chunks are summed by the caller in chunk order,
+and every chunk runs with BLAS at one thread, in a worker or in the calling thread (OpenBLAS
+gives other bits on more). ``GPUCNN_CPU_THREADS`` sets the worker count (1: everything in
+the calling thread).
 
-While workers run, BLAS is limited to one thread process-wide (``one_thread_blas``); the
+While chunks run, BLAS is limited to one thread process-wide (``one_thread_blas``); the
 limit is counted, so overlapping calls from several user threads restore it only when the
 last ends.
 """
@@ -52,11 +54,15 @@ def worker_count() -> int:
 
 
 def parallel_map(work: Callable, items: Iterable) -> list:
-    """``[work(item) for item in items]``, the items spread over the worker threads."""
+    """``[work(item) for item in items]``, the items spread over the worker threads, BLAS
+    at one thread throughout, in the calling thread too: OpenBLAS multiplies by another
+    path, with other bits, when it may use more (even a 64x576 by 576x16 product), so a
+    chunk run inline with BLAS's threads would give other bits than on a worker."""
     items = list(items)
     workers = min(worker_count(), len(items))
     if workers <= 1 or getattr(_state, "inside", False):
-        return [work(item) for item in items]
+        with one_thread_blas():
+            return [work(item) for item in items]
     # One task per worker, each taking every workers-th item (the chunks are of equal size):
     # a task costs ~10 us to hand over, a chunk one to several ms of work.
     shares = [items[first::workers] for first in range(workers)]

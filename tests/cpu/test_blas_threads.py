@@ -22,16 +22,24 @@ def _calls():
     weights = shuffled_linspace((120, 400), np.float32, seed=1)
     dy = shuffled_linspace((7, 120), np.float32, seed=2)
     conv_dy = rng.standard_normal((4, 32, 12, 12)).astype(np.float32)
+    cifar_x, cifar_dy = rng.standard_normal((2, 8, 64, 8, 8)).astype(np.float32)
+    cifar_w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
     return {
         "global average pooling": lambda: ops.global_avg_pool2d_forward(x),
         "dense": lambda: (
             ops.dense_forward(features, weights),
             *ops.dense_backward(dy, features, weights, with_bias=False)[:2],
         ),
-        # one chunk: the convolution's GEMMs run in the calling thread, BLAS unrestrained
+        # one chunk: the convolution's GEMMs run in the calling thread
         "conv": lambda: (
             ops.conv2d_forward(images, w, padding=1),
             *ops.conv2d_backward(conv_dy, images, w, padding=1, with_bias=False)[:2],
+        ),
+        # CIFAR's 64 channels at 8x8, 8 images, one chunk: its contiguous 64x576 by 576x16
+        # blocks are products OpenBLAS runs by another path, with other bits, on 2 threads
+        "conv 64@8": lambda: (
+            ops.conv2d_forward(cifar_x, cifar_w, padding=1),
+            *ops.conv2d_backward(cifar_dy, cifar_x, cifar_w, padding=1, with_bias=False)[:2],
         ),
     }
 

@@ -44,6 +44,21 @@ def test_results_have_the_same_bits_on_any_number_of_threads(chunk_bytes, monkey
             assert got.tobytes() == expected.tobytes()
 
 
+def test_one_worker_gives_the_bits_of_several_at_a_realistic_size(monkeypatch):
+    # CIFAR's 64 channels at 8x8, 128 images: four chunks whose GEMMs OpenBLAS would run by
+    # another path, with other bits, were it left more than one thread in the calling thread.
+    rng = np.random.default_rng(0)
+    x, dy = rng.standard_normal((2, 128, 64, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((64, 64, 3, 3)).astype(np.float32)
+    results = {}
+    for threads in (1, 2):
+        monkeypatch.setenv(parallel.THREADS_VARIABLE, str(threads))
+        y = ops.conv2d_forward(x, w, padding=1)
+        results[threads] = (y, *ops.conv2d_backward(dy, x, w, padding=1)[:2])
+    for got, expected in zip(results[2], results[1], strict=True):
+        assert got.tobytes() == expected.tobytes()
+
+
 def test_work_really_runs_on_several_threads(monkeypatch):
     monkeypatch.setenv(parallel.THREADS_VARIABLE, "3")
     barrier = threading.Barrier(3, timeout=10)
