@@ -34,7 +34,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .._shapes import Window
 from ._parallel import parallel_map
-from ._windows import add_windows, chunks, copy_rows, crop, pad, window_view
+from ._windows import add_windows, chunks, copy_rows, crop, pad, pieces, window_view
 
 # OpenBLAS (0.3.x, x86-64) multiplies a GEMM of M*N*D <= 1e6 without packing its operands.
 # On the narrow GEMMs of few-channel layers that is the faster path (one thread, this VM's
@@ -263,12 +263,14 @@ def _disjoint(x, w_matrix, b, window: Window):
     plane = out_hw[0] * out_hw[1]
     out = np.empty((n, rows, plane), dtype=x.dtype)
 
-    def disjoint_chunk(part: slice) -> None:
+    def disjoint_piece(task: tuple[slice, int]) -> None:
+        part = task[0]
         np.matmul(w_matrix, _columns(x[part], window, out_hw), out=out[part])
         if b is not None:
             out[part] += b[:, None]
 
-    parallel_map(disjoint_chunk, chunks(n, (rows + depth) * plane * x.itemsize))
+    parts = chunks(n, (rows + depth) * plane * x.itemsize)
+    parallel_map(disjoint_piece, pieces(parts, 2 * rows * depth * plane))
     return out.reshape(n, rows, *out_hw)
 
 
@@ -301,10 +303,9 @@ def conv2d_forward(x, w, b, window: Window):
     w_mat = _weight_matrix(w)
     y = np.empty((n, k, out_h, out_w), dtype=x.dtype)
 
-    def forward_chunk(part: slice) -> None:
-        images = part.stop - part.start
-        per_block = _images_per_block(images, k, w_mat.shape[1], out_w)
-        blocks = images // per_block
+    def forward_piece(task: tuple[slice, int]) -> None:
+        part, per_block = task  # the block size of the piece's chunk: the chunk's bits
+        blocks = (part.stop - part.start) // per_block
         padded = pad(x[part], window, 0.0)
         out = y[part].reshape(blocks, per_block, k, out_h, out_w)
         for rows, operand in _lower(padded, window, (out_h, out_w), per_block):
@@ -315,7 +316,13 @@ def conv2d_forward(x, w, b, window: Window):
             copy_rows(out[:, :, :, rows], products)
 
     lowered_bytes = _lowered_bytes(c, window, (out_h, out_w), x.itemsize)
-    parallel_map(forward_chunk, chunks(n, lowered_bytes, 2 * w.size * out_h * out_w))
+    flops = 2 * w.size * out_h * out_w
+    parts = chunks(n, lowered_bytes, flops)
+
+    def block_of(images: int) -> int:  # a chunk's images: its pieces keep its blocks
+        return _images_per_block(images, k, w_mat.shape[1], out_w)
+
+    parallel_map(forward_piece, pieces(parts, flops, block_of))
     return y
 
 
@@ -411,7 +418,8 @@ def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
     dx = np.empty((dy.shape[0], c, height, width), dtype=dy.dtype)
     padded_hw = (height + 2 * window.padding[0], width + 2 * window.padding[1])
 
-    def col2im_chunk(part: slice) -> None:
+    def col2im_piece(task: tuple[slice, int]) -> None:
+        part = task[0]
         images = part.stop - part.start
         columns = np.matmul(w_columns, dy[part].reshape(images, k, out_h * out_w))
         columns = columns.reshape(images, c, r, s, out_h, out_w)
@@ -426,7 +434,8 @@ def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
             copy_rows(dx[part], crop(padded, window, height, width))
 
     per_image = (k + c * r * s) * out_h * out_w * dy.itemsize  # a chunk's dy and columns
-    parallel_map(col2im_chunk, chunks(n, per_image))
+    parts = chunks(n, per_image)
+    parallel_map(col2im_piece, pieces(parts, 2 * w.size * out_h * out_w))
     return dx
 
 

@@ -11,6 +11,7 @@ import pytest
 
 import gpucnn.cpu._parallel as parallel
 import gpucnn.cpu._windows
+import gpucnn.cpu.conv
 from gpucnn import ops
 from tests.helpers import numpy_blas, shuffled_linspace
 
@@ -41,6 +42,54 @@ def test_results_have_the_same_bits_on_any_number_of_threads(chunk_bytes, monkey
     for threads in (2, 3, 8):
         for got, expected in zip(results[threads], results[1], strict=True):
             assert got.dtype == expected.dtype
+            assert got.tobytes() == expected.tobytes()
+
+
+def test_pieces_for_more_workers_than_chunks_keep_the_bits(monkeypatch):
+    # A host with more workers than chunks cuts each chunk into pieces of whole GEMM blocks
+    # (the forward, and backward-data as a forward) or whole images (col2im at a stride, a
+    # 1x1 filter), every piece made worth the hand-over here: 40 images in four chunks of
+    # 10, blocks of 2 images (Q = 22), cut for 16 workers into pieces of 2, 2, 2 and 4
+    # images. A piece of 4 would choose blocks of 4 by itself, and a GEMM of other width
+    # gives other bits: the piece must keep its chunk's blocks.
+    windows = gpucnn.cpu._windows
+    monkeypatch.setattr(windows, "CHUNK_MIN_FLOPS", 1)
+    monkeypatch.setattr(windows, "CHUNK_BYTES", 150_000)
+    cuts = []
+
+    def counted_pieces(parts, *args):
+        parts = list(parts)
+        tasks = windows.pieces(parts, *args)
+        cuts.append((len(parts), len(tasks)))
+        return tasks
+
+    monkeypatch.setattr(gpucnn.cpu.conv, "pieces", counted_pieces)
+    x = shuffled_linspace((40, 9, 4, 22), np.float32)
+    w, pointwise = (shuffled_linspace((9, 9, k, k), np.float32, 1) for k in (3, 1))
+    b = shuffled_linspace((9,), np.float32, 2)
+
+    def convolutions():
+        out = []
+        for weight, geometry in (
+            (w, {"padding": 1}),
+            (w, {"stride": 2, "padding": 1}),
+            (pointwise, {}),
+        ):
+            y = ops.conv2d_forward(x, weight, b, **geometry)
+            out += [y, *ops.conv2d_backward(y, x, weight, **geometry)]
+        return out
+
+    results = {}
+    for threads in (1, 2, 3, 8, 16):
+        monkeypatch.setenv(parallel.THREADS_VARIABLE, str(threads))
+        cuts.clear()
+        results[threads] = convolutions()
+        if threads <= 4:
+            assert all(tasks == chunks for chunks, tasks in cuts)
+    # forward and backward-data of the 3x3, its forward and col2im at stride 2, both of the 1x1
+    assert len(cuts) == 6 and all(chunks == 4 and tasks > 4 for chunks, tasks in cuts), cuts
+    for threads in (2, 3, 8, 16):
+        for got, expected in zip(results[threads], results[1], strict=True):
             assert got.tobytes() == expected.tobytes()
 
 

@@ -16,6 +16,7 @@ from gpucnn.cpu._windows import (
     CHUNK_MULTIPLE,
     chunks,
     copy_rows,
+    pieces,
 )
 from tests.helpers import conv_case_geometry, conv_case_inputs, shuffled_linspace
 from tests.ops import test_conv, test_pool
@@ -73,6 +74,73 @@ def test_a_larger_batch_splits_into_even_chunks_a_multiple_of_four_where_it_can(
     assert len(lengths) % CHUNK_MULTIPLE == 0 or len(lengths) == count
     # at most about CHUNK_BYTES a chunk: never more items than one over the bound
     assert (min(lengths) - 1) * bytes_per_item <= CHUNK_BYTES
+
+
+def _pieces(parts, flops_per_item, workers, monkeypatch, unit=lambda items: 1):
+    """pieces() as a host with ``workers`` workers cuts ``parts`` (lengths): (start, stop,
+    unit) triples, checked to cover every chunk in order with whole units of that chunk."""
+    monkeypatch.setattr(gpucnn.cpu._windows, "worker_count", lambda: workers)
+    starts = np.cumsum([0, *parts])
+    chunks_ = [slice(int(a), int(b)) for a, b in zip(starts[:-1], starts[1:], strict=True)]
+    tasks = pieces(chunks_, flops_per_item, unit)
+    assert [piece.start for piece, _ in tasks][0] == 0 and tasks[-1][0].stop == starts[-1]
+    for (piece, size), (after, _) in zip(tasks, [*tasks[1:], (None, None)], strict=True):
+        assert after is None or after.start == piece.stop  # in order, nothing left out
+        chunk = next(c for c in chunks_ if c.start <= piece.start < c.stop)
+        assert piece.stop <= chunk.stop and size == unit(chunk.stop - chunk.start)
+        assert (piece.start - chunk.start) % size == 0 and (piece.stop - piece.start) % size == 0
+    return [(piece.start, piece.stop, size) for piece, size in tasks]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 4, 16])
+def test_no_more_workers_than_chunks_leaves_the_chunks_as_they_are(workers, monkeypatch):
+    parts = [8] * max(CHUNK_MULTIPLE, workers)
+    tasks = _pieces(parts, CHUNK_MIN_FLOPS, workers, monkeypatch, unit=lambda items: 2)
+    assert tasks == [(8 * i, 8 * i + 8, 2) for i in range(len(parts))]
+
+
+def test_more_workers_cut_each_chunk_into_even_pieces_of_whole_units(monkeypatch):
+    # 4 chunks of 12 items, units of 3 (4 a chunk), 16 workers: 4 pieces a chunk, one unit
+    # each; 8 workers: 2 pieces a chunk, two units each.
+    parts, unit = [12] * 4, lambda items: 3
+    assert _pieces(parts, CHUNK_MIN_FLOPS, 16, monkeypatch, unit) == [
+        (3 * i, 3 * i + 3, 3) for i in range(16)
+    ]
+    assert _pieces(parts, CHUNK_MIN_FLOPS, 8, monkeypatch, unit) == [
+        (6 * i, 6 * i + 6, 3) for i in range(8)
+    ]
+    # 5 workers for 4 chunks: 2 pieces a chunk (ceil), the units split as evenly as they go
+    assert [b - a for a, b, _ in _pieces([9] * 4, CHUNK_MIN_FLOPS, 5, monkeypatch)] == [4, 5] * 4
+
+
+def test_each_chunk_keeps_its_own_unit(monkeypatch):
+    # Chunks of 6 and 5 items (a batch of 22 in four): a chunk's unit comes from its length.
+    unit = {6: 2, 5: 5}.get
+    tasks = _pieces([6, 6, 5, 5], CHUNK_MIN_FLOPS, 16, monkeypatch, unit)
+    assert tasks == [(0, 2, 2), (2, 4, 2), (4, 6, 2), (6, 8, 2), (8, 10, 2), (10, 12, 2)] + [
+        (12, 17, 5),
+        (17, 22, 5),
+    ]
+
+
+def test_a_piece_keeps_the_minimum_work(monkeypatch):
+    # 8 items a chunk at half the minimum each: four minimums a chunk, so 4 pieces at most
+    half = CHUNK_MIN_FLOPS // 2
+    assert len(_pieces([8] * 4, half, 64, monkeypatch)) == 16
+    assert len(_pieces([8] * 4, half - 1, 64, monkeypatch)) == 12  # just under four: three
+    assert len(_pieces([8] * 4, 1, 64, monkeypatch)) == 4  # never cut below the minimum
+
+
+def test_an_op_of_fewer_than_four_chunks_is_never_cut(monkeypatch):
+    # The split rule judged it too small for four chunks; fewer pieces measured slower.
+    for parts in ([64], [1, 1], [3, 3, 3]):
+        tasks = _pieces(parts, CHUNK_MIN_FLOPS, 16, monkeypatch)
+        assert [(b - a) for a, b, _ in tasks] == parts
+
+
+def test_a_unit_must_divide_its_chunk(monkeypatch):
+    with pytest.raises(ValueError, match="unit 3 does not divide a chunk of 8"):
+        _pieces([8] * 4, CHUNK_MIN_FLOPS, 16, monkeypatch, unit=lambda items: 3)
 
 
 def _checked_as_strided(x, shape=None, strides=None, **kwargs):
