@@ -167,15 +167,28 @@ def test_nested_calls_run_inline_instead_of_waiting_on_the_pool(monkeypatch):
     assert results == [[[(i, j) for j in range(3)] for i in range(2)]]
 
 
-def test_a_pool_replaced_by_a_bigger_one_is_shut_down(monkeypatch):
+def test_a_pool_is_replaced_when_the_worker_count_changes(monkeypatch):
+    # Bigger, for more workers; smaller too, since idle threads beyond the count slowed the
+    # tasks that ran (gpucnn/cpu/_parallel.py). The old pool is shut down: its threads end.
     monkeypatch.setattr(parallel, "_pool", None)
     small = parallel._executor(2)
-    assert parallel._executor(2) is small and parallel._executor(1) is small
+    assert parallel._executor(2) is small
     bigger = parallel._executor(3)
-    assert bigger is not small
-    with pytest.raises(RuntimeError, match="shutdown"):  # its threads end, none left idle
-        small.submit(int)
-    bigger.shutdown()
+    smaller = parallel._executor(1)
+    assert len({id(small), id(bigger), id(smaller)}) == 3
+    for old in (small, bigger):
+        with pytest.raises(RuntimeError, match="shutdown"):
+            old.submit(int)
+    smaller.shutdown()
+
+
+def test_a_call_on_fewer_workers_than_before_runs_on_a_pool_of_that_many(monkeypatch):
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "5")
+    assert parallel.parallel_map(lambda item: item, range(5)) == list(range(5))
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
+    names = parallel.parallel_map(lambda _: threading.current_thread().name, range(4))
+    assert parallel._pool[1] == 2 and len(parallel._pool[2]._threads) <= 2
+    assert len(set(names)) <= 2
 
 
 def test_overlapping_calls_from_user_threads_restore_blas_once_all_end(monkeypatch):
