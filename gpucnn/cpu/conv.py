@@ -10,14 +10,16 @@ apart, output row p's operand B_p[(r, c, s), (n, q)] is a plain strided view of 
 row p*sh. That copies S*H instead of R*S*P elements per (n, c) and makes y[:, :, p] one GEMM
 (K, R*C*S) @ B_p over every image of a chunk. The forward lays L out in blocks of a few
 images, L[block, h, c, s, i, q], so that each GEMM's operand is contiguous (BLOCK_COLUMNS).
-Chunks keep L near the L2 cache size (``_windows.chunks``). With dilation, output rows p and
-p + dh (at stride 1) share rows instead, so L holds one run of rows per phase p mod dh
+Chunks keep L near the L2 cache size (``_windows.chunks``). With dilation, output rows p
+and p + dh (at stride 1) share rows instead, so L holds one run of rows per phase p mod dh
 (``_RowLayout``); where a stride past R would leave rows unused, each (p, r) gets its own
 lowered row. The input gradient of a few-channel layer at stride 1 needs no lowering at all
 (``_backward_data_by_rows``): the dy rows an input row reads are consecutive, so its GEMM
 operand is a view of dy. Nor do windows that share no input element (``_is_disjoint``: any
 1x1 filter, a patch embedding, a 2x2 filter at stride 2): their im2col holds each element
-once at most, so each image is one GEMM on it (``_disjoint``).
+once at most, so each image is one GEMM on it (``_disjoint``). A host with more workers than
+an op has chunks gets pieces of whole GEMM blocks (``_windows.pieces``) or bands of output
+rows (``_row_bands``) on its idle workers, cut so as to keep the bits.
 
 Measured on 2 cores against the per-image im2col this replaced (best of 30, benchmarks'
 LeNet and CIFAR layers): forward + backward 1.3-1.6x faster, except CIFAR's 3->16 layer
@@ -33,8 +35,18 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from .._shapes import Window
-from ._parallel import parallel_map
-from ._windows import add_windows, chunks, copy_rows, crop, pad, pieces, window_view
+from ._parallel import parallel_map, worker_count
+from ._windows import (
+    CHUNK_MIN_FLOPS,
+    CHUNK_MULTIPLE,
+    add_windows,
+    chunks,
+    copy_rows,
+    crop,
+    pad,
+    pieces,
+    window_view,
+)
 
 # OpenBLAS (0.3.x, x86-64) multiplies a GEMM of M*N*D <= 1e6 without packing its operands.
 # On the narrow GEMMs of few-channel layers that is the faster path (one thread, this VM's
@@ -303,12 +315,13 @@ def conv2d_forward(x, w, b, window: Window):
     w_mat = _weight_matrix(w)
     y = np.empty((n, k, out_h, out_w), dtype=x.dtype)
 
-    def forward_piece(task: tuple[slice, int]) -> None:
-        part, per_block = task  # the block size of the piece's chunk: the chunk's bits
+    def forward_piece(task: tuple[slice, int, slice]) -> None:
+        part, per_block, band = task  # per_block: the piece's chunk's, for the chunk's bits
         blocks = (part.stop - part.start) // per_block
-        padded = pad(x[part], window, 0.0)
-        out = y[part].reshape(blocks, per_block, k, out_h, out_w)
-        for rows, operand in _lower(padded, window, (out_h, out_w), per_block):
+        padded = _padded_band(x[part], window, band, out_h)
+        out = y[part].reshape(blocks, per_block, k, out_h, out_w)[:, :, :, band]
+        band_hw = (band.stop - band.start, out_w)
+        for rows, operand in _lower(padded, window, band_hw, per_block):
             products = np.matmul(w_mat, operand)  # (rows, blocks, K, per_block*Q)
             if b is not None:
                 products += b[:, None]
@@ -322,8 +335,47 @@ def conv2d_forward(x, w, b, window: Window):
     def block_of(images: int) -> int:  # a chunk's images: its pieces keep its blocks
         return _images_per_block(images, k, w_mat.shape[1], out_w)
 
-    parallel_map(forward_piece, pieces(parts, flops, block_of))
+    tasks = pieces(parts, flops, block_of)
+    # Where an op worth four chunks has fewer tasks than workers (one to three large images:
+    # a chunk holds one image at least), each task runs as bands of output rows on the idle
+    # workers, each band CHUNK_MIN_FLOPS at least. Each output row's GEMMs are the very ones
+    # of the whole, so the bits are too.
+    bands, workers = 1, worker_count()
+    if len(tasks) < workers and n * flops >= CHUNK_MULTIPLE * CHUNK_MIN_FLOPS:
+        bands = min(-(-workers // len(tasks)), n * flops // len(tasks) // CHUNK_MIN_FLOPS)
+    tasks = [(*task, band) for task in tasks for band in _row_bands(bands, out_h)]
+    parallel_map(forward_piece, tasks)
     return y
+
+
+def _row_bands(count: int, out_h: int) -> list[slice]:
+    """``count`` bands of the ``out_h`` output rows (fewer where there are fewer rows), as
+    even as they go. A band lowers only the input rows its output rows read
+    (``_padded_band``)."""
+    count = max(1, min(count, out_h))
+    return [slice(out_h * index // count, out_h * (index + 1) // count) for index in range(count)]
+
+
+def _padded_band(x, window: Window, band: slice, out_h: int) -> np.ndarray:
+    """``pad(x, window, 0.0)``, or for a band of fewer than all ``out_h`` output rows the
+    padded rows they read, from band.start * stride_h on, without padding (or copying)
+    the rest of x."""
+    if band.start == 0 and band.stop == out_h:
+        return pad(x, window, 0.0)
+    height, width = x.shape[2:]
+    (pad_h, pad_w), stride_h = window.padding, window.stride[0]
+    first = band.start * stride_h
+    stop = (band.stop - 1) * stride_h + window.extent(0)
+    if pad_h == pad_w == 0:
+        return x[:, :, first:stop]
+    padded = np.zeros((*x.shape[:2], stop - first, width + 2 * pad_w), dtype=x.dtype)
+    inside = slice(max(first, pad_h), min(stop, pad_h + height))  # padded rows holding x's
+    if inside.stop > inside.start:
+        copy_rows(
+            padded[:, :, inside.start - first : inside.stop - first, pad_w : pad_w + width],
+            x[:, :, inside.start - pad_h : inside.stop - pad_h],
+        )
+    return padded
 
 
 def conv2d_backward(dy, x, w, window: Window, with_bias: bool, need_dx: bool, need_dw: bool):
@@ -356,23 +408,35 @@ def _backward_filter(dy, x, w, window: Window):
 
     dy_k_last = r * c * s >= DY_K_LAST_MIN_DEPTH
 
-    def filter_chunk(part: slice) -> np.ndarray:
-        images = part.stop - part.start
+    def filter_band(task: tuple[slice, slice]) -> np.ndarray:
+        part, band = task
+        images, band_h = part.stop - part.start, band.stop - band.start
+        dy_band = dy[part][:, :, band]
         if dy_k_last:
-            dy_rows = dy[part].transpose(2, 0, 3, 1).reshape(out_h, -1, k)  # (P, nQ, K)
+            dy_rows = dy_band.transpose(2, 0, 3, 1).reshape(band_h, -1, k)  # (P, nQ, K)
         else:
-            dy_rows = np.empty((out_h, k, images, out_w), dtype=dy.dtype)
-            copy_rows(dy_rows, dy[part].transpose(2, 1, 0, 3))
-            dy_rows = dy_rows.reshape(out_h, k, -1).transpose(0, 2, 1)
+            dy_rows = np.empty((band_h, k, images, out_w), dtype=dy.dtype)
+            copy_rows(dy_rows, dy_band.transpose(2, 1, 0, 3))
+            dy_rows = dy_rows.reshape(band_h, k, -1).transpose(0, 2, 1)
         total = None
-        for rows, operand in _lower(pad(x[part], window, 0.0), window, (out_h, out_w), images):
+        padded = _padded_band(x[part], window, band, out_h)
+        for rows, operand in _lower(padded, window, (band_h, out_w), images):
             partial = _sum_of_products(operand[:, 0], dy_rows[rows])
             total = partial if total is None else np.add(total, partial, out=total)
         return total
 
-    parts = chunks(n, _lowered_bytes(c, window, (out_h, out_w), x.itemsize))
+    # A chunk's GEMMs are as deep as its images, so it cannot be cut between images without
+    # other bits. Where an op worth four chunks has fewer (one to three large images, or a
+    # batch whose lowered rows fit one chunk), each chunk is cut into CHUNK_MULTIPLE bands
+    # of output rows instead, by size alone: their partial sums, added in order, are the
+    # same bits on any number of workers.
+    parts = list(chunks(n, _lowered_bytes(c, window, (out_h, out_w), x.itemsize)))
+    flops = 2 * w.size * out_h * out_w
+    few_large = len(parts) < CHUNK_MULTIPLE and n * flops >= CHUNK_MULTIPLE * CHUNK_MIN_FLOPS
+    bands = _row_bands(CHUNK_MULTIPLE if few_large else 1, out_h)
     dw = np.zeros((r * c * s, k), dtype=x.dtype)
-    for partial in parallel_map(filter_chunk, parts):  # summed in chunk order: same bits
+    tasks = [(part, band) for part in parts for band in bands]
+    for partial in parallel_map(filter_band, tasks):  # summed in task order: same bits
         dw += partial
     return np.ascontiguousarray(dw.reshape(r, c, s, k).transpose(3, 1, 0, 2))
 

@@ -93,6 +93,47 @@ def test_pieces_for_more_workers_than_chunks_keep_the_bits(monkeypatch):
             assert got.tobytes() == expected.tobytes()
 
 
+@pytest.mark.parametrize(
+    "geometry",
+    [
+        {"padding": 2},  # bands at the top and bottom read padding rows
+        {},  # no padding: each band's rows are a view of the image
+        {"stride": 2, "padding": 1},
+        {"dilation": 2, "padding": 1},  # two phases of output rows
+        {"stride": (3, 1)},  # a stride past the kernel: a lowered row for each (p, r)
+    ],
+)
+@pytest.mark.parametrize("images", [1, 3])
+def test_row_bands_for_more_workers_than_tasks_keep_the_bits(geometry, images, monkeypatch):
+    # A forward of one to three images, worth splitting (every band made worth the
+    # hand-over here), runs each image as bands of output rows on the idle workers, as does
+    # backward-data at stride 1, a forward of dy.
+    windows = gpucnn.cpu._windows
+    monkeypatch.setattr(gpucnn.cpu.conv, "CHUNK_MIN_FLOPS", 1)
+    monkeypatch.setattr(windows, "CHUNK_MIN_FLOPS", 1)
+    bands, row_bands = [], gpucnn.cpu.conv._row_bands
+
+    def counted_bands(*args):
+        cut = row_bands(*args)
+        bands.append(len(cut))
+        return cut
+
+    monkeypatch.setattr(gpucnn.cpu.conv, "_row_bands", counted_bands)
+    x = shuffled_linspace((images, 9, 13, 10), np.float32)
+    w = shuffled_linspace((10, 9, 2, 3), np.float32, 1)
+    b = shuffled_linspace((10,), np.float32, 2)
+    results = {}
+    for threads in (1, 2, 7, 16):
+        monkeypatch.setenv(parallel.THREADS_VARIABLE, str(threads))
+        bands.clear()
+        y = ops.conv2d_forward(x, w, b, **geometry)
+        results[threads] = (y, *ops.conv2d_backward(y, x, w, **geometry))
+        assert bands[0] == (1 if threads <= images else min(-(-threads // images), y.shape[2]))
+    for threads in (2, 7, 16):
+        for got, expected in zip(results[threads], results[1], strict=True):
+            assert got.tobytes() == expected.tobytes()
+
+
 def test_one_worker_gives_the_bits_of_several_at_a_realistic_size(monkeypatch):
     # CIFAR's 64 channels at 8x8, 128 images: four chunks whose GEMMs OpenBLAS would run by
     # another path, with other bits, were it left more than one thread in the calling thread.
