@@ -319,15 +319,24 @@ class PowerSampler:
 
 
 def _cpu_model() -> str | None:
-    """The CPU's model name on Linux (platform.processor() says only "x86_64" there)."""
+    """The CPU's model name on Linux (platform.processor() says only "x86_64" there), with
+    its family and model numbers where a VM hides the name: "AMD EPYC" was a Zen 4 (family
+    25) in one session and a Zen 5 (26) in another, and OpenBLAS 0.3.31 gives the second
+    half-speed kernels."""
+    fields = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
             for line in info:
-                if line.startswith("model name"):
-                    return line.partition(":")[2].strip() or None
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+                if not line.strip():  # the first processor's block is enough
+                    break
     except OSError:
-        pass
-    return None
+        return None
+    name = fields.get("model name") or None
+    if name and fields.get("cpu family") and fields.get("model"):
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    return name
 
 
 def host_facts() -> dict:
@@ -345,9 +354,10 @@ def host_facts() -> dict:
     except (AttributeError, OSError):
         pass
     try:
-        from gpucnn.cpu._parallel import blas_libraries
+        from gpucnn.cpu._parallel import blas_kernel_advice, blas_libraries
 
         facts["blas"] = blas_libraries()
+        facts["blas_advice"] = blas_kernel_advice(facts["blas"])
     except Exception:  # a fact for the record, never a reason to fail a benchmark
         facts["blas"] = None
     for module in ("cupy", "torch"):
@@ -369,6 +379,7 @@ def host_summary(facts: dict) -> str:
         + (f" with {blas}" if blas else "")
         + (f"; PyTorch {facts['torch']}" if facts.get("torch") else "")
         + "."
+        + (f" Note: {facts['blas_advice']}." if facts.get("blas_advice") else "")
     )
 
 

@@ -44,6 +44,9 @@ def _info(args) -> int:
         )
     if not libraries:
         print("blas     not found by threadpoolctl: its threads are not held at 1 in workers")
+    advice = _parallel.blas_kernel_advice(libraries)
+    if advice:
+        print(f"blas     {advice}")
     facts = nvml_facts()
     for key, value in facts.items():
         if key != "unavailable":

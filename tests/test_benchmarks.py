@@ -486,6 +486,13 @@ def test_host_facts_name_the_cpu_and_the_blas_for_cpu_results():
     assert f"NumPy {facts['numpy']} with {facts['blas'][0]['internal_api']}" in summary
 
 
+def test_host_summary_passes_on_blas_advice():
+    from benchmarks.harness import host_summary
+
+    facts = {"processor": "CPU", "numpy": "2.0.0", "cpus": 2, "blas_advice": "set X=y"}
+    assert host_summary(facts) == "Host: CPU, 2 CPUs; NumPy 2.0.0. Note: set X=y."
+
+
 def test_host_summary_reads_facts_without_blas_or_torch():
     from benchmarks.harness import host_summary
 

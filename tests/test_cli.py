@@ -134,6 +134,20 @@ def test_info_names_versions_and_the_device():
     assert "gpu.unavailable" not in result.stdout  # the reasons, one line each, not the dict
 
 
+def test_info_says_how_to_get_faster_blas_kernels_where_it_can(monkeypatch, capsys):
+    import argparse
+
+    from gpucnn import __main__ as cli
+    from gpucnn.cpu import _parallel
+
+    monkeypatch.setattr(_parallel, "blas_kernel_advice", lambda libraries: "set THIS=that")
+    assert cli._info(argparse.Namespace(device=None)) == 0
+    assert "blas     set THIS=that\n" in capsys.readouterr().out
+    monkeypatch.setattr(_parallel, "blas_kernel_advice", lambda libraries: None)
+    cli._info(argparse.Namespace(device=None))
+    assert "THIS" not in capsys.readouterr().out
+
+
 def test_hopfield_demo_shows_text_and_a_picture(tmp_path):
     png = tmp_path / "demo.png"
     result = run("hopfield-demo", "--trials", "3", "--png", str(png))

@@ -291,3 +291,38 @@ def test_without_a_setting_every_allowed_core_is_used(monkeypatch):
     assert parallel.worker_count() >= 1
     monkeypatch.setenv(parallel.THREADS_VARIABLE, " 3 ")
     assert parallel.worker_count() == 3
+
+
+AVX512 = ["fma", "avx2", *parallel.AVX512_FLAGS]
+
+
+def _openblas(kernels):
+    return {"internal_api": "openblas", "version": "0.3.31", "architecture": kernels}
+
+
+@pytest.mark.parametrize("kernels", ["Haswell", "Zen", "Sandybridge"])
+def test_avx2_kernels_on_an_avx512_cpu_get_advice(kernels):
+    advice = parallel.blas_kernel_advice([_openblas(kernels)], AVX512)
+    assert f"its {kernels} kernels" in advice and "OPENBLAS_CORETYPE=SkylakeX" in advice
+
+
+@pytest.mark.parametrize(
+    "libraries, flags",
+    [
+        ([_openblas("SkylakeX")], AVX512),  # already the AVX-512 kernels
+        ([_openblas("SapphireRapids")], AVX512),
+        ([_openblas("Haswell")], ["fma", "avx2"]),  # a CPU without AVX-512
+        ([_openblas("Haswell")], ["avx512f", "avx2"]),  # without all SkylakeX needs
+        ([{"internal_api": "mkl", "version": "2024", "architecture": None}], AVX512),
+        ([], AVX512),  # no BLAS found
+    ],
+)
+def test_no_advice_where_nothing_would_help(libraries, flags):
+    assert parallel.blas_kernel_advice(libraries, flags) is None
+
+
+def test_the_cpu_flags_come_from_proc_cpuinfo_where_there_is_one():
+    flags = parallel._cpu_flags()
+    assert isinstance(flags, set)
+    if sys.platform == "linux":
+        assert "fpu" in flags or not flags  # x86 lists fpu; other CPUs have no "flags" line
