@@ -339,6 +339,15 @@ def _cpu_model() -> str | None:
     return name
 
 
+# Settings that change which BLAS kernels run, or on how many threads: a CPU table records them.
+BLAS_ENVIRONMENT = (
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_NUM_THREADS",
+    "OMP_NUM_THREADS",
+    "MKL_NUM_THREADS",
+)
+
+
 def host_facts() -> dict:
     """The host's facts for a result file. The CPU's model and the BLAS kernels NumPy runs
     are recorded because CPU ratios depend on them: the same code measured 1.76-1.99x
@@ -360,6 +369,9 @@ def host_facts() -> dict:
         facts["blas_advice"] = blas_kernel_advice(facts["blas"])
     except Exception:  # a fact for the record, never a reason to fail a benchmark
         facts["blas"] = None
+    facts["environment"] = {
+        name: os.environ[name] for name in BLAS_ENVIRONMENT if os.environ.get(name) is not None
+    }
     for module in ("cupy", "torch"):
         try:
             facts[module] = __import__(module).__version__
@@ -378,6 +390,7 @@ def host_summary(facts: dict) -> str:
         f"Host: {facts['processor']}, {facts.get('cpus', '?')} CPUs; NumPy {facts['numpy']}"
         + (f" with {blas}" if blas else "")
         + (f"; PyTorch {facts['torch']}" if facts.get("torch") else "")
+        + "".join(f"; {name}={value}" for name, value in (facts.get("environment") or {}).items())
         + "."
         + (f" Note: {facts['blas_advice']}." if facts.get("blas_advice") else "")
     )

@@ -486,6 +486,17 @@ def test_host_facts_name_the_cpu_and_the_blas_for_cpu_results():
     assert f"NumPy {facts['numpy']} with {facts['blas'][0]['internal_api']}" in summary
 
 
+def test_host_facts_record_the_blas_settings_of_the_environment(monkeypatch):
+    from benchmarks.harness import BLAS_ENVIRONMENT, host_facts, host_summary
+
+    for name in BLAS_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "SkylakeX")
+    facts = host_facts()
+    assert facts["environment"] == {"OPENBLAS_CORETYPE": "SkylakeX"}
+    assert "; OPENBLAS_CORETYPE=SkylakeX." in host_summary(facts)
+
+
 def test_host_summary_passes_on_blas_advice():
     from benchmarks.harness import host_summary
 
