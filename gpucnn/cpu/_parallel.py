@@ -87,7 +87,7 @@ def _executor(threads: int) -> ThreadPoolExecutor:
     """The shared pool of ``threads`` workers, made again after a fork (the child has none of
     the parent's threads) or when the worker count changes. A pool bigger than the count
     made work slower: two tasks on a pool of 16 threads (idle but two), on the 2-vCPU VM, ran
-    one at full speed and the other at half (CIFAR 64@56, one image in two bands: 2.2-2.5
+    one at full speed and the other at half (one 64-channel 56x56 image in two bands: 2.2-2.5
     ms against 1.2-1.3 on a pool of two), so a smaller count gets a pool of its own."""
     global _pool
     with _pool_lock:
