@@ -169,10 +169,14 @@ def _address(a):
     return a.__array_interface__["data"][0]
 
 
+@pytest.mark.parametrize("cut", [False, True], ids=["chunks", "pieces and bands"])
 @pytest.mark.parametrize("case", test_conv.CASES)
-def test_the_convolutions_strided_views_stay_inside_their_arrays(case, monkeypatch):
+def test_the_convolutions_strided_views_stay_inside_their_arrays(case, cut, monkeypatch):
     for module in (gpucnn.cpu.conv, gpucnn.cpu._windows):
         monkeypatch.setattr(module, "as_strided", _checked_as_strided)
+        if cut:  # every op cut for 16 workers: pieces of chunks, bands of output rows
+            monkeypatch.setattr(module, "CHUNK_MIN_FLOPS", 1)
+            monkeypatch.setenv("GPUCNN_CPU_THREADS", "16")
     x, w, b = conv_case_inputs(case)
     geometry = conv_case_geometry(case)
     ops.conv2d_backward(ops.conv2d_forward(x, w, b, **geometry), x, w, **geometry)
