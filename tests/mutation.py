@@ -40,7 +40,12 @@ import tokenize
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-_WINDOW_TESTS = ["tests/ops/test_pool.py", "tests/ops/test_conv.py", "tests/cpu/test_windows.py"]
+_WINDOW_TESTS = [
+    "tests/ops/test_pool.py",
+    "tests/ops/test_conv.py",
+    "tests/cpu/test_windows.py",
+    "tests/cpu/test_parallel.py",  # the pieces' bits on any worker count
+]
 SOURCE_TESTS = {
     "cuda/activation.cu": ["tests/cuda/test_activation_kernels.py"],
     "cuda/common.cuh": ["tests/cuda/test_pool_kernels.py", "tests/cuda/test_conv_kernels.py"],
@@ -67,6 +72,7 @@ SOURCE_TESTS = {
         "tests/cpu/test_windows.py",
         "tests/cpu/test_conv_rows.py",
         "tests/cpu/test_conv_paths.py",
+        "tests/cpu/test_parallel.py",  # pieces and bands: the same bits on any worker count
     ],
     "gpucnn/cpu/hopfield.py": ["tests/test_hopfield.py"],
     "gpucnn/cpu/loss.py": ["tests/ops/test_loss.py"],

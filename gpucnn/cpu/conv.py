@@ -336,16 +336,31 @@ def conv2d_forward(x, w, b, window: Window):
         return _images_per_block(images, k, w_mat.shape[1], out_w)
 
     tasks = pieces(parts, flops, block_of)
-    # Where an op worth four chunks has fewer tasks than workers (one to three large images:
-    # a chunk holds one image at least), each task runs as bands of output rows on the idle
-    # workers, each band CHUNK_MIN_FLOPS at least. Each output row's GEMMs are the very ones
-    # of the whole, so the bits are too.
-    bands, workers = 1, worker_count()
-    if len(tasks) < workers and n * flops >= CHUNK_MULTIPLE * CHUNK_MIN_FLOPS:
-        bands = min(-(-workers // len(tasks)), n * flops // len(tasks) // CHUNK_MIN_FLOPS)
-    tasks = [(*task, band) for task in tasks for band in _row_bands(bands, out_h)]
-    parallel_map(forward_piece, tasks)
+    bands = _row_bands(_idle_worker_bands(len(tasks), n * flops), out_h)
+    parallel_map(forward_piece, [(*task, band) for task in tasks for band in bands])
     return y
+
+
+def _idle_worker_bands(tasks: int, flops: int) -> int:
+    """Bands of output rows for each of a forward's ``tasks`` (``flops`` in all): where an
+    op worth four chunks has fewer tasks than workers (one to three large images: a chunk
+    holds one image at least), enough for the idle workers, each of CHUNK_MIN_FLOPS at
+    least; else 1. Each output row's GEMMs are the very ones of the whole, so the bits are
+    the same for any count."""
+    if flops < CHUNK_MULTIPLE * CHUNK_MIN_FLOPS:
+        return 1
+    return max(1, min(-(-worker_count() // tasks), flops // tasks // CHUNK_MIN_FLOPS))
+
+
+def _filter_bands(chunks: int, flops: int) -> int:
+    """Bands of output rows for each of a filter gradient's ``chunks`` (``flops`` in all).
+    A chunk's GEMMs are as deep as its images, so it cannot be cut between images without
+    other bits. Where an op worth four chunks has fewer (one to three large images, or a
+    batch whose lowered rows fit one chunk), each chunk is cut into CHUNK_MULTIPLE bands
+    instead, by size alone: their partial sums, added in order, are the same bits on any
+    number of workers."""
+    few_large = chunks < CHUNK_MULTIPLE and flops >= CHUNK_MULTIPLE * CHUNK_MIN_FLOPS
+    return CHUNK_MULTIPLE if few_large else 1
 
 
 def _row_bands(count: int, out_h: int) -> list[slice]:
@@ -369,12 +384,12 @@ def _padded_band(x, window: Window, band: slice, out_h: int) -> np.ndarray:
     if pad_h == pad_w == 0:
         return x[:, :, first:stop]
     padded = np.zeros((*x.shape[:2], stop - first, width + 2 * pad_w), dtype=x.dtype)
-    inside = slice(max(first, pad_h), min(stop, pad_h + height))  # padded rows holding x's
-    if inside.stop > inside.start:
-        copy_rows(
-            padded[:, :, inside.start - first : inside.stop - first, pad_w : pad_w + width],
-            x[:, :, inside.start - pad_h : inside.stop - pad_h],
-        )
+    # the padded rows holding x's (none where the band reads padding only: empty slices)
+    top, bottom = max(first, pad_h), max(min(stop, pad_h + height), max(first, pad_h))
+    copy_rows(
+        padded[:, :, top - first : bottom - first, pad_w : pad_w + width],
+        x[:, :, top - pad_h : bottom - pad_h],
+    )
     return padded
 
 
@@ -425,15 +440,8 @@ def _backward_filter(dy, x, w, window: Window):
             total = partial if total is None else np.add(total, partial, out=total)
         return total
 
-    # A chunk's GEMMs are as deep as its images, so it cannot be cut between images without
-    # other bits. Where an op worth four chunks has fewer (one to three large images, or a
-    # batch whose lowered rows fit one chunk), each chunk is cut into CHUNK_MULTIPLE bands
-    # of output rows instead, by size alone: their partial sums, added in order, are the
-    # same bits on any number of workers.
     parts = list(chunks(n, _lowered_bytes(c, window, (out_h, out_w), x.itemsize)))
-    flops = 2 * w.size * out_h * out_w
-    few_large = len(parts) < CHUNK_MULTIPLE and n * flops >= CHUNK_MULTIPLE * CHUNK_MIN_FLOPS
-    bands = _row_bands(CHUNK_MULTIPLE if few_large else 1, out_h)
+    bands = _row_bands(_filter_bands(len(parts), n * 2 * w.size * out_h * out_w), out_h)
     dw = np.zeros((r * c * s, k), dtype=x.dtype)
     tasks = [(part, band) for part in parts for band in bands]
     for partial in parallel_map(filter_band, tasks):  # summed in task order: same bits

@@ -8,6 +8,8 @@ import pytest
 
 import gpucnn.cpu.conv
 from gpucnn import ops
+from gpucnn._shapes import Window
+from gpucnn.cpu._windows import pad
 from tests.helpers import shuffled_linspace
 
 
@@ -53,3 +55,28 @@ def test_a_1x1_filter_at_stride_1_gives_dx_as_its_gemm_writes_it(monkeypatch):
     # every input element is read once, where it lies: nothing to scatter through a view
     monkeypatch.setattr(gpucnn.cpu.conv, "window_view", _refuse("window_view"))
     _forward_and_backward((2, 3, 5, 6), 4, (1, 1))
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        Window(size=(3, 3), stride=(2, 2), padding=(1, 1), dilation=(1, 1)),  # a remainder
+        Window(size=(3, 2), stride=(1, 1), padding=(2, 1), dilation=(2, 1)),
+        Window(size=(2, 2), stride=(3, 1), padding=(0, 0), dilation=(1, 1)),  # no padding
+    ],
+)
+def test_a_band_pads_exactly_the_rows_its_output_rows_read(window):
+    # Only the rows the band's windows read, not a row more: a band of a large image must
+    # not pad (or copy) the whole image again. The whole image pads as the forward always has.
+    x = shuffled_linspace((2, 3, 10, 7))
+    out_h = window.output_shape(10, 7)[0]
+    padded = pad(x, window, 0.0)
+    stride = window.stride[0]
+    for band in gpucnn.cpu.conv._row_bands(3, out_h) + [slice(0, out_h)]:
+        got = gpucnn.cpu.conv._padded_band(x, window, band, out_h)
+        if band == slice(0, out_h):
+            expected = padded
+        else:
+            stop = (band.stop - 1) * stride + window.extent(0)
+            expected = padded[:, :, band.start * stride : stop]
+        assert got.shape == expected.shape and np.array_equal(got, expected), band

@@ -134,6 +134,25 @@ def test_row_bands_for_more_workers_than_tasks_keep_the_bits(geometry, images, m
             assert got.tobytes() == expected.tobytes()
 
 
+@pytest.mark.parametrize("workers", [1, 2, 16])
+def test_a_forward_gets_bands_for_idle_workers_from_four_chunks_worth_of_work(workers, monkeypatch):
+    conv = gpucnn.cpu.conv
+    monkeypatch.setattr(conv, "worker_count", lambda: workers)
+    least = conv.CHUNK_MULTIPLE * conv.CHUNK_MIN_FLOPS
+    assert conv._idle_worker_bands(1, least - 1) == 1
+    assert conv._idle_worker_bands(1, least) == min(workers, conv.CHUNK_MULTIPLE)
+    assert conv._idle_worker_bands(1, 100 * least) == workers
+    assert conv._idle_worker_bands(3, 100 * least) == -(-workers // 3)  # three images
+    assert conv._idle_worker_bands(workers, 100 * least) == 1  # no worker idle
+
+
+def test_a_filter_gradient_gets_four_bands_from_four_chunks_worth_in_fewer_chunks():
+    conv = gpucnn.cpu.conv
+    least = conv.CHUNK_MULTIPLE * conv.CHUNK_MIN_FLOPS
+    assert [conv._filter_bands(chunks, least) for chunks in (1, 3, 4, 8)] == [4, 4, 1, 1]
+    assert conv._filter_bands(1, least - 1) == 1
+
+
 def test_one_worker_gives_the_bits_of_several_at_a_realistic_size(monkeypatch):
     # CIFAR's 64 channels at 8x8, 128 images: four chunks whose GEMMs OpenBLAS would run by
     # another path, with other bits, were it left more than one thread in the calling thread.
