@@ -92,6 +92,12 @@ def _train(args) -> int:
     if args.load:
         load_weights(model, args.load)  # names and shapes checked: the same --model and data
     print(f"device {device}; {len(x_train)} training and {len(x_test)} test examples")
+    if device == "cpu":
+        from .cpu._parallel import blas_kernel_advice
+
+        advice = blas_kernel_advice()
+        if advice:  # the NumPy path's GEMMs at half speed: worth a line before training
+            print(f"note: {advice}")
     print(model.summary(x_train.shape[1:]))
     if args.load:
         print(f"weights loaded from {args.load}")

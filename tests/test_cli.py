@@ -148,6 +148,21 @@ def test_info_says_how_to_get_faster_blas_kernels_where_it_can(monkeypatch, caps
     assert "THIS" not in capsys.readouterr().out
 
 
+def test_train_on_the_cpu_passes_on_blas_advice_before_training(monkeypatch, capsys):
+    import gpucnn
+    from gpucnn import __main__ as cli
+    from gpucnn.cpu import _parallel
+
+    monkeypatch.setattr(_parallel, "blas_kernel_advice", lambda: "set THIS=that")
+    device = gpucnn.get_device()
+    try:
+        assert cli.main(["train", "--device", "cpu", "--epochs", "1", "--no-progress"]) == 0
+    finally:
+        gpucnn.set_device(device)
+    out = capsys.readouterr().out
+    assert "note: set THIS=that\n" in out and out.index("note:") < out.index("epoch   1")
+
+
 def test_hopfield_demo_shows_text_and_a_picture(tmp_path):
     png = tmp_path / "demo.png"
     result = run("hopfield-demo", "--trials", "3", "--png", str(png))
