@@ -385,7 +385,8 @@ def _padded_band(x, window: Window, band: slice, out_h: int) -> np.ndarray:
         return x[:, :, first:stop]
     padded = np.zeros((*x.shape[:2], stop - first, width + 2 * pad_w), dtype=x.dtype)
     # the padded rows holding x's (none where the band reads padding only: empty slices)
-    top, bottom = max(first, pad_h), max(min(stop, pad_h + height), max(first, pad_h))
+    top = max(first, pad_h)
+    bottom = max(top, min(stop, pad_h + height))
     copy_rows(
         padded[:, :, top - first : bottom - first, pad_w : pad_w + width],
         x[:, :, top - pad_h : bottom - pad_h],
