@@ -321,18 +321,10 @@ class PowerSampler:
 def _cpu_model() -> str | None:
     """The CPU's model name on Linux (platform.processor() says only "x86_64" there), with
     its family and model numbers where a VM hides the name: "AMD EPYC" was a Zen 4 (family
-    25) in one session and a Zen 5 (26) in another, and OpenBLAS 0.3.31 gives the second
-    half-speed kernels."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                fields.setdefault(key.strip(), value.strip())
-                if not line.strip():  # the first processor's block is enough
-                    break
-    except OSError:
-        return None
+    25) in one session and a Zen 5 (26) in another."""
+    from gpucnn.cpu._parallel import cpu_info
+
+    fields = cpu_info()
     name = fields.get("model name") or None
     if name and fields.get("cpu family") and fields.get("model"):
         name += f" (family {fields['cpu family']}, model {fields['model']})"

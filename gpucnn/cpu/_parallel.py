@@ -124,12 +124,12 @@ AVX512_FLAGS = ("avx512f", "avx512cd", "avx512bw", "avx512dq", "avx512vl")
 
 
 def blas_kernel_advice(libraries: list[dict] | None = None, cpu_flags=None) -> str | None:
-    """What to set where OpenBLAS runs AVX2 kernels on a CPU with AVX-512, else None. An
-    OpenBLAS that does not know the CPU falls back to older kernels: 0.3.31 takes an AMD Zen
-    5 (family 26) for a Haswell, and its sgemm then runs at half speed (one core, 2048^3:
-    132 GFLOP/s against 247 with OPENBLAS_CORETYPE=SkylakeX; CIFAR 64->64's forward +
-    backward 11.1 -> 7.3 ms). ``libraries``: ``blas_libraries()``; ``cpu_flags``: the CPU's
-    flags (Linux: /proc/cpuinfo; elsewhere unknown, so no advice)."""
+    """What to change where OpenBLAS runs kernels without AVX-512 on a CPU with AVX-512,
+    else None: most often an OPENBLAS_CORETYPE in the environment, which overrides
+    OpenBLAS's own choice (session 26's VM, a Zen 5, set it to Haswell: sgemm at 132 GFLOP/s
+    a core against 247 with SkylakeX kernels, OpenBLAS's pick without the variable; CIFAR
+    64->64's forward + backward 11.1 -> 7.3 ms). ``libraries``: ``blas_libraries()``;
+    ``cpu_flags``: the CPU's flags (Linux: /proc/cpuinfo; elsewhere unknown, so no advice)."""
     libraries = blas_libraries() if libraries is None else libraries
     flags = _cpu_flags() if cpu_flags is None else set(cpu_flags)
     if not all(flag in flags for flag in AVX512_FLAGS):
@@ -137,23 +137,36 @@ def blas_kernel_advice(libraries: list[dict] | None = None, cpu_flags=None) -> s
     for library in libraries:
         kernels = library.get("architecture")
         if library.get("internal_api") == "openblas" and kernels not in AVX512_KERNELS:
-            return (
-                f"OpenBLAS runs its {kernels} kernels on a CPU with AVX-512: set "
-                "OPENBLAS_CORETYPE=SkylakeX before NumPy is imported (about twice the GEMM "
-                "speed where OpenBLAS does not recognise the CPU, as 0.3.31 an AMD Zen 5)"
+            forced = os.environ.get("OPENBLAS_CORETYPE")
+            change = (
+                f"OPENBLAS_CORETYPE={forced} in the environment holds OpenBLAS to its "
+                f"{kernels} kernels on a CPU with AVX-512: unset it, or set SkylakeX,"
+                if forced
+                else f"OpenBLAS runs its {kernels} kernels on a CPU with AVX-512: set "
+                "OPENBLAS_CORETYPE=SkylakeX"
             )
+            return f"{change} before NumPy is imported (about twice the GEMM speed)"
     return None
 
 
-def _cpu_flags() -> set[str]:
+def cpu_info() -> dict[str, str]:
+    """The first processor's fields in /proc/cpuinfo ("model name", "cpu family", "flags",
+    ...); empty where there is none (not Linux)."""
+    fields: dict[str, str] = {}
     try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as cpuinfo:
-            for line in cpuinfo:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as lines:
+            for line in lines:
+                if not line.strip():  # the end of the first processor's block
+                    break
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return set()
+    return fields
+
+
+def _cpu_flags() -> set[str]:
+    return set(cpu_info().get("flags", "").split())
 
 
 def blas_threads_controlled() -> bool:

@@ -320,9 +320,17 @@ def _openblas(kernels):
 
 
 @pytest.mark.parametrize("kernels", ["Haswell", "Zen", "Sandybridge"])
-def test_avx2_kernels_on_an_avx512_cpu_get_advice(kernels):
+def test_avx2_kernels_on_an_avx512_cpu_get_advice(kernels, monkeypatch):
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
     advice = parallel.blas_kernel_advice([_openblas(kernels)], AVX512)
     assert f"its {kernels} kernels" in advice and "OPENBLAS_CORETYPE=SkylakeX" in advice
+
+
+def test_advice_names_an_openblas_coretype_that_holds_the_kernels_back(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    advice = parallel.blas_kernel_advice([_openblas("Haswell")], AVX512)
+    assert advice.startswith("OPENBLAS_CORETYPE=Haswell in the environment holds")
+    assert "unset it, or set SkylakeX," in advice
 
 
 @pytest.mark.parametrize(
