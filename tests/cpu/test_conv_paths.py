@@ -51,6 +51,26 @@ def test_overlapping_windows_are_lowered(size, stride, monkeypatch):
     assert lowered
 
 
+@pytest.mark.parametrize(("size", "stride"), [((3, 3), 2), ((2, 3), (1, 2)), ((5, 5), 3)])
+def test_a_strided_dx_of_overlapping_windows_adds_by_phases(size, stride, monkeypatch):
+    # add_windows adds rows of Q values at a stride: a loop call per row, slower
+    monkeypatch.setattr(gpucnn.cpu.conv, "add_windows", _refuse("add_windows"))
+    _forward_and_backward((2, 3, 11, 11), 4, size, stride=stride, padding=1)
+
+
+def test_a_strided_dx_with_a_nan_weight_adds_windows(monkeypatch):
+    added = []
+    add_windows = gpucnn.cpu.conv.add_windows
+    monkeypatch.setattr(
+        gpucnn.cpu.conv, "add_windows", lambda *a: added.append(1) or add_windows(*a)
+    )
+    x, w = shuffled_linspace((2, 3, 9, 9)), shuffled_linspace((4, 3, 3, 3), seed=1)
+    w[0, 0, 0, 0] = np.inf
+    y = ops.conv2d_forward(x, w, stride=2)
+    ops.conv2d_backward(np.ones_like(y), x, w, stride=2)
+    assert added
+
+
 def test_a_1x1_filter_at_stride_1_gives_dx_as_its_gemm_writes_it(monkeypatch):
     # every input element is read once, where it lies: nothing to scatter through a view
     monkeypatch.setattr(gpucnn.cpu.conv, "window_view", _refuse("window_view"))

@@ -265,6 +265,39 @@ def test_rows_no_window_reaches_get_zero_gradient():
     assert np.all(dx[..., :7, :7] != 0)
 
 
+@pytest.mark.parametrize(
+    ("tap", "geometry"),
+    [
+        ((0, 0), dict(stride=2, padding=1)),
+        ((1, 2), dict(stride=2, padding=1)),
+        ((2, 0), dict(stride=(2, 3), padding=(1, 0), dilation=(1, 2))),
+    ],
+)
+def test_a_nan_weight_reaches_exactly_the_elements_its_tap_reads(tap, geometry):
+    # A strided dx adds w^T dy into the stride's phases at a pitch wider than dy's rows: the
+    # extra columns are w^T 0, which is NaN for a NaN weight. They must not reach dx.
+    x = shuffled_linspace((2, 3, 9, 8))
+    w = shuffled_linspace((4, 3, 3, 3), seed=1)
+    y = ops.conv2d_forward(x, w, **geometry)
+    dy = shuffled_linspace(y.shape, seed=2)
+    clean, _, _ = ops.conv2d_backward(dy, x, w, **geometry)
+    w[1, 2, tap[0], tap[1]] = np.nan
+    dx, _, _ = ops.conv2d_backward(dy, x, w, **geometry)
+    # the elements of channel 2 that tap reads: those where a one-hot x moves y
+    reached = np.zeros(x.shape[2:], dtype=bool)
+    one_tap = np.zeros((1, 1, 3, 3))
+    one_tap[0, 0, tap[0], tap[1]] = 1.0
+    for h, col in np.ndindex(*x.shape[2:]):
+        one_hot = np.zeros((1, 1, *x.shape[2:]))
+        one_hot[0, 0, h, col] = 1.0
+        reached[h, col] = ops.conv2d_forward(one_hot, one_tap, **geometry).any()
+    assert reached.any() and not reached.all()
+    expected_nan = np.zeros(x.shape, dtype=bool)
+    expected_nan[:, 2] = reached
+    assert np.array_equal(np.isnan(dx), expected_nan)
+    assert np.array_equal(dx[~expected_nan], clean[~expected_nan])
+
+
 def test_float32_in_float32_out_and_deterministic():
     x, w, b = _inputs(CASES[1], np.float32)
     first = ops.conv2d_forward(x, w, b, stride=2, padding=1)
