@@ -73,6 +73,15 @@ BLOCK_MIN_DEPTH = 64
 IMAGE_BLOCK_MIN_COLUMNS = 16
 # Narrower blocks gain nothing: 64x576 by 576x24 at 100 GFLOP/s against 96 in one call.
 MIN_BLOCK_COLUMNS = 32
+# Where the BLOCK_COLUMNS block passes the volume but a few rows of w would not, the forward
+# splits w's rows into GEMMs of GEMM_ROW_BLOCK rows (a multiple) instead of narrowing the
+# block, if the block is a multiple of GEMM_COLUMN_ALIGN columns wide. OpenBLAS's small
+# kernel (SkylakeX, one thread, Zen 5, session 27) runs 32 and 64 columns far faster than
+# 16, 48 or 56: 16x576 by 576x64 at 237-246 GFLOP/s, 32x576 by 576x32 at 222-235, but
+# 64x576 by 576x16 (the block CIFAR 64->64 took) at 146-166 and 64x576 by 576x64 packed at
+# 172-188. Depth 1152 gains nothing (16 rows by 32 columns 200, packed 205); 56 columns lose.
+GEMM_ROW_BLOCK = 16
+GEMM_COLUMN_ALIGN = 32
 # The filter gradient's dy operand is copied K-last, (P, nQ, K), where R*C*S reaches this:
 # the GEMM then takes it untransposed, which the small-GEMM path requires, but the copy
 # gathers K values PQ apart. Medians of 15 runs, four alternating rounds, both sides on
@@ -182,18 +191,42 @@ def _images_per_block(images: int, k: int, depth: int, out_w: int) -> int:
     """Images in one GEMM block of a chunk's lowered operand (see BLOCK_COLUMNS): the divisor
     of ``images`` nearest BLOCK_COLUMNS / Q, so every block of the chunk has the same width;
     where that block would pass SMALL_GEMM_VOLUME (a wide layer, or a chunk of a prime number
-    of images), the widest divisor that stays within it and at least IMAGE_BLOCK_MIN_COLUMNS
-    wide; all of them where blocks would not help."""
+    of images) and w's rows cannot be split for it (``_gemm_rows``), the widest divisor that
+    stays within it and at least IMAGE_BLOCK_MIN_COLUMNS wide; all of them where blocks would
+    not help."""
     if depth < BLOCK_MIN_DEPTH:
         return images
     divisors = [d for d in range(1, images + 1) if images % d == 0]
     target = BLOCK_COLUMNS / max(1, out_w)
     nearest = min(divisors, key=lambda d: abs(math.log(d / target)))
     widest = SMALL_GEMM_VOLUME // (k * depth)
-    if nearest * out_w <= widest:
+    if nearest * out_w <= widest or _gemm_rows(k, depth, nearest * out_w) < k:
         return nearest
     fitting = [d for d in divisors if IMAGE_BLOCK_MIN_COLUMNS <= d * out_w <= widest]
     return max(fitting) if fitting else images
+
+
+def _gemm_rows(k: int, depth: int, columns: int) -> int:
+    """Rows of w in each of the forward's GEMMs with a block ``columns`` wide: all K, or where
+    that GEMM passes SMALL_GEMM_VOLUME and the block is a multiple of GEMM_COLUMN_ALIGN
+    columns, the most GEMM_ROW_BLOCK multiples that stay within it (see GEMM_ROW_BLOCK)."""
+    if k * depth * columns <= SMALL_GEMM_VOLUME or columns % GEMM_COLUMN_ALIGN:
+        return k
+    fitting = SMALL_GEMM_VOLUME // (depth * columns) // GEMM_ROW_BLOCK * GEMM_ROW_BLOCK
+    return fitting if fitting else k
+
+
+def _matmul_row_blocks(a: np.ndarray, b: np.ndarray, rows: int) -> np.ndarray:
+    """``np.matmul(a, b)`` for an (M, D) matrix ``a`` and a stack ``b`` of (D, N) operands,
+    as GEMMs of ``rows`` rows of ``a`` each (the last may have fewer). Each output element is
+    one GEMM's dot product either way."""
+    m = a.shape[0]
+    if rows >= m:
+        return np.matmul(a, b)
+    out = np.empty(b.shape[:-2] + (m, b.shape[-1]), dtype=np.result_type(a, b))
+    for first in range(0, m, rows):
+        np.matmul(a[first : first + rows], b, out=out[..., first : first + rows, :])
+    return out
 
 
 def _weight_matrix(w: np.ndarray) -> np.ndarray:
@@ -321,8 +354,10 @@ def conv2d_forward(x, w, b, window: Window):
         padded = _padded_band(x[part], window, band, out_h)
         out = y[part].reshape(blocks, per_block, k, out_h, out_w)[:, :, :, band]
         band_hw = (band.stop - band.start, out_w)
+        gemm_rows = _gemm_rows(k, w_mat.shape[1], per_block * out_w)
         for rows, operand in _lower(padded, window, band_hw, per_block):
-            products = np.matmul(w_mat, operand)  # (rows, blocks, K, per_block*Q)
+            # (rows, blocks, K, per_block*Q)
+            products = _matmul_row_blocks(w_mat, operand, gemm_rows)
             if b is not None:
                 products += b[:, None]
             products = products.reshape(-1, blocks, k, per_block, out_w).transpose(1, 3, 2, 0, 4)

@@ -124,6 +124,8 @@ def test_every_uninitialised_buffer_is_written(case, rows_max_channels, monkeypa
     monkeypatch.setattr(gpucnn.cpu.conv, "SMALL_GEMM_VOLUME", 64)  # GEMMs in column blocks
     monkeypatch.setattr(gpucnn.cpu.conv, "MIN_BLOCK_COLUMNS", 1)
     monkeypatch.setattr(gpucnn.cpu.conv, "ROWS_MAX_CHANNELS", rows_max_channels)
+    monkeypatch.setattr(gpucnn.cpu.conv, "GEMM_ROW_BLOCK", 1)  # w's rows split where they can
+    monkeypatch.setattr(gpucnn.cpu.conv, "GEMM_COLUMN_ALIGN", 1)
     assert rel_error(ops.conv2d_forward(x, w, b, **geometry), y) < 1e-14
     poisoned = ops.conv2d_backward(dy, x, w, with_bias=b is not None, **geometry)
     for got, expected in zip(poisoned, clean, strict=True):
@@ -180,6 +182,39 @@ def test_images_per_block_divides_the_chunk(images, depth, out_w, expected):
     assert gpucnn.cpu.conv._images_per_block(images, 16, depth, out_w) == expected
 
 
+@pytest.mark.parametrize(
+    ("k", "depth", "columns", "expected"),
+    [
+        (64, 576, 64, 16),  # CIFAR 64->64 at 8x8, 8 images: 16 x 576 x 64 < 1e6
+        (64, 576, 32, 48),  # 4 images: 48 rows fit, 64 do not
+        (64, 288, 64, 48),  # within the volume at 54 rows: the multiples of 16 below
+        (32, 288, 64, 32),  # within the volume whole: one GEMM
+        (64, 576, 48, 64),  # 48 columns: the small kernel's slow width, not split
+        (64, 1152, 64, 64),  # not even 16 rows fit: not split
+    ],
+)
+def test_gemm_rows_split_w_where_a_block_passes_the_volume(k, depth, columns, expected):
+    assert gpucnn.cpu.conv.SMALL_GEMM_VOLUME == 10**6
+    assert gpucnn.cpu.conv.GEMM_ROW_BLOCK == 16 and gpucnn.cpu.conv.GEMM_COLUMN_ALIGN == 32
+    assert gpucnn.cpu.conv._gemm_rows(k, depth, columns) == expected
+
+
+def test_a_block_past_the_volume_keeps_its_width_where_w_can_be_split():
+    # CIFAR 64->64 at 8x8: 8 images (64 columns) in 16-row GEMMs, not 2 images in one GEMM
+    assert gpucnn.cpu.conv._images_per_block(32, 64, 576, 8) == 8
+    # w cannot be split, and no block of 16 columns or more fits: one block of all 32
+    assert gpucnn.cpu.conv._images_per_block(32, 64, 1152, 8) == 32
+
+
+@pytest.mark.parametrize("rows", [1, 2, 7, 9])
+def test_gemm_row_blocks_match_one_gemm(rows):
+    a = shuffled_linspace((9, 5), np.float64, seed=0)
+    b = shuffled_linspace((2, 3, 5, 17), np.float64, seed=1)
+    blocked = gpucnn.cpu.conv._matmul_row_blocks(a, b, rows)
+    assert blocked.shape == (2, 3, 9, 17)
+    assert rel_error(blocked, np.matmul(a, b)) < 1e-14
+
+
 @pytest.mark.parametrize("columns", [1, 2, 7])
 def test_gemm_column_blocks_match_one_gemm(columns, monkeypatch):
     # Few-channel GEMMs run in column blocks (OpenBLAS's unpacked small-GEMM path); uneven
@@ -229,6 +264,7 @@ def test_any_geometry_matches_the_loop_reference(data):
     dy_k_last_min_depth = draw(st.sampled_from([1, 1 << 30]))  # both layouts of dw's dy
     rows_max_channels = draw(st.sampled_from([0, 1 << 30]))  # both ways of computing dx
     block_columns = draw(st.integers(1, 64))  # the forward's GEMM blocks of whole images
+    row_block, column_align = draw(st.integers(1, 3)), draw(st.integers(1, 4))  # w's rows split
     # Positive values: a sum that cancels to rounding noise has no meaningful relative error.
     x = shuffled_linspace(x_shape, np.float64, seed, low=0.1, high=1.1)
     w = shuffled_linspace(w_shape, np.float64, seed + 1, low=0.1, high=1.1)
@@ -242,6 +278,8 @@ def test_any_geometry_matches_the_loop_reference(data):
         patch.setattr(gpucnn.cpu.conv, "ROWS_MAX_CHANNELS", rows_max_channels)
         patch.setattr(gpucnn.cpu.conv, "BLOCK_COLUMNS", block_columns)
         patch.setattr(gpucnn.cpu.conv, "BLOCK_MIN_DEPTH", 0)
+        patch.setattr(gpucnn.cpu.conv, "GEMM_ROW_BLOCK", row_block)
+        patch.setattr(gpucnn.cpu.conv, "GEMM_COLUMN_ALIGN", column_align)
         y = ops.conv2d_forward(x, w, b, **geometry)
         dy = shuffled_linspace(y.shape, np.float64, dy_seed, low=0.1, high=1.1)
         dx, dw, db = ops.conv2d_backward(dy, x, w, **geometry)
