@@ -26,6 +26,8 @@ import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
+
 THREADS_VARIABLE = "GPUCNN_CPU_THREADS"
 
 _state = threading.local()  # .inside: this thread is a worker (nested calls run inline)
@@ -67,18 +69,21 @@ def parallel_map(work: Callable, items: Iterable) -> list:
     # One task per worker, each taking every workers-th item (the chunks are of equal size):
     # a task costs ~10 us to hand over, a chunk one to several ms of work.
     shares = [items[first::workers] for first in range(workers)]
+    # NumPy's floating-point error handling is per thread: the workers take the caller's
+    as_worker = functools.partial(_as_worker, work, np.geterr())
     with one_thread_blas():
-        done = list(_executor(threads).map(functools.partial(_as_worker, work), shares))
+        done = list(_executor(threads).map(as_worker, shares))
     results = [None] * len(items)
     for first, share in enumerate(done):
         results[first::workers] = share
     return results
 
 
-def _as_worker(work: Callable, share: list) -> list:
+def _as_worker(work: Callable, errors: dict, share: list) -> list:
     _state.inside = True
     try:
-        return [work(item) for item in share]
+        with np.errstate(**errors):
+            return [work(item) for item in share]
     finally:
         _state.inside = False
 

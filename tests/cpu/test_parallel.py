@@ -181,6 +181,17 @@ def test_work_really_runs_on_several_threads(monkeypatch):
     assert all(name.startswith("gpucnn-cpu") for _, name in results)
 
 
+def test_workers_take_the_callers_floating_point_error_handling(monkeypatch):
+    # np.errstate is per thread: an `invalid="raise"` around an op must reach its chunks
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
+    zeros = np.zeros(4)
+    with np.errstate(invalid="raise"), pytest.raises(FloatingPointError):
+        parallel.parallel_map(lambda _: zeros / zeros, range(2))
+    with np.errstate(all="ignore"):
+        settings = parallel.parallel_map(lambda _: np.geterr(), range(2))
+    assert settings == [np.geterr() | dict.fromkeys(np.geterr(), "ignore")] * 2
+
+
 def test_blas_runs_on_one_thread_inside_and_is_restored_after(monkeypatch):
     monkeypatch.setenv(parallel.THREADS_VARIABLE, "2")
     before = _blas_threads()
