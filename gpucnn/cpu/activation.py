@@ -10,19 +10,43 @@ from ._parallel import parallel_map
 from ._windows import chunks
 
 
+def _by_chunks(work, out, *arrays):
+    """``work(out_part, *parts)`` on cache-sized chunks of the flattened arrays, on the
+    workers; returns ``out``. The ops are elementwise, so the bits do not depend on the
+    chunks. On one thread in the calling thread, ReLU's backward of a CIFAR CNN's first
+    activation (batch 128, 32 channels at 32x32: 4M floats) took 1.4 ms while the other
+    cores idled, ~11% of the training step with the forward."""
+    flat_out, flats = out.reshape(-1), [a.reshape(-1) for a in arrays]
+
+    def elementwise_chunk(part: slice) -> None:
+        work(flat_out[part], *(flat[part] for flat in flats))
+
+    bytes_per_element = out.itemsize + sum(a.itemsize for a in arrays)  # all of it in L2
+    parallel_map(elementwise_chunk, chunks(flat_out.size, bytes_per_element))
+    return out
+
+
 def relu_forward(x):
     """max(x, 0) against an array of zeros, written in place: NumPy takes its SIMD loop for
     two arrays but a generic one for an array and a scalar (1M float32 elements, one thread:
     0.39 ms as np.maximum(x, 0), 0.18 this way; the same bits, NaN and -0 included)."""
-    y = np.zeros_like(x)
-    return np.maximum(x, y, out=y)
+
+    def relu_chunk(y, v):
+        y.fill(0)
+        np.maximum(v, y, out=y)
+
+    return _by_chunks(relu_chunk, np.empty(x.shape, x.dtype), x)
 
 
 def relu_backward(dy, x):
     """dy * (x > 0), the mask made as 0/1 floats: multiplying by a bool array casts it in
     a buffered loop (1M float32 elements: 0.40 -> 0.31 ms; the same bits)."""
-    dx = np.greater(x, 0, out=np.empty(x.shape, dy.dtype))
-    return np.multiply(dy, dx, out=dx)
+
+    def relu_backward_chunk(dx, g, v):
+        np.greater(v, 0, out=dx)
+        np.multiply(g, dx, out=dx)
+
+    return _by_chunks(relu_backward_chunk, np.empty(x.shape, dy.dtype), dy, x)
 
 
 def sigmoid_forward(x):
@@ -32,33 +56,42 @@ def sigmoid_forward(x):
     took 4 ns an element on random signs (N=128, C=64, 32x32, two workers, medians of 15:
     74-76 -> 10-14 ms, PyTorch 12-13; the same bits, NaN, infinities and signed zeros
     included)."""
-    flat, y = x.reshape(-1), np.empty(x.shape, x.dtype)
-    flat_y = y.reshape(-1)
 
-    def sigmoid_chunk(part: slice) -> None:
-        v = flat[part]
+    def sigmoid_chunk(y, v):
         e = np.abs(v)
         np.exp(np.negative(e, out=e), out=e)
         denominator = e + 1
         # The numerator, 1 where x >= 0, else e: max(e, x >= 0), as e <= 1, exact and
         # branch-free (masked copies ran 15x slower on random signs); NaN stays NaN.
         np.maximum(e, v >= 0, out=e)
-        np.divide(e, denominator, out=flat_y[part])
+        np.divide(e, denominator, out=y)
 
-    parallel_map(sigmoid_chunk, chunks(flat.size, x.itemsize))
-    return y
+    return _by_chunks(sigmoid_chunk, np.empty(x.shape, x.dtype), x)
 
 
 def sigmoid_backward(dy, y):
-    return dy * y * (1 - y)
+    """dy * y * (1 - y), in that order (the same bits as the formula)."""
+
+    def sigmoid_backward_chunk(dx, g, v):
+        np.multiply(g, v, out=dx)
+        np.multiply(dx, np.subtract(1, v), out=dx)
+
+    return _by_chunks(sigmoid_backward_chunk, np.empty(y.shape, np.result_type(dy, y)), dy, y)
 
 
 def tanh_forward(x):
-    return np.tanh(x)
+    return _by_chunks(lambda y, v: np.tanh(v, out=y), np.empty(x.shape, x.dtype), x)
 
 
 def tanh_backward(dy, y):
-    return dy * (1 - y * y)
+    """dy * (1 - y * y) (the same bits as the formula)."""
+
+    def tanh_backward_chunk(dx, g, v):
+        np.multiply(v, v, out=dx)
+        np.subtract(1, dx, out=dx)
+        np.multiply(g, dx, out=dx)
+
+    return _by_chunks(tanh_backward_chunk, np.empty(y.shape, np.result_type(dy, y)), dy, y)
 
 
 def _splitmix64(z):

@@ -7,6 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
+import gpucnn.cpu._windows
 from gpucnn import ops
 from tests.helpers import numerical_gradient, rel_error, shuffled_linspace
 
@@ -44,10 +45,15 @@ def test_relu_passes_no_gradient_at_zero():
     assert np.array_equal(ops.relu_backward(dy, x), [0, 0, 0, 3, 3])
 
 
+@pytest.mark.parametrize("chunk_bytes", [None, 40])  # one chunk; chunks of a few elements
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_relu_gives_the_bits_of_its_plain_numpy_formulas(dtype):
-    # The NumPy path computes them another way for speed; NaN, -0, inf and denormals must
-    # come out as np.maximum(x, 0) and dy * (x > 0) give them, on strided views too.
+def test_relu_gives_the_bits_of_its_plain_numpy_formulas(dtype, chunk_bytes, monkeypatch):
+    # The NumPy path computes them another way for speed, in chunks on the workers; NaN, -0,
+    # inf and denormals must come out as np.maximum(x, 0) and dy * (x > 0) give them, on
+    # strided views too.
+    if chunk_bytes:
+        monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setenv("GPUCNN_CPU_THREADS", "3")
     info = np.finfo(dtype)
     special = [np.nan, -np.nan, -0.0, 0.0, np.inf, -np.inf, info.tiny, -info.tiny]
     special += [info.smallest_subnormal, -info.smallest_subnormal, info.max, -1.5, 2.5]
@@ -60,6 +66,25 @@ def test_relu_gives_the_bits_of_its_plain_numpy_formulas(dtype):
             expected = dys * (xs > 0)
             got = ops.relu_backward(dys, xs)
         assert np.array_equal(got.view(bits), expected.view(bits))
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 40])
+def test_sigmoid_and_tanh_gradients_give_the_bits_of_their_formulas(chunk_bytes, monkeypatch):
+    if chunk_bytes:
+        monkeypatch.setattr(gpucnn.cpu._windows, "CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setenv("GPUCNN_CPU_THREADS", "3")
+    y = shuffled_linspace((7, 11, 5), np.float32, low=-1, high=1)
+    y.flat[:6] = [np.nan, np.inf, -np.inf, -0.0, 1.0, np.finfo(np.float32).tiny]
+    dy = shuffled_linspace(y.shape, np.float32, seed=1, low=-3, high=3)
+    with np.errstate(invalid="ignore"):
+        pairs = [
+            (ops.sigmoid_backward(dy, y), dy * y * (1 - y)),
+            (ops.tanh_backward(dy, y), dy * (1 - y * y)),
+            (ops.tanh_forward(dy), np.tanh(dy)),
+        ]
+    for got, expected in pairs:
+        assert got.dtype == np.float32
+        assert np.array_equal(got.view(np.uint32), expected.view(np.uint32))
 
 
 def test_sigmoid_is_stable_for_large_inputs():
