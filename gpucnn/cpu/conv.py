@@ -610,10 +610,9 @@ class _Phases:
                 first_w = (b - pw) % sw
                 column = (first_w + pw) // sw
                 columns_here = len(range(first_w, width, sw))
-                if rows and columns_here:
-                    dx[:, :, first_h::sh, first_w::sw] = phases[
-                        a, b, :, :, row : row + rows, column : column + columns_here
-                    ]
+                dx[:, :, first_h::sh, first_w::sw] = phases[
+                    a, b, :, :, row : row + rows, column : column + columns_here
+                ]
 
 
 def _backward_data_by_rows(dy, w, window: Window, hw: tuple[int, int]):

@@ -41,6 +41,8 @@ CASES = [
     (2, 3, 9, 7, 2, 3, 3, 2, (3, 1), 1, True),  # stride 2, padding as wide as R
     (2, 10, 3, 5, 6, 1, 1, 1, 0, 2, True),  # 1x1 (one GEMM an image), a dilation that cannot act
     (2, 5, 4, 6, 3, 1, 1, 1, 1, 1, False),  # 1x1 with padding: a border that sees only zeros
+    # 5x1 at stride (3, 1): rows 8 and 9 unread, and the last lies past every tap's phase row
+    (1, 2, 10, 6, 2, 5, 1, (3, 1), 0, 1, True),
 ]
 
 
@@ -191,6 +193,7 @@ def test_images_per_block_divides_the_chunk(images, depth, out_w, expected):
         (32, 288, 64, 32),  # within the volume whole: one GEMM
         (64, 576, 48, 64),  # 48 columns: the small kernel's slow width, not split
         (64, 1152, 64, 64),  # not even 16 rows fit: not split
+        (25, 625, 64, 25),  # exactly at the volume: within it, not split
     ],
 )
 def test_gemm_rows_split_w_where_a_block_passes_the_volume(k, depth, columns, expected):
