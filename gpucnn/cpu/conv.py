@@ -604,15 +604,13 @@ class _Phases:
         phases = phases.reshape(sh, sw, images, c, self.rows, pitch)
         for a in range(sh):
             first_h = (a - ph) % sh  # dx's first row in phase a
-            row = (first_h + ph) // sh
-            rows = len(range(first_h, height, sh))
+            top = (first_h + ph) // sh  # its row in the phase
+            phase_rows = slice(top, top + len(range(first_h, height, sh)))
             for b in range(sw):
                 first_w = (b - pw) % sw
-                column = (first_w + pw) // sw
-                columns_here = len(range(first_w, width, sw))
-                dx[:, :, first_h::sh, first_w::sw] = phases[
-                    a, b, :, :, row : row + rows, column : column + columns_here
-                ]
+                left = (first_w + pw) // sw
+                phase_columns = slice(left, left + len(range(first_w, width, sw)))
+                dx[:, :, first_h::sh, first_w::sw] = phases[a, b, :, :, phase_rows, phase_columns]
 
 
 def _backward_data_by_rows(dy, w, window: Window, hw: tuple[int, int]):
