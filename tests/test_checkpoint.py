@@ -72,6 +72,22 @@ def test_save_into_a_missing_folder_is_an_error(tmp_path):
         save_weights(digits_cnn(), tmp_path / "nope" / "w.npz")
 
 
+def test_save_over_a_folder_is_an_error_and_keeps_the_folder(tmp_path):
+    (tmp_path / "w.npz").mkdir()
+    (tmp_path / "w.npz" / "kept").write_text("x")
+    with pytest.raises(IsADirectoryError, match="w.npz: it is a folder"):
+        save_weights(digits_cnn(), tmp_path / "w.npz")
+    assert (tmp_path / "w.npz" / "kept").read_text() == "x"
+
+
+def test_save_into_a_read_only_folder_is_an_error(tmp_path, monkeypatch):
+    # as root every folder is writable, so the check's answer is set here
+    monkeypatch.setattr(os, "access", lambda path, mode: mode != os.W_OK)
+    with pytest.raises(PermissionError, match="is not writable"):
+        save_weights(digits_cnn(), tmp_path / "w.npz")
+    assert not list(tmp_path.iterdir())
+
+
 def _write_npz(path, **arrays):
     with open(path, "wb") as handle:
         np.savez(handle, **arrays)

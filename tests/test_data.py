@@ -39,6 +39,8 @@ def test_split_is_seeded_and_disjoint():
         train_test_split(x, y, seed=-1)
     with pytest.raises(TypeError, match="test_fraction must be a number"):
         train_test_split(x, y, "0.2")
+    with pytest.raises(ValueError, match="x has 100 examples but y has 99"):
+        train_test_split(x, y[:99])
     # every example in the test set leaves none to train on: refused, down to one example
     for count, fraction in ((10, 0.96), (1, 0.2)):
         with pytest.raises(ValueError, match=f"cannot split {count} examples"):
@@ -148,6 +150,7 @@ def test_corrupt_idx_files(tmp_path):
         "magic": b"\x01\x00" + data[2:],
         "type": data[:2] + b"\x07" + data[3:],
         "truncated header": data[:6],
+        "no dimensions": data[:3] + b"\x00",
         "truncated": data[:-1],
         "trailing": data + b"\x00",
         "huge": data[:4] + struct.pack(">II", 2**31, 2**31) + data[12:],

@@ -221,6 +221,7 @@ def test_save_and_load(tmp_path):
     for extra, words in (
         ({"w": bad}, r"unexpected \['w'\]"),
         ({"rule": np.array(["hebb"] * 3)}, r"rule must be a rule's name, got <U4 \(3,\)"),
+        ({"rule": np.array("oja")}, "unknown rule 'oja'"),
     ):
         arrays = {"weights": net.weights, "rule": np.array("hebb"), "stored": np.array(3)}
         save_arrays(tmp_path / "extra.npz", {**arrays, **extra})

@@ -175,6 +175,11 @@ def test_lenet5_shapes():
         (dict(seed=-1), ValueError, "seed must be >= 0"),
         (dict(seed=0.5), TypeError, "seed must be an int"),
         (dict(x=None), TypeError, "fit: x must be an array of examples"),
+        (
+            dict(x=np.zeros((0, 1, 8, 8), np.float32), y=np.zeros(0, np.int64)),
+            ValueError,
+            "fit: the data set is empty",
+        ),
         (dict(y="labels"), TypeError, "fit: y must be an array of examples"),
         (
             dict(validation_data=(np.zeros((3, 1, 8, 8), np.float32), 7)),

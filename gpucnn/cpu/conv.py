@@ -663,10 +663,8 @@ def _backward_data_by_rows(dy, w, window: Window, hw: tuple[int, int]):
             )
             _matmul_small_blocks(w_rows, stacked, out=grads[first_full:end_full])
         for h in [*range(first_full), *range(end_full, height)]:
+            # at stride 1 every input row has a tap inside dy: first_p <= last_p
             first_p, last_p = max(0, h + pad_h - r + 1), min(out_h - 1, h + pad_h)
-            if last_p < first_p:  # every tap of this row falls in the padding
-                grads[h].fill(0)
-                continue
             taps = slice((first_p - h - pad_h + r - 1) * k, (last_p - h - pad_h + r) * k)
             operand = dy_rows[first_p : last_p + 1].reshape(-1, columns)
             _matmul_small_blocks(w_rows[:, taps], operand, out=grads[h])

@@ -214,11 +214,6 @@ def _padded_hw(height: int, width: int, window: Window) -> tuple[int, int]:
     )
 
 
-def _padded_zeros(x_shape, window: Window, dtype):
-    n, c, height, width = x_shape
-    return np.zeros((n, c, *_padded_hw(height, width, window)), dtype=dtype)
-
-
 def avg_pool2d_backward(dy, x_shape, window: Window, count_include_pad: bool):
     n, c, height, width = x_shape
     divisors = _avg_divisors(height, width, window, count_include_pad).astype(dy.dtype)

@@ -345,6 +345,10 @@ def test_global_avg_pool():
     dx = ops.global_avg_pool2d_backward(dy, x.shape)
     numeric = numerical_gradient(lambda x_: ops.global_avg_pool2d_forward(x_) * dy, x)
     assert dx.flags.c_contiguous and rel_error(dx, numeric) < 1e-9
+    with pytest.raises(ValueError, match="x must have non-empty planes"):
+        ops.global_avg_pool2d_forward(np.zeros((2, 3, 0, 4)))
+    with pytest.raises(ValueError, match="x_shape must have non-empty planes"):
+        ops.global_avg_pool2d_backward(dy, (2, 3, 5, 0))
 
 
 @pytest.mark.parametrize("plane", [(1, 1), (1, 2), (15, 17), (16, 16), (30, 31)])
