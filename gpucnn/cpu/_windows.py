@@ -7,6 +7,7 @@ view[n, c, r, s, p, q] = padded[n, c, p*stride_h + r*dil_h, q*stride_w + s*dil_w
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
@@ -97,16 +98,56 @@ def copy_rows(dst: np.ndarray, src: np.ndarray) -> None:
 def pad(x: np.ndarray, window: Window, value: float) -> np.ndarray:
     """``x`` padded by ``window.padding`` on every side, plus any ceil_mode overhang at the
     bottom/right, filled with ``value``. Returns ``x`` itself when nothing is padded."""
-    _, _, height, width = x.shape
-    ph, pw = window.padding
-    extra_h, extra_w = window.overhang(height, 0), window.overhang(width, 1)
-    if ph == pw == extra_h == extra_w == 0:
+    shape = _padded_shape(x.shape, window)
+    if shape == x.shape:
         return x
-    out = np.full(
-        x.shape[:2] + (height + 2 * ph + extra_h, width + 2 * pw + extra_w), value, x.dtype
-    )
-    copy_rows(out[:, :, ph : ph + height, pw : pw + width], x)
+    out = np.full(shape, value, x.dtype)
+    _copy_inside(out, x, window)
     return out
+
+
+def padded_plane(height: int, width: int, window: Window) -> tuple[int, int]:
+    """The padded plane's size (as ``pad`` makes it): the padding on both sides, plus any
+    ceil_mode overhang at the bottom/right."""
+    return (
+        height + 2 * window.padding[0] + window.overhang(height, 0),
+        width + 2 * window.padding[1] + window.overhang(width, 1),
+    )
+
+
+def _padded_shape(shape: tuple[int, ...], window: Window) -> tuple[int, ...]:
+    return (*shape[:2], *padded_plane(*shape[2:], window))
+
+
+def _copy_inside(padded: np.ndarray, x: np.ndarray, window: Window) -> None:
+    (ph, pw), (height, width) = window.padding, x.shape[2:]
+    copy_rows(padded[:, :, ph : ph + height, pw : pw + width], x)
+
+
+class ZeroPadding:
+    """``pad(x, window, 0.0)`` for the chunks of one op, each thread's in one buffer per
+    shape that its next chunk reuses: only the inside is copied again, the zeros around it
+    stay (nothing writes there), where ``pad`` fills a whole fresh array first, one more
+    pass over every chunk. Same-process A/B, forward + backward on two workers, two rounds
+    (session 28, SkylakeX kernels): CIFAR's 3x3 layers at 16, 32 and 64 channels 0.97-0.99x
+    the time, at stride 2 0.96-0.98x, dilated 2 0.97-0.99x; LeNet conv1 and CIFAR 3->16
+    level. A result is valid until the same thread pads its next chunk; the buffers go with
+    the op."""
+
+    def __init__(self, window: Window):
+        self.window = window
+        self._buffers: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        shape = _padded_shape(x.shape, self.window)
+        if shape == x.shape:
+            return x
+        key = (threading.get_ident(), shape, x.dtype.str)
+        padded = self._buffers.get(key)
+        if padded is None:  # each thread adds its own keys: no two write one entry
+            padded = self._buffers[key] = np.zeros(shape, x.dtype)
+        _copy_inside(padded, x, self.window)
+        return padded
 
 
 def window_view(

@@ -39,6 +39,7 @@ from ._parallel import parallel_map, worker_count
 from ._windows import (
     CHUNK_MIN_FLOPS,
     CHUNK_MULTIPLE,
+    ZeroPadding,
     add_windows,
     chunks,
     copy_rows,
@@ -347,11 +348,12 @@ def conv2d_forward(x, w, b, window: Window):
     out_h, out_w = window.output_shape(height, width)
     w_mat = _weight_matrix(w)
     y = np.empty((n, k, out_h, out_w), dtype=x.dtype)
+    padding = ZeroPadding(window)
 
     def forward_piece(task: tuple[slice, int, slice]) -> None:
         part, per_block, band = task  # per_block: the piece's chunk's, for the chunk's bits
         blocks = (part.stop - part.start) // per_block
-        padded = _padded_band(x[part], window, band, out_h)
+        padded = _padded_band(x[part], window, band, out_h, padding)
         out = y[part].reshape(blocks, per_block, k, out_h, out_w)[:, :, :, band]
         band_hw = (band.stop - band.start, out_w)
         gemm_rows = _gemm_rows(k, w_mat.shape[1], per_block * out_w)
@@ -406,12 +408,12 @@ def _row_bands(count: int, out_h: int) -> list[slice]:
     return [slice(out_h * index // count, out_h * (index + 1) // count) for index in range(count)]
 
 
-def _padded_band(x, window: Window, band: slice, out_h: int) -> np.ndarray:
-    """``pad(x, window, 0.0)``, or for a band of fewer than all ``out_h`` output rows the
-    padded rows they read, from band.start * stride_h on, without padding (or copying)
-    the rest of x."""
+def _padded_band(x, window: Window, band: slice, out_h: int, padding: ZeroPadding):
+    """``padding(x)``, x padded (valid until this thread's next chunk: the caller lowers it
+    first), or for a band of fewer than all ``out_h`` output rows the padded rows they
+    read, from band.start * stride_h on, without padding (or copying) the rest of x."""
     if band.start == 0 and band.stop == out_h:
-        return pad(x, window, 0.0)
+        return padding(x)
     height, width = x.shape[2:]
     (pad_h, pad_w), stride_h = window.padding, window.stride[0]
     first = band.start * stride_h
@@ -458,6 +460,7 @@ def _backward_filter(dy, x, w, window: Window):
     out_h, out_w = dy.shape[2:]
 
     dy_k_last = r * c * s >= DY_K_LAST_MIN_DEPTH
+    padding = ZeroPadding(window)
 
     def filter_band(task: tuple[slice, slice]) -> np.ndarray:
         part, band = task
@@ -470,7 +473,7 @@ def _backward_filter(dy, x, w, window: Window):
             copy_rows(dy_rows, dy_band.transpose(2, 1, 0, 3))
             dy_rows = dy_rows.reshape(band_h, k, -1).transpose(0, 2, 1)
         total = None
-        padded = _padded_band(x[part], window, band, out_h)
+        padded = _padded_band(x[part], window, band, out_h, padding)
         for rows, operand in _lower(padded, window, (band_h, out_w), images):
             partial = _sum_of_products(operand[:, 0], dy_rows[rows])
             total = partial if total is None else np.add(total, partial, out=total)

@@ -19,7 +19,7 @@ import numpy as np
 
 from .._shapes import Window
 from ._parallel import blas_threads_controlled, one_thread_blas, parallel_map
-from ._windows import chunks, copy_rows, crop, pad, window_view
+from ._windows import chunks, copy_rows, crop, pad, padded_plane, window_view
 
 # The max-pool backward scatters on the workers from this size of dx up. Two workers,
 # tight loops (AMD EPYC, 1 MB L2 a core): CIFAR's 3x3/2 (dx 33.5 MB) 11.3 -> 7.2 ms; LeNet's
@@ -206,19 +206,11 @@ def avg_pool2d_forward(x, window: Window, count_include_pad: bool):
     return _pool_planes(x.shape, out_hw, x.dtype, pool_chunk)
 
 
-def _padded_hw(height: int, width: int, window: Window) -> tuple[int, int]:
-    """The padded plane's size, ceil_mode's overhang included (as ``_windows.pad`` makes)."""
-    return (
-        height + 2 * window.padding[0] + window.overhang(height, 0),
-        width + 2 * window.padding[1] + window.overhang(width, 1),
-    )
-
-
 def avg_pool2d_backward(dy, x_shape, window: Window, count_include_pad: bool):
     n, c, height, width = x_shape
     divisors = _avg_divisors(height, width, window, count_include_pad).astype(dy.dtype)
     shares = (dy / divisors).reshape(n * c, 1, *dy.shape[2:])
-    padded_hw = _padded_hw(height, width, window)
+    padded_hw = padded_plane(height, width, window)
 
     def backward_chunk(part, dx):
         copy_rows(
@@ -249,7 +241,7 @@ def l2_pool2d_backward(dy, x, y, window: Window):
     with dy / y, two workers, medians of 30: N=128, C=64, 32x32, 3x3/2 131-133 -> 14.0 ms;
     LeNet's 2x2/2 (N=256, C=6, 28x28) 4.5 -> 1.1-1.2 ms."""
     n, c, height, width = x.shape
-    planes, padded_hw = x.reshape(n * c, 1, height, width), _padded_hw(height, width, window)
+    planes, padded_hw = x.reshape(n * c, 1, height, width), padded_plane(height, width, window)
     dy_planes, y_planes = (a.reshape(n * c, 1, *y.shape[2:]) for a in (dy, y))
 
     def backward_chunk(part, dx):

@@ -9,7 +9,7 @@ import pytest
 import gpucnn.cpu.conv
 from gpucnn import ops
 from gpucnn._shapes import Window
-from gpucnn.cpu._windows import pad
+from gpucnn.cpu._windows import ZeroPadding, pad
 from tests.helpers import shuffled_linspace
 
 
@@ -93,7 +93,7 @@ def test_a_band_pads_exactly_the_rows_its_output_rows_read(window):
     padded = pad(x, window, 0.0)
     stride = window.stride[0]
     for band in gpucnn.cpu.conv._row_bands(3, out_h) + [slice(0, out_h)]:
-        got = gpucnn.cpu.conv._padded_band(x, window, band, out_h)
+        got = gpucnn.cpu.conv._padded_band(x, window, band, out_h, ZeroPadding(window))
         if band == slice(0, out_h):
             expected = padded
         else:

@@ -3,6 +3,8 @@ NumPy path takes reaches outside its array."""
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import as_strided
@@ -10,12 +12,15 @@ from numpy.lib.stride_tricks import as_strided
 import gpucnn.cpu._windows
 import gpucnn.cpu.conv
 from gpucnn import ops
+from gpucnn._shapes import Window
 from gpucnn.cpu._windows import (
     CHUNK_BYTES,
     CHUNK_MIN_FLOPS,
     CHUNK_MULTIPLE,
+    ZeroPadding,
     chunks,
     copy_rows,
+    pad,
     pieces,
 )
 from tests.helpers import conv_case_geometry, conv_case_inputs, shuffled_linspace
@@ -276,3 +281,31 @@ def test_a_convolution_forward_passes_its_flops_to_chunks(images, expected_chunk
     assert [len(items) for items in seen] == [expected_chunks]
     exact = ops.conv2d_forward(x.astype(np.float64), w.astype(np.float64), None, 1, 1)
     assert np.linalg.norm(y - exact) / np.linalg.norm(exact) < 1e-6
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_zero_padding_reuses_a_threads_buffer_and_keeps_its_zeros(dtype):
+    window = Window(size=(3, 3), stride=(1, 1), padding=(2, 1), dilation=(1, 1))
+    padding = ZeroPadding(window)
+    first, second = (shuffled_linspace((2, 3, 5, 4), dtype, seed=seed) for seed in (0, 1))
+    padded = padding(first)
+    assert padded.dtype == dtype and np.array_equal(padded, pad(first, window, 0.0))
+    # the next chunk of that shape, in the same buffer: only its inside was written again
+    again = padding(second)
+    assert again is padded and np.array_equal(again, pad(second, window, 0.0))
+    other = padding(first[:1])  # another shape (a last, smaller chunk): its own buffer
+    assert other is not padded and np.array_equal(other, pad(first[:1], window, 0.0))
+    assert np.array_equal(padding(second), pad(second, window, 0.0))
+    # another thread: a buffer of its own, so two workers never share one
+    found = []
+    worker = threading.Thread(target=lambda: found.append(padding(first)))
+    worker.start()
+    worker.join()
+    assert found[0] is not padded and np.array_equal(found[0], pad(first, window, 0.0))
+    assert np.array_equal(padded, pad(second, window, 0.0))  # this thread's, untouched
+
+
+def test_zero_padding_without_padding_returns_the_input():
+    x = shuffled_linspace((2, 3, 5, 4))
+    window = Window(size=(3, 3), stride=(1, 1), padding=(0, 0), dilation=(1, 1))
+    assert ZeroPadding(window)(x) is x
