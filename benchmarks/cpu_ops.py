@@ -1,6 +1,6 @@
 """The NumPy path against PyTorch's CPU ops on LeNet- and CIFAR-sized layers.
 
-    python benchmarks/cpu_ops.py [--quick] [--threads N] [--out DIR]
+    python benchmarks/cpu_ops.py [--quick] [--threads N] [--only TEXT] [--rounds N] [--out DIR]
 
 Forward and backward of convolution and of max, average, L2 and global-average pooling,
 float32, median of 30 runs after warm-up; PyTorch is timed on the same inputs in the same
@@ -12,6 +12,12 @@ Both sides use every core this process may run on unless ``--threads`` sets both
 chunk workers through GPUCNN_CPU_THREADS, PyTorch's intra-op pool): the committed tables
 come from 2-vCPU VMs, and a host with more cores shows how each side scales
 (``benchmarks/gpu_check.sh OUT cpu`` runs it on the GPU machine's host).
+
+A shared VM's speed drifts over minutes, so one pass can put a layer's ratio 15-20% off
+(session 28: the same code's dilated 3x3 at 1.88x, 2.23x and 1.96x in three runs).
+``--rounds N`` makes N whole passes, one after the other, and the table gives each
+layer's median over them and the range of its ratio; ``--only TEXT`` keeps the layers
+whose name contains TEXT.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import argparse
 import contextlib
 import datetime
 import os
+import statistics
 import sys
 from pathlib import Path
 
@@ -223,25 +230,55 @@ def _threads(torch) -> dict:
     }
 
 
-def _spread(timing) -> str:
-    return f"{timing.median_ms:.2f} ({timing.p10_ms:.2f}-{timing.p90_ms:.2f})"
+def _spread(timings: list) -> str:
+    """A side's time for one direction: one round's median (p10-p90 of its runs), or the
+    median of several rounds' medians (their min-max)."""
+    if len(timings) == 1:
+        timing = timings[0]
+        return f"{timing.median_ms:.2f} ({timing.p10_ms:.2f}-{timing.p90_ms:.2f})"
+    medians = [timing.median_ms for timing in timings]
+    return f"{statistics.median(medians):.2f} ({min(medians):.2f}-{max(medians):.2f})"
 
 
-def _both_directions(pair) -> list[str]:
-    """The table row for forward + backward of one layer (sums of the medians)."""
-    first = pair[0]
-    mine = sum(record["numpy"].median_ms for record in pair)
-    if any(record["torch"] is None for record in pair):
-        return [first["op"], first["layer"], "forward + backward", f"{mine:.2f}", "-", "-"]
-    theirs = sum(record["torch"].median_ms for record in pair)
-    return [
-        first["op"],
-        first["layer"],
-        "forward + backward",
-        f"{mine:.2f}",
-        f"{theirs:.2f}",
-        f"**{mine / theirs:.2f}x**",
-    ]
+def _ratio(mine: list, theirs: list, bold: bool = False) -> str:
+    """NumPy's time over PyTorch's, per round (sums of ``mine`` and ``theirs``, each a
+    round's list of medians): the one ratio, or the median and the range of several."""
+    ratios = [sum(a) / sum(b) for a, b in zip(mine, theirs, strict=True)]
+    text = f"{statistics.median(ratios):.2f}x"
+    text = f"**{text}**" if bold else text
+    return text if len(ratios) == 1 else f"{text} ({min(ratios):.2f}-{max(ratios):.2f}x)"
+
+
+def _rows(records: list[dict], kind: str, name: str) -> list[list[str]]:
+    """The table rows of one layer: each direction, then forward + backward (the goal's
+    measure: the sum of the two medians, round by round), from every round's records."""
+    rows, sums = [], {"numpy": [], "torch": []}
+    for direction in ("forward", "backward"):
+        mine = [r["numpy"] for r in records if r["layer"] == name and r["direction"] == direction]
+        theirs = [r["torch"] for r in records if r["layer"] == name and r["direction"] == direction]
+        compared = all(theirs)
+        rows.append(
+            [
+                kind,
+                name,
+                direction,
+                _spread(mine),
+                _spread(theirs) if compared else "-",
+                _ratio([[t.median_ms] for t in mine], [[t.median_ms] for t in theirs])
+                if compared
+                else "-",
+            ]
+        )
+        sums["numpy"].append([t.median_ms for t in mine])
+        sums["torch"].append([t.median_ms for t in theirs] if compared else None)
+    mine = [list(pair) for pair in zip(*sums["numpy"], strict=True)]  # per round: fwd, bwd
+    total = f"{statistics.median(sum(pair) for pair in mine):.2f}"
+    if any(side is None for side in sums["torch"]):
+        return [*rows, [kind, name, "forward + backward", total, "-", "-"]]
+    theirs = [list(pair) for pair in zip(*sums["torch"], strict=True)]
+    their_total = f"{statistics.median(sum(pair) for pair in theirs):.2f}"
+    both = [kind, name, "forward + backward", total, their_total, _ratio(mine, theirs, True)]
+    return [*rows, both]
 
 
 def main(argv=None) -> int:
@@ -252,62 +289,66 @@ def main(argv=None) -> int:
         type=int,
         help="threads for both sides (default: every core, each side's own default)",
     )
+    parser.add_argument("--only", metavar="TEXT", help="only the layers whose name has TEXT")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="whole passes over the layers (default 1)"
+    )
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error(f"--threads must be at least 1, got {args.threads}")
+    if args.rounds < 1:
+        parser.error(f"--rounds must be at least 1, got {args.rounds}")
     repeat = 5 if args.quick else 30
     layers = [("conv2d", *layer, conv_calls) for layer in CONV_LAYERS]
     layers += [("max_pool2d", *layer, pool_calls) for layer in POOL_LAYERS]
     layers += [("avg_pool2d", *layer, avg_pool_calls) for layer in AVG_POOL_LAYERS]
     layers += [("l2_pool2d", *layer, l2_pool_calls) for layer in L2_POOL_LAYERS]
     layers += [("global_avg_pool2d", *layer, global_pool_calls) for layer in GLOBAL_POOL_LAYERS]
+    if args.only is not None:
+        layers = [layer for layer in layers if args.only.lower() in layer[1].lower()]
+        if not layers:
+            parser.error(f"--only {args.only!r} matches no layer")
     torch = _torch()
     if args.threads is not None:
         use_threads(torch, args.threads)
-    records, rows = [], []
-    for kind, name, shape, spec, calls in layers:
-        numpy_calls, torch_calls = calls(shape, spec)
-        for direction, numpy_call in numpy_calls.items():
-            contenders = {"numpy": numpy_call}
-            if direction in torch_calls:
-                contenders["torch"] = torch_calls[direction]
-            with torch.no_grad() if torch is not None else contextlib.nullcontext():
-                timings = time_cpu_alternating(contenders, repeat=repeat)
-            mine, torch_timing = timings["numpy"], timings.get("torch")
-            ratio = mine.median_ms / torch_timing.median_ms if torch_timing else None
-            records.append(
-                {
-                    "op": kind,
-                    "layer": name,
-                    "shape": shape,
-                    "spec": spec,
-                    "direction": direction,
-                    "numpy": mine,
-                    "torch": torch_timing,
-                    "ratio": ratio,
-                }
-            )
-            rows.append(
-                [
-                    kind,
-                    name,
-                    direction,
-                    _spread(mine),
-                    _spread(torch_timing) if ratio else "-",
-                    f"{ratio:.2f}x" if ratio else "-",
-                ]
-            )
-            print(" | ".join(rows[-1]), flush=True)
-        rows.append(_both_directions(records[-2:]))  # the goal's measure
-        print(" | ".join(rows[-1]), flush=True)
+    records = []
+    for round_index in range(args.rounds):
+        for kind, name, shape, spec, calls in layers:
+            numpy_calls, torch_calls = calls(shape, spec)
+            for direction, numpy_call in numpy_calls.items():
+                contenders = {"numpy": numpy_call}
+                if direction in torch_calls:
+                    contenders["torch"] = torch_calls[direction]
+                with torch.no_grad() if torch is not None else contextlib.nullcontext():
+                    timings = time_cpu_alternating(contenders, repeat=repeat)
+                mine, torch_timing = timings["numpy"], timings.get("torch")
+                ratio = mine.median_ms / torch_timing.median_ms if torch_timing else None
+                records.append(
+                    {
+                        "op": kind,
+                        "layer": name,
+                        "shape": shape,
+                        "spec": spec,
+                        "direction": direction,
+                        "round": round_index,
+                        "numpy": mine,
+                        "torch": torch_timing,
+                        "ratio": ratio,
+                    }
+                )
+                print(
+                    f"round {round_index + 1}: {kind} | {name} | {direction} | {mine}", flush=True
+                )
+    rows = [row for kind, name, *_ in layers for row in _rows(records, kind, name)]
+    spread = "p10-p90" if args.rounds == 1 else f"min-max of {args.rounds} rounds"
     table = markdown_table(
         [
             "op",
             "layer",
             "direction",
-            "numpy ms (p10-p90)",
-            "torch ms (p10-p90)",
+            f"numpy ms ({spread})",
+            f"torch ms ({spread})",
             "numpy / torch (medians)",
         ],
         rows,
@@ -318,7 +359,10 @@ def main(argv=None) -> int:
     sides = f"Threads: gpucnn {threads['numpy']}, PyTorch {threads['torch'] or '-'}."
     table = f"{host_summary(host)} {sides}\n\n{table}"
     path = write_results(
-        f"{stamp}_cpu_ops" + (f"_{args.threads}threads" if args.threads else ""),
+        f"{stamp}_cpu_ops"
+        + (f"_{args.threads}threads" if args.threads else "")
+        + (f"_{args.rounds}rounds" if args.rounds > 1 else "")
+        + ("_partial" if args.only is not None else ""),
         {"date": stamp, "host": host, "threads": threads, "records": records},
         table,
         args.out,

@@ -465,12 +465,69 @@ def test_cpu_ops_threads_set_both_sides(monkeypatch):
     assert worker_count() == 1
 
 
-def test_cpu_ops_rejects_fewer_than_one_thread(capsys):
+@pytest.mark.parametrize(
+    "arguments, words",
+    [
+        (["--threads", "0"], "--threads must be at least 1"),
+        (["--rounds", "0"], "--rounds must be at least 1"),
+        (["--only", "resnet-50"], "--only 'resnet-50' matches no layer"),
+    ],
+)
+def test_cpu_ops_rejects_bad_arguments(arguments, words, capsys):
     from benchmarks import cpu_ops
 
     with pytest.raises(SystemExit):
-        cpu_ops.main(["--threads", "0"])
-    assert "--threads must be at least 1" in capsys.readouterr().err
+        cpu_ops.main(arguments)
+    assert words in capsys.readouterr().err
+
+
+def test_cpu_ops_rounds_give_each_layers_median_and_range():
+    # Two rounds of one layer: forward 3 and 4 ms against 2 (ratios 1.5x and 2x), backward
+    # 1 and 1 ms against 1 and 2: forward + backward 4/3 and 5/4 per round.
+    from benchmarks import cpu_ops
+    from benchmarks.harness import Timing
+
+    def timing(ms):
+        return Timing(ms, ms, ms, 1)
+
+    records = [
+        {"layer": "l", "direction": direction, "numpy": timing(a), "torch": timing(b)}
+        for direction, a, b in [
+            ("forward", 3, 2),
+            ("backward", 1, 1),
+            ("forward", 4, 2),
+            ("backward", 1, 2),
+        ]
+    ]
+    forward, backward, both = cpu_ops._rows(records, "conv2d", "l")
+    assert forward[3:] == ["3.50 (3.00-4.00)", "2.00 (2.00-2.00)", "1.75x (1.50-2.00x)"]
+    assert backward[5] == "0.75x (0.50-1.00x)"
+    assert both[2:] == ["forward + backward", "4.50", "3.50", "**1.29x** (1.25-1.33x)"]
+    # one round: its own spread and ratio, as a single pass has always shown them
+    forward, _, both = cpu_ops._rows(records[:2], "conv2d", "l")
+    assert forward[3] == "3.00 (3.00-3.00)" and both[5] == "**1.33x**"
+    # without PyTorch: NumPy's times only
+    alone = [dict(record, torch=None) for record in records]
+    assert [row[4:] for row in cpu_ops._rows(alone, "conv2d", "l")] == [["-", "-"]] * 3
+
+
+def test_cpu_ops_writes_every_rounds_records(tmp_path):
+    from benchmarks import cpu_ops
+
+    assert (
+        cpu_ops.main(["--quick", "--only", "global avg", "--rounds", "2", "--out", str(tmp_path)])
+        == 0
+    )
+    (table,) = tmp_path.glob("*_cpu_ops_2rounds_partial.md")
+    assert "min-max of 2 rounds" in table.read_text() and "forward + backward" in table.read_text()
+    (results,) = tmp_path.glob("*_cpu_ops_2rounds_partial.json")
+    records = json.loads(results.read_text())["records"]
+    assert [(r["round"], r["direction"]) for r in records] == [
+        (0, "forward"),
+        (0, "backward"),
+        (1, "forward"),
+        (1, "backward"),
+    ]
 
 
 def test_host_facts_name_the_cpu_and_the_blas_for_cpu_results():
