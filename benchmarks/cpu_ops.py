@@ -254,8 +254,10 @@ def _rows(records: list[dict], kind: str, name: str) -> list[list[str]]:
     measure: the sum of the two medians, round by round), from every round's records."""
     rows, sums = [], {"numpy": [], "torch": []}
     for direction in ("forward", "backward"):
-        mine = [r["numpy"] for r in records if r["layer"] == name and r["direction"] == direction]
-        theirs = [r["torch"] for r in records if r["layer"] == name and r["direction"] == direction]
+        mine, theirs = (
+            [r[side] for r in records if r["layer"] == name and r["direction"] == direction]
+            for side in ("numpy", "torch")
+        )
         compared = all(theirs)
         rows.append(
             [
