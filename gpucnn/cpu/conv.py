@@ -45,6 +45,7 @@ from ._windows import (
     copy_rows,
     crop,
     pad,
+    padded_plane,
     pieces,
     window_view,
 )
@@ -527,7 +528,7 @@ def _backward_data(dy, w, window: Window, hw: tuple[int, int]):
     w_columns = np.ascontiguousarray(w.reshape(k, -1).T)  # (CRS, K)
     disjoint = _is_disjoint(window)
     dx = np.empty((dy.shape[0], c, height, width), dtype=dy.dtype)
-    padded_hw = (height + 2 * window.padding[0], width + 2 * window.padding[1])
+    padded_hw = padded_plane(height, width, window)
     # w^T of the pitch's zero columns must be 0: an inf or NaN weight keeps the strided adds
     phases = None if disjoint or not np.isfinite(w).all() else _Phases(window, (out_h, out_w), hw)
 
