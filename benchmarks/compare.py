@@ -88,12 +88,14 @@ def _load(path: Path) -> dict:
 
 
 _FAMILY = "|".join(FAMILY_NAMES)
-_SUFFIXES = re.compile(rf"(_({_FAMILY})(-({_FAMILY}))*)?(_quick)?$")
+# A committed run may carry its session's tag ahead of those: _session29_hopfield_quick. Other
+# labels (_start, _before-...) mark runs that are no baseline and keep them out.
+_SUFFIXES = re.compile(rf"(_session\d+)?(_({_FAMILY})(-({_FAMILY}))*)?(_quick)?$")
 
 
 def _device_of(path: Path) -> str:
-    """The device part of a result's name, without the families and ``_quick`` the runner
-    may add: 2026-11-22_nvidia-h100_hopfield_quick -> nvidia-h100."""
+    """The device part of a result's name, without the session tag, families and ``_quick``
+    it may carry: 2026-11-22_nvidia-h100_session29_hopfield_quick -> nvidia-h100."""
     return _SUFFIXES.sub("", path.stem.split("_", 1)[-1])
 
 

@@ -334,6 +334,8 @@ def test_compare_orders_runs_of_one_day_by_when_they_finished(tmp_path):
         ("2026-11-22_gpu-a_hopfield_quick.json", "2026-11-22T19:20:00+00:00"),
         ("2026-11-22_gpu-a_quick.json", None),  # from before runs recorded the time
         ("2026-11-22_gpu-ab.json", "2026-11-22T19:50:00+00:00"),  # another device
+        ("2026-11-22_gpu-a_session7_pool2d.json", "2026-11-22T19:30:00+00:00"),  # a session's
+        ("2026-11-22_gpu-a_session7_start.json", "2026-11-22T19:45:00+00:00"),  # not a baseline
     ):
         extra = {"finished_utc": finished} if finished else {}
         (committed / name).write_text(json.dumps(_run(records, **extra)))
@@ -341,6 +343,7 @@ def test_compare_orders_runs_of_one_day_by_when_they_finished(tmp_path):
     after, befores = latest(out, committed)
     assert [p.name for p in befores] == [
         "2026-11-22_gpu-a.json",
+        "2026-11-22_gpu-a_session7_pool2d.json",
         "2026-11-22_gpu-a_hopfield_quick.json",
         "2026-11-22_gpu-a_conv2d-pool2d-train_step.json",
         "2026-11-22_gpu-a_quick.json",
