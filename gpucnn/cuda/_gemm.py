@@ -17,6 +17,12 @@ STEP = 8  # the reduction step (gemm::kStep): a split starts on one
 # batch 256: 9 splits, 576 blocks, 0.311 ms; 8 splits, 512 blocks, 0.279 ms). The splits'
 # workspace holds at most TARGET_BLOCKS tiles of C: ~35 MB in float32.
 TARGET_BLOCKS = 528
+# Products whose blocks all carry the same work (the Hopfield network's) split only as far as
+# one wave: there a second wave buys no balance and doubles the splits' workspace. Measured
+# on an H100 (session 29, against two waves): Hopfield n = 4096 batch 256 0.280 -> 0.270 ms
+# (4 splits, not 8), batch 1024 0.997 -> 0.966 (1, not 2), n = 16384 batch 8 0.478 -> 0.462
+# (33, not 66); n = 16384 batch 64 and 256 level.
+ONE_WAVE = TARGET_BLOCKS // 2
 MIN_SPLIT = 128
 
 
@@ -25,11 +31,13 @@ def grid(columns: int, rows: int, tile_rows: int, splits: int = 1) -> tuple[int,
     return (-(-columns // TILE_COLUMNS), -(-rows // tile_rows), splits)
 
 
-def split_reduction(reduction: int, blocks: int) -> tuple[int, int]:
+def split_reduction(
+    reduction: int, blocks: int, target_blocks: int = TARGET_BLOCKS
+) -> tuple[int, int]:
     """(splits, indices per split) for a GEMM of ``blocks`` tiles reducing over ``reduction``
-    indices: as many splits as keep the grid within TARGET_BLOCKS blocks and each split at
-    least MIN_SPLIT indices long, each a whole number of reduction steps."""
-    splits = max(1, min(TARGET_BLOCKS // blocks, reduction // MIN_SPLIT))
+    indices: as many splits as keep the grid within ``target_blocks`` blocks and each split
+    at least MIN_SPLIT indices long, each a whole number of reduction steps."""
+    splits = max(1, min(target_blocks // blocks, reduction // MIN_SPLIT))
     chunk = max(1, -(-reduction // splits))
     chunk = -(-chunk // STEP) * STEP  # whole steps: each split starts on a vector boundary
     return max(1, -(-reduction // chunk)), chunk

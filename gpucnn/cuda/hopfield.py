@@ -10,7 +10,7 @@ import numpy as np
 
 from .._device import array_module, is_cupy_array
 from ..cpu.hopfield import next_states as next_states  # elementwise: one version for both
-from ._gemm import WIDE_ROWS, grid, split_reduction
+from ._gemm import ONE_WAVE, WIDE_ROWS, grid, split_reduction
 from ._launch import contiguous, empty, grid_stride_blocks, launch
 from ._loader import get_kernel
 
@@ -51,8 +51,8 @@ def _product(w, y, sync: bool):
         kernel = get_kernel(SOURCE, "hopfield_product_gemm", y)
         column_blocks, row_blocks, _ = grid(n, batch, WIDE_ROWS)
     # too few blocks to fill the GPU (n = 4096, batch 256: 64 tiles; batch 8: 2 blocks): split
-    # the reduction over neurons
-    splits, chunk = split_reduction(n, column_blocks * row_blocks)
+    # the reduction over neurons, up to one wave (every block has the same work)
+    splits, chunk = split_reduction(n, column_blocks * row_blocks, ONE_WAVE)
     partial = out if splits == 1 else empty(y, (splits, batch, n), y.dtype)
     launch(
         kernel,

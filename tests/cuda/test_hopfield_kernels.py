@@ -132,6 +132,27 @@ def test_a_product_split_over_neurons_gives_the_same_bits(backend, monkeypatch, 
     assert "hopfield_finish_splits" in launched
 
 
+@pytest.mark.parametrize(
+    "n, batch, splits",
+    [
+        (4096, 256, 4),  # 32 x 2 tiles: four splits fill one wave (two waves would be eight)
+        (4096, 1024, 1),  # 32 x 8 tiles fill a wave already
+        (16384, 8, 33),  # the skinny product's 8 blocks
+        (16384, 256, 1),
+    ],
+)
+def test_the_product_splits_its_neurons_up_to_one_wave(monkeypatch, n, batch, splits):
+    # Planning only: the launch is recorded, not run (these sizes are too slow to emulate).
+    grids = []
+    monkeypatch.setattr(cuda_hopfield, "get_kernel", lambda source, name, like: name)
+    monkeypatch.setattr(cuda_hopfield, "launch", lambda kernel, grid, *rest: grids.append(grid))
+    y = np.ones((batch, n), np.float32)
+    cuda_hopfield.fields(np.zeros((1, 1), np.float32), y)
+    assert grids[0][2] == splits
+    assert grids[0][2] * grids[0][0] * grids[0][1] <= cuda_gemm.ONE_WAVE < cuda_gemm.TARGET_BLOCKS
+    assert len(grids) == (2 if splits > 1 else 1)  # the splits' sum, when there are splits
+
+
 # (n, batch): the skinny product's every bucket of states at both edges (2 and 8, 9 and 16,
 # 17 and 32, 33 and 64) and 65, past it (the GEMM tile); n past a block's columns (256 of
 # them with 33-64 states, 512 with 17-32, 1024 with 9-16, so at a bucket's top a kernel
