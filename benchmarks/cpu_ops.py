@@ -8,8 +8,9 @@ process when it is installed, in blocks of runs alternating with NumPy's (see
 harness.time_cpu_alternating).
 Goal (issue #2): conv2d forward+backward within 2x of PyTorch, pooling within 2x.
 
-Both sides use every core this process may run on unless ``--threads`` sets both (gpucnn's
-chunk workers through GPUCNN_CPU_THREADS, PyTorch's intra-op pool): the committed tables
+Each side uses its own default unless ``--threads`` sets both (gpucnn's chunk workers
+through GPUCNN_CPU_THREADS, PyTorch's intra-op pool): gpucnn the cores this process may run
+on, at most 4 (``_parallel.DEFAULT_MAX_WORKERS``), PyTorch every core. The committed tables
 come from 2-vCPU VMs, and a host with more cores shows how each side scales
 (``benchmarks/gpu_check.sh OUT cpu`` runs it on the GPU machine's host).
 
@@ -289,7 +290,7 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--threads",
         type=int,
-        help="threads for both sides (default: every core, each side's own default)",
+        help="threads for both sides (default: each side's own)",
     )
     parser.add_argument("--only", metavar="TEXT", help="only the layers whose name has TEXT")
     parser.add_argument(

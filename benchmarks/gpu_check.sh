@@ -8,8 +8,9 @@
 # GPU (benchmarks/compare.py): which rows a change made faster or slower, beyond the noise.
 # host profiles the training steps' host time (benchmarks/host_profile.py); host-graph the
 # same steps recorded as CUDA graphs. cpu times the NumPy path against PyTorch's CPU ops on
-# the machine's host (benchmarks/cpu_ops.py), on every core and on two: the committed CPU
-# tables come from 2-vCPU VMs, and issue #2's ratios on a many-core host are unmeasured.
+# the machine's host (benchmarks/cpu_ops.py), with its defaults and on two threads: the CPU
+# tables come from 2-vCPU VMs; on the H100 host (16 cores, session 29) a pass ran past 190 s
+# (the convolutions alone, --only conv, 110 s), so give it STEP_TIMEOUT=300 or more.
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot

@@ -1,4 +1,5 @@
-"""Chunks of a NumPy op on every core: one worker thread per core, BLAS at one thread each.
+"""Chunks of a NumPy op on several cores: one worker thread per core (up to a cap), BLAS at one
+thread each.
 
 The NumPy path splits its work into chunks near the L2 cache size (``_windows.chunks``).
 NumPy's copies and transposes run on one core and OpenBLAS's small GEMMs scale poorly, so
@@ -10,7 +11,7 @@ Results do not depend on the worker count: chunks are the same either way, each 
 own slice of the output, reductions across chunks are summed by the caller in chunk order,
 and every chunk runs with BLAS at one thread, in a worker or in the calling thread (OpenBLAS
 gives other bits on more). ``GPUCNN_CPU_THREADS`` sets the worker count (1: everything in
-the calling thread).
+the calling thread); unset, it is the cores this process may run on, at most DEFAULT_MAX_WORKERS.
 
 While chunks run, BLAS is limited to one thread process-wide (``one_thread_blas``); the
 limit is counted, so overlapping calls from several user threads restore it only when the
@@ -29,6 +30,13 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 THREADS_VARIABLE = "GPUCNN_CPU_THREADS"
+# More workers stop paying where each chunk's many small NumPy calls, which hold the GIL,
+# queue behind each other's. On a 16-core Xeon (the H100 host, session 29), forward +
+# backward of CIFAR 16->16 / 64->64 at batch 128, two runs: 4 workers 20.9 / 14.9 ms and
+# 16.5 / 12.0; 8 workers 21.6 / 15.7 and 18.8 / 16.6; 16 workers 28.0 / 22.6 and 23.5 /
+# 28.2 (one worker 52 / 46 and 35 / 33). Its GEMMs alone scaled 14x on 16 threads, its
+# copies 7.5x: the rest of a chunk's work does not. Larger layers there are unmeasured.
+DEFAULT_MAX_WORKERS = 4
 
 _state = threading.local()  # .inside: this thread is a worker (nested calls run inline)
 _pool_lock = threading.Lock()
@@ -40,7 +48,7 @@ _blas_saved: list | None = None  # [(library controller, its thread count before
 
 def worker_count() -> int:
     """Threads a NumPy op may use: ``GPUCNN_CPU_THREADS``, else the cores this process may
-    run on."""
+    run on, at most DEFAULT_MAX_WORKERS."""
     setting = os.environ.get(THREADS_VARIABLE, "").strip()
     if setting:
         try:
@@ -51,8 +59,10 @@ def worker_count() -> int:
             raise ValueError(f"{THREADS_VARIABLE} must be a positive integer, got {setting!r}")
         return count
     if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return max(1, os.cpu_count() or 1)
+        cores = len(os.sched_getaffinity(0))
+    else:
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, DEFAULT_MAX_WORKERS))
 
 
 def parallel_map(work: Callable, items: Iterable) -> list:

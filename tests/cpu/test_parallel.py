@@ -316,11 +316,21 @@ def test_a_bad_thread_count_is_named(setting, monkeypatch):
         parallel.worker_count()
 
 
-def test_without_a_setting_every_allowed_core_is_used(monkeypatch):
+@pytest.mark.parametrize("cores, workers", [(1, 1), (2, 2), (4, 4), (16, 4), (64, 4)])
+def test_without_a_setting_every_allowed_core_is_used_up_to_the_cap(monkeypatch, cores, workers):
     monkeypatch.delenv(parallel.THREADS_VARIABLE, raising=False)
-    assert parallel.worker_count() >= 1
+    monkeypatch.setattr(
+        parallel.os, "sched_getaffinity", lambda pid: set(range(cores)), raising=False
+    )
+    assert parallel.worker_count() == workers == min(cores, parallel.DEFAULT_MAX_WORKERS)
+
+
+def test_a_setting_overrides_the_cores_and_the_cap(monkeypatch):
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(4)), raising=False)
     monkeypatch.setenv(parallel.THREADS_VARIABLE, " 3 ")
     assert parallel.worker_count() == 3
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, "16")
+    assert parallel.worker_count() == 16
 
 
 AVX512 = ["fma", "avx2", *parallel.AVX512_FLAGS]
