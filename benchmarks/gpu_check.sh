@@ -17,11 +17,13 @@
 # take the other steps' logs with it. NCU_KERNELS (space-separated names from the list below)
 # limits the ncu step to those kernels. On an H100 (2026-11-24, session 20): info 2 s, tests
 # 118 s, memcheck 111 s and racecheck 222 s (beside the tests), bench 128 s; session 10:
-# bench-quick 55 s, resources 40 s; ncu 42-51 s a kernel. On this project's device machines
+# bench-quick 55 s, resources 40 s; ncu 42-51 s a kernel. Session 29: tests 130 s, memcheck
+# 127 s, racecheck stopped at 240 s with 746 of 748 tests done (the last file, 8 tests,
+# takes 60 s under it alone), device 344 s in all. On this project's device machines
 # (10 minutes per command, 8 files back) the step "device" does the lot in one command:
-# the sanitizers beside the tests (each step stopped after STEP_TIMEOUT, default 240 s
-# there), then the quick benchmarks, compare, resources and the host profiles, every log
-# packed into OUT/gpu-check.tgz beside OUT/summary.txt:
+# the sanitizers beside the tests (each step stopped after STEP_TIMEOUT, default 330 s
+# there: about 440 s in all), then the quick benchmarks, compare, resources and the host
+# profiles, every log packed into OUT/gpu-check.tgz beside OUT/summary.txt:
 #   benchmarks/gpu_check.sh $OUT device
 set -u
 out=${1:?usage: gpu_check.sh OUT [steps...]}
@@ -93,7 +95,7 @@ for step in $steps; do
             done ;;
         device) work=$(mktemp -d)
             (
-                export STEP_TIMEOUT=${STEP_TIMEOUT:-240}
+                export STEP_TIMEOUT=${STEP_TIMEOUT:-330}
                 pids=()
                 for sanitizer in memcheck racecheck; do
                     "$0" "$work/$sanitizer" $sanitizer >"$work/$sanitizer.txt" 2>&1 &
