@@ -30,12 +30,12 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 
 THREADS_VARIABLE = "GPUCNN_CPU_THREADS"
-# More workers stop paying where each chunk's many small NumPy calls, which hold the GIL,
-# queue behind each other's. On a 16-core Xeon (the H100 host, session 29), forward +
-# backward of CIFAR 16->16 / 64->64 at batch 128, two runs: 4 workers 20.9 / 14.9 ms and
-# 16.5 / 12.0; 8 workers 21.6 / 15.7 and 18.8 / 16.6; 16 workers 28.0 / 22.6 and 23.5 /
-# 28.2 (one worker 52 / 46 and 35 / 33). Its GEMMs alone scaled 14x on 16 threads, its
-# copies 7.5x: the rest of a chunk's work does not. Larger layers there are unmeasured.
+# More workers stop paying, and past a point cost. On a 16-core Xeon (the H100 host,
+# session 29), forward + backward of CIFAR 16->16 / 64->64 at batch 128, two runs: 4
+# workers 20.9 / 14.9 ms and 16.5 / 12.0; 8 workers 21.6 / 15.7 and 18.8 / 16.6; 16 workers
+# 28.0 / 22.6 and 23.5 / 28.2 (one worker 52 / 46 and 35 / 33). Its GEMMs alone scaled 14x
+# on 16 threads, its copies 7.5x, and an op holds the GIL for only 10-15% of its time (on
+# the VM): why the whole op does not scale is not yet pinned down (benchmarks/NOTES.md).
 DEFAULT_MAX_WORKERS = 4
 
 _state = threading.local()  # .inside: this thread is a worker (nested calls run inline)
