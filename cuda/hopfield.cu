@@ -36,9 +36,9 @@
 namespace hopfield {
 
 constexpr int kThreads = 256;
-// The skinny product: every thread holds kSkinnyAccumulators fields (kBatch states by
-// 64 / kBatch columns) and has kSkinnyLoads loads of W in flight; the states of a chunk of
-// neurons sit in kSkinnySharedBytes of shared memory.
+// The skinny product: every thread holds kSkinnyAccumulators fields (kStates states by
+// 64 / kStates columns, kStates at most 32) and has kSkinnyLoads loads of W in flight; the
+// states of a chunk of neurons sit in kSkinnySharedBytes of shared memory.
 constexpr int kSkinnyAccumulators = 64;
 constexpr int kSkinnyLoads = 8;
 constexpr int kSkinnySharedBytes = 16384;
@@ -145,56 +145,82 @@ __device__ __forceinline__ T row_dot(const T* row, const T* y, int n, int lane) 
 }
 
 // W's values for neurons i0 .. i0 + kGroup - 1 (zeros from end on) at a thread's kCols
-// columns first + 256 c (zeros from n on): kGroup * kCols independent loads, each coalesced
-// across the warp.
-template <int kGroup, int kCols, typename T>
+// columns first + kStride c (zeros from n on): kGroup * kCols independent loads, each
+// coalesced across the warp.
+template <int kGroup, int kCols, int kStride, typename T>
 __device__ __forceinline__ void load_weights(const T* __restrict__ W, int n, long long first,
                                              long long i0, long long end, T (&w)[kGroup][kCols]) {
 #pragma unroll
     for (int g = 0; g < kGroup; ++g)
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
-            const long long i = i0 + g, j = first + c * (long long)kThreads;
+            const long long i = i0 + g, j = first + c * (long long)kStride;
             w[g][c] = i < end && j < n ? W[i * n + j] : T(0);
         }
 }
 
+// Where the skinny product stages state b of neuron k: rows of kBatch values, whose 4-value
+// vectors are permuted by k (vector v at v ^ (k mod kBatch / 4)). A warp stages 32
+// consecutive neurons of one state: in plain rows kBatch >= 32 values apart, all 32 stores
+// fall in one bank; permuted, in 8 banks (4-way). The products' 16-byte loads stay aligned.
+template <int kBatch>
+__device__ __forceinline__ int staged(int k, int b) {
+    constexpr int kVectors = kBatch / 4;
+    return k * kBatch + ((b / 4) ^ (k % kVectors)) * 4 + b % 4;
+}
+
 // The skinny product for up to kBatch states (8, 16, 32 or 64), neurons [begin, end) of the
-// reduction: the field of state b at column j = first + threadIdx.x + 256 c (c < kCols),
-// passed to store(b, j, field) for b < batch and j < n. ys: kSkinnySharedBytes of shared
-// memory, 16-byte aligned.
+// reduction, passed to store(b, j, field) for b < batch and j < n. ys: kSkinnySharedBytes of
+// shared memory, 16-byte aligned.
 //
 // Why this shape: a warp per row of W, reading every state along the row, reads the states
 // from L2 once per row, batch times W's bytes in all: at batch 8, n = 16384, 8.6 GB, which
 // bounded it to 1.54 ms on an H100 (5.6 TB/s of L2) where reading W takes 0.37. Here a thread
-// owns kCols columns and every state, and the block walks the neurons in chunks whose states
-// it stages in shared memory as ys[i][b] (states contiguous): per neuron i a thread makes
+// owns kCols columns and kStates states, and the block walks the neurons in chunks whose
+// states it stages in shared memory (ys, laid out by staged): per neuron i a thread makes
 // kCols loads of W's row i (W is symmetric, so row i is column i), each coalesced across the
-// warp, and kBatch / 4 broadcast 16-byte shared loads, for kBatch * kCols multiply-adds. The
-// states are read once per block: 16384 / kBatch columns a block, so 8 (batch 8) to 64
+// warp, and kStates / 4 broadcast 16-byte shared loads, for kStates * kCols multiply-adds.
+// The states are read once per block: 16384 / kBatch columns a block, so 8 (batch 8) to 64
 // (batch 64) times in all at n = 16384, against 16384 times. The neurons go by groups
 // (kGroup), whose W values are loaded while the group before is multiplied: kSkinnyLoads
 // loads in flight a thread.
+//
+// The shared memory's return path decides the 64-state shape (session 29). An SM issues 4
+// warp multiply-adds a cycle but returns 128 bytes of shared memory a cycle, so a warp's
+// broadcast 16-byte load (512 bytes to its lanes, packed twice for one address) takes 2
+// cycles. One thread holding all 64 states loaded 16 vectors per neuron: per warp, 32
+// cycles of loads against 16 of multiply-adds. The staging stores, 32-way bank conflicts
+// in rows 64 values apart, added 8 more: at most 16 / 40 = 40% of the FMA rate, and the
+// H100 measured 41% (n = 16384, batch 64; 1.61 ms). So 64 states run as two halves of the
+// block (kHalves), each thread holding 32 states by 2 columns (16 cycles of loads for 16
+// of multiply-adds), and the staged rows' vectors are permuted (staged), which makes the
+// staging stores 4-way: at most 16 / 19 = 84% with W's two loads. Predicted: 0.9-1.2 ms.
 template <int kBatch, typename T, class Store>
 __device__ __forceinline__ void skinny_product(const T* __restrict__ W, const T* __restrict__ Y,
                                                int n, int batch, long long begin, long long end,
                                                T* __restrict__ ys, Store store) {
-    constexpr int kCols = kSkinnyAccumulators / kBatch;
+    constexpr int kHalves = kBatch == 64 ? 2 : 1;
+    constexpr int kStates = kBatch / kHalves;  // states a thread holds
+    constexpr int kCols = kSkinnyAccumulators / kStates;
+    constexpr int kHalfThreads = kThreads / kHalves;
     // Neurons a group of loads covers: kSkinnyLoads loads in flight a thread, but half that
-    // with 64 states, bound by arithmetic rather than memory (and spilling with 8 at the 128
-    // registers that two blocks an SM leave).
-    constexpr int kGroup = kCols == 1 ? kSkinnyLoads / 2 : kSkinnyLoads / kCols;
+    // with 64 states, bound by arithmetic rather than memory (8 more registers spill at the
+    // 128 that two blocks an SM leave, on sm_70).
+    constexpr int kGroup = kSkinnyLoads / kCols / kHalves;
     constexpr int kChunk = kSkinnySharedBytes / (int)sizeof(T) / kBatch;  // neurons staged
     static_assert(kChunk % kGroup == 0, "a group never straddles two staged chunks");
-    const long long first = (long long)blockIdx.x * kThreads * kCols + threadIdx.x;
-    T acc[kBatch][kCols];
+    const int half = threadIdx.x / kHalfThreads;  // warp-uniform: the broadcasts stay uniform
+    const int state0 = half * kStates;
+    const long long first =
+        (long long)blockIdx.x * kHalfThreads * kCols + threadIdx.x % kHalfThreads;
+    T acc[kStates][kCols];
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b)
+    for (int b = 0; b < kStates; ++b)
 #pragma unroll
         for (int c = 0; c < kCols; ++c)
             acc[b][c] = T(0);
     T w[kGroup][kCols], next[kGroup][kCols];
-    load_weights(W, n, first, begin, end, w);
+    load_weights<kGroup, kCols, kHalfThreads>(W, n, first, begin, end, w);
 #pragma unroll 1
     for (long long i0 = begin; i0 < end; i0 += kGroup) {
         const int k0 = (int)((i0 - begin) % kChunk);  // the group's first row in ys
@@ -204,17 +230,18 @@ __device__ __forceinline__ void skinny_product(const T* __restrict__ W, const T*
             // Loads run along the neurons of a state (coalesced); states past batch are zeros.
             for (int e = threadIdx.x; e < kChunk * kBatch; e += kThreads) {
                 const int b = e / kChunk, k = e % kChunk;
-                ys[k * kBatch + b] = b < batch && k < count ? Y[(long long)b * n + i0 + k] : T(0);
+                ys[staged<kBatch>(k, b)] =
+                    b < batch && k < count ? Y[(long long)b * n + i0 + k] : T(0);
             }
             __syncthreads();
         }
-        load_weights(W, n, first, i0 + kGroup, end, next);
+        load_weights<kGroup, kCols, kHalfThreads>(W, n, first, i0 + kGroup, end, next);
 #pragma unroll
         for (int g = 0; g < kGroup; ++g)
 #pragma unroll
-            for (int b = 0; b < kBatch; b += 4) {
+            for (int b = 0; b < kStates; b += 4) {
                 T y[4];
-                load4(&ys[(k0 + g) * kBatch + b], y);
+                load4(&ys[staged<kBatch>(k0 + g, state0 + b)], y);
 #pragma unroll
                 for (int v = 0; v < 4; ++v)
 #pragma unroll
@@ -228,11 +255,11 @@ __device__ __forceinline__ void skinny_product(const T* __restrict__ W, const T*
                 w[g][c] = next[g][c];
     }
 #pragma unroll
-    for (int b = 0; b < kBatch; ++b)
+    for (int b = 0; b < kStates; ++b)
 #pragma unroll
         for (int c = 0; c < kCols; ++c) {
-            const long long j = first + c * (long long)kThreads;
-            if (b < batch && j < n) store(b, j, acc[b][c]);
+            const long long j = first + c * (long long)kHalfThreads;
+            if (state0 + b < batch && j < n) store(state0 + b, j, acc[b][c]);
         }
 }
 

@@ -157,9 +157,9 @@ def test_the_product_splits_its_neurons_up_to_one_wave(monkeypatch, n, batch, sp
 # 17 and 32, 33 and 64) and 65, past it (the GEMM tile); n past a block's columns (256 of
 # them with 33-64 states, 512 with 17-32, 1024 with 9-16, so at a bucket's top a kernel
 # choosing the next bucket would leave columns unwritten), past a chunk of neurons staged
-# in shared memory (64 with 64 states in float, 32 in double) and ending in a partial group
-# of neurons loaded together (2 with 9-16 states, 4 with 17-64); n of 256 and more split
-# over neurons (splits of at least 128), less not.
+# in shared memory (60 with 64 states in float, 28 in double; 112 and 56 with 32) and ending
+# in a partial group of neurons loaded together (2 with 9-16 states, 4 with 17-64); n of
+# 256 and more split over neurons (splits of at least 128), less not.
 @pytest.mark.parametrize(
     "n, batch",
     [
@@ -194,7 +194,7 @@ def test_fields_of_few_states_against_float64(backend, monkeypatch, n, batch, dt
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_a_skinny_product_in_one_split_walks_every_staged_chunk(backend, monkeypatch, dtype):
-    # One split over all 1100 neurons: five states take chunks of 512 neurons (256 in
+    # One split over all 1100 neurons: five states take chunks of 341 neurons (170 in
     # double) through shared memory, the last one partial, and the epilogue writes the step.
     monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", 10**6)
     launched = record_launches(monkeypatch, cuda_hopfield)
