@@ -67,9 +67,9 @@ profiled=(
                                         # where its grid is full; issue #6 wants 70% with
                                         # a margin (ncu in session 29: 0.76 issued warps a
                                         # scheduler, 128 registers, 2 blocks an SM)
-    "hopfield hopfield_product_skinny per-config"  # batch 8 and 64 at n = 4096 and 16384;
-                                        # batch 64 at 43% of cuBLAS against a predicted
-                                        # 63-80% (session 29): the shared-memory pipe?
+    "hopfield hopfield_product_skinny per-config"  # batch 8, 32 and 64 at n = 4096 and
+                                        # 16384; batch 64 ran at 41% of the FMA ceiling,
+                                        # and session 29's two halves are unmeasured
     "conv2d conv2d_direct"              # LeNet conv2 / ResNet-20: never profiled
     "conv2d conv2d_forward"             # LeNet conv2 implicit GEMM: 3% of the FP32 ceiling
 )
