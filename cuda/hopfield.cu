@@ -160,9 +160,9 @@ __device__ __forceinline__ void load_weights(const T* __restrict__ W, int n, lon
 }
 
 // Where the skinny product stages state b of neuron k: rows of kBatch values, whose 4-value
-// vectors are permuted by k (vector v at v ^ (k mod kBatch / 4)). A warp stages 32
-// consecutive neurons of one state: in plain rows kBatch >= 32 values apart, all 32 stores
-// fall in one bank; permuted, in 8 banks (4-way). The products' 16-byte loads stay aligned.
+// vectors are permuted by k (vector v of row k sits at v ^ (k % (kBatch / 4))). A warp
+// stages 32 consecutive neurons of one state: in plain rows kBatch >= 32 values apart, all
+// 32 stores fall in one bank; permuted, in 8 banks (4-way). The 16-byte loads stay aligned.
 template <int kBatch>
 __device__ __forceinline__ int staged(int k, int b) {
     constexpr int kVectors = kBatch / 4;
@@ -170,8 +170,9 @@ __device__ __forceinline__ int staged(int k, int b) {
 }
 
 // The skinny product for up to kBatch states (8, 16, 32 or 64), neurons [begin, end) of the
-// reduction, passed to store(b, j, field) for b < batch and j < n. ys: kSkinnySharedBytes of
-// shared memory, 16-byte aligned.
+// reduction: a thread computes the fields of its half's kStates states (all of them but at
+// 64) at columns j = first + kThreads / kHalves * c (c < kCols), passed to store(b, j,
+// field) for b < batch and j < n. ys: kSkinnySharedBytes of shared memory, 16-byte aligned.
 //
 // Why this shape: a warp per row of W, reading every state along the row, reads the states
 // from L2 once per row, batch times W's bytes in all: at batch 8, n = 16384, 8.6 GB, which
