@@ -8,9 +8,10 @@
 # GPU (benchmarks/compare.py): which rows a change made faster or slower, beyond the noise.
 # host profiles the training steps' host time (benchmarks/host_profile.py); host-graph the
 # same steps recorded as CUDA graphs. cpu times the NumPy path against PyTorch's CPU ops on
-# the machine's host (benchmarks/cpu_ops.py), with its defaults and on two threads: the CPU
-# tables come from 2-vCPU VMs; on the H100 host (16 cores, session 29) a pass ran past 190 s
-# (the convolutions alone, --only conv, 110 s), so give it STEP_TIMEOUT=300 or more.
+# the machine's host (benchmarks/cpu_ops.py), each side with its default threads: the other
+# CPU tables come from 2-vCPU VMs. On the H100 host (16 cores, session 29) one pass ran past
+# 190 s (the convolutions alone, --only conv, 110 s), so give it STEP_TIMEOUT=300 or more;
+# the pass on two threads it used to add as well never finished inside a device call.
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
@@ -89,8 +90,7 @@ for step in $steps; do
         resources) run resources "$python" benchmarks/kernel_resources.py --out "$out" ;;
         host) run host "$python" benchmarks/host_profile.py ;;
         host-graph) run host-graph "$python" benchmarks/host_profile.py --cuda-graph ;;
-        cpu) run cpu-ops "$python" benchmarks/cpu_ops.py --out "$out"
-            run cpu-ops-2threads "$python" benchmarks/cpu_ops.py --threads 2 --out "$out" ;;
+        cpu) run cpu-ops "$python" benchmarks/cpu_ops.py --out "$out" ;;
         ncu) for target in "${profiled[@]}"; do
                 read -r family kernel mode <<<"$target"
                 # NCU_KERNELS (names, space-separated) profiles only those.
