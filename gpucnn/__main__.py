@@ -35,7 +35,8 @@ def _info(args) -> int:
     from .cpu import _malloc, _parallel
 
     malloc = "tuned" if _malloc.tune_malloc() else "untouched (turned off, or not glibc)"
-    print(f"cpu      {_parallel.worker_count()} worker threads; malloc {malloc}")
+    workers, source = _parallel.worker_count(), _parallel.worker_count_source()
+    print(f"cpu      {workers} worker threads ({source}); malloc {malloc}")
     libraries = _parallel.blas_libraries()
     for blas in libraries:
         print(

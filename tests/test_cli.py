@@ -128,7 +128,7 @@ def test_info_names_versions_and_the_device():
     assert result.returncode == 0, result.stderr
     assert "gpucnn   0." in result.stdout and "numpy" in result.stdout
     assert "device   " in result.stdout
-    assert "worker threads; malloc " in result.stdout
+    assert "cores, at most 4 unless GPUCNN_CPU_THREADS says); malloc " in result.stdout
     assert "threads; 1 inside the workers" in result.stdout  # the BLAS that sets CPU speed
     assert "gpu.nvml" in result.stdout or "gpu.name" in result.stdout  # a fact or why not
     assert "gpu.unavailable" not in result.stdout  # the reasons, one line each, not the dict

@@ -58,11 +58,23 @@ def worker_count() -> int:
         if count < 1:
             raise ValueError(f"{THREADS_VARIABLE} must be a positive integer, got {setting!r}")
         return count
+    return min(allowed_cores(), DEFAULT_MAX_WORKERS)
+
+
+def allowed_cores() -> int:
+    """The cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
-        cores = len(os.sched_getaffinity(0))
-    else:
-        cores = os.cpu_count() or 1
-    return max(1, min(cores, DEFAULT_MAX_WORKERS))
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def worker_count_source() -> str:
+    """Where ``worker_count`` came from, for ``gpucnn info``."""
+    if os.environ.get(THREADS_VARIABLE, "").strip():
+        return f"set by {THREADS_VARIABLE}"
+    return (
+        f"of {allowed_cores()} cores, at most {DEFAULT_MAX_WORKERS} unless {THREADS_VARIABLE} says"
+    )
 
 
 def parallel_map(work: Callable, items: Iterable) -> list:

@@ -331,6 +331,12 @@ def test_a_setting_overrides_the_cores_and_the_cap(monkeypatch):
     assert parallel.worker_count() == 3
     monkeypatch.setenv(parallel.THREADS_VARIABLE, "16")
     assert parallel.worker_count() == 16
+    assert parallel.worker_count_source() == "set by GPUCNN_CPU_THREADS"
+    monkeypatch.setenv(parallel.THREADS_VARIABLE, " ")  # set but empty is unset
+    assert parallel.worker_count() == 4
+    assert parallel.worker_count_source() == (
+        "of 4 cores, at most 4 unless GPUCNN_CPU_THREADS says"
+    )
 
 
 AVX512 = ["fma", "avx2", *parallel.AVX512_FLAGS]
