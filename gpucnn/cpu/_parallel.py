@@ -1,5 +1,4 @@
-"""Chunks of a NumPy op on several cores: one worker thread per core (up to a cap), BLAS at one
-thread each.
+"""Chunks of a NumPy op on worker threads, one per core up to a cap, BLAS at one thread each.
 
 The NumPy path splits its work into chunks near the L2 cache size (``_windows.chunks``).
 NumPy's copies and transposes run on one core and OpenBLAS's small GEMMs scale poorly, so
@@ -49,7 +48,7 @@ _blas_saved: list | None = None  # [(library controller, its thread count before
 def worker_count() -> int:
     """Threads a NumPy op may use: ``GPUCNN_CPU_THREADS``, else the cores this process may
     run on, at most DEFAULT_MAX_WORKERS."""
-    setting = os.environ.get(THREADS_VARIABLE, "").strip()
+    setting = _setting()
     if setting:
         try:
             count = int(setting)
@@ -61,6 +60,11 @@ def worker_count() -> int:
     return min(allowed_cores(), DEFAULT_MAX_WORKERS)
 
 
+def _setting() -> str:
+    """GPUCNN_CPU_THREADS as set, "" where unset or blank (blank counts as unset)."""
+    return os.environ.get(THREADS_VARIABLE, "").strip()
+
+
 def allowed_cores() -> int:
     """The cores this process may run on."""
     if hasattr(os, "sched_getaffinity"):
@@ -70,7 +74,7 @@ def allowed_cores() -> int:
 
 def worker_count_source() -> str:
     """Where ``worker_count`` came from, for ``gpucnn info``."""
-    if os.environ.get(THREADS_VARIABLE, "").strip():
+    if _setting():
         return f"set by {THREADS_VARIABLE}"
     return (
         f"of {allowed_cores()} cores, at most {DEFAULT_MAX_WORKERS} unless {THREADS_VARIABLE} says"
