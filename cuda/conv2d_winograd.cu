@@ -28,8 +28,10 @@
 //     D[xi][t][k] = (A dy_t A^T)[a][b]                     *_output_gradient_transform
 //     E[xi][c][k] = sum_t V[xi][c][t] D[xi][t][k]          winograd_gemm: n^2 GEMMs,
 //                   the reduction over t split over blockIdx.z / points into slices, summed in
-//                   split order (and pass order) by winograd_sum_splits: the same bits every run
+//                   split order, then pass order: the same bits every run
 //     dw[k][c] = G^T E[.][c][k] G                          *_filter_gradient
+// The last pass's slices are summed by *_filter_gradient itself, as it reads them (E never
+// goes through memory on one pass); winograd_sum_splits sums those of the passes before.
 // D is tile-major (k fastest) so that the GEMM's B loads are coalesced. Host:
 // gpucnn/cuda/conv.py, which also checks the sizes (every count below fits int; whole-tensor
 // offsets are 64-bit).
@@ -257,18 +259,32 @@ __device__ __forceinline__ void output_gradient_transform(const T* dy, T* d, int
             d[((long long)(N * a + b) * tiles + t) * K + k] = out[a][b];
 }
 
-// dw[k][c] = G^T E[.][c][k] G for filter f = (k, c).
+// dw[k][c] = G^T E[.][c][k] G for filter f = (k, c), with E = (accumulate ? e : 0) plus the
+// `splits` slices of `partial` in split order: the sums winograd_sum_splits would have stored
+// in e, bit for bit. The loop over the splits is the outer one, so that each of its steps
+// issues all n^2 loads at once.
 template <int M, typename T>
-__device__ __forceinline__ void filter_gradient(const T* e, T* dw, int K, int C, long long f) {
+__device__ __forceinline__ void filter_gradient(const T* partial, const T* e, T* dw, int K, int C,
+                                                int splits, bool accumulate, long long f) {
     using X = Matrices<M>;
     constexpr int N = X::kN;
     const int k = (int)(f / C), c = (int)(f % C);
+    const long long size = (long long)N * N * C * K;
+    auto at = [&](int a, int b) { return ((long long)(N * a + b) * C + c) * K + k; };
     T in[N][N];
 #pragma unroll
     for (int a = 0; a < N; ++a)
 #pragma unroll
         for (int b = 0; b < N; ++b)
-            in[a][b] = e[((long long)(N * a + b) * C + c) * K + k];
+            in[a][b] = accumulate ? e[at(a, b)] : T(0);
+    for (int split = 0; split < splits; ++split) {
+        const T* slice = partial + split * size;
+#pragma unroll
+        for (int a = 0; a < N; ++a)
+#pragma unroll
+            for (int b = 0; b < N; ++b)
+                in[a][b] += slice[at(a, b)];
+    }
     T out[3][3];  // G^T = (G)^T on both sides
     sandwich([](int r, int a) { return X::g(a, r); }, in, [](int r, int a) { return X::g(a, r); },
              out);
@@ -358,10 +374,11 @@ __global__ void winograd_output_gradient_transform(const T* __restrict__ dy, T* 
 }
 
 template <typename T>
-__global__ void winograd_filter_gradient(const T* __restrict__ e, T* __restrict__ dw, int K,
-                                         int C) {
+__global__ void winograd_filter_gradient(const T* __restrict__ partial, const T* __restrict__ e,
+                                         T* __restrict__ dw, int K, int C, int splits,
+                                         int accumulate) {
     GPUCNN_GRID_STRIDE_LOOP(f, (long long)K * C) {
-        winograd::filter_gradient<2>(e, dw, K, C, f);
+        winograd::filter_gradient<2>(partial, e, dw, K, C, splits, accumulate != 0, f);
     }
 }
 
@@ -401,10 +418,11 @@ __global__ void winograd4_output_gradient_transform(const T* __restrict__ dy, T*
 }
 
 template <typename T>
-__global__ void winograd4_filter_gradient(const T* __restrict__ e, T* __restrict__ dw, int K,
-                                          int C) {
+__global__ void winograd4_filter_gradient(const T* __restrict__ partial, const T* __restrict__ e,
+                                          T* __restrict__ dw, int K, int C, int splits,
+                                          int accumulate) {
     GPUCNN_GRID_STRIDE_LOOP(f, (long long)K * C) {
-        winograd::filter_gradient<4>(e, dw, K, C, f);
+        winograd::filter_gradient<4>(partial, e, dw, K, C, splits, accumulate != 0, f);
     }
 }
 
@@ -426,8 +444,8 @@ __global__ void __launch_bounds__(gemm::kThreads)
     winograd::batched_gemm<T, gemm::Narrow>(a, b, out, M, red, cols, chunk, points, vector_loads);
 }
 
-// E = (accumulate ? E : 0) + the splits' slices in split order: called once per pass over the
-// batch, so E sums the passes in order too.
+// E = (accumulate ? E : 0) + the splits' slices in split order: called for every pass over
+// the batch but the last (which *_filter_gradient sums), so E sums the passes in order too.
 template <typename T>
 __global__ void winograd_sum_splits(const T* __restrict__ partial, T* __restrict__ e, int splits,
                                     long long size, int accumulate) {

@@ -618,18 +618,22 @@ def _backward_filter_per_tap(dy, x, dw, shape):
 def _winograd_backward_filter(dy, x, w, window: Window, m: int):
     """dw of a 3x3 stride-1 layer through Winograd F(m x m, 3x3): per pass over the batch,
     the input and output-gradient transforms, then (m + 2)^2 GEMMs whose reduction over the
-    tiles is split as in ``_backward_filter`` and summed in split and pass order; then the
-    filter transform's adjoint."""
+    tiles is split as in ``_backward_filter``; the splits are summed in split and pass order,
+    the last pass's by the filter transform's adjoint as it reads them."""
     n, c, height, width = x.shape
     k = w.shape[0]
+    dw = empty(x, w.shape, x.dtype)
+    if n == 0:  # no pass: nothing to sum
+        dw.fill(0)
+        return dw
     out_hw = dy.shape[2:]
     points = (m + 2) ** 2
     tiles_h, tiles_w, images = _winograd_passes(n, c + k, out_hw, x.dtype.itemsize, m)
     per_image = tiles_h * tiles_w
     v = empty(x, (points, c, images * per_image), x.dtype)
     d = empty(x, (points, images * per_image, k), x.dtype)
-    e = empty(x, (points, c, k), x.dtype)
-    dw = empty(x, w.shape, x.dtype)
+    # E, the sum of the passes before the last: only where there are several
+    e = empty(x, (points, c, k), x.dtype) if images < n else None
     gemm, tile_rows = _tiled("winograd_gemm", c, x, NARROW_UP_TO_FILTER, WINOGRAD_SOURCE)
     column_tiles, row_tiles, _ = grid(k, c, tile_rows)
     transform_in = _transform("input_transform", m, x)
@@ -661,18 +665,17 @@ def _winograd_backward_filter(dy, x, w, window: Window, m: int):
             THREADS,
             (v, d, partial, c, tiles, k, chunk, points, int(tiles % 4 == 0)),
         )
-        launch(
-            sum_splits,
-            grid_stride_blocks(points * c * k, THREADS),
-            THREADS,
-            (partial, e, splits, points * c * k, int(first > 0)),
-        )
-    if n == 0:  # no pass ran: nothing to sum
-        e.fill(0)
+        if first + count < n:  # E += this pass's splits, before the next pass's overwrite them
+            launch(
+                sum_splits,
+                grid_stride_blocks(points * c * k, THREADS),
+                THREADS,
+                (partial, e, splits, points * c * k, int(first > 0)),
+            )
     launch(
         _transform("filter_gradient", m, x),
         grid_stride_blocks(k * c, THREADS),
         THREADS,
-        (e, dw, k, c),
+        (partial, e, dw, k, c, splits, int(e is not None)),
     )
     return dw

@@ -102,7 +102,43 @@ def test_passes_over_the_batch_match_one_pass(
     passes = -(-5 // images_per_pass)
     assert winograd.count(_transform("input_transform", tile)) == 3 * passes  # each direction
     assert winograd.count("winograd_gemm_narrow") == 3 * passes
-    assert winograd.count("winograd_sum_splits") == passes
+    # E sums every pass but the last, whose splits the filter transform's adjoint sums
+    assert winograd.count("winograd_sum_splits") == passes - 1
+
+
+@pytest.mark.parametrize("accumulate", [False, True])
+def test_the_filter_gradient_sums_the_last_splits_as_the_split_sum_would(backend, tile, accumulate):
+    # *_filter_gradient adds the last pass's splits to E (the passes before) as it reads
+    # them: the bits of winograd_sum_splits storing E and the adjoint reading it alone.
+    points, c, k, splits = (tile + 2) ** 2, 3, 5, 3
+    rng = np.random.default_rng(3)  # float32 values whose sums round: the order shows
+    partial = rng.standard_normal((splits, points, c, k)).astype(np.float32)
+    e = rng.standard_normal((points, c, k)).astype(np.float32)
+
+    def filter_gradient(partial, e, splits, accumulate):
+        dw = cuda_conv.empty(partial, (k, c, 3, 3), partial.dtype)
+        cuda_conv.launch(
+            cuda_conv._transform("filter_gradient", tile, partial),
+            cuda_conv.grid_stride_blocks(k * c, cuda_conv.THREADS),
+            cuda_conv.THREADS,
+            (partial, e if accumulate else None, dw, k, c, splits, int(accumulate)),
+        )
+        return dw
+
+    def summed_first(partial, e):
+        cuda_conv.launch(
+            cuda_conv.get_kernel(cuda_conv.WINOGRAD_SOURCE, "winograd_sum_splits", partial),
+            cuda_conv.grid_stride_blocks(e.size, cuda_conv.THREADS),
+            cuda_conv.THREADS,
+            (partial, e, splits, e.size, int(accumulate)),
+        )
+        return filter_gradient(e, None, 1, False)
+
+    fused = backend.run(filter_gradient, partial, e, splits, accumulate)
+    assert np.array_equal(fused, backend.run(summed_first, partial, e.copy()))  # (E stored)
+    # and it is G^T E G: against the float64 sum through the same adjoint
+    total = partial.astype(np.float64).sum(axis=0) + (e if accumulate else 0)
+    assert rel_error(fused, backend.run(filter_gradient, total[None], None, 1, False)) < 1e-6
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
