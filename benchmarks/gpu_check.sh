@@ -2,8 +2,9 @@
 # Everything that needs a real GPU, from the source tree (no install, no network):
 #   benchmarks/gpu_check.sh OUT [steps...]     steps: info tests memcheck racecheck bench
 #                                               bench-quick compare resources host host-graph
-#                                               ncu cpu device (default: all but bench,
-#                                               ncu, cpu and device)
+#                                               ncu cpu cpu-contention device (default:
+#                                               all but bench, ncu, cpu, cpu-contention
+#                                               and device)
 # compare sets the newest benchmark run in OUT against the committed results for the same
 # GPU (benchmarks/compare.py): which rows a change made faster or slower, beyond the noise.
 # host profiles the training steps' host time (benchmarks/host_profile.py); host-graph the
@@ -12,6 +13,8 @@
 # CPU tables come from 2-vCPU VMs. On the H100 host (16 cores, session 29) one pass ran past
 # 190 s (the convolutions alone, --only conv, 110 s), so give it STEP_TIMEOUT=300 or more;
 # the pass on two threads it used to add as well never finished inside a device call.
+# cpu-contention (benchmarks/cpu_contention.py, well under a minute) tells apart what stops
+# the NumPy path's workers scaling past 4 on such a host: the GIL or the memory system.
 # Each step writes its log under OUT and says how long it took; every step runs even if an
 # earlier one failed, and the script exits non-zero if any did. Uses $PYTHON (default
 # python3). STEP_TIMEOUT (seconds) stops a step that runs longer, so one slow step cannot
@@ -91,6 +94,7 @@ for step in $steps; do
         host) run host "$python" benchmarks/host_profile.py ;;
         host-graph) run host-graph "$python" benchmarks/host_profile.py --cuda-graph ;;
         cpu) run cpu-ops "$python" benchmarks/cpu_ops.py --out "$out" ;;
+        cpu-contention) run cpu-contention "$python" benchmarks/cpu_contention.py ;;
         ncu) for target in "${profiled[@]}"; do
                 read -r family kernel mode <<<"$target"
                 # NCU_KERNELS (names, space-separated) profiles only those.

@@ -569,3 +569,20 @@ def test_host_summary_reads_facts_without_blas_or_torch():
 
     facts = {"processor": "Some CPU", "numpy": "2.0.0", "cpus": 4, "blas": None, "torch": None}
     assert host_summary(facts) == "Host: Some CPU, 4 CPUs; NumPy 2.0.0."
+
+
+def test_cpu_contention_times_each_worker_count_and_each_kind_of_busy_thread(capsys, monkeypatch):
+    from benchmarks import cpu_contention
+
+    monkeypatch.setenv(cpu_contention.THREADS_VARIABLE, "1")
+    cpu_contention.main(["--layers", "tiny", "--repeats", "2", "--workers", "1", "--cores", "3"])
+    rows = [line.split("|")[1:-1] for line in capsys.readouterr().out.splitlines()[4:]]
+    assert [(row[1].strip(), row[2].strip()) for row in rows] == [
+        ("1", "-"),
+        ("2", "-"),
+        ("3", "-"),
+        ("1", "2 threads, gil traffic"),
+        ("1", "2 threads, no gil"),
+    ]
+    assert all(float(row[3]) > 0 for row in rows)
+    assert os.environ[cpu_contention.THREADS_VARIABLE] == "1"  # the caller's, back
