@@ -8,13 +8,20 @@ block per state) is compared with the NumPy path and with the plain GPU sweep th
 recomputes every field as a full dot product. Targets (issue #6): at least 85% of copy
 bandwidth at batch 1, at least 70% of cuBLAS at batch >= 256: the "library matmul" rows time
 cuBLAS (through cupy.matmul; BLAS on the CPU) on the same product Y W, for that comparison.
+On a GPU of compute capability 8.0 or later, the "(tensor cores)" rows time the same network
+with GPUCNN_HOPFIELD_TENSOR_CORES=1 (W in float16, exact for its integer weights; their
+bytes count W16's two bytes a weight).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import numpy as np
 
 import gpucnn
+from gpucnn.cuda import hopfield as cuda_hopfield
 from gpucnn.hopfield import HopfieldNetwork, random_patterns
 
 from .harness import Target, record, time_cpu
@@ -36,16 +43,51 @@ def _network(target: Target, n: int):
     return net
 
 
+@contextlib.contextmanager
+def _tensor_cores():
+    """GPUCNN_HOPFIELD_TENSOR_CORES=1 inside the block, as it was after."""
+    variable = cuda_hopfield.TENSOR_CORES_VARIABLE
+    saved = os.environ.get(variable)
+    os.environ[variable] = "1"
+    try:
+        yield
+    finally:
+        if saved is None:
+            del os.environ[variable]
+        else:
+            os.environ[variable] = saved
+
+
+def _tensor_core_network(target: Target, n: int):
+    """The benchmark's network with its products on the tensor cores (its float16 W made
+    now, while the variable is set), or None where they cannot run."""
+    if target.name != "gpu":
+        return None
+    with _tensor_cores():
+        net = _network(target, n)
+        prepared = net._weights_for(cuda_hopfield)
+    return net if isinstance(prepared, cuda_hopfield.TensorCoreWeights) else None
+
+
 def run(target: Target, ceilings: dict) -> list[dict]:
     results = []
     ns, batches = sizes(target)
     for n in ns:
         net = _network(target, n)
+        tensor = _tensor_core_network(target, n)
+        pitch = -(-n // cuda_hopfield.MMA_STEP) * cuda_hopfield.MMA_STEP
         for batch in batches:
             states = [target.put(random_patterns(batch, n, seed=i)) for i in range(3)]
             flops = 2 * n * n * batch
             moved = 4 * (n * n + 2 * batch * n)
-            for name, op in (("energy", net.energy), ("step_sync", net.step_sync)):
+            products = [("energy", net.energy, moved), ("step_sync", net.step_sync, moved)]
+            if tensor is not None:
+                half = 2 * n * pitch + 4 * 2 * batch * n  # W16, and the states in and out
+                products += [
+                    ("energy (tensor cores)", tensor.energy, half),
+                    ("step_sync (tensor cores)", tensor.step_sync, half),
+                ]
+            for name, op, bytes_moved in products:
                 timing = target.time(op, [(s,) for s in states])
                 results.append(
                     record(
@@ -54,7 +96,7 @@ def run(target: Target, ceilings: dict) -> list[dict]:
                         name,
                         timing,
                         flops=flops if batch >= 64 else None,
-                        bytes_moved=moved,
+                        bytes_moved=bytes_moved,
                         ceilings=ceilings,
                     )
                 )
@@ -110,7 +152,7 @@ def _async(target: Target) -> list[dict]:
         )
         gpucnn.set_device("cpu")
         host = HopfieldNetwork(n)
-        host._w = gpucnn.to_numpy(net._w)
+        host._set_weights(gpucnn.to_numpy(net._w), net.rule)
         numpy_timing = time_cpu(lambda: host.recall(noisy, max_sweeps=1), repeat=3)
         gpucnn.set_device("gpu")
         results.append(

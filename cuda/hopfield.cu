@@ -20,7 +20,11 @@
 //                           lanes stride along the row with 16-byte loads (8 or 4 when n is not
 //                           a multiple of 4), a fixed shuffle tree sums the dot product. 256
 //                           threads.
-//   All three end in the same epilogue: the fields (sync = 0) or the synchronous step (sync = 1).
+//   hopfield_product_mma    float networks whose weights are integers of at most 2048 (the host
+//                           keeps W16, W in float16, for them): the tensor cores' m16n8k16
+//                           MMA, exact there (see hopfield::mma); grid (ceil(n / 512),
+//                           ceil(batch / 32), splits), 256 threads; opt-in for now.
+//   All four end in the same epilogue: the fields (sync = 0) or the synchronous step (sync = 1).
 //   hopfield_check_states   sets a flag when any state value is neither +1 nor -1 (the
 //                           host's input check, in one launch); grid-stride, 256 threads.
 //   hopfield_energy         E[b] = -1/2 sum_j Y[b, j] F[b, j]; a block per state (grid-stride),
@@ -264,6 +268,81 @@ __device__ __forceinline__ void skinny_product(const T* __restrict__ W, const T*
         }
 }
 
+// ------------------------------------------------------------------------- tensor cores
+// Hebbian weights are integers. Where none exceeds 2048 in magnitude, float16 holds each of
+// them exactly, as it does a state's +-1, so their products are exact, and the sums, exact
+// integers below 2^24 in float32 (the host checks), come out the same in any order: the
+// tensor cores' float16 MMA with float32 sums gives the float32 fields bit for bit, reading
+// W at half the bytes.
+namespace mma {
+
+// PTX's mma.m16n8k16 (.row.col, float16 in, float32 sums) spreads its operands over a
+// warp's lanes: lane (g, t) = (lane / 4, lane % 4) holds
+//   A (16 x 16): a[0] = row g, columns 2t and 2t + 1; a[1] = row g + 8, the same columns;
+//                a[2], a[3] = rows g and g + 8, columns 2t + 8 and 2t + 9;
+//   B (16 x 8):  b[0] = rows 2t and 2t + 1 of column g; b[1] = rows 2t + 8 and 2t + 9;
+//   C (16 x 8):  c[0], c[1] = row g, columns 2t and 2t + 1; c[2], c[3] = row g + 8;
+// two float16 to a word, the lower row or column in the low half.
+constexpr unsigned kPlusOne = 0x3c00u, kMinusOne = 0xbc00u;  // float16 +1 and -1
+
+// A state value (+1, -1, or 0 for padding) as float16.
+__device__ __forceinline__ unsigned half_of_state(float y) {
+    return y > 0.0f ? kPlusOne : (y < 0.0f ? kMinusOne : 0u);
+}
+
+// Two state values as one A word: the first in the low half.
+__device__ __forceinline__ unsigned pack_states(float low, float high) {
+    return half_of_state(low) | half_of_state(high) << 16;
+}
+
+// A finite float16 as float (the portable MMA's inputs: W16 holds integers of at most 2048,
+// the states +-1).
+__device__ __forceinline__ float float_of_half(unsigned bits) {
+    const int exponent = (int)(bits >> 10 & 31u);
+    const unsigned mantissa = bits & 1023u;
+    const float magnitude = exponent == 0 ? ldexpf((float)mantissa, -24)
+                                          : ldexpf((float)(mantissa | 1024u), exponent - 25);
+    return bits & 0x8000u ? -magnitude : magnitude;
+}
+
+// c += A B for one 16 x 8 tile, every lane of the warp taking part (not under divergence).
+// On sm_80 and later, the tensor cores; elsewhere (the emulator, older GPUs, which the host
+// never gives this kernel) the same sums from the fragments through shuffles.
+__device__ __forceinline__ void multiply_add(const unsigned (&a)[4], const unsigned (&b)[2],
+                                             float (&c)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800 && !defined(GPUCNN_EMULATOR)
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, "
+        "{%8, %9}, {%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+#pragma unroll
+    for (int k = 0; k < 16; ++k) {
+        // column k of A and row k of B sit with the lanes of t = k % 8 / 2, in word k / 8 of
+        // their pair, in the half k % 2
+        const int holder = k % 8 / 2, word = k / 8, shift = 16 * (k % 2);
+        const unsigned row_g = __shfl_sync(0xffffffffu, a[2 * word], 4 * g + holder);
+        const unsigned row_g8 = __shfl_sync(0xffffffffu, a[2 * word + 1], 4 * g + holder);
+        const unsigned column_0 = __shfl_sync(0xffffffffu, b[word], 4 * (2 * t) + holder);
+        const unsigned column_1 = __shfl_sync(0xffffffffu, b[word], 4 * (2 * t + 1) + holder);
+        const float a_g = float_of_half(row_g >> shift & 0xffffu);
+        const float a_g8 = float_of_half(row_g8 >> shift & 0xffffu);
+        const float b_0 = float_of_half(column_0 >> shift & 0xffffu);
+        const float b_1 = float_of_half(column_1 >> shift & 0xffffu);
+        c[0] += a_g * b_0, c[1] += a_g * b_1, c[2] += a_g8 * b_0, c[3] += a_g8 * b_1;
+    }
+#endif
+}
+
+}  // namespace mma
+
+constexpr int kMmaWarps = 8;     // a block's warps, side by side along the neurons
+constexpr int kMmaStates = 32;   // a warp's states (rows of C): two MMA tiles of 16
+constexpr int kMmaNeurons = 64;  // a warp's neurons (columns of C): eight MMA tiles of 8
+constexpr int kMmaStep = 16;     // the reduction step: the MMA's k
+
 }  // namespace hopfield
 
 // Split blockIdx.z reduces over neurons [z * chunk, (z + 1) * chunk) (chunk a multiple of
@@ -286,6 +365,86 @@ __global__ void __launch_bounds__(gemm::kThreads)
                                                 else
                                                     hopfield::finish(out, Y, index, field, sync);
                                             });
+}
+
+// The fields of a float network on the tensor cores (see hopfield::mma): C = Y W as MMA
+// tiles, A = Y (states as rows, +-1 made float16 on the way), B = W (column j of B is row j
+// of W16, which W's symmetry makes column j of W). W16 (n rows, pitch float16 a row, pitch a
+// multiple of 16, zeros past n) holds W exactly. A warp owns 32 states by 64 neurons, a
+// block 8 warps along the neurons; each step of 16 neurons a lane loads its fragments from
+// global memory (W16's rows as words, two float16 at a time) and issues 16 MMAs. Split
+// blockIdx.z reduces over neurons [z * chunk, (z + 1) * chunk), chunk a multiple of 16, as
+// hopfield_product_gemm, with the same epilogue.
+extern "C" __global__ void __launch_bounds__(hopfield::kThreads)
+    hopfield_product_mma(const unsigned short* __restrict__ W16, const float* __restrict__ Y,
+                         float* __restrict__ out, int n, int pitch, int batch, int sync,
+                         long long chunk) {
+    using namespace hopfield;
+    const int lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
+    const int state0 = blockIdx.y * kMmaStates;
+    const long long neuron0 = ((long long)blockIdx.x * kMmaWarps + threadIdx.x / 32) * kMmaNeurons;
+    const long long begin = blockIdx.z * chunk, end = min(begin + chunk, (long long)n);
+    float acc[2][8][4];
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int c = 0; c < 8; ++c)
+#pragma unroll
+            for (int r = 0; r < 4; ++r)
+                acc[m][c][r] = 0.0f;
+    for (long long i0 = begin; i0 < end; i0 += kMmaStep) {
+        // Word r of tile m: state row g + 8 (r % 2), neurons i0 + 2t + 8 (r / 2) and the next
+        // (zeros past the split's end and past batch: padding multiplies to 0).
+        unsigned a[2][4];
+#pragma unroll
+        for (int m = 0; m < 2; ++m)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {
+                const int state = state0 + 16 * m + g + 8 * (r % 2);
+                const long long i = i0 + 2 * t + 8 * (r / 2);
+                float low = 0.0f, high = 0.0f;
+                if (state < batch) {
+                    const float* row = Y + (long long)state * n;
+                    if (i < end) low = row[i];
+                    if (i + 1 < end) high = row[i + 1];
+                }
+                a[m][r] = mma::pack_states(low, high);
+            }
+        // Word r of tile c: neurons i0 + 2t + 8r and the next of W16's row j (within the
+        // pitch: i0 + 15 < pitch; past the split's end A is 0).
+        unsigned b[8][2];
+#pragma unroll
+        for (int c = 0; c < 8; ++c) {
+            const long long j = neuron0 + 8 * c + g;
+#pragma unroll
+            for (int r = 0; r < 2; ++r)
+                b[c][r] =
+                    j < n ? *reinterpret_cast<const unsigned*>(W16 + j * pitch + i0 + 2 * t + 8 * r)
+                          : 0u;
+        }
+#pragma unroll
+        for (int m = 0; m < 2; ++m)
+#pragma unroll
+            for (int c = 0; c < 8; ++c)
+                mma::multiply_add(a[m], b[c], acc[m][c]);
+    }
+    const bool split = gridDim.z > 1;
+    float* slice = out + (long long)blockIdx.z * batch * n;
+#pragma unroll
+    for (int m = 0; m < 2; ++m)
+#pragma unroll
+        for (int c = 0; c < 8; ++c)
+#pragma unroll
+            for (int r = 0; r < 4; ++r) {  // C: row g + 8 (r / 2), column 2t + r % 2
+                const int state = state0 + 16 * m + g + 8 * (r / 2);
+                const long long j = neuron0 + 8 * c + 2 * t + r % 2;
+                if (state >= batch || j >= n) continue;
+                const long long index = (long long)state * n + j;
+                if (split)
+                    slice[index] = acc[m][c][r];
+                else
+                    finish(out, Y, index, acc[m][c][r], sync);
+            }
 }
 
 // The fields (sync = 0) or the step (sync = 1) from the splits' partial fields, summed in

@@ -79,9 +79,9 @@ class HopfieldNetwork:
         self.n = check_int(n, "n", 2)
         self.dtype = float_dtype(dtype)
         self.device = get_device()
-        self._w = to_device(np.zeros((self.n, self.n), self.dtype), self.device)
         self.rule: str | None = None  # the rule of the stored patterns, once there are some
         self.stored = 0  # patterns stored so far (minus none: unlearning is separate)
+        self._set_weights(to_device(np.zeros((self.n, self.n), self.dtype), self.device), None)
 
     def __repr__(self) -> str:
         return (
@@ -180,8 +180,7 @@ class HopfieldNetwork:
                 w += (xp.outer(pattern, pattern) - cross + 2 * w) / self.n
                 xp.fill_diagonal(w, 0)
         xp.fill_diagonal(w, 0)
-        self._check_exact(w)
-        self._w = w
+        self._set_weights(w, rule)
         self.rule = rule
         self.stored += len(x)
 
@@ -190,19 +189,37 @@ class HopfieldNetwork:
         x, _ = self._as_states(phantoms, "phantoms")
         w = self._w - x.T @ x
         self.xp.fill_diagonal(w, 0)
-        self._check_exact(w)
-        self._w = w
+        self._set_weights(w, self.rule)
 
-    def _check_exact(self, w) -> None:
-        """Hebbian weights are integers; in float32 their fields are exact only while
-        n * max|w| < 2^24. Refuse weights past that rather than decide ties wrongly."""
-        if self.dtype == np.float32 and self.rule != "storkey":
-            bound = float(self.xp.abs(w).max()) * self.n
-            if bound >= EXACT_FLOAT32:
-                raise ValueError(
-                    f"float32 cannot hold this network's fields exactly (n * max|w| = "
-                    f"{bound:.0f} >= 2^24): use HopfieldNetwork(n, dtype=np.float64)"
-                )
+    def _set_weights(self, w, rule: str | None) -> None:
+        """W becomes ``w``, whose rule is ``rule``, once checked (``_check_exact``); what
+        the products kept of the old W goes with it."""
+        self._max_weight = self._check_exact(w, rule)
+        self._w = w
+        self._product_weights: dict = {}
+
+    def _check_exact(self, w, rule: str | None) -> float | None:
+        """Hebbian weights (and unlearned ones) are integers; in float32 their fields are
+        exact only while n * max|w| < 2^24. Refuse weights past that rather than decide ties
+        wrongly. Returns max|w| for float32 integer weights, else None."""
+        if self.dtype != np.float32 or rule == "storkey":
+            return None
+        largest = float(array_module(w).abs(w).max())
+        if largest * self.n >= EXACT_FLOAT32:
+            raise ValueError(
+                f"float32 cannot hold this network's fields exactly (n * max|w| = "
+                f"{largest * self.n:.0f} >= 2^24): use HopfieldNetwork(n, dtype=np.float64)"
+            )
+        return largest
+
+    def _weights_for(self, impl):
+        """W as the products of backend ``impl`` take it (the CUDA path may keep W in
+        float16 beside it, for the tensor cores), made once per W."""
+        prepared = self._product_weights.get(impl)
+        if prepared is None:
+            prepared = impl.prepare_weights(self._w, self._max_weight)
+            self._product_weights[impl] = prepared
+        return prepared
 
     # ----------------------------------------------------------------------- dynamics
 
@@ -210,14 +227,15 @@ class HopfieldNetwork:
         """E(y) = -1/2 sum_j sum_i w_ji y_j y_i per state (float64): (batch,) or a scalar."""
         y, single, invalid = self._as_states(states, "states", defer_check=True)
         impl = backend(y).hopfield
-        energy = impl.energy_from_fields(y, impl.fields(self._w, y))
+        energy = impl.energy_from_fields(y, impl.fields(self._weights_for(impl), y))
         self._check_states(invalid, "states")  # after the launches: they run meanwhile
         return energy[0] if single else energy
 
     def step_sync(self, states):
         """One synchronous (parallel) step: every neuron from the same old state."""
         y, single, invalid = self._as_states(states, "states", defer_check=True)
-        new = backend(y).hopfield.step_sync(self._w, y)
+        impl = backend(y).hopfield
+        new = impl.step_sync(self._weights_for(impl), y)
         self._check_states(invalid, "states")  # after the launch: the product runs meanwhile
         return self._shaped(new, single)
 
@@ -259,12 +277,13 @@ class HopfieldNetwork:
         """Synchronous steps on the device; whether every state is done is read back every
         ``check_every`` steps only."""
         xp, impl = self.xp, backend(y).hopfield
+        w = self._weights_for(impl)
         batch = y.shape[0]
         previous = None
         sweeps = xp.zeros(batch, np.int32)
         converged = xp.zeros(batch, bool)
         done = xp.zeros(batch, bool)
-        f = impl.fields(self._w, y)
+        f = impl.fields(w, y)
         energies = [impl.energy_from_fields(y, f)]
         for step in range(max_sweeps):
             new = impl.next_states(f, y)
@@ -279,7 +298,7 @@ class HopfieldNetwork:
             converged |= active & same
             done |= active & (same | cycle)
             previous, y = y, xp.where(active[:, None], new, y)
-            f = impl.fields(self._w, y)
+            f = impl.fields(w, y)
             energies.append(impl.energy_from_fields(y, f))
             if (step + 1) % check_every == 0 and bool(done.all()):
                 break
@@ -343,7 +362,5 @@ class HopfieldNetwork:
         network = cls(w.shape[0], dtype or w.dtype)
         network.rule = rule or None
         network.stored = int(stored)
-        candidate = to_device(w.astype(network.dtype), network.device)
-        network._check_exact(candidate)
-        network._w = candidate
+        network._set_weights(to_device(w.astype(network.dtype), network.device), network.rule)
         return network

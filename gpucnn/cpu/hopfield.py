@@ -17,6 +17,12 @@ def invalid_states(y):
     return np.array([not np.all((y == 1) | (y == -1))], np.int32)
 
 
+def prepare_weights(w, largest_weight):
+    """W as this path's products take it: W itself (the CUDA path may keep more beside it;
+    ``largest_weight`` is max|W| where W holds float32 integers, else None)."""
+    return w
+
+
 def fields(w, y):
     """F[b, j] = sum_i W[j, i] Y[b, i] (W is symmetric)."""
     return y @ w

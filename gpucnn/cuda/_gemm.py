@@ -32,12 +32,13 @@ def grid(columns: int, rows: int, tile_rows: int, splits: int = 1) -> tuple[int,
 
 
 def split_reduction(
-    reduction: int, blocks: int, target_blocks: int = TARGET_BLOCKS
+    reduction: int, blocks: int, target_blocks: int = TARGET_BLOCKS, step: int = STEP
 ) -> tuple[int, int]:
     """(splits, indices per split) for a GEMM of ``blocks`` tiles reducing over ``reduction``
     indices: as many splits as keep the grid within ``target_blocks`` blocks and each split
-    at least MIN_SPLIT indices long, each a whole number of reduction steps."""
+    at least MIN_SPLIT indices long, each a whole number of reduction steps of ``step``
+    (a divisor of MIN_SPLIT)."""
     splits = max(1, min(target_blocks // blocks, reduction // MIN_SPLIT))
     chunk = max(1, -(-reduction // splits))
-    chunk = -(-chunk // STEP) * STEP  # whole steps: each split starts on a vector boundary
+    chunk = -(-chunk // step) * step  # whole steps: each split starts on a vector boundary
     return max(1, -(-reduction // chunk)), chunk

@@ -42,6 +42,8 @@ SCALAR_TYPES = {
     "uint8_t": np.uint8,
     "short": np.int16,
     "int16_t": np.int16,
+    "unsigned short": np.uint16,
+    "uint16_t": np.uint16,
 }
 
 # Template kernels are instantiated for these (C++ name, NumPy dtype) pairs.

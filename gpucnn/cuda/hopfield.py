@@ -6,8 +6,11 @@ Same functions and semantics as ``gpucnn.cpu.hopfield``; arguments arrive valida
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from .._checks import env_flag
 from .._device import array_module, is_cupy_array
 from ..cpu.hopfield import next_states as next_states  # elementwise: one version for both
 from ._gemm import ONE_WAVE, WIDE_ROWS, grid, split_reduction
@@ -22,6 +25,47 @@ SKINNY_BUCKETS = (8, 16, 32, 64)
 SKINNY_BATCH = SKINNY_BUCKETS[-1]
 SKINNY_ACCUMULATORS = 64
 SHARED_BYTES = 48 * 1024  # dynamic shared memory available without an opt-in
+# The tensor-core product (hopfield_product_mma) for float32 networks whose weights are
+# integers of at most EXACT_FLOAT16 in magnitude (float16 holds those exactly): on with
+# TENSOR_CORES_VARIABLE=1, on GPUs of compute capability 8.0 and later (and the emulator).
+# Off by default until a GPU has checked its bits and timed it (benchmarks/NOTES.md).
+TENSOR_CORES_VARIABLE = "GPUCNN_HOPFIELD_TENSOR_CORES"
+EXACT_FLOAT16 = 2048
+MMA_STEP = 16  # hopfield::kMmaStep: W16's pitch and every split are multiples of it
+MMA_STATES = 32  # a block's states (hopfield::kMmaStates)
+MMA_NEURONS = 8 * 64  # a block's neurons (hopfield::kMmaWarps * kMmaNeurons)
+
+
+@dataclass(frozen=True)
+class TensorCoreWeights:
+    """W as the products take it where the tensor cores may multiply it: ``half``, W in
+    float16 as uint16 bits, (n, pitch), rows padded with zeros to a multiple of MMA_STEP."""
+
+    half: object
+
+
+def prepare_weights(w, largest_weight):
+    """W as this path's products take it: TensorCoreWeights where the tensor-core product is
+    asked for (TENSOR_CORES_VARIABLE), can run here, and is exact for W (float32 integers,
+    ``largest_weight`` = max|W| at most EXACT_FLOAT16); else W itself."""
+    exact = largest_weight is not None and largest_weight <= EXACT_FLOAT16
+    if not (exact and w.dtype == np.float32 and _tensor_cores_here(w)):
+        return w
+    n = w.shape[0]
+    pitch = -(-n // MMA_STEP) * MMA_STEP
+    half = array_module(w).zeros((n, pitch), np.float16)
+    half[:, :n] = w  # exact: integers of at most 2048
+    return TensorCoreWeights(half.view(np.uint16))
+
+
+def _tensor_cores_here(like) -> bool:
+    if not env_flag(TENSOR_CORES_VARIABLE):
+        return False
+    if not is_cupy_array(like):
+        return True  # the emulator: the kernel's portable product
+    import cupy
+
+    return int(cupy.cuda.Device().compute_capability) >= 80  # mma.m16n8k16 with float16
 
 
 def skinny_columns(batch: int) -> int:
@@ -36,6 +80,8 @@ def _product(w, y, sync: bool):
     y = contiguous(y)
     batch, n = y.shape
     out = empty(y, y.shape, y.dtype)
+    if isinstance(w, TensorCoreWeights):
+        return _product_mma(w.half, y, out, sync)
     if batch == 1:
         launch(
             get_kernel(SOURCE, "hopfield_product_vector", y),
@@ -60,12 +106,32 @@ def _product(w, y, sync: bool):
         THREADS,
         (w, y, partial, n, batch, int(sync), chunk),
     )
+    return _finish_splits(partial, y, out, splits, sync)
+
+
+def _product_mma(half, y, out, sync: bool):
+    """The product on the tensor cores (hopfield_product_mma), split as the others."""
+    batch, n = y.shape
+    column_blocks, row_blocks = -(-n // MMA_NEURONS), -(-batch // MMA_STATES)
+    splits, chunk = split_reduction(n, column_blocks * row_blocks, ONE_WAVE, MMA_STEP)
+    partial = out if splits == 1 else empty(y, (splits, batch, n), y.dtype)
+    launch(
+        get_kernel(SOURCE, "hopfield_product_mma", y),
+        (column_blocks, row_blocks, splits),
+        THREADS,
+        (half, y, partial, n, half.shape[1], batch, int(sync), chunk),
+    )
+    return _finish_splits(partial, y, out, splits, sync)
+
+
+def _finish_splits(partial, y, out, splits: int, sync: bool):
+    """out from the splits' partial fields (hopfield_finish_splits), where there are several."""
     if splits > 1:
         launch(
             get_kernel(SOURCE, "hopfield_finish_splits", y),
-            grid_stride_blocks(batch * n, THREADS),
+            grid_stride_blocks(out.size, THREADS),
             THREADS,
-            (partial, y, out, splits, batch * n, int(sync)),
+            (partial, y, out, splits, out.size, int(sync)),
         )
     return out
 
