@@ -44,11 +44,11 @@ def _network(target: Target, n: int):
 
 
 @contextlib.contextmanager
-def _tensor_cores():
-    """GPUCNN_HOPFIELD_TENSOR_CORES=1 inside the block, as it was after."""
+def _tensor_cores(on: bool = True):
+    """GPUCNN_HOPFIELD_TENSOR_CORES=1 (or 0) inside the block, as it was after."""
     variable = cuda_hopfield.TENSOR_CORES_VARIABLE
     saved = os.environ.get(variable)
-    os.environ[variable] = "1"
+    os.environ[variable] = "1" if on else "0"
     try:
         yield
     finally:
@@ -58,15 +58,20 @@ def _tensor_cores():
             os.environ[variable] = saved
 
 
-def _tensor_core_network(target: Target, n: int):
-    """The benchmark's network with its products on the tensor cores (its float16 W made
-    now, while the variable is set), or None where they cannot run."""
+def _on_tensor_cores(target: Target, net) -> bool:
+    """Whether ``net``'s products run on the tensor cores here when asked to."""
     if target.name != "gpu":
-        return None
+        return False
     with _tensor_cores():
-        net = _network(target, n)
         prepared = net._weights_for(cuda_hopfield)
-    return net if isinstance(prepared, cuda_hopfield.TensorCoreWeights) else None
+    return isinstance(prepared, cuda_hopfield.TensorCoreWeights)
+
+
+def _timed(target: Target, op, states, tensor_cores: bool):
+    """``op``'s timing with the tensor cores asked for or not (whatever the environment
+    says), so that each row is what its name says."""
+    with _tensor_cores(tensor_cores):
+        return target.time(op, states)
 
 
 def run(target: Target, ceilings: dict) -> list[dict]:
@@ -74,21 +79,21 @@ def run(target: Target, ceilings: dict) -> list[dict]:
     ns, batches = sizes(target)
     for n in ns:
         net = _network(target, n)
-        tensor = _tensor_core_network(target, n)
+        tensor_cores = _on_tensor_cores(target, net)
         pitch = -(-n // cuda_hopfield.MMA_STEP) * cuda_hopfield.MMA_STEP
         for batch in batches:
             states = [target.put(random_patterns(batch, n, seed=i)) for i in range(3)]
             flops = 2 * n * n * batch
             moved = 4 * (n * n + 2 * batch * n)
-            products = [("energy", net.energy, moved), ("step_sync", net.step_sync, moved)]
-            if tensor is not None:
-                half = 2 * n * pitch + 4 * 2 * batch * n  # W16, and the states in and out
-                products += [
-                    ("energy (tensor cores)", tensor.energy, half),
-                    ("step_sync (tensor cores)", tensor.step_sync, half),
-                ]
-            for name, op, bytes_moved in products:
-                timing = target.time(op, [(s,) for s in states])
+            half = 2 * n * pitch + 4 * 2 * batch * n  # W16, and the states in and out
+            products = [("energy", False, moved), ("step_sync", False, moved)]
+            if tensor_cores:
+                products += [("energy", True, half), ("step_sync", True, half)]
+            for name, on_tensor_cores, bytes_moved in products:
+                op = getattr(net, name)
+                timing = _timed(target, op, [(s,) for s in states], on_tensor_cores)
+                if on_tensor_cores:
+                    name += " (tensor cores)"
                 results.append(
                     record(
                         "hopfield",

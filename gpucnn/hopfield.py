@@ -196,7 +196,7 @@ class HopfieldNetwork:
         the products kept of the old W goes with it."""
         self._max_weight = self._check_exact(w, rule)
         self._w = w
-        self._product_weights: dict = {}
+        self._product_weights: dict = {}  # what backends made of W for their products
 
     def _check_exact(self, w, rule: str | None) -> float | None:
         """Hebbian weights (and unlearned ones) are integers; in float32 their fields are
@@ -213,13 +213,9 @@ class HopfieldNetwork:
         return largest
 
     def _weights_for(self, impl):
-        """W as the products of backend ``impl`` take it (the CUDA path may keep W in
-        float16 beside it, for the tensor cores), made once per W."""
-        prepared = self._product_weights.get(impl)
-        if prepared is None:
-            prepared = impl.prepare_weights(self._w, self._max_weight)
-            self._product_weights[impl] = prepared
-        return prepared
+        """W as the products of backend ``impl`` take it: the CUDA path may use W in float16
+        for the tensor cores, which it keeps in ``_product_weights`` until W changes."""
+        return impl.prepare_weights(self._w, self._max_weight, self._product_weights)
 
     # ----------------------------------------------------------------------- dynamics
 

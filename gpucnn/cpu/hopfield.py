@@ -17,9 +17,10 @@ def invalid_states(y):
     return np.array([not np.all((y == 1) | (y == -1))], np.int32)
 
 
-def prepare_weights(w, largest_weight):
-    """W as this path's products take it: W itself (the CUDA path may keep more beside it;
-    ``largest_weight`` is max|W| where W holds float32 integers, else None)."""
+def prepare_weights(w, largest_weight, kept: dict):
+    """W as this path's products take it: W itself. (The CUDA path may use W in float16,
+    made once per W into ``kept``; ``largest_weight`` is max|W| where W holds float32
+    integers, else None.)"""
     return w
 
 

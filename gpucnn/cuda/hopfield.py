@@ -44,18 +44,22 @@ class TensorCoreWeights:
     half: object
 
 
-def prepare_weights(w, largest_weight):
+def prepare_weights(w, largest_weight, kept: dict):
     """W as this path's products take it: TensorCoreWeights where the tensor-core product is
-    asked for (TENSOR_CORES_VARIABLE), can run here, and is exact for W (float32 integers,
-    ``largest_weight`` = max|W| at most EXACT_FLOAT16); else W itself."""
+    asked for (TENSOR_CORES_VARIABLE, read on every call), can run here, and is exact for W
+    (float32 integers, ``largest_weight`` = max|W| at most EXACT_FLOAT16); else W itself.
+    W16 is made once per W, into ``kept`` (the caller's, emptied when W changes)."""
     exact = largest_weight is not None and largest_weight <= EXACT_FLOAT16
     if not (exact and w.dtype == np.float32 and _tensor_cores_here(w)):
         return w
-    n = w.shape[0]
-    pitch = -(-n // MMA_STEP) * MMA_STEP
-    half = array_module(w).zeros((n, pitch), np.float16)
-    half[:, :n] = w  # exact: integers of at most 2048
-    return TensorCoreWeights(half.view(np.uint16))
+    prepared = kept.get(TensorCoreWeights)
+    if prepared is None:
+        n = w.shape[0]
+        pitch = -(-n // MMA_STEP) * MMA_STEP
+        half = array_module(w).zeros((n, pitch), np.float16)
+        half[:, :n] = w  # exact: integers of at most 2048
+        prepared = kept[TensorCoreWeights] = TensorCoreWeights(half.view(np.uint16))
+    return prepared
 
 
 def _tensor_cores_here(like) -> bool:

@@ -351,10 +351,14 @@ def _integer_weights(n, largest):
 def test_w16_holds_w_exactly_in_rows_padded_to_the_mma_step(monkeypatch):
     monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, "1")
     w = _integer_weights(37, -2048.0)
-    prepared = cuda_hopfield.prepare_weights(w, 2048.0)  # NumPy arrays: the emulator's path
+    kept = {}
+    prepared = cuda_hopfield.prepare_weights(w, 2048.0, kept)  # NumPy: the emulator's path
     half = prepared.half.view(np.float16)
     assert half.shape == (37, 48)
     assert np.array_equal(half[:, :37].astype(np.float32), w) and not half[:, 37:].any()
+    assert cuda_hopfield.prepare_weights(w, 2048.0, kept) is prepared  # made once per W
+    monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, "0")  # read on every call
+    assert cuda_hopfield.prepare_weights(w, 2048.0, kept) is w
 
 
 @pytest.mark.parametrize(
@@ -374,7 +378,7 @@ def test_the_tensor_cores_take_only_weights_float16_holds(
 ):
     monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, setting)
     w = np.zeros((4, 4), dtype)
-    prepared = cuda_hopfield.prepare_weights(w, largest)
+    prepared = cuda_hopfield.prepare_weights(w, largest, {})
     assert isinstance(prepared, cuda_hopfield.TensorCoreWeights) == takes
     assert takes or prepared is w
 
