@@ -29,8 +29,8 @@
 //                           host's input check, in one launch); grid-stride, 256 threads.
 //   hopfield_energy         E[b] = -1/2 sum_j Y[b, j] F[b, j]; a block per state (grid-stride),
 //                           256 threads, a fixed-order tree in double.
-//   hopfield_recall_async   a block per state (grid-stride), 256 threads: sequential sweeps,
-//                           see below.
+//   hopfield_recall_async   a block per state (grid-stride), 256 threads: sequential sweeps
+//                           from the fields F = Y W one of the products made, see below.
 //   hopfield_sweep_recompute  the plain version, for the benchmark's comparison and as a check:
 //                           one sweep, a block per state, each step recomputing its field as a
 //                           full dot product (O(n^2) per sweep instead of O(n * flips)).
@@ -538,10 +538,12 @@ __global__ void __launch_bounds__(hopfield::kThreads)
 // orders[sweep * n + step] (or 0, 1, ..., n - 1 when orders is null), applying the update rule
 // to one neuron at a time.
 //
-// A block owns one state at a time. Its fields h = W y and its state y live in shared memory
+// A block owns one state at a time. Its fields h and its state y live in shared memory
 // (dynamic, 2 n values) or, when they do not fit, in the block's slice of workspace (2 n
-// values per block). h is computed once (a warp per
-// row, fixed shuffle order) and then kept exact incrementally: when neuron j flips to y_j',
+// values per block). h starts as the state's row of F = Y W, which the host computes for
+// every state at once with the products above (a warp per row of W in each block, one
+// coalesced load after another, was most of the time: each block read all of W at a few
+// loads in flight). It is then kept exact incrementally: when neuron j flips to y_j',
 // h += 2 y_j' W[j, :], so a sweep costs O(n + flips * n / threads), not O(n^2). Every thread
 // reads h[j] and y[j] and reaches the same decision; a step without a flip writes nothing and
 // needs no barrier. On a flip, a barrier lets every thread finish reading before anyone
@@ -551,7 +553,7 @@ __global__ void __launch_bounds__(hopfield::kThreads)
 // value repeated after a state stops). Nothing is read back to the host in between.
 template <typename T>
 __global__ void __launch_bounds__(hopfield::kThreads)
-    hopfield_recall_async(const T* __restrict__ W, T* __restrict__ Y,
+    hopfield_recall_async(const T* __restrict__ W, const T* __restrict__ F, T* __restrict__ Y,
                           const int* __restrict__ orders, double* __restrict__ energies,
                           int* __restrict__ sweeps, int* __restrict__ converged,
                           T* __restrict__ workspace, int n, int batch, int max_sweeps,
@@ -559,22 +561,14 @@ __global__ void __launch_bounds__(hopfield::kThreads)
     extern __shared__ __align__(16) unsigned char dynamic[];
     __shared__ double scratch[hopfield::kThreads];
     __shared__ int changed;
-    const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
     for (long long b = blockIdx.x; b < batch; b += gridDim.x) {
         T* h = fields_in_shared ? reinterpret_cast<T*>(dynamic)
                                 : workspace + (long long)blockIdx.x * 2 * n;
         T* y = h + n;
         T* state = Y + b * n;
-        for (int i = threadIdx.x; i < n; i += blockDim.x)
+        for (int i = threadIdx.x; i < n; i += blockDim.x) {
             y[i] = state[i];
-        __syncthreads();
-        for (int i = warp; i < n; i += warps) {
-            T sum = T(0);
-            for (int k = lane; k < n; k += 32)
-                sum += W[(long long)i * n + k] * y[k];
-            for (int offset = 16; offset > 0; offset /= 2)
-                sum += __shfl_down_sync(0xffffffffu, sum, offset);
-            if (lane == 0) h[i] = sum;
+            h[i] = F[b * n + i];
         }
         __syncthreads();
         double energy = hopfield::state_energy(y, h, n, scratch);

@@ -203,6 +203,8 @@ def recall_async(w, y, max_sweeps: int, orders):
     batch, n = y.shape
     xp = array_module(y)
     states = xp.array(y, order="C")  # updated in place by the kernel
+    # every state's first fields at once, at the products' rate (exact for Hebbian weights)
+    first_fields = _product(w, states, sync=False)
     energies = empty(y, (max_sweeps + 1, batch), np.float64)
     sweeps = empty(y, (batch,), np.int32)
     converged = empty(y, (batch,), np.int32)
@@ -215,6 +217,7 @@ def recall_async(w, y, max_sweeps: int, orders):
         THREADS,
         (
             w,
+            first_fields,
             states,
             None if orders is None else contiguous(orders),
             energies,
