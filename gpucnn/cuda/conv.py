@@ -20,6 +20,17 @@ SOURCE = "conv2d.cu"
 # backward-filter, whose few columns (C*R*S) leave it few tiles, is faster wide.
 NARROW_UP_TO = 64
 NARROW_UP_TO_FILTER = 32
+# The implicit GEMM's filter-gradient splits are summed a thread an element in split order
+# (conv2d_sum_splits: coalesced, but each thread a chain of `splits` loads with a few in
+# flight: ~0.3 us a group of four from L2, so LeNet conv2's 200 splits of 2400 elements take
+# ~15 us on the ten SMs that 2400 threads fill, ResNet-20 3->16's 528 splits of 432 about
+# 40), or a warp an element (conv2d_sum_splits_by_warp: 32 times shorter chains, every SM
+# busy, but a lane's 4-byte load pulls a whole 32-byte sector, 8x the bytes). At ~5 TB/s of
+# L2 that traffic stays under the chains' time below about 10,000 elements, so: a warp an
+# element from SUM_BY_WARP_MIN_SPLITS splits up to SUM_BY_WARP_MAX_ELEMENTS elements. A
+# model, not yet timed (benchmarks/NOTES.md, session 30).
+SUM_BY_WARP_MIN_SPLITS = 32
+SUM_BY_WARP_MAX_ELEMENTS = 8192
 # Backward-filter of at most this many filter taps (K*C*R*S) reduces directly, a thread per
 # tap (conv2d_backward_filter_per_tap): LeNet's first layer, 6 x 1 x 5 x 5, used 6 of the
 # narrow tile's 32 rows and 25 of its 128 columns, and 0.187 ms on an H100 against cuDNN's
@@ -548,14 +559,23 @@ def _backward_filter(dy, x, w, window: Window, shape, direct: bool):
         (dy, x, out, *shape, chunk, int(plane % 4 == 0)),
     )
     if splits > 1:
-        size = k * taps
-        launch(
-            get_kernel(SOURCE, "conv2d_sum_splits", x),
-            grid_stride_blocks(size, THREADS),
-            THREADS,
-            (out, dw, splits, size),
-        )
+        _sum_filter_splits(out, dw, splits)
     return dw
+
+
+def _sum_filter_splits(partial, dw, splits: int):
+    """dw = the sum of the implicit GEMM's ``splits`` slices of partial: by a warp an element
+    where there are many splits and few elements (see SUM_BY_WARP_MAX_ELEMENTS), else by a
+    thread an element in split order."""
+    if splits >= SUM_BY_WARP_MIN_SPLITS and dw.size <= SUM_BY_WARP_MAX_ELEMENTS:
+        _sum_splits_by_warp(partial, dw, splits)
+        return
+    launch(
+        get_kernel(SOURCE, "conv2d_sum_splits", dw),
+        grid_stride_blocks(dw.size, THREADS),
+        THREADS,
+        (partial, dw, splits, dw.size),
+    )
 
 
 def _direct_backward_filter(dy, x, dw, shape, plan: DirectFilterPlan):

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 import gpucnn
 from gpucnn import ops
+from gpucnn._shapes import conv_window
 from gpucnn.cuda import _gemm as cuda_gemm
 from gpucnn.cuda import conv as cuda_conv
 from tests.helpers import (
@@ -100,6 +101,54 @@ def test_backward_filter_split_reduction_is_exact_and_deterministic(
     first = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
     again = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
     assert rel_error(first, expected) < TOLERANCE[dtype] and np.array_equal(first, again)
+
+
+@pytest.mark.parametrize("min_split, splits, summed_by", [(8, 64, "warp"), (128, 4, "thread")])
+def test_many_filter_splits_of_few_elements_are_summed_by_a_warp_each(
+    backend, monkeypatch, min_split, splits, summed_by
+):
+    # 2 images of 16 x 16: 512 reduction indices, one GEMM tile of 3 x 18 taps. With 8 a
+    # split the reduction is split in 64, summed a warp an element (54 elements); with 128,
+    # in 4, a thread an element in split order.
+    monkeypatch.setattr(cuda_conv, "PER_TAP_FILTER_TAPS", 0)  # the implicit GEMM's filter
+    monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", min_split)
+    assert cuda_gemm.split_reduction(512, 1)[0] == splits
+    launched = record_launches(monkeypatch, cuda_conv)
+    x, w, _ = conv_case_inputs((2, 2, 16, 16, 3, 3, 3, 1, 1, 1))
+    dy = np.random.default_rng(3).standard_normal((2, 3, 16, 16))
+    expected = ops.conv2d_backward(dy, x, w, padding=1)[1]
+    x, w, dy = (a.astype(np.float32) for a in (x, w, dy))
+    first = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
+    again = backend.run(ops.conv2d_backward, dy, x, w, padding=1)[1]
+    assert rel_error(first, expected) < TOLERANCE[np.float32] and np.array_equal(first, again)
+    by_warp = "conv2d_sum_splits_by_warp" in launched
+    assert by_warp == (summed_by == "warp") and by_warp != ("conv2d_sum_splits" in launched)
+
+
+@pytest.mark.parametrize(
+    "x_shape, w_shape, stride, padding, sum_kernel",
+    [
+        ((256, 6, 14, 14), (16, 6, 5, 5), 1, 0, "conv2d_sum_splits_by_warp"),  # LeNet conv2
+        ((128, 16, 32, 32), (32, 16, 3, 3), 2, 1, "conv2d_sum_splits_by_warp"),  # ResNet-20
+        ((128, 3, 32, 32), (16, 3, 3, 3), 1, 1, "conv2d_sum_splits_by_warp"),  # 3 -> 16
+        ((128, 32, 16, 16), (64, 32, 3, 3), 2, 1, "conv2d_sum_splits"),  # 18,432 elements
+    ],
+)
+def test_the_benchmark_layers_sum_their_filter_splits_as_the_model_says(
+    monkeypatch, x_shape, w_shape, stride, padding, sum_kernel
+):
+    # Planning only: kernels are named and launches recorded, not run. The splits: 200 of
+    # 2,400 elements, 256 of 4,608, 528 of 432, 64 of 18,432.
+    launched = []
+    monkeypatch.setenv(cuda_conv.ALGORITHM_VARIABLE, "gemm")
+    monkeypatch.setattr(cuda_conv, "get_kernel", lambda source, name, like: name)
+    monkeypatch.setattr(cuda_conv, "launch", lambda kernel, *rest, **kw: launched.append(kernel))
+    window = conv_window(w_shape[2:], stride, padding, 1)
+    out_hw = window.output_shape(*x_shape[2:])
+    x, w = np.zeros(x_shape, np.float32), np.zeros(w_shape, np.float32)
+    dy = np.zeros((x_shape[0], w_shape[0], *out_hw), np.float32)
+    cuda_conv.conv2d_backward(dy, x, w, window, False, False, True)
+    assert launched[-1] == sum_kernel
 
 
 @pytest.mark.parametrize("shape", [(5, 2, 13, 11), (2, 1, 20, 20), (300, 1, 3, 3)])
