@@ -67,6 +67,23 @@ __device__ __forceinline__ void finish(T* out, const T* Y, long long index, T fi
     out[index] = sync ? next_state(field, Y[index]) : field;
 }
 
+// The epilogue the products share: field (b, j) into split blockIdx.z's slice of out
+// (splits, batch, n) when the reduction over neurons is split, else into out as the field or
+// the synchronous step it implies (finish).
+template <typename T>
+struct Epilogue {
+    T* out;
+    const T* Y;
+    int n, batch, sync;
+    __device__ __forceinline__ void operator()(int b, long long j, T field) const {
+        const long long index = (long long)b * n + j;
+        if (gridDim.z > 1)
+            out[(long long)blockIdx.z * batch * n + index] = field;
+        else
+            finish(out, Y, index, field, sync);
+    }
+};
+
 // C = Y W: A = Y (batch x n, rows contiguous), B = W (n x n, rows contiguous).
 template <typename T>
 struct Product {
@@ -355,16 +372,8 @@ __global__ void __launch_bounds__(gemm::kThreads)
                           int n, int batch, int sync, long long chunk) {
     const hopfield::Product<T> problem{W, Y, n, n % 4 == 0};
     const long long begin = blockIdx.z * chunk, end = min(begin + chunk, (long long)n);
-    const bool split = gridDim.z > 1;
-    T* slice = out + (long long)blockIdx.z * batch * n;
     gemm::implicit_gemm_tile<T, gemm::Wide>(problem, batch, n, begin, end,
-                                            [&](int b, long long j, T field) {
-                                                const long long index = (long long)b * n + j;
-                                                if (split)
-                                                    slice[index] = field;
-                                                else
-                                                    hopfield::finish(out, Y, index, field, sync);
-                                            });
+                                            hopfield::Epilogue<T>{out, Y, n, batch, sync});
 }
 
 // The fields of a float network on the tensor cores (see hopfield::mma): C = Y W as MMA
@@ -428,8 +437,7 @@ extern "C" __global__ void __launch_bounds__(hopfield::kThreads)
             for (int c = 0; c < 8; ++c)
                 mma::multiply_add(a[m], b[c], acc[m][c]);
     }
-    const bool split = gridDim.z > 1;
-    float* slice = out + (long long)blockIdx.z * batch * n;
+    const Epilogue<float> store{out, Y, n, batch, sync};
 #pragma unroll
     for (int m = 0; m < 2; ++m)
 #pragma unroll
@@ -438,12 +446,7 @@ extern "C" __global__ void __launch_bounds__(hopfield::kThreads)
             for (int r = 0; r < 4; ++r) {  // C: row g + 8 (r / 2), column 2t + r % 2
                 const int state = state0 + 16 * m + g + 8 * (r / 2);
                 const long long j = neuron0 + 8 * c + 2 * t + r % 2;
-                if (state >= batch || j >= n) continue;
-                const long long index = (long long)state * n + j;
-                if (split)
-                    slice[index] = acc[m][c][r];
-                else
-                    finish(out, Y, index, acc[m][c][r], sync);
+                if (state < batch && j < n) store(state, j, acc[m][c][r]);
             }
 }
 
@@ -501,17 +504,9 @@ __global__ void __launch_bounds__(hopfield::kThreads, hopfield::SkinnyBounds<T>:
     hopfield_product_skinny(const T* __restrict__ W, const T* __restrict__ Y, T* __restrict__ out,
                             int n, int batch, int sync, long long chunk) {
     const long long begin = blockIdx.z * chunk, end = min(begin + chunk, (long long)n);
-    const bool split = gridDim.z > 1;
-    T* slice = out + (long long)blockIdx.z * batch * n;
     __shared__ __align__(16) unsigned char staged[hopfield::kSkinnySharedBytes];
     T* ys = reinterpret_cast<T*>(staged);
-    const auto store = [&](int b, long long j, T field) {
-        const long long index = (long long)b * n + j;
-        if (split)
-            slice[index] = field;
-        else
-            hopfield::finish(out, Y, index, field, sync);
-    };
+    const hopfield::Epilogue<T> store{out, Y, n, batch, sync};
     if (batch <= 8)
         hopfield::skinny_product<8>(W, Y, n, batch, begin, end, ys, store);
     else if (batch <= 16)
