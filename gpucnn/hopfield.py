@@ -204,7 +204,7 @@ class HopfieldNetwork:
         wrongly. Returns max|w| for float32 integer weights, else None."""
         if self.dtype != np.float32 or rule == "storkey":
             return None
-        largest = float(array_module(w).abs(w).max())
+        largest = max(float(w.max()), -float(w.min()))  # no |W| temporary of n^2 values
         if largest * self.n >= EXACT_FLOAT32:
             raise ValueError(
                 f"float32 cannot hold this network's fields exactly (n * max|w| = "
