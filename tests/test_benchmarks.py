@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -362,6 +363,24 @@ def test_host_profile_reports_step_time_and_the_profile(capsys, graph):
     for model in ("lenet5 batch=4", "cifar-cnn batch=2"):
         assert f"== {model} on emulator{' (CUDA graph)' * graph}:" in report
     assert report.count("ms per step, issued in") == 2 and report.count("ncalls") == 2
+
+
+def test_host_profile_with_stubbed_kernels_counts_the_launches(capsys, monkeypatch):
+    from benchmarks import host_profile
+    from gpucnn import emulator
+
+    # the stub replaces the emulator's launch for the rest of the process: undone at teardown
+    monkeypatch.setattr(emulator.EmulatedKernel, "__call__", emulator.EmulatedKernel.__call__)
+    monkeypatch.setattr(host_profile, "_stubbed_launches", 0)
+    host_profile.main(["--device", "emulator", "--stub-kernels", "--steps", "2", "--top", "3"])
+    report = capsys.readouterr().out
+    counts = [
+        int(count) for count in re.findall(r"(\d+) launches per step \(kernels stubbed\)", report)
+    ]
+    assert len(counts) == 2 and all(count > 10 for count in counts)  # (full batches: nothing ran)
+    with pytest.raises(SystemExit):
+        host_profile.main(["--device", "gpu", "--stub-kernels"])
+    assert "--stub-kernels needs --device emulator" in capsys.readouterr().err
 
 
 def test_the_step_runner_times_each_gpu_variant_on_the_emulator(capsys, monkeypatch):
