@@ -50,14 +50,24 @@ def check_same_kind(reference, reference_name: str, **others) -> None:
         if array is None:
             continue
         if check_array(array, name) != where:
-            raise TypeError(
-                f"{name} is a {_kind_name(array)} but {reference_name} is a "
-                f"{_kind_name(reference)}: move both to one device with gpucnn.to_device"
-            )
+            _refuse_other_device(reference, reference_name, array, name)
         if array.dtype != reference.dtype:
             raise TypeError(
                 f"{name} has dtype {array.dtype} but {reference_name} has {reference.dtype}"
             )
+
+
+def check_same_device(reference, reference_name: str, array, name: str) -> None:
+    """``array`` is on the device of ``reference`` (its dtype may differ)."""
+    if check_array(array, name) != array_device(reference):
+        _refuse_other_device(reference, reference_name, array, name)
+
+
+def _refuse_other_device(reference, reference_name: str, array, name: str):
+    raise TypeError(
+        f"{name} is a {_kind_name(array)} but {reference_name} is a "
+        f"{_kind_name(reference)}: move both to one device with gpucnn.to_device"
+    )
 
 
 def _kind_name(x) -> str:

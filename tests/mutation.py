@@ -138,6 +138,7 @@ SOURCE_TESTS = {
     ],
     "gpucnn/cuda/dense.py": ["tests/cuda/test_dense_kernels.py"],
     "gpucnn/cuda/hopfield.py": ["tests/cuda/test_hopfield_kernels.py"],
+    "gpucnn/cuda/optim.py": ["tests/cuda/test_optim_kernels.py"],
     "gpucnn/cuda/pool.py": ["tests/cuda/test_pool_kernels.py"],
     # the command line, its demonstration and the GPU facts it prints
     "gpucnn/__main__.py": ["tests/test_cli.py"],

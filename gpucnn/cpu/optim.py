@@ -17,3 +17,8 @@ def sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov) -> N
         velocity += g
         g = g + dtype(momentum) * velocity if nesterov else velocity
     param -= dtype(lr) * g
+
+
+def sgd_update_many(params, grads, velocities, lr, momentum, weight_decay, nesterov) -> None:
+    for param, grad, velocity in zip(params, grads, velocities, strict=True):
+        sgd_update(param, grad, velocity, lr, momentum, weight_decay, nesterov)

@@ -106,7 +106,8 @@ def empty(like, shape, dtype):
 ALIGNMENT = 16
 
 
-def _address(x) -> int:
+def address(x) -> int:
+    """The address of ``x``'s first element (device or host)."""
     return x.data.ptr if is_cupy_array(x) else x.ctypes.data
 
 
@@ -114,7 +115,7 @@ def contiguous(x):
     """``x`` itself when C-contiguous and 16-byte aligned (fresh arrays always are), else a
     fresh C-contiguous copy: kernels take flat arrays and may read them as vectors. (A view
     that starts mid-array, e.g. ``a.ravel()[1:]``, is contiguous but not aligned.)"""
-    if x.flags.c_contiguous and _address(x) % ALIGNMENT == 0:
+    if x.flags.c_contiguous and address(x) % ALIGNMENT == 0:
         return x
     return array_module(x).array(x, order="C", copy=True)
 

@@ -25,7 +25,7 @@ from .loss import (
     softmax_cross_entropy_backward,
     softmax_cross_entropy_forward,
 )
-from .optim import sgd_update
+from .optim import sgd_update, sgd_update_many
 from .pool import (
     avg_pool2d_backward,
     avg_pool2d_forward,
@@ -60,6 +60,7 @@ __all__ = [
     "relu_backward",
     "relu_forward",
     "sgd_update",
+    "sgd_update_many",
     "sigmoid_backward",
     "sigmoid_forward",
     "softmax_cross_entropy_backward",

@@ -120,3 +120,74 @@ def test_the_rates_limits_are_inclusive_where_they_should_be():
     assert np.array_equal(single, np.ones(3))
     with pytest.raises(TypeError, match="nesterov must be a bool"):
         ops.sgd_update(param, grad, np.zeros(3), lr=0.1, momentum=0.9, nesterov="no")
+
+
+def _parameters(count, seed):
+    """``count`` (param, grad) pairs of assorted shapes and both float dtypes."""
+    rng = np.random.default_rng(seed)
+    shapes = [(3, 4), (5,), (0,), (2, 2, 3), (1,), (7, 1)]
+    pairs = []
+    for i in range(count):
+        dtype = np.float32 if i % 3 else np.float64
+        shape = shapes[i % len(shapes)]
+        pairs.append(tuple(rng.standard_normal(shape).astype(dtype) for _ in range(2)))
+    return pairs
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_many_is_one_call_per_parameter_in_order(momentum):
+    pairs = _parameters(11, 0)
+    rates = dict(lr=0.1, momentum=momentum, weight_decay=1e-2, nesterov=bool(momentum))
+    expected = [(p.copy(), np.zeros_like(p)) for p, _ in pairs]
+    got = [(p.copy(), np.zeros_like(p)) for p, _ in pairs]
+    for _ in range(3):
+        for (param, velocity), (_, grad) in zip(expected, pairs, strict=True):
+            ops.sgd_update(param, grad, velocity if momentum else None, **rates)
+        ops.sgd_update_many(
+            [p for p, _ in got],
+            [g for _, g in pairs],
+            [v for _, v in got] if momentum else None,
+            **rates,
+        )
+    for (param, velocity), (want_param, want_velocity) in zip(got, expected, strict=True):
+        assert np.array_equal(param, want_param) and param.dtype == want_param.dtype
+        assert np.array_equal(velocity, want_velocity)
+
+
+def test_many_names_the_bad_entry_and_updates_nothing():
+    pairs = _parameters(4, 1)
+    params, grads = [p.copy() for p, _ in pairs], [g for _, g in pairs]
+    before = [p.copy() for p in params]
+
+    def refused(error, words, **changes):
+        arguments = dict(params=params, grads=grads, velocities=None, lr=0.1) | changes
+        with pytest.raises(error, match=words):
+            ops.sgd_update_many(**arguments)
+        assert all(np.array_equal(p, b) for p, b in zip(params, before, strict=True))
+
+    refused(ValueError, r"grads\[3\] must have shape", grads=grads[:3] + [np.ones(2)])
+    refused(
+        TypeError,
+        r"grads\[2\] has dtype float64 but params\[2\]",
+        grads=grads[:2] + [grads[0], grads[3]],
+    )
+    refused(ValueError, r"velocities\[0\] is needed when momentum > 0", momentum=0.9)
+    refused(
+        ValueError,
+        r"params, grads and velocities must have one entry per parameter, got 4, 3",
+        grads=grads[:3],
+    )
+    refused(
+        TypeError,
+        "params must be a list or tuple of arrays, got generator",
+        params=(p for p in params),
+    )
+    refused(TypeError, r"grads\[1\] must be a numpy.ndarray", grads=[grads[0], None, *grads[2:]])
+    refused(
+        ValueError, r"params\[3\] must be C-contiguous", params=params[:3] + [np.ones((3, 2, 2)).T]
+    )
+    refused(ValueError, "lr = 1e.39 overflows float32", lr=1e39)  # params[1] is float32
+
+
+def test_many_of_nothing_is_nothing():
+    ops.sgd_update_many([], [], lr=0.1, momentum=0.9)
