@@ -25,8 +25,9 @@
 //                           MMA, exact there (see hopfield::mma); grid (ceil(n / 512),
 //                           ceil(batch / 32), splits), 256 threads; opt-in for now.
 //   All four end in the same epilogue: the fields (sync = 0) or the synchronous step (sync = 1).
-//   hopfield_check_states   sets a flag when any state value is neither +1 nor -1 (the
-//                           host's input check, in one launch); grid-stride, 256 threads.
+//   hopfield_check_states   stores the host's token in a flag when any state value is neither
+//                           +1 nor -1 (the input check, in one launch); grid-stride, 256
+//                           threads.
 //   hopfield_energy         E[b] = -1/2 sum_j Y[b, j] F[b, j]; a block per state (grid-stride),
 //                           256 threads, a fixed-order tree in double.
 //   hopfield_recall_async   a block per state (grid-stride), 256 threads: sequential sweeps
@@ -460,15 +461,16 @@ __global__ void hopfield_finish_splits(const T* __restrict__ partial, const T* _
     }
 }
 
-// invalid[0] = 1 when any of the size values of Y is neither +1 nor -1 (NaN included), left
-// as it was otherwise. Every thread that finds one stores the same 1, so the order of the
-// stores does not matter.
+// flags[slot] = token when any of the size values of Y is neither +1 nor -1 (NaN included),
+// left as it was otherwise. The host gives each check a token of its own, so a slot needs no
+// clearing first: an older check's token in it says nothing about this one. Every thread
+// that finds a bad value stores the same token, so the order of the stores does not matter.
 template <typename T>
 __global__ void hopfield_check_states(const T* __restrict__ Y, long long size,
-                                      int* __restrict__ invalid) {
+                                      long long* __restrict__ flags, int slot, long long token) {
     GPUCNN_GRID_STRIDE_LOOP(i, size) {
         const T y = Y[i];
-        if (y != T(1) && y != T(-1)) *invalid = 1;
+        if (y != T(1) && y != T(-1)) flags[slot] = token;
     }
 }
 

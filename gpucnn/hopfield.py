@@ -103,10 +103,10 @@ class HopfieldNetwork:
     def _as_states(self, states, name: str, defer_check: bool = False):
         """``states`` as a 2-D (batch, n) array of the network's dtype and device, plus
         whether the caller passed a single (n,) state. Values must be exactly +1 or -1: checked
-        here, or on a GPU with ``defer_check`` by ``_check_states`` on the flag returned third
-        (None elsewhere), once the caller has launched its own kernels (reading the flag waits
-        for the check; launched first, a product runs while the host waits, instead of
-        after). The host checks first: its products would run on NaN and warn."""
+        here, or on a GPU with ``defer_check`` by ``_check_states`` on the check returned
+        third (None elsewhere), once the caller has launched its own kernels (asking the check
+        waits for it; launched first, a product runs while the host waits, instead of after).
+        The host checks first: its products would run on NaN and warn."""
         if isinstance(states, (list, tuple)):
             states = to_device(np.asarray(states), self.device)
         try:
@@ -148,8 +148,8 @@ class HopfieldNetwork:
 
     @staticmethod
     def _check_states(invalid, name: str) -> None:
-        """Raise if ``_as_states``'s flag says some value was not +1 or -1."""
-        if invalid is not None and int(invalid[0]):
+        """Raise if ``_as_states``'s check found some value other than +1 or -1."""
+        if invalid is not None and invalid.found():
             raise ValueError(f"{name} must hold only +1 and -1 (found other values or NaN)")
 
     def _shaped(self, matrix, single: bool):

@@ -11,10 +11,22 @@ import numpy as np
 from .._device import array_module
 
 
-def invalid_states(y):
-    """A one-element int32 array: nonzero if some value of ``y`` is not exactly +1 or -1
-    (NaN is not). An array, like the CUDA path's flag, so callers read both the same way."""
-    return np.array([not np.all((y == 1) | (y == -1))], np.int32)
+def invalid_states(y) -> FinishedCheck:
+    """Whether some value of ``y`` is not exactly +1 or -1 (NaN is not), asked as the CUDA
+    path's launched check is: ``invalid_states(y).found()``."""
+    return FinishedCheck(not np.all((y == 1) | (y == -1)))
+
+
+class FinishedCheck:
+    """A state check done already (see ``invalid_states``)."""
+
+    __slots__ = ("_found",)
+
+    def __init__(self, found: bool):
+        self._found = bool(found)
+
+    def found(self) -> bool:
+        return self._found
 
 
 def prepare_weights(w, largest_weight, kept: dict):

@@ -6,6 +6,8 @@ Same functions and semantics as ``gpucnn.cpu.hopfield``; arguments arrive valida
 
 from __future__ import annotations
 
+import itertools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -140,42 +142,105 @@ def _finish_splits(partial, y, out, splits: int, sync: bool):
     return out
 
 
-def invalid_states(y):
-    """A one-element int32 flag, raised by one kernel if some value of ``y`` is not exactly
-    +1 or -1 (the NumPy path's four array operations cost about 0.1 ms of host time per call
-    on a GPU, more than a batch-1 product at n = 4096 takes). Not read here: the caller may
-    launch its own work first and read the flag after (on a GPU, a ``PendingFlag``)."""
+# The state check's flags: per thread and device, a ring of CHECK_SLOTS slots, and each check
+# a token of its own, which the kernel stores in the check's slot where it finds a bad value.
+# A slot still holding an older check's token says nothing about this one, so no flag is
+# allocated or cleared per call; on a GPU the slots' pinned host copies and one event a slot
+# are made once too. Those per-call steps (an allocation and a memset, pinned memory, an
+# event) cost ~15 us of host time, which at n = 4096 is most of a batch-1 product's floor.
+CHECK_SLOTS = 16
+_check_rings = threading.local()
+
+
+class _CheckRing:
+    """One thread's flags on one device (see CHECK_SLOTS): on a GPU, in device memory with
+    pinned host copies and an event a slot; on the emulator, a NumPy array."""
+
+    def __init__(self, on_gpu: bool):
+        self.tokens = itertools.count(1)
+        self.owners = [0] * CHECK_SLOTS  # the token of the check that last took each slot
+        if on_gpu:
+            import cupy
+            import cupyx
+
+            self.flags = cupy.zeros(CHECK_SLOTS, np.int64)
+            self.host = cupyx.empty_pinned(CHECK_SLOTS, np.int64)  # (async copies need pinned)
+            self.events = [cupy.cuda.Event(disable_timing=True) for _ in range(CHECK_SLOTS)]
+        else:
+            self.flags = self.host = np.zeros(CHECK_SLOTS, np.int64)
+            self.events = None
+
+
+def _check_ring(on_gpu: bool) -> _CheckRing:
+    rings = getattr(_check_rings, "by_device", None)
+    if rings is None:
+        rings = _check_rings.by_device = {}
+    if on_gpu:
+        import cupy
+
+        key = cupy.cuda.Device().id
+    else:
+        key = "emulator"
+    ring = rings.get(key)
+    if ring is None:
+        ring = rings[key] = _CheckRing(on_gpu)
+    return ring
+
+
+def invalid_states(y) -> PendingCheck:
+    """Launch the check that every value of ``y`` is exactly +1 or -1 (the NumPy path's four
+    array operations cost about 0.1 ms of host time per call on a GPU, more than a batch-1
+    product at n = 4096 takes). Not waited for here: the caller may launch its own work
+    first, then ask the returned check."""
     y = contiguous(y)
-    invalid = array_module(y).zeros(1, np.int32)
+    ring = _check_ring(is_cupy_array(y))
+    token = next(ring.tokens)
+    slot = token % CHECK_SLOTS
+    ring.owners[slot] = token
     launch(
         get_kernel(SOURCE, "hopfield_check_states", y),
         grid_stride_blocks(y.size, THREADS),
         THREADS,
-        (y, y.size, invalid),
+        (y, y.size, ring.flags, slot, np.int64(token)),  # (not an int: tokens are never reused)
     )
-    return PendingFlag(invalid) if is_cupy_array(invalid) else invalid
-
-
-class PendingFlag:
-    """A device flag on its way to the host, read like the one-element array it stands for.
-
-    The copy goes into pinned memory right behind the check kernel, and reading waits on an
-    event recorded after the copy: for the check, not for the product the caller launched
-    after it. Reading the device array instead waits for the whole stream, so each call's
-    host work (~0.1 ms) ran while the GPU idled: batch-1 products at n = 16384 took 0.50 ms
-    for a 0.37 ms floor."""
-
-    def __init__(self, device_flag):
+    if ring.events is not None:
         import cupy
-        import cupyx
 
-        self._host = cupyx.empty_pinned(device_flag.shape, device_flag.dtype)
-        device_flag.get(out=self._host, blocking=False)
-        self._copied = cupy.cuda.get_current_stream().record()
+        # the slot's copy right behind the check, and an event after it: found() waits for
+        # the check alone, not for the product the caller launches next (reading the device
+        # array would wait for the whole stream, with the GPU idle while the host works)
+        stream = cupy.cuda.get_current_stream()
+        cupy.cuda.runtime.memcpyAsync(
+            ring.host.ctypes.data + 8 * slot,
+            ring.flags.data.ptr + 8 * slot,
+            8,
+            cupy.cuda.runtime.memcpyDeviceToHost,
+            stream.ptr,
+        )
+        ring.events[slot].record(stream)
+    return PendingCheck(ring, slot, token)
 
-    def __getitem__(self, index):
-        self._copied.synchronize()
-        return self._host[index]
+
+class PendingCheck:
+    """A launched state check: ``found()`` waits for it and says whether it found a value
+    other than +1 or -1. Ask before CHECK_SLOTS more checks are launched in the thread (the
+    callers ask within the same call): after that its slot holds another check's answer."""
+
+    __slots__ = ("_ring", "_slot", "_token")
+
+    def __init__(self, ring: _CheckRing, slot: int, token: int):
+        self._ring, self._slot, self._token = ring, slot, token
+
+    def found(self) -> bool:
+        ring = self._ring
+        if ring.owners[self._slot] != self._token:
+            raise RuntimeError(
+                f"a state check was asked after {CHECK_SLOTS} later ones in its thread: its "
+                "flag is gone"
+            )
+        if ring.events is not None:
+            ring.events[self._slot].synchronize()
+        return int(ring.host[self._slot]) == self._token
 
 
 def fields(w, y):
