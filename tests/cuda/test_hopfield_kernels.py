@@ -317,3 +317,131 @@ def test_pending_checks_answer_for_their_own_states(backend):
 
     found = backend.run(checks, good, bad)
     assert found.tolist() == [False, True, True, False] * rounds
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_the_callers_states_are_never_written(backend, dtype):
+    # States already in the network's dtype reach the kernels without a copy: every method
+    # must leave the caller's array as it was.
+    patterns = random_patterns(3, 24, seed=5).astype(dtype)
+    states = _noisy(patterns, 0.3, seed=6)
+
+    def run_everything(patterns, states):
+        kept = states.copy()
+        net = _network(24, patterns, dtype)
+        net.step_sync(states)
+        net.energy(states)
+        net.recall(states, mode="sync")
+        net.recall(states, mode="async", order="random", seed=1)
+        net.sweep_async(states[0])
+        net.unlearn(states[:1])
+        return states, kept
+
+    after, before = backend.run(run_everything, patterns, states)
+    assert np.array_equal(after, before) and np.array_equal(after, states)
+    after, before = run_everything(patterns, states.copy())  # and the NumPy path
+    assert np.array_equal(after, before)
+
+
+# The tensor-core product (hopfield_product_mma, GPUCNN_HOPFIELD_TENSOR_CORES=1): float16
+# holds integer weights of at most 2048 and the states exactly, so its fields are the float32
+# path's, bit for bit. (n, patterns, batch): one state; states past a block's 32 rows; n not
+# a multiple of the MMA's 16 (W16's zero padding, the last step's guards).
+@pytest.mark.parametrize("n, p, batch", [(37, 3, 1), (40, 4, 33), (70, 5, 5)])
+def test_the_tensor_core_product_gives_the_float32_bits(backend, monkeypatch, n, p, batch):
+    monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, "1")
+    launched = record_launches(monkeypatch, cuda_hopfield)
+    _compare(backend, n, p, batch, mode="sync", max_sweeps=6)
+    assert "hopfield_product_mma" in launched
+    assert not {"hopfield_product_vector", "hopfield_product_skinny"} & set(launched)
+
+
+def test_the_tensor_core_product_split_over_neurons_gives_the_same_bits(backend, monkeypatch):
+    # 70 neurons with at least 16 a split: three splits of 32 (whole MMA steps), summed by
+    # hopfield_finish_splits.
+    monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, "1")
+    monkeypatch.setattr(cuda_gemm, "MIN_SPLIT", 16)
+    assert split_reduction(70, 1, cuda_gemm.ONE_WAVE, cuda_hopfield.MMA_STEP) == (3, 32)
+    launched = record_launches(monkeypatch, cuda_hopfield)
+    _compare(backend, 70, 5, 3, mode="sync", max_sweeps=6)
+    assert {"hopfield_product_mma", "hopfield_finish_splits"} <= set(launched)
+
+
+def _integer_weights(n, largest):
+    """Symmetric integer weights, zero diagonal, one pair at +-largest."""
+    rng = np.random.default_rng(n)
+    w = rng.integers(-5, 6, (n, n)).astype(np.float32)
+    w = np.triu(w, 1) + np.triu(w, 1).T
+    w[0, 1] = w[1, 0] = largest
+    return w
+
+
+def test_w16_holds_w_exactly_in_rows_padded_to_the_mma_step(monkeypatch):
+    monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, "1")
+    w = _integer_weights(37, -2048.0)
+    kept = {}
+    prepared = cuda_hopfield.prepare_weights(w, 2048.0, kept)  # NumPy: the emulator's path
+    half = prepared.half.view(np.float16)
+    assert half.shape == (37, 48)
+    assert np.array_equal(half[:, :37].astype(np.float32), w) and not half[:, 37:].any()
+    assert cuda_hopfield.prepare_weights(w, 2048.0, kept) is prepared  # made once per W
+    monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, "0")  # read on every call
+    assert cuda_hopfield.prepare_weights(w, 2048.0, kept) is w
+
+
+@pytest.mark.parametrize(
+    "setting, largest, dtype, takes",
+    [
+        ("", 5.0, np.float32, False),  # off by default, until a GPU has measured it
+        ("0", 5.0, np.float32, False),
+        ("1", 5.0, np.float32, True),
+        ("1", 2048.0, np.float32, True),
+        ("1", 2049.0, np.float32, False),  # float16 holds no odd integer past 2048
+        ("1", None, np.float32, False),  # Storkey's fractions
+        ("1", 5.0, np.float64, False),
+    ],
+)
+def test_the_tensor_cores_take_only_weights_float16_holds(
+    monkeypatch, setting, largest, dtype, takes
+):
+    monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, setting)
+    w = np.zeros((4, 4), dtype)
+    prepared = cuda_hopfield.prepare_weights(w, largest, {})
+    assert isinstance(prepared, cuda_hopfield.TensorCoreWeights) == takes
+    assert takes or prepared is w
+
+
+@pytest.mark.parametrize("rule", ["hebb", "storkey"])
+def test_a_network_gives_the_tensor_cores_only_weights_they_multiply_exactly(
+    backend, monkeypatch, rule
+):
+    # Hebbian weights past 2048 (2049 copies of one pattern), and Storkey's fractions, stay
+    # on the float32 products; unlearning back under 2048 brings the tensor cores back.
+    monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, "1")
+    launched = record_launches(monkeypatch, cuda_hopfield)
+    pattern = random_patterns(1, 20, seed=3)
+    states = _noisy(np.repeat(pattern, 3, axis=0), 0.3, seed=4)
+
+    def steps():
+        net = HopfieldNetwork(20)
+        net.store(gpucnn.to_device(np.repeat(pattern, 2049 if rule == "hebb" else 2, axis=0)), rule)
+        first = net.step_sync(gpucnn.to_device(states))
+        if rule == "hebb":
+            net.unlearn(gpucnn.to_device(np.repeat(pattern, 2, axis=0)))
+        return first, net.step_sync(gpucnn.to_device(states))
+
+    first, second = backend.run(steps)
+    assert np.array_equal(first, np.repeat(pattern, 3, axis=0))
+    assert np.array_equal(second, np.repeat(pattern, 3, axis=0))
+    products = [name for name in launched if name.startswith("hopfield_product")]
+    expected = ["hopfield_product_skinny", "hopfield_product_mma"]
+    assert products == (expected if rule == "hebb" else [expected[0]] * 2)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("n, batch", [(4096, 1), (4096, 64), (3001, 20), (4096, 300)])
+def test_the_tensor_core_product_at_realistic_sizes(gpu_backend, monkeypatch, n, batch):
+    monkeypatch.setenv(cuda_hopfield.TENSOR_CORES_VARIABLE, "1")
+    launched = record_launches(monkeypatch, cuda_hopfield)
+    _compare(gpu_backend, n, n // 100, batch, mode="sync", max_sweeps=30)
+    assert "hopfield_product_mma" in launched
