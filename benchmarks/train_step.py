@@ -17,6 +17,7 @@ import sys
 
 import numpy as np
 
+from gpucnn import ops
 from gpucnn.losses import SoftmaxCrossEntropyLoss
 from gpucnn.models import cifar_cnn, lenet5
 from gpucnn.optim import SGD
@@ -52,14 +53,31 @@ def _case(target: Target, name: str, batch: int, shape) -> dict:
         model.backward(loss.backward(), need_input_grad=False)  # as PyTorch: no input grad
         optimizer.step()
 
+    velocities = {name: target.xp.zeros_like(p) for name, p in model.params.items()}
+
+    def update_a_launch_per_parameter():  # SGD.step before session 31, for the A/B
+        grads = model.grads
+        for name, param in model.params.items():
+            ops.sgd_update(
+                param,
+                grads[name],
+                velocities[name],
+                lr=optimizer.lr,
+                momentum=optimizer.momentum,
+                weight_decay=optimizer.weight_decay,
+                nesterov=optimizer.nesterov,
+            )
+
     ours = {
         "step": target.time(step, inputs),  # leaves gradients for the update timed alone
         "forward + loss": target.time(forward, inputs),
         "SGD update": target.time(optimizer.step),
+        "SGD update (a launch per parameter)": target.time(update_a_launch_per_parameter),
     }
     if target.name == "gpu":
         ours.update(_gpu_variants(target, name, model, loss, optimizer, step, inputs))
     theirs = _torch(target, name, batch, shape) or {}
+    theirs.setdefault("SGD update (a launch per parameter)", theirs.get("SGD update"))
     for part in ours:  # each variant of the step against PyTorch's one eager step
         theirs.setdefault(part, theirs.get("step"))
     return [
